@@ -1,0 +1,220 @@
+--- quarry.cli: the command line. main(argv, info) -> exit code.
+-- Exit codes: 0 ok; 1 runtime failure; 2 usage or bad input; 3 a service
+-- unreachable. Every failure is one line on stderr; --log-level debug adds
+-- the traceback of a script error.
+local argparse = require "argparse"
+local quarry = require "quarry"
+local config = require "quarry.config"
+local services = require "quarry.services"
+local dbmod = require "quarry.db"
+
+local M = {}
+
+local EXIT_RUNTIME, EXIT_USAGE, EXIT_SERVICE = 1, 2, 3
+
+local function exit_code(err)
+  if type(err) == "table" then
+    if err.code == "connection" then return EXIT_SERVICE end
+    if err.code == "usage" then return EXIT_USAGE end
+  end
+  return EXIT_RUNTIME
+end
+
+local function usage_error(msg)
+  error(quarry.error({ code = "usage", message = msg }), 0)
+end
+
+local function fail(msg) io.stderr:write("quarry: ", msg, "\n") end
+
+-- The configuration and exit codes, for the end of `quarry --help`.
+local function epilog()
+  local lines = { "Configuration (flag, then environment, then default):" }
+  local cfg_ok, cfg = pcall(config.resolve, {})
+  for _, s in ipairs(config.settings) do
+    local default = s.default ~= nil and tostring(s.default) or "-"
+    local now = cfg_ok and cfg[s.key] ~= nil and config.mask(cfg[s.key]) or nil
+    lines[#lines + 1] = ("  %-22s %-9s %s%s"):format(s.env, default, s.doc,
+      now and tostring(now) ~= default and (" [now: " .. tostring(now) .. "]") or "")
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 3 service unreachable."
+  lines[#lines + 1] = "Lua API for scripts: docs/SCRIPTING.md"
+  return table.concat(lines, "\n")
+end
+
+local function build_parser(info)
+  local p = argparse("quarry",
+    "Scriptable analytics for UK wind curtailment and the bitcoin it could have mined.")
+    :epilog(epilog())
+  p:option("--database-url", "PostgreSQL URL (overrides DATABASE_URL).")
+  p:option("--redis-url", "Redis URL (overrides REDIS_URL).")
+  p:flag("--timings", "Print query and block timings to stderr at exit.")
+  p:option("--log-level", "debug, info, warn or error.", "info")
+    :choices({ "debug", "info", "warn", "error", "off" })
+  p:option("--log-format", "text or json.", "text"):choices({ "text", "json" })
+  p:flag("--version", "Print the version and exit."):action(function()
+    print(("quarry %s (%s)"):format(info.version or "?", _VERSION))
+    os.exit(0)
+  end)
+  p:command_target("command")
+
+  local run = p:command("run", "Run an analyst script with quarry preloaded; it sees its arguments in `arg`.")
+  run:argument("script", "The Lua script.")
+  run:argument("args", "Arguments for the script."):args("*")
+
+  local db = p:command("db", "The database schema."):command_target("db_command")
+  db:command("migrate", "Apply the schema migrations that are missing (safe to repeat).")
+  db:command("status", "Show the database quarry uses and which migrations are applied.")
+
+  local svc = p:command("services",
+    "The embedded default: a private PostgreSQL and Redis for this checkout (unix sockets only).")
+    :command_target("services_command")
+  svc:command("up", "Start them (creating the cluster the first time).")
+  svc:command("down", "Stop them; the data stays.")
+  svc:command("status", "Say whether each runs (exit 3 if not).")
+  return p
+end
+
+-- Options that take a value, to find where `run SCRIPT` starts.
+local VALUED = { ["--database-url"] = true, ["--redis-url"] = true,
+                 ["--log-level"] = true, ["--log-format"] = true }
+
+--- Split argv so that everything after `run SCRIPT` goes to the script as is.
+local function split_run(argv)
+  local i = 1
+  while argv[i] and argv[i]:sub(1, 1) == "-" do
+    i = i + ((VALUED[argv[i]] and not argv[i]:find("=", 1, true)) and 2 or 1)
+  end
+  if argv[i] ~= "run" or not argv[i + 1] or argv[i + 1]:sub(1, 1) == "-" then return argv, nil end
+  local head, rest = {}, {}
+  for j = 1, i + 1 do head[j] = argv[j] end
+  for j = i + 2, #argv do rest[#rest + 1] = argv[j] end
+  return head, rest
+end
+
+-- ---- commands ----
+
+local commands = {}
+
+function commands.run(args, _, script_args)
+  local script = args.script
+  local chunk, err = loadfile(script)
+  if not chunk then
+    local missing = not io.open(script, "r")
+    usage_error(missing and ("cannot open script '" .. script .. "'") or err)
+  end
+  local script_arg = { [0] = script }
+  for i, v in ipairs(script_args or {}) do script_arg[i] = v end
+  _G.arg = script_arg -- as lua(1) does: scripts read their arguments from `arg`
+
+  local function handler(e)
+    local where = type(e) ~= "string" and dbmod.caller() or nil
+    return { err = e, where = where, traceback = debug.traceback("", 2) }
+  end
+  local r = table.pack(xpcall(chunk, handler, table.unpack(script_arg)))
+  if r[1] then return 0 end
+  local e = r[2]
+  local msg = tostring(e.err)
+  if e.where and not msg:find(e.where, 1, true) then msg = e.where .. ": " .. msg end
+  io.stderr:write(msg, "\n")
+  if quarry.log.enabled("debug") then io.stderr:write(e.traceback:gsub("^\n", ""), "\n") end
+  return exit_code(e.err)
+end
+
+function commands.db(args)
+  local migrate = require "quarry.migrate"
+  local db = quarry.db
+  if args.db_command == "migrate" then
+    local ran = migrate.up(db, function(m)
+      quarry.log.info(("applying migration %d: %s"):format(m.version, m.name), { module = "migrate" })
+    end)
+    local st = migrate.status(db)
+    print(("schema at version %d (%d applied now)"):format(st[#st].version, #ran))
+    return 0
+  end
+  local cfg = quarry.settings()
+  local v = db:query_one("SELECT current_setting('server_version') AS v, current_database() AS d")
+  print(("database: %s (%s, PostgreSQL %s)"):format(config.mask(cfg.database_url or "libpq PG* environment"),
+    cfg.source.database_url, v.v))
+  local pending = 0
+  for _, m in ipairs(migrate.status(db)) do
+    print(("  %3d  %-10s %s"):format(m.version, m.applied_at and "applied" or "PENDING", m.name))
+    if not m.applied_at then pending = pending + 1 end
+  end
+  if pending > 0 then print(("%d migration(s) pending: run 'quarry db migrate'"):format(pending)) end
+  return 0
+end
+
+function commands.services(args)
+  local cfg = quarry.settings()
+  local verb = args.services_command
+  local ok, code = services.run(verb, cfg, verb == "up")
+  if verb == "up" and ok then
+    local urls = services.urls(cfg) or {}
+    print("postgresql: " .. config.mask(urls.DATABASE_URL or "?"))
+    print("redis:      " .. config.mask(urls.REDIS_URL or "?"))
+    print("state:      " .. services.home(cfg))
+  end
+  if ok then return 0 end
+  return (code == EXIT_SERVICE or verb ~= "status") and EXIT_SERVICE or EXIT_RUNTIME
+end
+
+local function print_timings()
+  local t = quarry.timings()
+  local names = {}
+  for name in pairs(t) do names[#names + 1] = name end
+  if #names == 0 then return end
+  table.sort(names, function(a, b) return t[a].total_ms > t[b].total_ms end)
+  local w = 20
+  for _, n in ipairs(names) do w = math.max(w, math.min(#n, 70)) end
+  local fmt = "%-" .. w .. "s %8s %11s %9s %9s %9s %9s\n"
+  io.stderr:write(fmt:format("timing (ms)", "count", "total", "p50", "p95", "p99", "max"))
+  for _, n in ipairs(names) do
+    local s = t[n]
+    local f = function(x) return ("%.3f"):format(x) end
+    io.stderr:write(fmt:format(#n > 70 and (n:sub(1, 67) .. "...") or n, s.count, f(s.total_ms),
+      f(s.p50), f(s.p95), f(s.p99), f(s.max)))
+  end
+end
+
+function M.main(argv, info)
+  info = info or {}
+  local real_exit = os.exit
+  -- Close the Lua state on every exit (argparse's --help, a script's
+  -- os.exit): finalizers release connections and the sanitizers see no leak.
+  os.exit = function(code, close) -- luacheck: ignore 122
+    io.stdout:flush()
+    return real_exit(code, close ~= false)
+  end
+
+  local head, script_args = split_run(argv)
+  local parser = build_parser(info)
+  local ok, args = parser:pparse(head)
+  if not ok then
+    fail(args)
+    io.stderr:write("Try 'quarry --help'.\n")
+    return EXIT_USAGE
+  end
+  if not args.command then
+    io.stderr:write(parser:get_usage(), "\n\nquarry: a command is needed. Try 'quarry --help'.\n")
+    return EXIT_USAGE
+  end
+  quarry.log.configure(args.log_level, args.log_format)
+  quarry.configure({ database_url = args.database_url, redis_url = args.redis_url })
+
+  local cmd = commands[args.command]
+  local rok, code = xpcall(cmd, function(e)
+    if quarry.log.enabled("debug") then
+      return { err = e, traceback = debug.traceback("", 2) }
+    end
+    return { err = e }
+  end, args, info, script_args)
+  if args.timings then print_timings() end
+  quarry.close()
+  if rok then return code or 0 end
+  fail(config.mask(tostring(code.err)))
+  if code.traceback then io.stderr:write(code.traceback:gsub("^\n", ""), "\n") end
+  return exit_code(code.err)
+end
+
+return M

@@ -1,0 +1,90 @@
+--- quarry.config: flags, then the environment, then defaults.
+-- The names and defaults are the seed platform's (DATABASE_URL, DB_POOL_MAX,
+-- DB_IDLE_TIMEOUT, DB_CONNECTION_TIMEOUT); everything else is quarry's.
+local M = {}
+
+-- name, environment variable, default, description: the one table that
+-- --help, README and the resolver all follow.
+M.settings = {
+  { key = "database_url", env = "DATABASE_URL", default = nil,
+    doc = "PostgreSQL URL; else libpq's PG* variables; else the embedded default" },
+  { key = "pool_max", env = "DB_POOL_MAX", default = 20, int = true, min = 1,
+    doc = "most connections the pool opens" },
+  { key = "idle_timeout_ms", env = "DB_IDLE_TIMEOUT", default = 30000, int = true, min = 1,
+    doc = "close a connection idle this long (ms)" },
+  { key = "connect_timeout_ms", env = "DB_CONNECTION_TIMEOUT", default = 15000, int = true, min = 1,
+    doc = "longest wait for a connection, queueing plus connecting (ms)" },
+  { key = "max_lifetime_ms", env = "DB_MAX_LIFETIME", default = 1800000, int = true, min = 1,
+    doc = "replace a connection after this long, less up to 10% jitter (ms)" },
+  { key = "hold_warn_ms", env = "DB_HOLD_WARN", default = 60000, int = true, min = 1,
+    doc = "warn once when a connection is held longer than this (ms)" },
+  { key = "redis_url", env = "REDIS_URL", default = nil,
+    doc = "redis://[:password@]host:port/db or unix:///path; else the embedded default" },
+  { key = "cache", env = "QUARRY_CACHE", default = "on", doc = "'off' bypasses the shared cache" },
+  { key = "home", env = "QUARRY_HOME", default = nil,
+    doc = "state folder of the embedded services (default: .quarry in the checkout)" },
+}
+
+local function config_error(msg)
+  error(require("quarry.core").error({ code = "usage", message = msg }), 0)
+end
+
+--- Hide the password in a PostgreSQL/Redis URL or a key=value conninfo.
+function M.mask(s)
+  if s == nil then return nil end
+  s = tostring(s)
+  s = s:gsub("^(%a[%w+.-]*://[^/@:]*):[^@/]*@", "%1:***@")
+  s = s:gsub("([?&]password=)[^&]*", "%1***")
+  s = s:gsub("(password%s*=%s*)'[^']*'", "%1***")
+  s = s:gsub("(password%s*=%s*)[^%s']+", "%1***")
+  return s
+end
+
+local function parse_int(setting, raw, from)
+  local n = math.tointeger(tonumber(raw))
+  if not n or n < (setting.min or 0) then
+    config_error(("%s must be an integer >= %d, got '%s'"):format(from, setting.min or 0, raw))
+  end
+  return n
+end
+
+--- Resolve every setting. flags: table keyed like M.settings' keys (nil = unset);
+-- getenv: function (defaults to os.getenv), so tests can pass their own.
+function M.resolve(flags, getenv)
+  flags, getenv = flags or {}, getenv or os.getenv
+  local cfg, source = {}, {}
+  for _, s in ipairs(M.settings) do
+    local v, from = flags[s.key], "flag"
+    if v == nil then
+      local e = getenv(s.env)
+      if e ~= nil and e ~= "" then v, from = e, s.env end
+    end
+    if v == nil then v, from = s.default, "default" end
+    if v ~= nil and s.int then v = parse_int(s, v, from == "flag" and ("--" .. s.key:gsub("_", "-")) or from) end
+    cfg[s.key], source[s.key] = v, from
+  end
+  if cfg.cache ~= "on" and cfg.cache ~= "off" then
+    config_error(("QUARRY_CACHE must be 'on' or 'off', got '%s'"):format(cfg.cache))
+  end
+  -- libpq's own variables stand in for DATABASE_URL; only with none of them
+  -- does quarry use (and start) its embedded services.
+  local pg_env = getenv("PGHOST") or getenv("PGSERVICE") or getenv("PGDATABASE")
+  cfg.embedded_db = cfg.database_url == nil and (pg_env == nil or pg_env == "")
+  cfg.embedded_redis = cfg.redis_url == nil
+  cfg.source = source
+  return cfg
+end
+
+--- Options for core.pool_new from a resolved config.
+function M.pool_options(cfg)
+  return {
+    conninfo = cfg.database_url,
+    max_size = cfg.pool_max,
+    idle_timeout_ms = cfg.idle_timeout_ms,
+    connect_timeout_ms = cfg.connect_timeout_ms,
+    max_lifetime_ms = cfg.max_lifetime_ms,
+    hold_warn_ms = cfg.hold_warn_ms,
+  }
+end
+
+return M

@@ -1,0 +1,74 @@
+--- quarry.migrate: apply lua/quarry/schema.lua to a database, idempotently.
+-- Each migration commits on its own with its row in schema_migrations; an
+-- advisory lock makes concurrent `quarry db migrate` runs take turns.
+local core = require "quarry.core"
+local schema = require "quarry.schema"
+
+local M = {}
+
+local LOCK = "SELECT pg_advisory_xact_lock(hashtext('quarry.migrate'))"
+local TABLE = [[
+CREATE TABLE IF NOT EXISTS schema_migrations (
+  version    integer PRIMARY KEY,
+  name       text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+)]]
+
+local function applied(db)
+  local done = {}
+  for _, row in ipairs(db:query("SELECT version FROM schema_migrations")) do done[row.version] = true end
+  return done
+end
+
+--- Apply every missing migration. Returns the list of versions applied.
+-- progress(migration) is called before each one, if given.
+function M.up(db, progress)
+  db:exec(TABLE)
+  local ran = {}
+  for _, m in ipairs(schema) do
+    local ok, err = db:transaction(function(tx)
+      tx:exec(LOCK)
+      if tx:query_one("SELECT 1 AS x FROM schema_migrations WHERE version = $1", m.version) then
+        return
+      end
+      if progress then progress(m) end
+      tx:exec(m.sql)
+      tx:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name)
+      ran[#ran + 1] = m.version
+    end)
+    if not ok then
+      local detail = type(err) == "table" and err or { message = tostring(err) }
+      error(core.error({ code = detail.code or "query", sqlstate = detail.sqlstate,
+        message = ("migration %d (%s) failed: %s"):format(m.version, m.name, detail.message) }), 0)
+    end
+  end
+  return ran
+end
+
+--- {version, name, applied_at|nil} for every known migration.
+function M.status(db)
+  local exists = db:query_one("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").e
+  local at = {}
+  if exists then
+    for _, r in ipairs(db:query("SELECT version, applied_at::text AS at FROM schema_migrations")) do
+      at[r.version] = r.at
+    end
+  end
+  local out = {}
+  for _, m in ipairs(schema) do
+    out[#out + 1] = { version = m.version, name = m.name, applied_at = at[m.version] }
+  end
+  return out
+end
+
+--- Raise a clear error unless every migration is applied.
+function M.require_current(db)
+  for _, m in ipairs(M.status(db)) do
+    if not m.applied_at then
+      error(core.error({ code = "usage", message = ("the database schema is not current (migration %d missing): "
+        .. "run 'quarry db migrate'"):format(m.version) }), 0)
+    end
+  end
+end
+
+return M

@@ -1,0 +1,67 @@
+--- quarry.schema: the database schema as numbered migrations.
+-- Append only: a migration that has shipped is never edited; a change is a
+-- new entry. `quarry db migrate` applies the missing ones in order.
+return {
+  {
+    version = 1,
+    name = "curtailment, bitcoin calculations, difficulty and miner models",
+    sql = [[
+CREATE TABLE miner_models (
+  name         text PRIMARY KEY CHECK (name ~ '^[A-Z0-9_]+$'),
+  hashrate_th  numeric NOT NULL CHECK (hashrate_th > 0),
+  power_watts  numeric NOT NULL CHECK (power_watts > 0),
+  description  text
+);
+INSERT INTO miner_models (name, hashrate_th, power_watts, description) VALUES
+  ('S19J_PRO', 100,  3050, 'Bitmain Antminer S19j Pro'),
+  ('S9',       13.5, 1323, 'Bitmain Antminer S9'),
+  ('M20S',     68,   3360, 'MicroBT Whatsminer M20S');
+
+-- The difficulty in force from effective_date until the next row.
+CREATE TABLE bitcoin_difficulty (
+  effective_date date PRIMARY KEY,
+  difficulty     numeric NOT NULL CHECK (difficulty > 0)
+);
+
+-- One row per accepted bid: a farm may have several in one period, so there
+-- is deliberately no unique key on (date, period, farm).
+CREATE TABLE curtailment_records (
+  id                bigserial PRIMARY KEY,
+  settlement_date   date    NOT NULL,
+  settlement_period integer NOT NULL CHECK (settlement_period BETWEEN 1 AND 50),
+  farm_id           text    NOT NULL,
+  lead_party_name   text,
+  volume            numeric NOT NULL CHECK (volume < 0),
+  payment           numeric NOT NULL,
+  original_price    numeric NOT NULL,
+  final_price       numeric NOT NULL,
+  so_flag           boolean NOT NULL DEFAULT false,
+  cadl_flag         boolean,
+  created_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX curtailment_records_date_idx ON curtailment_records (settlement_date);
+CREATE INDEX curtailment_records_farm_date_idx ON curtailment_records (farm_id, settlement_date);
+CREATE INDEX curtailment_records_party_date_idx ON curtailment_records (lead_party_name, settlement_date);
+
+-- One row per (date, period, farm, miner): the bitcoin that farm's curtailed
+-- energy in that period could have mined.
+CREATE TABLE historical_bitcoin_calculations (
+  id                bigserial PRIMARY KEY,
+  settlement_date   date    NOT NULL,
+  settlement_period integer NOT NULL CHECK (settlement_period BETWEEN 1 AND 50),
+  farm_id           text    NOT NULL,
+  miner_model       text    NOT NULL REFERENCES miner_models (name),
+  curtailed_energy  numeric NOT NULL,
+  bitcoin_mined     numeric NOT NULL,
+  difficulty        numeric NOT NULL,
+  block_reward      numeric NOT NULL,
+  calculated_at     timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (settlement_date, settlement_period, farm_id, miner_model)
+);
+CREATE INDEX historical_bitcoin_date_miner_idx
+  ON historical_bitcoin_calculations (settlement_date, miner_model);
+CREATE INDEX historical_bitcoin_farm_date_idx
+  ON historical_bitcoin_calculations (farm_id, settlement_date);
+]],
+  },
+}

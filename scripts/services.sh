@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The embedded default services of one quarry checkout: a private PostgreSQL
+# cluster and a Redis server, reachable only through unix sockets in a state
+# folder ($QUARRY_HOME), so several checkouts never clash over ports.
+#
+#   QUARRY_HOME=DIR scripts/services.sh up|down|status|env
+#                                      |start-pg|stop-pg|start-redis|stop-redis
+#
+# `up` writes DIR/urls (DATABASE_URL=..., REDIS_URL=...), which quarry reads.
+# As root, the servers run as an unprivileged user (initdb refuses root).
+# QUARRY_SERVICES_FAST=1 turns off fsync: for throwaway test clusters only.
+set -euo pipefail
+
+home=${QUARRY_HOME:?QUARRY_HOME must name the state folder}
+mkdir -p "$home"
+home=$(cd "$home" && pwd)
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$pgbin/initdb" ] || { echo "services: PostgreSQL server binaries not found (install postgresql)" >&2; exit 3; }
+command -v redis-server >/dev/null || { echo "services: redis-server not found (install redis-server)" >&2; exit 3; }
+
+# Unix socket paths are limited to 107 bytes: a deep checkout gets its
+# sockets in /tmp, named after the state folder.
+run="$home/run"
+if [ $(( ${#run} + 20 )) -gt 100 ]; then
+    run="/tmp/quarry-$(printf '%s' "$home" | md5sum | cut -c1-12)"
+fi
+
+svc_user=""
+if [ "$(id -u)" = 0 ]; then
+    if id postgres >/dev/null 2>&1; then svc_user=postgres; else svc_user=nobody; fi
+fi
+as_svc() { if [ -n "$svc_user" ]; then runuser -u "$svc_user" -- "$@"; else "$@"; fi; }
+
+# The data must live where the service user can write: the state folder when
+# it can reach it, otherwise a folder of its own under /var/tmp.
+data="$home/data"
+prepare_dirs() {
+    mkdir -p "$data" "$run"
+    if [ -n "$svc_user" ]; then
+        chown "$svc_user" "$data" "$run"
+        if ! as_svc test -w "$data"; then
+            data="/var/tmp/quarry-$(printf '%s' "$home" | md5sum | cut -c1-12)"
+            mkdir -p "$data" && chown "$svc_user" "$data"
+        fi
+    fi
+    chmod 700 "$run" "$data" 2>/dev/null || true
+    mkdir -p "$data/log"
+    [ -z "$svc_user" ] || chown "$svc_user" "$data/log"
+}
+data_dir() { # where prepare_dirs put it last time
+    if [ -f "$home/data-dir" ]; then cat "$home/data-dir"; else echo "$home/data"; fi
+}
+
+pg_running() { [ -f "$data/pg/PG_VERSION" ] && as_svc "$pgbin/pg_ctl" -D "$data/pg" status >/dev/null 2>&1; }
+redis_sock="$run/redis.sock"
+redis_running() { [ -S "$redis_sock" ] && redis-cli -s "$redis_sock" ping 2>/dev/null | grep -q PONG; }
+
+start_pg() {
+    if [ ! -f "$data/pg/PG_VERSION" ]; then
+        as_svc "$pgbin/initdb" -D "$data/pg" -U quarry --auth=trust -E UTF8 --locale=C.UTF-8 \
+            --no-instructions >"$data/log/initdb.log" 2>&1 ||
+            { echo "services: initdb failed, see $data/log/initdb.log" >&2; exit 3; }
+        {
+            echo "listen_addresses = ''"
+            echo "port = 5432"
+            echo "max_connections = 200"
+            echo "shared_buffers = 256MB"
+            echo "work_mem = 32MB"
+            echo "maintenance_work_mem = 256MB"
+            echo "log_min_messages = warning"
+            if [ "${QUARRY_SERVICES_FAST:-0}" = 1 ]; then
+                echo "fsync = off"; echo "synchronous_commit = off"; echo "full_page_writes = off"
+            fi
+        } >>"$data/pg/postgresql.conf"
+    fi
+    pg_running && return 0
+    as_svc "$pgbin/pg_ctl" -D "$data/pg" -w -t 60 -l "$data/log/postgresql.log" \
+        -o "-k $run" start >/dev/null ||
+        { echo "services: PostgreSQL did not start, see $data/log/postgresql.log" >&2; exit 3; }
+    if ! "$pgbin/psql" -h "$run" -U quarry -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'quarry'" | grep -q 1; then
+        "$pgbin/createdb" -h "$run" -U quarry quarry
+    fi
+}
+
+stop_pg() {
+    pg_running || return 0
+    as_svc "$pgbin/pg_ctl" -D "$data/pg" -w -m fast stop >/dev/null
+}
+
+start_redis() {
+    redis_running && return 0
+    rm -f "$redis_sock"
+    mkdir -p "$data/redis" && { [ -z "$svc_user" ] || chown "$svc_user" "$data/redis"; }
+    as_svc redis-server --port 0 --unixsocket "$redis_sock" --unixsocketperm 770 \
+        --dir "$data/redis" --daemonize yes --pidfile "$data/redis/redis.pid" \
+        --logfile "$data/log/redis.log" --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 100); do redis_running && return 0; sleep 0.05; done
+    echo "services: Redis did not start, see $data/log/redis.log" >&2
+    exit 3
+}
+
+stop_redis() {
+    redis_running || return 0
+    redis-cli -s "$redis_sock" shutdown nosave >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do [ -S "$redis_sock" ] || return 0; redis_running || return 0; sleep 0.05; done
+}
+
+write_urls() {
+    printf 'DATABASE_URL=postgresql://quarry@/quarry?host=%s\nREDIS_URL=unix://%s\n' \
+        "$run" "$redis_sock" >"$home/urls.tmp"
+    mv "$home/urls.tmp" "$home/urls"
+}
+
+cmd=${1:-status}
+case "$cmd" in
+    up)
+        prepare_dirs
+        echo "$data" >"$home/data-dir"
+        start_pg
+        start_redis
+        write_urls
+        ;;
+    down)
+        data=$(data_dir)
+        stop_redis
+        stop_pg
+        ;;
+    status)
+        data=$(data_dir)
+        rc=0
+        if pg_running; then echo "postgresql: running (socket in $run, data in $data/pg)"; else echo "postgresql: stopped"; rc=3; fi
+        if redis_running; then echo "redis: running (socket $redis_sock)"; else echo "redis: stopped"; rc=3; fi
+        exit $rc
+        ;;
+    env)
+        [ -f "$home/urls" ] && cat "$home/urls"
+        ;;
+    start-pg) data=$(data_dir); start_pg ;;
+    stop-pg) data=$(data_dir); stop_pg ;;
+    start-redis) data=$(data_dir); start_redis ;;
+    stop-redis) data=$(data_dir); stop_redis ;;
+    *)
+        echo "usage: services.sh up|down|status|env|start-pg|stop-pg|start-redis|stop-redis" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,102 @@
+/* lua_core.c - require "quarry.core": the module table and the error object. */
+#include "lua_quarry.h"
+
+#include <string.h>
+
+/* tostring(err) -> "message (SQLSTATE xxxxx at character n): detail; hint: ..." */
+static int error_tostring(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_getfield(L, 1, "message");
+    const char *msg = lua_tostring(L, -1);
+    luaL_addstring(&b, msg ? msg : "unknown error");
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "sqlstate");
+    lua_getfield(L, 1, "position");
+    if (lua_isstring(L, -2)) {
+        lua_pushfstring(L, " (SQLSTATE %s", lua_tostring(L, -2));
+        luaL_addvalue(&b);
+        if (lua_isinteger(L, -1)) {
+            lua_pushfstring(L, " at character %d", (int)lua_tointeger(L, -1));
+            luaL_addvalue(&b);
+        }
+        luaL_addchar(&b, ')');
+    }
+    lua_pop(L, 2);
+    const char *extra[] = {"detail", "hint"};
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, 1, extra[i]);
+        if (lua_isstring(L, -1)) {
+            lua_pushfstring(L, "; %s: %s", extra[i], lua_tostring(L, -1));
+            lua_remove(L, -2);
+            luaL_addvalue(&b);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (v && *v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+void qr_lua_push_error(lua_State *L, const qr_error *e)
+{
+    lua_createtable(L, 0, 7);
+    set_str(L, "code", e->code[0] ? e->code : "error");
+    set_str(L, "message", e->message);
+    set_str(L, "sqlstate", e->sqlstate);
+    set_str(L, "detail", e->detail);
+    set_str(L, "hint", e->hint);
+    if (e->position > 0) {
+        lua_pushinteger(L, e->position);
+        lua_setfield(L, -2, "position");
+    }
+    lua_pushboolean(L, e->retryable);
+    lua_setfield(L, -2, "retryable");
+    luaL_setmetatable(L, QR_ERROR_MT);
+}
+
+int qr_lua_raise(lua_State *L, const qr_error *e)
+{
+    qr_lua_push_error(L, e);
+    return lua_error(L);
+}
+
+/* core.error(fields) -> the same error object, for errors raised from Lua. */
+static int l_error_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_setmetatable(L, QR_ERROR_MT);
+    return 1;
+}
+
+int luaopen_quarry_core(lua_State *L)
+{
+    luaL_checkversion(L);
+    if (luaL_newmetatable(L, QR_ERROR_MT)) {
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "quarry.error");
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    lua_pushcfunction(L, l_error_new);
+    lua_setfield(L, -2, "error");
+    luaL_getmetatable(L, QR_ERROR_MT);
+    lua_setfield(L, -2, "error_mt");
+    qr_lua_open_log(L);
+    qr_lua_open_timing(L);
+    qr_lua_open_pool(L);
+    return 1;
+}

@@ -1,0 +1,624 @@
+/* lua_pool.c - the pool, its connections and queries, for Lua.
+ *
+ *   pool = core.pool_new(opts, timings)     opts: conninfo, max_size, *_ms
+ *   pool:query(sql, ...)     -> rows (array of {column = value}, rows.fields)
+ *   pool:query_one(sql, ...) -> first row or nil
+ *   pool:exec(sql, ...)      -> affected row count
+ *   pool:acquire(who)        -> conn (same three methods, plus begin/commit/
+ *                               rollback/depth/pid/release; __close releases)
+ *   pool:stats()  pool:close()
+ *
+ * sql may be a table {sql = "...", name = "daily_summary"} to time the query
+ * under that name instead of its fingerprint. Parameters: nil, booleans,
+ * integers, floats and strings; they are always sent apart from the SQL.
+ * Values come back by column type: integers, floats, booleans, NULL as nil,
+ * json/jsonb decoded, bytea as raw bytes, everything else (numeric, dates,
+ * timestamps) as the exact text PostgreSQL sent.
+ */
+#include "lua_quarry.h"
+
+#include "pool.h"
+#include "tx.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_MT "quarry.pool"
+#define CONN_MT "quarry.conn"
+#define RESULT_MT "quarry.pgresult"
+#define STACK_PARAMS 16
+
+enum mode { ROWS, ONE, EXEC };
+
+typedef struct {
+    qr_pool *p;
+    qr_timings *t;
+} lpool;
+
+typedef struct {
+    qr_conn *c;
+    qr_pool *p;
+    qr_timings *t;
+} lconn;
+
+/* ---- results: anchored so a raise during conversion cannot leak them ---- */
+
+static PGresult **new_result_box(lua_State *L)
+{
+    PGresult **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    luaL_setmetatable(L, RESULT_MT);
+    return box;
+}
+
+static int result_gc(lua_State *L)
+{
+    PGresult **box = luaL_checkudata(L, 1, RESULT_MT);
+    PQclear(*box);
+    *box = NULL;
+    return 0;
+}
+
+static const char *type_name(Oid oid)
+{
+    switch (oid) {
+    case 16: return "bool";
+    case 17: return "bytea";
+    case 18: return "char";
+    case 19: return "name";
+    case 20: return "int8";
+    case 21: return "int2";
+    case 23: return "int4";
+    case 25: return "text";
+    case 26: return "oid";
+    case 114: return "json";
+    case 700: return "float4";
+    case 701: return "float8";
+    case 1042: return "bpchar";
+    case 1043: return "varchar";
+    case 1082: return "date";
+    case 1083: return "time";
+    case 1114: return "timestamp";
+    case 1184: return "timestamptz";
+    case 1186: return "interval";
+    case 1700: return "numeric";
+    case 2950: return "uuid";
+    case 3802: return "jsonb";
+    default: return "unknown";
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return 0;
+}
+
+/* Push one non-NULL value. decode is the stack index of cjson's decode. */
+static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode)
+{
+    switch (oid) {
+    case 20: case 21: case 23: case 26:
+        lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
+        break;
+    case 700: case 701:
+        lua_pushnumber(L, (lua_Number)strtod(v, NULL));
+        break;
+    case 16:
+        lua_pushboolean(L, v[0] == 't');
+        break;
+    case 114: case 3802:
+        if (lua_isfunction(L, decode)) {
+            lua_pushvalue(L, decode);
+            lua_pushlstring(L, v, (size_t)len);
+            lua_call(L, 1, 1);
+        } else {
+            lua_pushlstring(L, v, (size_t)len);
+        }
+        break;
+    case 17:
+        if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (int i = 2; i + 1 < len; i += 2)
+                luaL_addchar(&b, (char)(hexval(v[i]) << 4 | hexval(v[i + 1])));
+            luaL_pushresult(&b);
+            break;
+        }
+        /* fallthrough */
+    default:
+        lua_pushlstring(L, v, (size_t)len);
+    }
+}
+
+/* Push rows (mode ROWS), the first row or nil (ONE), or the count (EXEC). */
+static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
+{
+    if (mode == EXEC) {
+        const char *n = PQcmdTuples(r);
+        lua_pushinteger(L, *n ? (lua_Integer)strtoll(n, NULL, 10) : 0);
+        return;
+    }
+    int nrows = PQntuples(r), ncols = PQnfields(r);
+    if (mode == ONE && nrows == 0) {
+        lua_pushnil(L);
+        return;
+    }
+    luaL_checkstack(L, ncols + 4, "too many columns");
+    int names = lua_gettop(L) + 1;
+    for (int c = 0; c < ncols; c++) lua_pushstring(L, PQfname(r, c));
+    if (mode == ROWS) lua_createtable(L, nrows, 1);
+    int last = mode == ONE ? 1 : nrows;
+    for (int i = 0; i < last; i++) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 0; c < ncols; c++) {
+            if (PQgetisnull(r, i, c)) continue;
+            lua_pushvalue(L, names + c);
+            push_value(L, PQftype(r, c), PQgetvalue(r, i, c), PQgetlength(r, i, c), decode);
+            lua_rawset(L, -3);
+        }
+        if (mode == ONE) break;
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (mode == ROWS) {
+        lua_createtable(L, ncols, 0);
+        for (int c = 0; c < ncols; c++) {
+            lua_createtable(L, 0, 3);
+            lua_pushvalue(L, names + c);
+            lua_setfield(L, -2, "name");
+            lua_pushstring(L, type_name(PQftype(r, c)));
+            lua_setfield(L, -2, "type");
+            lua_pushinteger(L, (lua_Integer)PQftype(r, c));
+            lua_setfield(L, -2, "oid");
+            lua_rawseti(L, -2, c + 1);
+        }
+        lua_setfield(L, -2, "fields");
+    }
+    lua_replace(L, names); /* keep the result, drop the column names */
+    lua_settop(L, names);
+}
+
+/* ---- parameters ---- */
+
+typedef struct {
+    const char **values;
+    int *lengths;
+    char (*text)[32];
+} params;
+
+/* Shortest text that reads back as the same double. */
+static void format_float(char *buf, size_t cap, double d)
+{
+    if (isnan(d)) {
+        snprintf(buf, cap, "NaN");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(buf, cap, d > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) return;
+    }
+}
+
+/* Convert arguments first..top into text parameters. Raises on a value that
+ * cannot be sent, before anything is acquired. */
+static int collect_params(lua_State *L, int first, params *pp, const char **sv, int *sl,
+                          char (*st)[32])
+{
+    int top = lua_gettop(L), n = top >= first ? top - first + 1 : 0;
+    if (n > 65535) luaL_error(L, "too many parameters (%d; PostgreSQL takes 65535)", n);
+    if (n <= STACK_PARAMS) {
+        pp->values = sv;
+        pp->lengths = sl;
+        pp->text = st;
+    } else {
+        size_t each = sizeof(char *) + sizeof(int) + 32;
+        char *mem = lua_newuserdatauv(L, (size_t)n * each, 0); /* anchored on the stack */
+        pp->values = (const char **)(void *)mem;
+        pp->text = (char (*)[32])(void *)(mem + (size_t)n * sizeof(char *));
+        pp->lengths = (int *)(void *)(mem + (size_t)n * (sizeof(char *) + 32));
+    }
+    for (int i = 0; i < n; i++) {
+        int arg = first + i;
+        size_t len = 0;
+        pp->lengths[i] = 0;
+        switch (lua_type(L, arg)) {
+        case LUA_TNIL:
+            pp->values[i] = NULL;
+            break;
+        case LUA_TBOOLEAN:
+            pp->values[i] = lua_toboolean(L, arg) ? "t" : "f";
+            break;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, arg))
+                snprintf(pp->text[i], 32, "%lld", (long long)lua_tointeger(L, arg));
+            else
+                format_float(pp->text[i], 32, (double)lua_tonumber(L, arg));
+            pp->values[i] = pp->text[i];
+            break;
+        case LUA_TSTRING:
+            pp->values[i] = lua_tolstring(L, arg, &len);
+            if (strlen(pp->values[i]) != len)
+                luaL_argerror(L, arg, "string holds a zero byte, which PostgreSQL text cannot");
+            pp->lengths[i] = (int)len;
+            break;
+        default:
+            luaL_argerror(L, arg,
+                          lua_pushfstring(L, "parameter $%d: cannot send a %s (use nil, a "
+                                             "boolean, a number or a string)",
+                                          i + 1, luaL_typename(L, arg)));
+        }
+    }
+    return n;
+}
+
+/* ---- running a query ---- */
+
+/* Arg 2 is the SQL text or {sql=, name=}. */
+static const char *check_sql(lua_State *L, size_t *len, const char **name)
+{
+    *name = NULL;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "sql");
+        lua_getfield(L, 2, "name");
+        const char *sql = lua_tolstring(L, -2, len);
+        if (!sql) luaL_argerror(L, 2, "statement table needs a 'sql' string");
+        *name = lua_tostring(L, -1);
+        lua_pop(L, 2); /* both strings stay alive in the table */
+        return sql;
+    }
+    return luaL_checklstring(L, 2, len);
+}
+
+static int run(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, enum mode mode)
+{
+    size_t len;
+    const char *name;
+    const char *sql = check_sql(L, &len, &name);
+    const char *sv[STACK_PARAMS];
+    int sl[STACK_PARAMS];
+    char st[STACK_PARAMS][32];
+    params pp;
+    int n = collect_params(L, 3, &pp, sv, sl, st);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* cjson.decode, or nil */
+    int decode = lua_gettop(L);
+    PGresult **box = new_result_box(L);
+
+    qr_stmt *stmt = qr_pool_stmt(pool, sql, len);
+    qr_hist *hist = name && t ? qr_timings_get(t, name) : stmt ? stmt->hist : NULL;
+    if (!hist && t) {
+        char fp[101];
+        qr_sql_fingerprint(sql, len, fp, sizeof fp);
+        hist = qr_timings_get(t, fp);
+    }
+
+    qr_error err;
+    qr_conn *c = held;
+    if (!c && qr_pool_acquire(pool, stmt ? stmt->fingerprint : NULL, &c, &err) != 0)
+        return qr_lua_raise(L, &err);
+    uint64_t t0 = qr_now_ns();
+    PGresult *r = qr_conn_exec(c, stmt, sql, n, pp.values, pp.lengths, &err);
+    if (hist) qr_hist_record(hist, qr_now_ns() - t0);
+    if (!held) qr_pool_release(pool, c);
+    if (!r) return qr_lua_raise(L, &err);
+    *box = r;
+    push_result(L, r, mode, decode);
+    PQclear(r);
+    *box = NULL;
+    return 1;
+}
+
+/* ---- pool ---- */
+
+static lpool *check_pool(lua_State *L)
+{
+    lpool *u = luaL_checkudata(L, 1, POOL_MT);
+    if (!u->p) luaL_error(L, "the pool is closed");
+    return u;
+}
+
+static int opt_int(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum && !lua_isnil(L, -1)) luaL_error(L, "pool option '%s' must be an integer", k);
+    lua_pop(L, 1);
+    return (int)v;
+}
+
+/* core.pool_new({conninfo=, max_size=, ...}, timings) */
+static int l_pool_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    qr_timings *t = qr_lua_totimings(L, 2);
+    qr_pool_options o = {0};
+    lua_getfield(L, 1, "conninfo");
+    o.conninfo = lua_tostring(L, -1); /* copied by qr_pool_new */
+    o.max_size = opt_int(L, 1, "max_size");
+    o.idle_timeout_ms = opt_int(L, 1, "idle_timeout_ms");
+    o.connect_timeout_ms = opt_int(L, 1, "connect_timeout_ms");
+    o.max_lifetime_ms = opt_int(L, 1, "max_lifetime_ms");
+    o.validate_after_ms = opt_int(L, 1, "validate_after_ms");
+    o.hold_warn_ms = opt_int(L, 1, "hold_warn_ms");
+    o.timings = t;
+    lpool *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->p = NULL;
+    u->t = t;
+    luaL_setmetatable(L, POOL_MT);
+    lua_pushvalue(L, 2); /* keep the timings alive as long as the pool */
+    lua_setiuservalue(L, -2, 1);
+    u->p = qr_pool_new(&o);
+    if (!u->p) return luaL_error(L, "out of memory");
+    return 1;
+}
+
+static int l_pool_close(lua_State *L)
+{
+    lpool *u = luaL_checkudata(L, 1, POOL_MT);
+    qr_pool_free(u->p);
+    u->p = NULL;
+    return 0;
+}
+
+static int l_pool_query(lua_State *L)
+{
+    lpool *u = check_pool(L);
+    return run(L, u->p, u->t, NULL, ROWS);
+}
+
+static int l_pool_query_one(lua_State *L)
+{
+    lpool *u = check_pool(L);
+    return run(L, u->p, u->t, NULL, ONE);
+}
+
+static int l_pool_exec(lua_State *L)
+{
+    lpool *u = check_pool(L);
+    return run(L, u->p, u->t, NULL, EXEC);
+}
+
+/* pool:acquire([who]) -> conn */
+static int l_pool_acquire(lua_State *L)
+{
+    lpool *u = check_pool(L);
+    const char *who = luaL_optstring(L, 2, NULL);
+    lconn *lc = lua_newuserdatauv(L, sizeof *lc, 1);
+    lc->c = NULL;
+    lc->p = u->p;
+    lc->t = u->t;
+    luaL_setmetatable(L, CONN_MT);
+    lua_pushvalue(L, 1); /* the pool outlives its connections */
+    lua_setiuservalue(L, -2, 1);
+    qr_error err;
+    if (qr_pool_acquire(u->p, who, &lc->c, &err) != 0) return qr_lua_raise(L, &err);
+    return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static int l_pool_stats(lua_State *L)
+{
+    lpool *u = check_pool(L);
+    qr_pool_stats s;
+    qr_pool_stats_get(u->p, &s);
+    lua_createtable(L, 0, 12);
+    set_int(L, "max", s.max_size);
+    set_int(L, "total", s.total);
+    set_int(L, "idle", s.idle);
+    set_int(L, "in_use", s.in_use);
+    set_int(L, "waiting", s.waiting);
+    set_int(L, "created", (lua_Integer)s.created);
+    set_int(L, "acquired", (lua_Integer)s.acquired);
+    set_int(L, "timeouts", (lua_Integer)s.timeouts);
+    set_int(L, "closed", (lua_Integer)(s.closed_idle + s.closed_lifetime + s.closed_broken +
+                                       s.closed_busy));
+    lua_createtable(L, 0, 4);
+    set_int(L, "idle", (lua_Integer)s.closed_idle);
+    set_int(L, "lifetime", (lua_Integer)s.closed_lifetime);
+    set_int(L, "broken", (lua_Integer)s.closed_broken);
+    set_int(L, "busy", (lua_Integer)s.closed_busy);
+    lua_setfield(L, -2, "closed_by");
+    lua_pushnumber(L, s.wait_ms);
+    lua_setfield(L, -2, "wait_ms");
+    return 1;
+}
+
+static int l_pool_maintain(lua_State *L)
+{
+    qr_pool_maintain(check_pool(L)->p);
+    return 0;
+}
+
+/* ---- a held connection ---- */
+
+static lconn *check_conn(lua_State *L)
+{
+    lconn *lc = luaL_checkudata(L, 1, CONN_MT);
+    if (!lc->c) luaL_error(L, "the connection was released");
+    return lc;
+}
+
+static int l_conn_query(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    return run(L, lc->p, lc->t, lc->c, ROWS);
+}
+
+static int l_conn_query_one(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    return run(L, lc->p, lc->t, lc->c, ONE);
+}
+
+static int l_conn_exec(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    return run(L, lc->p, lc->t, lc->c, EXEC);
+}
+
+/* conn:begin([{isolation = "serializable", read_only = true}]) */
+static int l_conn_begin(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    qr_tx_options o = {0};
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "isolation");
+        if (!lua_isnil(L, -1)) {
+            const char *iso = luaL_checkstring(L, -1);
+            int level = qr_isolation_parse(iso);
+            if (level < 0)
+                return luaL_error(L, "unknown isolation level '%s' (read committed, repeatable "
+                                     "read or serializable)", iso);
+            o.isolation = (qr_isolation)level;
+        }
+        lua_getfield(L, 2, "read_only");
+        o.read_only = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    qr_error err;
+    if (qr_tx_begin(lc->c, &o, &err) != 0) return qr_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_conn_commit(lua_State *L)
+{
+    qr_error err;
+    if (qr_tx_commit(check_conn(L)->c, &err) != 0) return qr_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_conn_rollback(lua_State *L)
+{
+    qr_error err;
+    if (qr_tx_rollback(check_conn(L)->c, &err) != 0) return qr_lua_raise(L, &err);
+    return 0;
+}
+
+static int l_conn_depth(lua_State *L)
+{
+    lua_pushinteger(L, qr_tx_depth(check_conn(L)->c));
+    return 1;
+}
+
+static int l_conn_pid(lua_State *L)
+{
+    lua_pushinteger(L, PQbackendPID(qr_conn_pg(check_conn(L)->c)));
+    return 1;
+}
+
+/* conn:release(): idempotent; also __close. */
+static int l_conn_release(lua_State *L)
+{
+    lconn *lc = luaL_checkudata(L, 1, CONN_MT);
+    if (lc->c) qr_pool_release(lc->p, lc->c);
+    lc->c = NULL;
+    return 0;
+}
+
+/* __gc: no network round trip from a finalizer; a connection dropped
+ * inside a transaction is marked broken so the pool just closes it. */
+static int l_conn_gc(lua_State *L)
+{
+    lconn *lc = luaL_checkudata(L, 1, CONN_MT);
+    if (lc->c) {
+        if (qr_tx_depth(lc->c) > 0 || PQtransactionStatus(qr_conn_pg(lc->c)) != PQTRANS_IDLE)
+            qr_conn_mark_broken(lc->c);
+        qr_pool_release(lc->p, lc->c);
+        lc->c = NULL;
+    }
+    return 0;
+}
+
+static int l_conn_tostring(lua_State *L)
+{
+    lconn *lc = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushfstring(L, "quarry.conn (%s)", lc->c ? "held" : "released");
+    return 1;
+}
+
+static int l_pool_tostring(lua_State *L)
+{
+    lpool *u = luaL_checkudata(L, 1, POOL_MT);
+    lua_pushfstring(L, "quarry.pool (%s)", u->p ? "open" : "closed");
+    return 1;
+}
+
+void qr_lua_open_pool(lua_State *L)
+{
+    /* A private cjson instance decodes json columns; its settings are ours. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "new");
+        lua_remove(L, -2);
+        if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+            lua_getfield(L, -1, "decode");
+            lua_remove(L, -2);
+        }
+    }
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+    int decode = lua_gettop(L);
+
+    luaL_newmetatable(L, RESULT_MT);
+    lua_pushcfunction(L, result_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    static const luaL_Reg conn_methods[] = {
+        {"query", l_conn_query}, {"query_one", l_conn_query_one}, {"exec", l_conn_exec},
+        {"begin", l_conn_begin}, {"commit", l_conn_commit},       {"rollback", l_conn_rollback},
+        {"depth", l_conn_depth}, {"pid", l_conn_pid},             {"release", l_conn_release},
+        {NULL, NULL}};
+    luaL_newmetatable(L, CONN_MT);
+    lua_newtable(L);
+    lua_pushvalue(L, decode);
+    luaL_setfuncs(L, conn_methods, 1);
+    /* Exposed so lua/quarry/db.lua can add the Lua-level methods
+     * (transaction, explain) that build on these. */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -5, "conn_methods"); /* module, decode, mt, methods */
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_conn_release);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_conn_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    static const luaL_Reg pool_methods[] = {
+        {"query", l_pool_query},     {"query_one", l_pool_query_one},
+        {"exec", l_pool_exec},       {"acquire", l_pool_acquire},
+        {"stats", l_pool_stats},     {"maintain", l_pool_maintain},
+        {"close", l_pool_close},     {NULL, NULL}};
+    luaL_newmetatable(L, POOL_MT);
+    lua_newtable(L);
+    lua_pushvalue(L, decode);
+    luaL_setfuncs(L, pool_methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_pool_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_pool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, l_pool_new);
+    lua_setfield(L, -3, "pool_new"); /* module table sits below decode */
+    lua_pop(L, 1);
+}

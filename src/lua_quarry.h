@@ -1,0 +1,30 @@
+/* lua_quarry.h - what the binding files share. Only src/lua_*.c and main.c
+ * include Lua headers. */
+#ifndef QR_LUA_QUARRY_H
+#define QR_LUA_QUARRY_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "pg.h"
+#include "timing.h"
+
+#define QR_ERROR_MT "quarry.error"
+
+int luaopen_quarry_core(lua_State *L);
+
+/* Each adds its functions to the module table on top of the stack. */
+void qr_lua_open_log(lua_State *L);
+void qr_lua_open_timing(lua_State *L);
+void qr_lua_open_pool(lua_State *L);
+
+/* Push the fixed-shape error table for e ({code, message, sqlstate, detail,
+ * hint, position, retryable} with __tostring) and raise it. Callers free or
+ * anchor everything they own first. */
+int qr_lua_raise(lua_State *L, const qr_error *e);
+void qr_lua_push_error(lua_State *L, const qr_error *e);
+
+/* The registry inside a core.timings_new() object at arg, or NULL. */
+qr_timings *qr_lua_totimings(lua_State *L, int arg);
+
+#endif

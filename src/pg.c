@@ -1,0 +1,375 @@
+/* pg.c - see pg.h. */
+#include "pg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A pool never needs more distinct prepared statements than this; SQL beyond
+ * it (generated text that never repeats) runs unprepared, so memory on both
+ * sides stays bounded. */
+#define STMTS_CAP 4096
+
+struct qr_conn {
+    PGconn *pg;
+    unsigned char *prepared; /* bitmap by qr_stmt.id */
+    size_t prepared_bytes;
+    int broken;
+    int tx_depth;
+    qr_conn_meta meta;
+};
+
+/* ---- errors ---- */
+
+void qr_error_clear(qr_error *e)
+{
+    memset(e, 0, sizeof *e);
+}
+
+void qr_error_set(qr_error *e, const char *code, const char *fmt, ...)
+{
+    qr_error_clear(e);
+    snprintf(e->code, sizeof e->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+static void copy_line(char *dst, size_t cap, const char *src)
+{
+    if (!src) src = "";
+    size_t n = strcspn(src, "\n");
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static int sqlstate_retryable(const char *s)
+{
+    return strncmp(s, "08", 2) == 0 || strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 ||
+           strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 ||
+           strcmp(s, "53300") == 0;
+}
+
+/* Fill err from a failed result, or from the connection when there is none. */
+static void error_from(qr_error *err, qr_conn *c, const PGresult *r)
+{
+    qr_error_clear(err);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!msg) msg = PQerrorMessage(c->pg);
+    if (!msg || !*msg) msg = "lost the connection to the server";
+    copy_line(err->message, sizeof err->message, msg);
+    if (state) snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state);
+    if (r) {
+        const char *d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+        const char *h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+        const char *p = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
+        if (d) snprintf(err->detail, sizeof err->detail, "%s", d);
+        if (h) snprintf(err->hint, sizeof err->hint, "%s", h);
+        if (p) err->position = atoi(p);
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
+    int conn_lost = c->broken || (state && strncmp(state, "08", 2) == 0);
+    snprintf(err->code, sizeof err->code, "%s", conn_lost ? "connection" : "query");
+    err->retryable = conn_lost || (state && sqlstate_retryable(state));
+}
+
+/* ---- fingerprints and the statement registry ---- */
+
+void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    int space = 0;
+    for (size_t i = 0; i < len && o + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)sql[i];
+        if (isspace(ch)) {
+            space = o > 0;
+            continue;
+        }
+        if (space && o + 2 < cap) out[o++] = ' ';
+        space = 0;
+        if (ch == '\'') { /* string literal -> ? */
+            for (i++; i < len; i++)
+                if (sql[i] == '\'' && !(i + 1 < len && sql[i + 1] == '\'' && ++i)) break;
+            out[o++] = '?';
+        } else if (isdigit(ch) && !(o > 0 && (isalnum((unsigned char)out[o - 1]) ||
+                                             out[o - 1] == '_' || out[o - 1] == '$'))) {
+            while (i + 1 < len && (isdigit((unsigned char)sql[i + 1]) || sql[i + 1] == '.')) i++;
+            out[o++] = '?';
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = '\0';
+}
+
+struct qr_stmts {
+    pthread_mutex_t lock;
+    qr_timings *timings;
+    qr_stmt **slots; /* open addressing by hash of the SQL */
+    size_t nslots, count;
+};
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+
+qr_stmts *qr_stmts_new(qr_timings *timings)
+{
+    qr_stmts *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->nslots = 8192; /* power of two, twice STMTS_CAP: probes stay short */
+    s->slots = calloc(s->nslots, sizeof *s->slots);
+    if (!s->slots) {
+        free(s);
+        return NULL;
+    }
+    s->timings = timings;
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+void qr_stmts_free(qr_stmts *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->nslots; i++) {
+        if (!s->slots[i]) continue;
+        free(s->slots[i]->sql);
+        free(s->slots[i]->fingerprint);
+        free(s->slots[i]);
+    }
+    free(s->slots);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len)
+{
+    uint64_t h = hash_bytes(sql, len);
+    qr_stmt *found = NULL;
+    pthread_mutex_lock(&s->lock);
+    size_t i = (size_t)h & (s->nslots - 1);
+    for (; s->slots[i]; i = (i + 1) & (s->nslots - 1)) {
+        qr_stmt *st = s->slots[i];
+        if (st->len == len && memcmp(st->sql, sql, len) == 0) {
+            found = st;
+            goto done;
+        }
+    }
+    if (s->count >= STMTS_CAP) goto done;
+    qr_stmt *st = calloc(1, sizeof *st);
+    char fp[101];
+    qr_sql_fingerprint(sql, len, fp, sizeof fp);
+    if (st) {
+        st->sql = strndup(sql, len);
+        st->len = len;
+        st->fingerprint = strdup(fp);
+        st->hist = s->timings ? qr_timings_get(s->timings, fp) : NULL;
+    }
+    if (!st || !st->sql || !st->fingerprint || (s->timings && !st->hist)) {
+        if (st) {
+            free(st->sql);
+            free(st->fingerprint);
+            free(st);
+        }
+        goto done;
+    }
+    st->id = (unsigned)s->count++;
+    s->slots[i] = st;
+    found = st;
+done:
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+/* ---- connections ---- */
+
+qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
+{
+    /* Later keywords override what the URL says: every session speaks ISO
+     * dates in UTC, whatever the server's defaults are. */
+    const char *keys[] = {"dbname", "application_name", "options", "client_encoding", NULL};
+    const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, "quarry",
+                          "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601",
+                          "UTF8", NULL};
+    qr_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        qr_error_set(err, "connection", "out of memory");
+        return NULL;
+    }
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (!c->pg) {
+        free(c);
+        qr_error_set(err, "connection", "out of memory");
+        return NULL;
+    }
+    char where[300];
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    if (PQstatus(c->pg) == CONNECTION_BAD) st = PGRES_POLLING_FAILED;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            char line[700];
+            copy_line(line, sizeof line, PQerrorMessage(c->pg));
+            qr_error_set(err, "connection", "cannot connect to PostgreSQL at %s: %s",
+                         qr_conn_where(c, where, sizeof where), line);
+            err->retryable = 1;
+            goto fail;
+        }
+        uint64_t now = qr_now_ns();
+        int left_ms = now >= deadline_ns ? 0 : (int)((deadline_ns - now + 999999) / 1000000);
+        struct pollfd pfd = {PQsocket(c->pg), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+        int ready = left_ms > 0 ? poll(&pfd, 1, left_ms) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) {
+            qr_error_set(err, "connection",
+                         "cannot connect to PostgreSQL at %s: no answer before the "
+                         "connection timeout",
+                         qr_conn_where(c, where, sizeof where));
+            err->retryable = 1;
+            goto fail;
+        }
+        st = PQconnectPoll(c->pg);
+    }
+    return c;
+fail:
+    PQfinish(c->pg);
+    free(c);
+    return NULL;
+}
+
+void qr_conn_close(qr_conn *c)
+{
+    if (!c) return;
+    PQfinish(c->pg);
+    free(c->prepared);
+    free(c);
+}
+
+PGconn *qr_conn_pg(qr_conn *c)
+{
+    return c->pg;
+}
+
+int qr_conn_broken(const qr_conn *c)
+{
+    return c->broken || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+void qr_conn_mark_broken(qr_conn *c)
+{
+    c->broken = 1;
+}
+
+const char *qr_conn_where(qr_conn *c, char *buf, size_t cap)
+{
+    const char *host = PQhost(c->pg), *port = PQport(c->pg);
+    snprintf(buf, cap, "%s:%s", host && *host ? host : "localhost", port && *port ? port : "5432");
+    return buf;
+}
+
+int *qr_conn_tx_depth(qr_conn *c)
+{
+    return &c->tx_depth;
+}
+
+qr_conn_meta *qr_conn_meta_of(qr_conn *c)
+{
+    return &c->meta;
+}
+
+static int is_prepared(const qr_conn *c, unsigned id)
+{
+    return id / 8 < c->prepared_bytes && (c->prepared[id / 8] >> (id % 8)) & 1;
+}
+
+static int set_prepared(qr_conn *c, unsigned id)
+{
+    if (id / 8 >= c->prepared_bytes) {
+        size_t n = (id / 8 + 1) * 2;
+        unsigned char *p = realloc(c->prepared, n);
+        if (!p) return -1;
+        memset(p + c->prepared_bytes, 0, n - c->prepared_bytes);
+        c->prepared = p;
+        c->prepared_bytes = n;
+    }
+    c->prepared[id / 8] |= (unsigned char)(1u << (id % 8));
+    return 0;
+}
+
+static PGresult *checked(qr_conn *c, PGresult *r, qr_error *err)
+{
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) return r;
+    if (s == PGRES_EMPTY_QUERY) { /* an empty statement: treat as a command */
+        return r;
+    }
+    error_from(err, c, r);
+    PQclear(r);
+    return NULL;
+}
+
+PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
+                       const int *lengths, qr_error *err)
+{
+    if (!st) return checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
+    if (st->simple && n == 0) return checked(c, PQexec(c->pg, st->sql), err);
+
+    char name[24];
+    snprintf(name, sizeof name, "qr_%u", st->id);
+    if (!is_prepared(c, st->id)) {
+        PGresult *r = PQprepare(c->pg, name, st->sql, 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* A script of several commands cannot be prepared; without
+             * parameters it can still run, with the simple protocol. */
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (n == 0 && state && strcmp(state, "42601") == 0 &&
+                strstr(PQresultErrorMessage(r), "multiple commands")) {
+                PQclear(r);
+                st->simple = 1;
+                return checked(c, PQexec(c->pg, st->sql), err);
+            }
+            error_from(err, c, r);
+            PQclear(r);
+            return NULL;
+        }
+        PQclear(r);
+        if (set_prepared(c, st->id) != 0) {
+            qr_error_set(err, "query", "out of memory");
+            return NULL;
+        }
+    }
+    return checked(c, PQexecPrepared(c->pg, name, n, values, lengths, NULL, 0), err);
+}
+
+int qr_conn_command(qr_conn *c, const char *sql, qr_error *err)
+{
+    PGresult *r = checked(c, PQexec(c->pg, sql), err);
+    if (!r) return -1;
+    PQclear(r);
+    return 0;
+}
+
+int qr_conn_ping(qr_conn *c)
+{
+    if (c->broken || PQstatus(c->pg) != CONNECTION_OK) return -1;
+    /* Cheap first: a server that closed the socket has already told us so. */
+    if (!PQconsumeInput(c->pg)) {
+        c->broken = 1;
+        return -1;
+    }
+    PGresult *r = PQexec(c->pg, "");
+    int ok = r && PQresultStatus(r) == PGRES_EMPTY_QUERY;
+    PQclear(r);
+    if (!ok) c->broken = 1;
+    return ok ? 0 : -1;
+}

@@ -1,0 +1,99 @@
+/* pg.h - one PostgreSQL connection, the statements run on it, and errors.
+ *
+ * A qr_conn is used by one thread at a time (the pool hands it out). Every
+ * parameter travels apart from the SQL text (extended protocol); SQL seen
+ * before is run as a prepared statement of that connection, prepared on first
+ * use. Statements are registered once per pool in a qr_stmts registry, which
+ * also holds their timing histogram and SQL fingerprint.
+ *
+ * Errors: functions return NULL / -1 and fill the caller's qr_error; nothing
+ * is printed. A connection whose socket failed is marked broken; the pool
+ * discards broken connections when they are released.
+ */
+#ifndef QR_PG_H
+#define QR_PG_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "timing.h"
+
+typedef struct qr_error {
+    char code[24];      /* "connection", "query", "timeout", "transaction", "usage" */
+    char sqlstate[6];   /* "" when not from the server */
+    char message[1024]; /* one line */
+    char detail[512];
+    char hint[512];
+    int position; /* 1-based character in the SQL, 0 when absent */
+    int retryable; /* connection lost, serialization failure, deadlock, ... */
+} qr_error;
+
+void qr_error_clear(qr_error *e);
+void qr_error_set(qr_error *e, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- statement registry (thread-safe) ---- */
+
+typedef struct qr_stmt {
+    unsigned id;       /* index in each connection's "prepared" bitmap */
+    _Atomic int simple; /* several commands in one text: run with the simple protocol */
+    char *sql;
+    size_t len;
+    char *fingerprint; /* whitespace collapsed, literals as ?, at most 100 bytes */
+    qr_hist *hist;     /* where this statement's timings go (by fingerprint) */
+} qr_stmt;
+
+typedef struct qr_stmts qr_stmts;
+
+qr_stmts *qr_stmts_new(qr_timings *timings); /* timings is borrowed, outlives the registry */
+void qr_stmts_free(qr_stmts *s);
+/* The statement for this SQL, registered on first sight; NULL when out of
+ * memory or past the registry's cap (the caller then runs it unprepared). */
+qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len);
+
+/* Normalised form of sql for timing names: whitespace runs collapsed, quoted
+ * strings and numbers replaced by ?, cut to cap-1 bytes. */
+void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap);
+
+/* ---- connections ---- */
+
+typedef struct qr_conn qr_conn;
+
+/* Connect to conninfo (URL or key=value text; NULL/"" means libpq's PG*
+ * environment) giving up at deadline_ns (qr_now_ns clock). Sessions use ISO
+ * dates and UTC so values print the same everywhere. */
+qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err);
+void qr_conn_close(qr_conn *c);
+
+PGconn *qr_conn_pg(qr_conn *c);
+int qr_conn_broken(const qr_conn *c);
+void qr_conn_mark_broken(qr_conn *c);
+/* "host:port" of the server, for messages. */
+const char *qr_conn_where(qr_conn *c, char *buf, size_t cap);
+
+/* Run st with n text parameters (NULL value = SQL NULL). Returns a result the
+ * caller owns (PQclear) with status TUPLES_OK or COMMAND_OK, or NULL with err
+ * set. st may be NULL for a statement run unprepared: then sql is used. */
+PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n,
+                       const char *const *values, const int *lengths, qr_error *err);
+
+/* One parameterless command (BEGIN, SAVEPOINT, ...) with the simple protocol. */
+int qr_conn_command(qr_conn *c, const char *sql, qr_error *err);
+
+/* A round trip that proves the connection works; 0 if it does. */
+int qr_conn_ping(qr_conn *c);
+
+/* Transaction nesting depth kept by tx.c. */
+int *qr_conn_tx_depth(qr_conn *c);
+
+/* Pool bookkeeping, kept on the connection so the pool needs no side table. */
+typedef struct qr_conn_meta {
+    uint64_t created_ns, last_used_ns, expires_ns, acquired_ns;
+    int hold_warned;
+    char who[160];
+    qr_conn *next;
+} qr_conn_meta;
+qr_conn_meta *qr_conn_meta_of(qr_conn *c);
+
+#endif

@@ -1,0 +1,87 @@
+/* tx.c - see tx.h. */
+#include "tx.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const iso_names[] = {NULL, "read committed", "repeatable read", "serializable"};
+
+int qr_isolation_parse(const char *name)
+{
+    for (int i = 1; i <= QR_ISO_SERIALIZABLE; i++)
+        if (strcasecmp(name, iso_names[i]) == 0) return i;
+    return -1;
+}
+
+int qr_tx_depth(qr_conn *c)
+{
+    return *qr_conn_tx_depth(c);
+}
+
+int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err)
+{
+    int *depth = qr_conn_tx_depth(c);
+    char sql[96];
+    if (*depth == 0) {
+        qr_tx_options o = opt ? *opt : (qr_tx_options){0};
+        if (o.isolation < QR_ISO_DEFAULT || o.isolation > QR_ISO_SERIALIZABLE) {
+            qr_error_set(err, "usage", "unknown isolation level");
+            return -1;
+        }
+        snprintf(sql, sizeof sql, "BEGIN%s%s%s", o.isolation ? " ISOLATION LEVEL " : "",
+                 o.isolation ? iso_names[o.isolation] : "", o.read_only ? " READ ONLY" : "");
+    } else {
+        snprintf(sql, sizeof sql, "SAVEPOINT qr_sp_%d", *depth);
+    }
+    if (qr_conn_command(c, sql, err) != 0) return -1;
+    (*depth)++;
+    return 0;
+}
+
+int qr_tx_commit(qr_conn *c, qr_error *err)
+{
+    int *depth = qr_conn_tx_depth(c);
+    if (*depth == 0) {
+        qr_error_set(err, "transaction", "commit without a transaction");
+        return -1;
+    }
+    PGTransactionStatusType st = PQtransactionStatus(qr_conn_pg(c));
+    if (st == PQTRANS_INERROR) {
+        /* PostgreSQL would answer COMMIT with ROLLBACK and no error: say so. */
+        qr_error_set(err, "transaction",
+                     "the transaction had failed; it was rolled back, not committed");
+        qr_tx_rollback(c, &(qr_error){0});
+        return -1;
+    }
+    char sql[64];
+    if (*depth == 1) snprintf(sql, sizeof sql, "COMMIT");
+    else snprintf(sql, sizeof sql, "RELEASE SAVEPOINT qr_sp_%d", *depth - 1);
+    if (qr_conn_command(c, sql, err) != 0) {
+        if (*depth == 1) *depth = 0; /* a failed COMMIT ends the transaction */
+        return -1;
+    }
+    (*depth)--;
+    return 0;
+}
+
+int qr_tx_rollback(qr_conn *c, qr_error *err)
+{
+    int *depth = qr_conn_tx_depth(c);
+    if (*depth == 0) {
+        qr_error_set(err, "transaction", "rollback without a transaction");
+        return -1;
+    }
+    char sql[96];
+    if (*depth == 1)
+        snprintf(sql, sizeof sql, "ROLLBACK");
+    else
+        snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT qr_sp_%d; RELEASE SAVEPOINT qr_sp_%d",
+                 *depth - 1, *depth - 1);
+    (*depth)--;
+    if (qr_conn_command(c, sql, err) != 0) {
+        qr_conn_mark_broken(c);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* tx.h - transactions and savepoints on one connection.
+ *
+ * Depth 0 -> begin opens a transaction; deeper begins open savepoints, so
+ * nested work rolls back alone. commit/rollback close the innermost level.
+ * Options are chosen from fixed lists, never spliced from caller text.
+ * After any failure err is set and -1 returned; a failed rollback marks the
+ * connection broken so the pool discards it.
+ */
+#ifndef QR_TX_H
+#define QR_TX_H
+
+#include "pg.h"
+
+typedef enum {
+    QR_ISO_DEFAULT = 0,
+    QR_ISO_READ_COMMITTED,
+    QR_ISO_REPEATABLE_READ,
+    QR_ISO_SERIALIZABLE
+} qr_isolation;
+
+/* Valid when zeroed: the server's default isolation, read-write. Only the
+ * outermost begin uses them. */
+typedef struct qr_tx_options {
+    qr_isolation isolation;
+    int read_only;
+} qr_tx_options;
+
+/* "read committed" / "repeatable read" / "serializable" -> level; -1 if unknown. */
+int qr_isolation_parse(const char *name);
+
+int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err);
+int qr_tx_commit(qr_conn *c, qr_error *err);
+int qr_tx_rollback(qr_conn *c, qr_error *err);
+int qr_tx_depth(qr_conn *c);
+
+#endif
