@@ -12,6 +12,9 @@
 set -euo pipefail
 
 home=${QUARRY_HOME:?QUARRY_HOME must name the state folder}
+# The private cluster is addressed explicitly below; a caller's PG* settings
+# (even empty ones) must not leak into initdb, postgres or psql.
+unset PGHOST PGPORT PGDATABASE PGUSER PGSERVICE PGOPTIONS PGPASSWORD PGDATA
 mkdir -p "$home"
 home=$(cd "$home" && pwd)
 

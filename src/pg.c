@@ -1,6 +1,8 @@
 /* pg.c - see pg.h. */
 #include "pg.h"
 
+#include "log.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
@@ -101,13 +103,72 @@ void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap)
             out[o++] = '?';
         } else if (isdigit(ch) && !(o > 0 && (isalnum((unsigned char)out[o - 1]) ||
                                              out[o - 1] == '_' || out[o - 1] == '$'))) {
-            while (i + 1 < len && (isdigit((unsigned char)sql[i + 1]) || sql[i + 1] == '.')) i++;
+            while (i + 1 < len && (isdigit((unsigned char)sql[i + 1]) || sql[i + 1] == '.' ||
+                                   ((sql[i + 1] == 'e' || sql[i + 1] == 'E') && i + 2 < len &&
+                                    (isdigit((unsigned char)sql[i + 2]) || sql[i + 2] == '-' ||
+                                     sql[i + 2] == '+'))))
+                i += (sql[i + 1] == 'e' || sql[i + 1] == 'E') ? 2 : 1;
             out[o++] = '?';
         } else {
             out[o++] = (char)ch;
         }
     }
     out[o] = '\0';
+}
+
+/* Does sql hold more than one statement? A ';' outside quotes, comments and
+ * dollar-quoted bodies followed by more than blanks says so. Such a script
+ * cannot be prepared, and a failed PREPARE would abort an open transaction,
+ * so it is recognised here, before it reaches the server. */
+static int is_ident(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+int qr_sql_is_script(const char *s, size_t n)
+{
+    int after_semicolon = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (isspace((unsigned char)c)) continue;
+        if (c == '-' && i + 1 < n && s[i + 1] == '-') {
+            while (i < n && s[i] != '\n') i++;
+            continue;
+        }
+        if (c == '/' && i + 1 < n && s[i + 1] == '*') { /* comments nest in PostgreSQL */
+            int depth = 1;
+            for (i += 2; i < n && depth > 0; i++) {
+                if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') depth++, i++;
+                else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') depth--, i++;
+            }
+            i--;
+            continue;
+        }
+        if (after_semicolon) return 1;
+        if (c == ';') {
+            after_semicolon = 1;
+        } else if (c == '\'') {
+            int backslash = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e');
+            for (i++; i < n; i++) {
+                if (backslash && s[i] == '\\') i++;
+                else if (s[i] == '\'' && i + 1 < n && s[i + 1] == '\'') i++;
+                else if (s[i] == '\'') break;
+            }
+        } else if (c == '"') {
+            for (i++; i < n && s[i] != '"'; i++) {
+            }
+        } else if (c == '$' && !(i > 0 && is_ident(s[i - 1]))) {
+            size_t t = i + 1;
+            while (t < n && is_ident(s[t]) && !(t == i + 1 && isdigit((unsigned char)s[t]))) t++;
+            if (t < n && s[t] == '$') { /* $tag$ ... $tag$ */
+                size_t taglen = t - i + 1;
+                size_t j = t + 1;
+                while (j + taglen <= n && memcmp(s + j, s + i, taglen) != 0) j++;
+                i = j + taglen <= n ? j + taglen - 1 : n;
+            }
+        }
+    }
+    return 0;
 }
 
 struct qr_stmts {
@@ -173,6 +234,7 @@ qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len)
     if (st) {
         st->sql = strndup(sql, len);
         st->len = len;
+        st->simple = qr_sql_is_script(sql, len);
         st->fingerprint = strdup(fp);
         st->hist = s->timings ? qr_timings_get(s->timings, fp) : NULL;
     }
@@ -193,6 +255,16 @@ done:
 }
 
 /* ---- connections ---- */
+
+/* Server notices (RAISE NOTICE, "already exists, skipping", the FATAL that
+ * precedes a terminated session) go to the log, not straight to stderr. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    char line[1024];
+    copy_line(line, sizeof line, message);
+    qr_log(QR_LOG_DEBUG, "postgres", "%s", line);
+}
 
 qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
 {
@@ -240,6 +312,7 @@ qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
         }
         st = PQconnectPoll(c->pg);
     }
+    PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
     return c;
 fail:
     PQfinish(c->pg);
@@ -310,8 +383,14 @@ static PGresult *checked(qr_conn *c, PGresult *r, qr_error *err)
 {
     ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) return r;
-    if (s == PGRES_EMPTY_QUERY) { /* an empty statement: treat as a command */
-        return r;
+    if (s == PGRES_EMPTY_QUERY) return r; /* an empty statement: a command */
+    if (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH) {
+        /* The server now waits on a COPY this API cannot serve; the session
+         * stays busy, so the pool will close it rather than reuse it. */
+        PQclear(r);
+        qr_error_set(err, "usage", "COPY cannot run through query/exec (the connection is "
+                                   "discarded when released)");
+        return NULL;
     }
     error_from(err, c, r);
     PQclear(r);
@@ -321,27 +400,21 @@ static PGresult *checked(qr_conn *c, PGresult *r, qr_error *err)
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                        const int *lengths, qr_error *err)
 {
+    if (st) sql = st->sql;
+    if (st ? st->simple : qr_sql_is_script(sql, strlen(sql))) {
+        if (n > 0) {
+            qr_error_set(err, "usage", "a script of several statements cannot take parameters");
+            return NULL;
+        }
+        return checked(c, PQexec(c->pg, sql), err);
+    }
     if (!st) return checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
-    if (st->simple && n == 0) return checked(c, PQexec(c->pg, st->sql), err);
 
     char name[24];
     snprintf(name, sizeof name, "qr_%u", st->id);
     if (!is_prepared(c, st->id)) {
-        PGresult *r = PQprepare(c->pg, name, st->sql, 0, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            /* A script of several commands cannot be prepared; without
-             * parameters it can still run, with the simple protocol. */
-            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            if (n == 0 && state && strcmp(state, "42601") == 0 &&
-                strstr(PQresultErrorMessage(r), "multiple commands")) {
-                PQclear(r);
-                st->simple = 1;
-                return checked(c, PQexec(c->pg, st->sql), err);
-            }
-            error_from(err, c, r);
-            PQclear(r);
-            return NULL;
-        }
+        PGresult *r = checked(c, PQprepare(c->pg, name, st->sql, 0, NULL), err);
+        if (!r) return NULL;
         PQclear(r);
         if (set_prepared(c, st->id) != 0) {
             qr_error_set(err, "query", "out of memory");

@@ -37,7 +37,7 @@ void qr_error_set(qr_error *e, const char *code, const char *fmt, ...)
 
 typedef struct qr_stmt {
     unsigned id;       /* index in each connection's "prepared" bitmap */
-    _Atomic int simple; /* several commands in one text: run with the simple protocol */
+    int simple;         /* several statements in one text: see qr_sql_is_script */
     char *sql;
     size_t len;
     char *fingerprint; /* whitespace collapsed, literals as ?, at most 100 bytes */
@@ -55,6 +55,10 @@ qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len);
 /* Normalised form of sql for timing names: whitespace runs collapsed, quoted
  * strings and numbers replaced by ?, cut to cap-1 bytes. */
 void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap);
+
+/* 1 when sql holds several statements (a script: run with the simple
+ * protocol, no parameters), judged outside quotes, comments and $$ bodies. */
+int qr_sql_is_script(const char *sql, size_t len);
 
 /* ---- connections ---- */
 

@@ -35,6 +35,14 @@ struct qr_pool {
     uint64_t wait_ns;
 };
 
+/* Time from then to now. Callers read the clock before taking the lock, so
+ * another thread may have stamped a later time meanwhile: that is 0, not a
+ * wrapped-around eternity. */
+static uint64_t since(uint64_t now, uint64_t then)
+{
+    return now > then ? now - then : 0;
+}
+
 static int or_default(int v, int d)
 {
     return v == 0 ? d : v;
@@ -109,7 +117,7 @@ static qr_conn *reap_locked(qr_pool *p, uint64_t now)
         qr_conn *c = p->idle[i];
         qr_conn_meta *m = qr_conn_meta_of(c);
         int idle_out = p->opt.idle_timeout_ms > 0 &&
-                       now - m->last_used_ns >= (uint64_t)p->opt.idle_timeout_ms * MS;
+                       since(now, m->last_used_ns) >= (uint64_t)p->opt.idle_timeout_ms * MS;
         int life_out = m->expires_ns && now >= m->expires_ns;
         if (idle_out || life_out) {
             if (idle_out) p->closed_idle++;
@@ -132,7 +140,7 @@ static void warn_holds_locked(qr_pool *p, uint64_t now)
     if (p->opt.hold_warn_ms < 0) return;
     for (int i = 0; i < p->nbusy; i++) {
         qr_conn_meta *m = qr_conn_meta_of(p->busy[i]);
-        uint64_t held = now - m->acquired_ns;
+        uint64_t held = since(now, m->acquired_ns);
         if (!m->hold_warned && held >= (uint64_t)p->opt.hold_warn_ms * MS) {
             m->hold_warned = 1;
             qr_log(QR_LOG_WARN, "pool", "connection held for %llu ms (over %d ms), taken at %s",
@@ -140,6 +148,17 @@ static void warn_holds_locked(qr_pool *p, uint64_t now)
                    m->who[0] ? m->who : "an unknown place");
         }
     }
+}
+
+/* With the lock held: c becomes busy, stamped so hold warnings (read by
+ * other threads under this lock) see when and where it was taken. */
+static void take_locked(qr_pool *p, qr_conn *c, const char *who, uint64_t now)
+{
+    qr_conn_meta *m = qr_conn_meta_of(c);
+    m->acquired_ns = now;
+    m->hold_warned = 0;
+    snprintf(m->who, sizeof m->who, "%s", who ? who : "");
+    p->busy[p->nbusy++] = c;
 }
 
 static void remove_busy_locked(qr_pool *p, qr_conn *c)
@@ -175,11 +194,11 @@ int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
         warn_holds_locked(p, now);
         if (p->nidle > 0) {
             c = p->idle[--p->nidle];
-            p->busy[p->nbusy++] = c;
+            take_locked(p, c, who, now);
             pthread_mutex_unlock(&p->lock);
             close_list(dead);
             qr_conn_meta *m = qr_conn_meta_of(c);
-            if (now - m->last_used_ns < (uint64_t)p->opt.validate_after_ms * MS ||
+            if (since(now, m->last_used_ns) < (uint64_t)p->opt.validate_after_ms * MS ||
                 qr_conn_ping(c) == 0)
                 break;
             /* Dead while idle: drop it and try again, within the same deadline. */
@@ -213,7 +232,7 @@ int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
                 m->expires_ns = m->created_ns + life - jitter;
             }
             p->created++;
-            p->busy[p->nbusy++] = c;
+            take_locked(p, c, who, m->created_ns);
             pthread_mutex_unlock(&p->lock);
             break;
         }
@@ -236,10 +255,6 @@ int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
     }
 
     uint64_t now = qr_now_ns();
-    qr_conn_meta *m = qr_conn_meta_of(c);
-    m->acquired_ns = now;
-    m->hold_warned = 0;
-    snprintf(m->who, sizeof m->who, "%s", who ? who : "");
     if (p->wait_hist) qr_hist_record(p->wait_hist, now - start);
     pthread_mutex_lock(&p->lock);
     p->acquired++;

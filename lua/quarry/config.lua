@@ -33,10 +33,13 @@ end
 function M.mask(s)
   if s == nil then return nil end
   s = tostring(s)
-  s = s:gsub("^(%a[%w+.-]*://[^/@:]*):[^@/]*@", "%1:***@")
-  s = s:gsub("([?&]password=)[^&]*", "%1***")
-  s = s:gsub("(password%s*=%s*)'[^']*'", "%1***")
-  s = s:gsub("(password%s*=%s*)[^%s']+", "%1***")
+  if s:find("^%a[%w+.-]*://") then
+    s = s:gsub("^(%a[%w+.-]*://[^/@:]*):[^@/]*@", "%1:***@")
+    s = s:gsub("([?&]password=)[^&]*", "%1***")
+  else
+    s = s:gsub("(password%s*=%s*)'[^']*'", "%1***")
+    s = s:gsub("(password%s*=%s*)[^%s']+", "%1***")
+  end
   return s
 end
 

@@ -34,7 +34,10 @@ local function transaction(conn, fn, opts)
   if type(fn) ~= "function" then error("transaction needs a function", 2) end
   local depth = conn:depth()
   local ok, err = pcall(conn.begin, conn, opts)
-  if not ok then return false, err end
+  if not ok then
+    if type(err) == "string" then error(err, 2) end -- misuse (a bad option), not a failure
+    return false, err
+  end
   local r = table.pack(xpcall(fn, keep, conn))
   if r[1] then
     local cok, cerr = pcall(conn.commit, conn)

@@ -14,20 +14,14 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at timestamptz NOT NULL DEFAULT now()
 )]]
 
-local function applied(db)
-  local done = {}
-  for _, row in ipairs(db:query("SELECT version FROM schema_migrations")) do done[row.version] = true end
-  return done
-end
-
 --- Apply every missing migration. Returns the list of versions applied.
 -- progress(migration) is called before each one, if given.
 function M.up(db, progress)
-  db:exec(TABLE)
   local ran = {}
   for _, m in ipairs(schema) do
     local ok, err = db:transaction(function(tx)
       tx:exec(LOCK)
+      tx:exec(TABLE) -- under the lock: concurrent CREATE IF NOT EXISTS can collide
       if tx:query_one("SELECT 1 AS x FROM schema_migrations WHERE version = $1", m.version) then
         return
       end

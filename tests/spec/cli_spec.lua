@@ -1,0 +1,167 @@
+-- lua/quarry/cli.lua and src/main.c: what a user sees at the shell.
+local h = require "spec.helper"
+
+local function script(text) return h.write(h.tmpname(".lua"), text) end
+
+describe("quarry command line", function()
+  it("prints help for itself and every command", function()
+    for _, args in ipairs({ "--help", "run --help", "db --help", "db migrate --help", "db status --help",
+                            "services --help", "services up --help", "services status --help" }) do
+      local out, err, code = h.quarry(args)
+      assert.are.equal(0, code, args .. ": " .. err)
+      assert.matches("Usage: quarry", out, 1, true)
+    end
+  end)
+
+  it("prints its version", function()
+    local out, _, code = h.quarry("--version")
+    assert.are.equal(0, code)
+    assert.matches("^quarry %d+%.%d+%.%d+", out)
+  end)
+
+  it("exits 2 with one line on a usage error", function()
+    for _, args in ipairs({ "frobnicate", "", "db", "--log-level loud run x.lua", "run /no/such/script.lua" }) do
+      local _, err, code = h.quarry(args)
+      assert.are.equal(2, code, args)
+      assert.matches("quarry", err)
+    end
+  end)
+
+  it("refuses a malformed DB_POOL_MAX with exit 2", function()
+    local _, err, code = h.quarry("db status", { DB_POOL_MAX = "lots" })
+    assert.are.equal(2, code)
+    assert.matches("DB_POOL_MAX must be an integer", err)
+  end)
+
+  it("runs a script with its arguments and exits 0", function()
+    local path = script([[
+local quarry = require "quarry"
+print(arg[0] ~= nil, arg[1], arg[2], select("#", ...))
+print(quarry.db:query_one("SELECT $1::int * 2 AS v", tonumber(arg[1])).v)
+]])
+    local out, err, code = h.quarry("run " .. path .. " 21 --flag")
+    os.remove(path)
+    assert.are.equal(0, code, err)
+    assert.are.equal("true\t21\t--flag\t2\n42\n", out)
+  end)
+
+  it("reports a script error as file:line: message with exit 1", function()
+    local path = script("local x = 1\nerror('analysis failed')\n")
+    local _, err, code = h.quarry("run " .. path)
+    assert.are.equal(1, code)
+    assert.are.equal(path .. ":2: analysis failed\n", err)
+    -- a database error names the script line too
+    path = script("local quarry = require 'quarry'\n\nquarry.db:query('SELECT * FROM nowhere')\n")
+    _, err, code = h.quarry("run " .. path)
+    assert.are.equal(1, code)
+    assert.matches("^" .. path:gsub("%p", "%%%0") .. ":3: relation \"nowhere\" does not exist", err)
+    assert.not_matches("traceback", err)
+    -- debug adds the traceback
+    _, err = h.quarry("--log-level debug run " .. path)
+    os.remove(path)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("exits 3 quickly, naming host and port, when the database is unreachable", function()
+    local path = script("require('quarry').db:query('SELECT 1')\n")
+    local _, err, code, secs = h.quarry("run " .. path,
+      { DATABASE_URL = "postgresql://analyst:s3cr3t-pw@127.0.0.1:1/quarry", DB_CONNECTION_TIMEOUT = "2000" })
+    assert.are.equal(3, code)
+    assert.matches("127.0.0.1:1", err)
+    assert.not_matches("s3cr3t", err)
+    assert.are.equal(1, select(2, err:gsub("\n", "")))
+    assert.is_true(secs < 2, secs)
+    os.remove(path)
+  end)
+
+  it("gives up on a server that never answers within DB_CONNECTION_TIMEOUT", function()
+    -- A PostgreSQL socket name that leads to Redis: it accepts the connection
+    -- and never answers libpq's startup packet.
+    local dir = h.tmpname(".sock")
+    os.execute("mkdir -p " .. dir)
+    local redis = h.urls().REDIS_URL:match("^unix://(.*)$")
+    os.execute(("ln -sf %s %s/.s.PGSQL.7777"):format(redis, dir))
+    local path = script("require('quarry').db:query('SELECT 1')\n")
+    local _, err, code, secs = h.quarry("run " .. path,
+      { DATABASE_URL = "postgresql://u@/quarry?host=" .. dir .. "&port=7777", DB_CONNECTION_TIMEOUT = "700" })
+    os.execute("rm -rf " .. dir)
+    os.remove(path)
+    assert.are.equal(3, code, err)
+    assert.matches("no answer", err)
+    assert.is_true(secs >= 0.65 and secs < 2.0, secs)
+  end)
+
+  it("never shows a password from DATABASE_URL or REDIS_URL", function()
+    local env = { DATABASE_URL = h.database_url():gsub("quarry@", "quarry:topsecret@"),
+                  REDIS_URL = "redis://:alsosecret@127.0.0.1:1/0" }
+    local out, _, code = h.quarry("--help", env)
+    assert.are.equal(0, code)
+    local err
+    assert.matches("%*%*%*", out)
+    out, err, code = h.quarry("--log-level debug db status", env)
+    assert.are.equal(0, code, err)
+    for _, text in ipairs({ out, err }) do
+      assert.not_matches("topsecret", text)
+      assert.not_matches("alsosecret", text)
+    end
+    assert.matches("quarry:%*%*%*@", out)
+  end)
+
+  it("prints the timings table with --timings", function()
+    local path = script([[
+local quarry = require "quarry"
+quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
+]])
+    local _, err, code = h.quarry("--timings run " .. path)
+    os.remove(path)
+    assert.are.equal(0, code, err)
+    assert.matches("my_block%s+1", err)
+    assert.matches("SELECT %?%s+1", err)
+    assert.matches("pool.wait", err, 1, true)
+    assert.matches("p95", err)
+  end)
+
+  it("applies and reports migrations", function()
+    local out, err, code = h.quarry("db migrate")
+    assert.are.equal(0, code, err)
+    assert.matches("schema at version %d+", out)
+    out, err, code = h.quarry("db status")
+    assert.are.equal(0, code, err)
+    assert.matches("embedded", out)
+    assert.not_matches("PENDING", out)
+  end)
+
+  it("reports the embedded services", function()
+    local out, _, code = h.quarry("services status")
+    assert.are.equal(0, code)
+    assert.matches("postgresql: running", out)
+    assert.matches("redis: running", out)
+  end)
+end)
+
+describe("logging", function()
+  it("writes text lines with module and context", function()
+    local path = script([[require("quarry").log.info("loaded", { module = "ingest", context = { rows = 12 } })]])
+    local _, err, code = h.quarry("run " .. path)
+    os.remove(path)
+    assert.are.equal(0, code)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z info  %[ingest%] loaded rows=12\n$", err)
+  end)
+
+  it("writes JSON lines with --log-format json and respects the level", function()
+    local path = script([[
+local log = require("quarry").log
+log.debug("hidden")
+log.warn('say "hi"', { module = "x", context = { n = 1.5, s = "a b" } })
+]])
+    local _, err, code = h.quarry("--log-format json --log-level info run " .. path)
+    os.remove(path)
+    assert.are.equal(0, code)
+    assert.not_matches("hidden", err)
+    local line = require("cjson").decode(err)
+    assert.are.equal("warn", line.level)
+    assert.are.equal("x", line.module)
+    assert.are.equal('say "hi"', line.msg)
+    assert.are.same({ n = 1.5, s = "a b" }, line.context)
+  end)
+end)

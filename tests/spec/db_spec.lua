@@ -1,0 +1,262 @@
+-- lua/quarry/db.lua and src/lua_pool.c: queries, values, errors, transactions.
+local h = require "spec.helper"
+
+describe("db queries", function()
+  local db
+  setup(function()
+    db = h.db()
+    require("quarry.migrate").up(db)
+  end)
+  teardown(function() db:close() end)
+
+  it("returns typed values by column type", function()
+    local r = db:query_one([[SELECT 1::int2 AS a, 2::int4 AS b, 9007199254740993::int8 AS c,
+      1.25::float8 AS f, true AS t, false AS u, NULL::int AS z, DATE '2024-03-01' AS d,
+      TIMESTAMPTZ '2024-03-01 12:00:00+01' AS ts, '{"x": [1, "y"], "n": null}'::jsonb AS j,
+      '[1,2]'::json AS ja, 'héllo'::text AS s]])
+    assert.are.equal("integer", math.type(r.a))
+    assert.are.equal(2, r.b)
+    assert.are.equal(9007199254740993, r.c) -- past 2^53: exact only as an integer
+    assert.are.equal("float", math.type(r.f))
+    assert.are.equal(1.25, r.f)
+    assert.is_true(r.t)
+    assert.is_false(r.u)
+    assert.is_nil(r.z)
+    assert.are.equal("2024-03-01", r.d)
+    assert.are.equal("2024-03-01 11:00:00+00", r.ts) -- ISO, UTC
+    assert.are.equal("y", r.j.x[2])
+    assert.are.equal(2, #r.ja)
+    assert.are.equal("héllo", r.s)
+  end)
+
+  it("keeps every digit of numeric", function()
+    local r = db:query_one([[SELECT 123456789012345678901234567890.000000000000000000001::numeric AS n,
+      (0.1::numeric + 0.2::numeric) AS s, -0.00000001234::numeric AS tiny]])
+    assert.are.equal("123456789012345678901234567890.000000000000000000001", r.n)
+    assert.are.equal("0.3", r.s)
+    assert.are.equal("-0.00000001234", r.tiny)
+  end)
+
+  it("returns bytea as raw bytes", function()
+    local r = db:query_one("SELECT '\\x00ff410a'::bytea AS b")
+    assert.are.equal("\0\255A\n", r.b)
+  end)
+
+  it("describes the columns in rows.fields", function()
+    local rows = db:query("SELECT 1 AS one, 'x'::text AS two, 1.5::numeric AS three")
+    assert.are.same({ "one", "two", "three" },
+      { rows.fields[1].name, rows.fields[2].name, rows.fields[3].name })
+    assert.are.same({ "int4", "text", "numeric" },
+      { rows.fields[1].type, rows.fields[2].type, rows.fields[3].type })
+  end)
+
+  it("returns all rows, the first row or nil, and affected counts", function()
+    local rows = db:query("SELECT g FROM generate_series(1, 1000) g")
+    assert.are.equal(1000, #rows)
+    assert.are.equal(1000, rows[1000].g)
+    assert.is_nil(db:query_one("SELECT 1 AS x WHERE false"))
+    assert.are.equal(7, db:exec("SELECT generate_series(1, 7)"))
+    db:exec("CREATE TABLE IF NOT EXISTS spec_counts (a int)")
+    db:exec("TRUNCATE spec_counts")
+    assert.are.equal(3, db:exec("INSERT INTO spec_counts SELECT generate_series(1, 3)"))
+    assert.are.equal(2, db:exec("DELETE FROM spec_counts WHERE a > $1", 1))
+    db:exec("DROP TABLE spec_counts")
+  end)
+
+  it("sends parameters apart from the SQL: an injection is just a value", function()
+    db:exec("CREATE TABLE IF NOT EXISTS spec_victim (d text)")
+    local evil = "2024-01-01'; DROP TABLE spec_victim; --"
+    local r = db:query_one("SELECT $1::text AS v, length($1) AS n", evil)
+    assert.are.equal(evil, r.v)
+    assert.are.equal(#evil, r.n)
+    db:exec("INSERT INTO spec_victim VALUES ($1)", evil)
+    assert.are.equal(evil, db:query_one("SELECT d FROM spec_victim").d)
+    -- a bad date as a date parameter is an error from the server, not SQL
+    local ok, err = pcall(db.query, db, "SELECT $1::date AS d", evil)
+    assert.is_false(ok)
+    assert.are.equal("22007", err.sqlstate)
+    assert.is_not_nil(db:query_one("SELECT to_regclass('spec_victim') AS t").t)
+    db:exec("DROP TABLE spec_victim")
+  end)
+
+  it("converts parameters of every Lua type exactly", function()
+    local r = db:query_one("SELECT $1::bigint AS i, $2::float8 AS f, $3::bool AS b, $4::text AS n, $5::float8 AS g",
+      math.maxinteger, 0.1, true, nil, 1e300)
+    assert.are.equal(math.maxinteger, r.i)
+    assert.are.equal(0.1, r.f)
+    assert.is_true(r.b)
+    assert.is_nil(r.n)
+    assert.are.equal(1e300, r.g)
+    assert.has_error(function() db:query("SELECT $1", {}) end)
+    assert.has_error(function() db:query("SELECT $1::text", "a\0b") end)
+  end)
+
+  it("reuses a prepared statement per connection", function()
+    local conn <close> = db:acquire()
+    for i = 1, 3 do conn:query("SELECT $1::int + 1 AS spec_prepared", i) end
+    local n = conn:query_one([[SELECT count(*) AS n FROM pg_prepared_statements
+      WHERE strpos(statement, 'AS spec_' || 'prepared') > 0]]).n
+    assert.are.equal(1, n)
+  end)
+
+  it("runs a multi-statement script without parameters", function()
+    db:exec("CREATE TEMP TABLE IF NOT EXISTS x1 (a int); DROP TABLE x1")
+  end)
+
+  it("raises one error shape with sqlstate, position and tostring", function()
+    local ok, err = pcall(db.query, db, "SELECT * FROM no_such_table")
+    assert.is_false(ok)
+    assert.are.equal("query", err.code)
+    assert.are.equal("42P01", err.sqlstate)
+    assert.are.equal(15, err.position)
+    assert.matches('relation "no_such_table" does not exist', err.message)
+    assert.matches("42P01", tostring(err))
+    assert.is_false(err.retryable)
+    ok, err = pcall(db.exec, db, "INSERT INTO miner_models (name, hashrate_th, power_watts) VALUES ('bad name', 1, 1)")
+    assert.is_false(ok)
+    assert.is_not_nil(err.sqlstate)
+  end)
+end)
+
+describe("db:transaction", function()
+  local db
+  setup(function()
+    db = h.db()
+    db:exec("CREATE TABLE IF NOT EXISTS spec_tx (a int)")
+  end)
+  before_each(function() db:exec("TRUNCATE spec_tx") end)
+  teardown(function()
+    db:exec("DROP TABLE spec_tx")
+    db:close()
+  end)
+
+  local function count() return db:query_one("SELECT count(*) AS n FROM spec_tx").n end
+
+  it("commits and returns true and the function's results", function()
+    local ok, a, b = db:transaction(function(tx)
+      tx:exec("INSERT INTO spec_tx VALUES (1), (2)")
+      return "done", tx:query_one("SELECT count(*) AS n FROM spec_tx").n
+    end)
+    assert.is_true(ok)
+    assert.are.equal("done", a)
+    assert.are.equal(2, b)
+    assert.are.equal(2, count())
+  end)
+
+  it("rolls back on a thrown error and returns false, err", function()
+    local ok, err = db:transaction(function(tx)
+      tx:exec("INSERT INTO spec_tx VALUES (1)")
+      error("script failed")
+    end)
+    assert.is_false(ok)
+    assert.matches("script failed", err)
+    assert.are.equal(0, count())
+    assert.are.equal(0, db:stats().in_use)
+  end)
+
+  it("rolls back on a database error", function()
+    local ok, err = db:transaction(function(tx)
+      tx:exec("INSERT INTO spec_tx VALUES (1)")
+      tx:exec("INSERT INTO spec_tx VALUES ('not a number')")
+    end)
+    assert.is_false(ok)
+    assert.are.equal("22P02", err.sqlstate)
+    assert.are.equal(0, count())
+  end)
+
+  it("refuses to commit a transaction whose error was swallowed", function()
+    local ok, err = db:transaction(function(tx)
+      tx:exec("INSERT INTO spec_tx VALUES (1)")
+      pcall(tx.exec, tx, "SELECT 1/0")
+      return "pretend all is well"
+    end)
+    assert.is_false(ok)
+    assert.matches("rolled back", tostring(err.message))
+    assert.are.equal(0, count())
+  end)
+
+  it("nests with savepoints: an inner failure rolls back only the inner work", function()
+    local ok = db:transaction(function(tx)
+      tx:exec("INSERT INTO spec_tx VALUES (1)")
+      local inner_ok = tx:transaction(function(inner)
+        inner:exec("INSERT INTO spec_tx VALUES (2)")
+        error("inner fails")
+      end)
+      assert.is_false(inner_ok)
+      local inner2 = tx:transaction(function(inner) inner:exec("INSERT INTO spec_tx VALUES (3)") end)
+      assert.is_true(inner2)
+    end)
+    assert.is_true(ok)
+    local rows = db:query("SELECT a FROM spec_tx ORDER BY a")
+    assert.are.same({ 1, 3 }, { rows[1].a, rows[2].a })
+  end)
+
+  it("takes isolation and read-only options", function()
+    local ok, iso = db:transaction(function(tx)
+      return tx:query_one("SELECT current_setting('transaction_isolation') AS i").i
+    end, { isolation = "serializable" })
+    assert.is_true(ok)
+    assert.are.equal("serializable", iso)
+    local ok2, err = db:transaction(function(tx) tx:exec("INSERT INTO spec_tx VALUES (1)") end,
+      { read_only = true })
+    assert.is_false(ok2)
+    assert.are.equal("25006", err.sqlstate)
+    assert.has_error(function() db:transaction(function() end, { isolation = "chaos; DROP TABLE x" }) end)
+  end)
+
+  it("releases the connection however the transaction ends", function()
+    for _ = 1, 50 do
+      db:transaction(function() error({ code = "mine" }) end)
+      db:transaction(function(tx) tx:exec("SELECT 1") end)
+    end
+    local s = db:stats()
+    assert.are.equal(0, s.in_use)
+    assert.is_true(s.total <= 5)
+  end)
+end)
+
+describe("db:acquire", function()
+  it("holds a connection until its <close> scope ends", function()
+    local db = h.db()
+    do
+      local c <close> = db:acquire()
+      c:exec("SELECT 1")
+      assert.are.equal(1, db:stats().in_use)
+    end
+    assert.are.equal(0, db:stats().in_use)
+    local c = db:acquire()
+    c:release()
+    c:release() -- idempotent
+    assert.has_error(function() c:query("SELECT 1") end, nil)
+    assert.are.equal(0, db:stats().in_use)
+    db:close()
+  end)
+
+  it("rolls back a connection given back inside a transaction", function()
+    local db = h.db({ max_size = 1 })
+    db:exec("CREATE TABLE IF NOT EXISTS spec_giveback (a int)")
+    local c = db:acquire()
+    c:begin()
+    c:exec("INSERT INTO spec_giveback VALUES (1)")
+    c:release()
+    local r = db:query_one("SELECT count(*) AS n, pg_current_xact_id_if_assigned() IS NULL AS clean FROM spec_giveback")
+    assert.are.equal(0, r.n)
+    assert.is_true(r.clean)
+    db:exec("DROP TABLE spec_giveback")
+    db:close()
+  end)
+end)
+
+describe("db:explain", function()
+  it("returns the plan as a table and rolls back writes", function()
+    local db = h.db()
+    db:exec("CREATE TABLE IF NOT EXISTS spec_explain (a int)")
+    db:exec("TRUNCATE spec_explain")
+    local plan = db:explain("INSERT INTO spec_explain SELECT generate_series(1, $1::int)", 10)
+    assert.are.equal("ModifyTable", plan.Plan["Node Type"])
+    assert.is_number(plan["Execution Time"])
+    assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM spec_explain").n)
+    db:exec("DROP TABLE spec_explain")
+    db:close()
+  end)
+end)

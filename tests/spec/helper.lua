@@ -1,0 +1,84 @@
+--- Shared by the specs: the test services, fresh pools, and running the
+-- quarry executable as a user would.
+local core = require "quarry.core"
+local dbmod = require "quarry.db"
+
+local M = {}
+
+M.root = os.getenv("QUARRY_ROOT") or "."
+M.bin = os.getenv("QUARRY_BIN") or (M.root .. "/build/quarry")
+M.home = os.getenv("QUARRY_HOME") or error("QUARRY_HOME is not set: run the specs through ctest")
+
+function M.urls()
+  local urls = {}
+  local f = assert(io.open(M.home .. "/urls"), "the test services are not up")
+  for line in f:lines() do
+    local k, v = line:match("^([%w_]+)=(.*)$")
+    if k then urls[k] = v end
+  end
+  f:close()
+  return urls
+end
+
+function M.database_url() return M.urls().DATABASE_URL end
+
+--- A pool of its own on the test database; opts override pool options.
+function M.pool(opts, timings)
+  local o = { conninfo = M.database_url(), max_size = 5, connect_timeout_ms = 5000 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return core.pool_new(o, timings or core.timings_new())
+end
+
+function M.db(opts) return dbmod.new(M.pool(opts)) end
+
+function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+function M.tmpname(suffix)
+  local name = os.tmpname()
+  os.remove(name)
+  return name .. (suffix or "")
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function M.read(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Run `quarry ARGS` (a shell fragment); env is a table of extra variables.
+-- Returns stdout, stderr, exit code, seconds taken.
+function M.quarry(args, env)
+  local err = M.tmpname(".err")
+  local prefix = ""
+  for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. M.shell_quote(v) .. " " end
+  local t0 = core.now_ns()
+  local p = io.popen(("%s%s %s 2>%s </dev/null; echo \"__rc=$?\""):format(prefix, M.shell_quote(M.bin), args, err))
+  local out = p:read("a")
+  p:close()
+  local secs = (core.now_ns() - t0) / 1e9
+  local code = tonumber(out:match("__rc=(%d+)%s*$"))
+  out = out:gsub("__rc=%d+%s*$", "")
+  local stderr = M.read(err) or ""
+  os.remove(err)
+  return out, stderr, code, secs
+end
+
+--- scripts/services.sh VERB on the test services.
+function M.services(verb)
+  local ok = os.execute(("QUARRY_HOME=%s %s/scripts/services.sh %s"):format(
+    M.shell_quote(M.home), M.shell_quote(M.root), verb))
+  assert(ok, "services.sh " .. verb .. " failed")
+end
+
+function M.sleep(seconds) os.execute("sleep " .. seconds) end
+
+return M

@@ -1,0 +1,78 @@
+-- lua/quarry/migrate.lua and lua/quarry/schema.lua against a fresh database.
+local h = require "spec.helper"
+local migrate = require "quarry.migrate"
+local dbmod = require "quarry.db"
+local core = require "quarry.core"
+
+describe("migrations", function()
+  local admin, db, url
+  setup(function()
+    admin = h.db({ max_size = 1 })
+    admin:exec("DROP DATABASE IF EXISTS quarry_migrate_spec")
+    admin:exec("CREATE DATABASE quarry_migrate_spec")
+    url = h.database_url():gsub("/quarry%?", "/quarry_migrate_spec?")
+    db = dbmod.new(core.pool_new({ conninfo = url, max_size = 2 }, core.timings_new()))
+  end)
+  teardown(function()
+    db:close()
+    admin:exec("DROP DATABASE IF EXISTS quarry_migrate_spec")
+    admin:close()
+  end)
+
+  it("reports pending migrations on an empty database and refuses to run reports", function()
+    local st = migrate.status(db)
+    assert.is_nil(st[1].applied_at)
+    assert.has_error(function() migrate.require_current(db) end)
+  end)
+
+  it("applies the schema once and is idempotent", function()
+    local ran = migrate.up(db)
+    assert.are.same({ 1 }, ran)
+    assert.are.same({}, migrate.up(db))
+    migrate.require_current(db)
+  end)
+
+  it("creates the seed's tables with the contract's keys", function()
+    local cols = {}
+    for _, r in ipairs(db:query([[SELECT column_name FROM information_schema.columns
+        WHERE table_name = 'curtailment_records' ORDER BY ordinal_position]])) do
+      cols[#cols + 1] = r.column_name
+    end
+    assert.are.same({ "id", "settlement_date", "settlement_period", "farm_id", "lead_party_name", "volume",
+      "payment", "original_price", "final_price", "so_flag", "cadl_flag", "created_at" }, cols)
+    -- two acceptances of one farm in one period are both kept
+    local ins = [[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
+      original_price, final_price, so_flag) VALUES ('2024-03-01', 40, 'T_SGRWO-1', $1, $2, -5, -5, true)]]
+    db:exec(ins, "-10.5", "52.5")
+    db:exec(ins, "-4.25", "21.25")
+    assert.are.equal(2, db:query_one("SELECT count(*) AS n FROM curtailment_records").n)
+    -- bitcoin rows are unique per (date, period, farm, miner)
+    local hbc = [[INSERT INTO historical_bitcoin_calculations (settlement_date, settlement_period, farm_id,
+      miner_model, curtailed_energy, bitcoin_mined, difficulty, block_reward)
+      VALUES ('2024-03-01', 40, 'T_SGRWO-1', 'S19J_PRO', 14.75, 0.001, 81.73e12, 6.25)]]
+    db:exec(hbc)
+    local ok, err = pcall(db.exec, db, hbc)
+    assert.is_false(ok)
+    assert.are.equal("23505", err.sqlstate)
+    -- miner models from the domain facts
+    local m = db:query_one("SELECT hashrate_th, power_watts FROM miner_models WHERE name = 'S9'")
+    assert.are.same({ "13.5", "1323" }, { m.hashrate_th, m.power_watts })
+  end)
+
+  it("lets two processes migrate at once", function()
+    admin:exec("DROP DATABASE quarry_migrate_spec WITH (FORCE)")
+    admin:exec("CREATE DATABASE quarry_migrate_spec")
+    local rc = { h.tmpname(), h.tmpname() }
+    local cmd = "%s --database-url %s db migrate >/dev/null 2>&1; echo $? > %s"
+    local a = cmd:format(h.shell_quote(h.bin), h.shell_quote(url), rc[1])
+    local b = cmd:format(h.shell_quote(h.bin), h.shell_quote(url), rc[2])
+    os.execute(("(%s) & (%s) & wait"):format(a, b))
+    assert.are.equal("0\n", h.read(rc[1]))
+    assert.are.equal("0\n", h.read(rc[2]))
+    os.remove(rc[1]); os.remove(rc[2])
+    local out, err, code = h.quarry("--database-url " .. h.shell_quote(url) .. " db status")
+    assert.are.equal(0, code, err)
+    assert.matches("applied", out)
+    assert.not_matches("PENDING", out)
+  end)
+end)
