@@ -3,39 +3,38 @@
 
 #include <string.h>
 
-/* tostring(err) -> "message (SQLSTATE xxxxx at character n): detail; hint: ..." */
+/* tostring(err) -> "message (SQLSTATE xxxxx at character n); detail: ...; hint: ..." */
 static int error_tostring(lua_State *L)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
+    int base = lua_gettop(L);
     lua_getfield(L, 1, "message");
-    const char *msg = lua_tostring(L, -1);
-    luaL_addstring(&b, msg ? msg : "unknown error");
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "sqlstate");
-    lua_getfield(L, 1, "position");
-    if (lua_isstring(L, -2)) {
-        lua_pushfstring(L, " (SQLSTATE %s", lua_tostring(L, -2));
-        luaL_addvalue(&b);
-        if (lua_isinteger(L, -1)) {
-            lua_pushfstring(L, " at character %d", (int)lua_tointeger(L, -1));
-            luaL_addvalue(&b);
-        }
-        luaL_addchar(&b, ')');
+    if (!lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "unknown error");
     }
-    lua_pop(L, 2);
+    int state = lua_getfield(L, 1, "sqlstate");
+    lua_getfield(L, 1, "position");
+    if (state == LUA_TSTRING) {
+        if (lua_isinteger(L, -1))
+            lua_pushfstring(L, " (SQLSTATE %s at character %d)", lua_tostring(L, -2),
+                            (int)lua_tointeger(L, -1));
+        else
+            lua_pushfstring(L, " (SQLSTATE %s)", lua_tostring(L, -2));
+        lua_replace(L, -3);
+    } else {
+        lua_pushliteral(L, "");
+        lua_replace(L, -3);
+    }
+    lua_pop(L, 1);
     const char *extra[] = {"detail", "hint"};
     for (int i = 0; i < 2; i++) {
-        lua_getfield(L, 1, extra[i]);
-        if (lua_isstring(L, -1)) {
+        if (lua_getfield(L, 1, extra[i]) == LUA_TSTRING)
             lua_pushfstring(L, "; %s: %s", extra[i], lua_tostring(L, -1));
-            lua_remove(L, -2);
-            luaL_addvalue(&b);
-        } else {
-            lua_pop(L, 1);
-        }
+        else
+            lua_pushliteral(L, "");
+        lua_remove(L, -2);
     }
-    luaL_pushresult(&b);
+    lua_concat(L, lua_gettop(L) - base);
     return 1;
 }
 
@@ -98,5 +97,7 @@ int luaopen_quarry_core(lua_State *L)
     qr_lua_open_log(L);
     qr_lua_open_timing(L);
     qr_lua_open_pool(L);
+    qr_lua_open_cache(L);
+    qr_lua_open_codec(L);
     return 1;
 }

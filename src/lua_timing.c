@@ -10,6 +10,8 @@
 
 #include "timing.h"
 
+#include <time.h>
+
 #define TIMINGS_MT "quarry.timings"
 
 typedef struct {
@@ -88,6 +90,17 @@ static int l_reset(lua_State *L)
     return 0;
 }
 
+/* core.sleep(seconds): for waiters (cache locks); EINTR just ends it early. */
+static int l_sleep(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    if (secs > 0) {
+        struct timespec ts = {(time_t)secs, (long)((secs - (lua_Number)(time_t)secs) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static int l_now_ns(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)qr_now_ns());
@@ -106,7 +119,7 @@ void qr_lua_open_timing(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"timings_new", l_timings_new}, {"now_ns", l_now_ns}, {NULL, NULL}};
+        {"timings_new", l_timings_new}, {"now_ns", l_now_ns}, {"sleep", l_sleep}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }
 

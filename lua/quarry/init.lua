@@ -1,6 +1,7 @@
 --- quarry: what analyst scripts require.
 --   local quarry = require "quarry"
---   quarry.db, quarry.timed, quarry.timings, quarry.log, quarry.configure
+--   quarry.db, quarry.cache, quarry.timed, quarry.timings, quarry.log,
+--   quarry.configure
 -- The database pool opens on first use of quarry.db, with the configuration
 -- resolved from quarry.configure's flags, then the environment, then defaults.
 local core = require "quarry.core"
@@ -15,11 +16,11 @@ M.error = core.error
 
 local timings = core.timings_new()
 local flags = {}
-local resolved, db
+local resolved, db, cache
 
 --- Set flags (same keys as quarry.config.settings) before the first query.
 function M.configure(new_flags)
-  if db then error("quarry.configure must come before the first use of quarry.db", 2) end
+  if db or cache then error("quarry.configure must come before the first use of quarry.db or quarry.cache", 2) end
   flags = new_flags or {}
   resolved = nil
 end
@@ -39,6 +40,22 @@ local function open_db()
   return dbmod.new(core.pool_new(config.pool_options(cfg), timings))
 end
 
+local function open_cache()
+  local cfg = M.settings()
+  local enabled = cfg.cache ~= "off"
+  if enabled and cfg.embedded_redis then
+    local ok, urls = pcall(services.ensure, cfg)
+    if ok then
+      cfg.redis_url = urls.REDIS_URL
+      cfg.source.redis_url = "embedded"
+    else
+      M.log.warn("embedded Redis unavailable: running without the cache", { module = "cache" })
+      enabled = false
+    end
+  end
+  return require("quarry.cache").new({ url = cfg.redis_url, enabled = enabled })
+end
+
 --- quarry.timed(name, fn, ...) -> fn's results; the duration goes to `name`.
 function M.timed(name, fn, ...)
   local t0 = core.now_ns()
@@ -56,7 +73,8 @@ function M.reset_timings() timings:reset() end
 --- Close the pool (quarry does this at exit; scripts rarely need to).
 function M.close()
   if db then db:close() end
-  db = nil
+  if cache then cache:close() end
+  db, cache = nil, nil
 end
 
 return setmetatable(M, {
@@ -64,6 +82,10 @@ return setmetatable(M, {
     if k == "db" then
       db = db or open_db()
       return db
+    end
+    if k == "cache" then
+      cache = cache or open_cache()
+      return cache
     end
     return nil
   end,

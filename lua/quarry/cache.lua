@@ -1,0 +1,426 @@
+--- quarry.cache: one cache shared by every quarry process, in Redis.
+--
+--   cache:get_or_compute(key, ttl, fn)   the value, computed at most once at a time
+--   cache:get(key)  cache:set(key, value, ttl)
+--   cache:invalidate(pattern)  cache:clear()  cache:stats()   cache.TTL
+--
+-- Keys are readable with redis-cli: <prefix><key>@<generations>, e.g.
+-- quarry:monthly_mining:2024-03:S19J_PRO:all@0.2.0. Every `:`-separated
+-- prefix of a key is a group with a generation counter (<prefix>gen:<group>);
+-- the generations of a key's groups are part of its stored name, so
+-- invalidating "monthly_mining:2024-03:*" is one INCR, however many keys
+-- there are: readers compute the new name and miss. Old names expire by TTL.
+--
+-- Values carry their compute time, so a hot key is refreshed early by one
+-- process with a probability that rises towards expiry (XFetch, Vattani et
+-- al., VLDB 2015) while the others are served. A missing key is computed by
+-- one process holding a lock (SET NX PX); the others wait for its value, and
+-- a holder that died blocks nobody past the lock's expiry.
+--
+-- The cache never fails a caller: with Redis down or slow every call
+-- computes (or misses) at once, counts an error and logs one warning per
+-- outage (src/cache.c).
+local core = require "quarry.core"
+local log = require "quarry.log"
+
+local M = {}
+
+M.TTL = { SHORT = 60, MEDIUM = 300, LONG = 3600, VERY_LONG = 86400 }
+
+local MAGIC = "QRC1" -- envelope: magic, compute time (ms, uint32), codec payload
+local HEADER = "<c4I4"
+local HEADER_LEN = string.packsize(HEADER)
+
+-- Runs in Redis: the current name of a key and its value, in one round trip.
+-- ARGV: prefix, key, want_lock (0/1), lock token, lock ms, groups...
+local LOOKUP = [[
+local prefix, key = ARGV[1], ARGV[2]
+local gens = {}
+for i = 6, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
+local name = prefix .. key .. '@' .. table.concat(gens, '.')
+local v = redis.call('GET', name)
+if v then return {name, v, redis.call('PTTL', name)} end
+if ARGV[3] == '1' then
+  local got = redis.call('SET', prefix .. 'lock:' .. name, ARGV[4], 'NX', 'PX', ARGV[5])
+  return {name, false, -2, got and 1 or 0}
+end
+return {name, false, -2, 0}
+]]
+
+-- Release a lock only if it is still ours.
+local UNLOCK = [[
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+]]
+
+local Cache = {}
+Cache.__index = Cache
+Cache.TTL = M.TTL -- so scripts can write cache.TTL.MEDIUM
+
+local COUNTERS = { "hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets" }
+
+--- A cache. opts: url (Redis URL), enabled (false = compute every time),
+-- prefix ("quarry:"), lock_ms (30000: longest compute a lock covers),
+-- wait_ms (how long waiters wait for another process's value; = lock_ms),
+-- beta (XFetch eagerness, 1.0), timeouts (connect/command ms).
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({
+    prefix = opts.prefix or "quarry:",
+    lock_ms = opts.lock_ms or 30000,
+    beta = opts.beta or 1.0,
+    enabled = opts.enabled ~= false,
+    warned = {},
+    local_stats = {},
+    pending = {},
+    last_flush = core.now_ns(),
+  }, Cache)
+  self.wait_ms = opts.wait_ms or self.lock_ms
+  for _, k in ipairs(COUNTERS) do self.local_stats[k], self.pending[k] = 0, 0 end
+  if self.enabled then
+    self.conn = core.cache_new({ url = opts.url, connect_timeout_ms = opts.connect_timeout_ms,
+                                 command_timeout_ms = opts.command_timeout_ms })
+  end
+  self.token = ("%d-%x-%x"):format(core.now_ns(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  return self
+end
+
+local function count(self, what, n)
+  n = n or 1
+  self.local_stats[what] = self.local_stats[what] + n
+  self.pending[what] = self.pending[what] + n
+end
+
+--- The group names of a key: each of its proper `:`-separated prefixes.
+function M.groups(key)
+  local groups, pos = {}, 1
+  while true do
+    local i = key:find(":", pos, true)
+    if not i then break end
+    groups[#groups + 1] = key:sub(1, i - 1)
+    pos = i + 1
+  end
+  return groups
+end
+
+local function check_key(key)
+  if type(key) ~= "string" or key == "" then error("cache key must be a non-empty string", 3) end
+  if key:find("[@%s]") then error("cache key must not contain '@' or whitespace: " .. key, 3) end
+end
+
+-- Run a script by its SHA (loading it on first use, and again after a
+-- Redis restart forgot it), so each call sends the arguments only.
+local function script(self, body, ...)
+  self.shas = self.shas or {}
+  for _ = 1, 2 do
+    local sha = self.shas[body]
+    if not sha then
+      local err
+      sha, err = self.conn:call("SCRIPT", "LOAD", body)
+      if not sha then return nil, err end
+      self.shas[body] = sha
+    end
+    local r, err = self.conn:call("EVALSHA", sha, ...)
+    if r ~= nil or not (err and err.code == "redis" and err.message:find("^NOSCRIPT")) then return r, err end
+    self.shas[body] = nil
+  end
+  return nil
+end
+
+-- Redis's answer to LOOKUP for key, or nil when Redis is unavailable.
+local function lookup(self, key, want_lock)
+  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms }
+  for _, g in ipairs(M.groups(key)) do args[#args + 1] = g end
+  local r, err = script(self, LOOKUP, table.unpack(args))
+  if not r then
+    count(self, "errors")
+    if err and err.code == "redis" then log.warn("cache lookup failed: " .. tostring(err), { module = "cache" }) end
+    return nil
+  end
+  return r
+end
+
+-- Decode a stored envelope; nil (and one warning per key) if it is not ours.
+local function unwrap(self, name, raw)
+  if #raw >= HEADER_LEN then
+    local magic, compute_ms = string.unpack(HEADER, raw)
+    if magic == MAGIC then
+      local value, err = core.decode(raw:sub(HEADER_LEN + 1))
+      if err == nil then return true, value, compute_ms end
+    end
+  end
+  count(self, "errors")
+  if not self.warned[name] then
+    self.warned[name] = true
+    log.warn("ignoring a corrupt or foreign value in the cache", { module = "cache", context = { key = name } })
+  end
+  return false
+end
+
+local function store(self, name, value, ttl, compute_ms)
+  local ok, payload = pcall(core.encode, value)
+  if not ok then
+    log.warn("value not cached: " .. tostring(payload), { module = "cache", context = { key = name } })
+    return false
+  end
+  local r = self.conn:call("SET", name, string.pack(HEADER, MAGIC, compute_ms) .. payload,
+    "EX", math.max(1, math.tointeger(ttl) or math.ceil(ttl)))
+  if r then count(self, "sets") else count(self, "errors") end
+  return r ~= nil
+end
+
+local function unlock(self, name)
+  script(self, UNLOCK, 1, self.prefix .. "lock:" .. name, self.token)
+end
+
+local function check_ttl(ttl)
+  if type(ttl) ~= "number" or ttl <= 0 then error("cache ttl must be a positive number of seconds", 3) end
+end
+
+-- Run fn, time it, and store its value under name (lock held by us).
+local function compute_and_store(self, name, ttl, fn)
+  local t0 = core.now_ns()
+  local ok, value = pcall(fn)
+  local ms = (core.now_ns() - t0) // 1000000
+  count(self, "computes")
+  if ok and name then store(self, name, value, ttl, math.min(ms, 0xffffffff)) end
+  if name then unlock(self, name) end
+  if not ok then error(value, 0) end
+  return value
+end
+
+--- The cached value of key, or fn()'s, stored for ttl seconds.
+function Cache:get_or_compute(key, ttl, fn)
+  check_key(key)
+  check_ttl(ttl)
+  if type(fn) ~= "function" then error("get_or_compute needs a function", 2) end
+  if not self.enabled then
+    count(self, "computes")
+    return fn()
+  end
+  local deadline
+  while true do
+    local r = lookup(self, key, true)
+    if not r then -- Redis unavailable: compute, uncached
+      count(self, "computes")
+      return fn()
+    end
+    local name, raw, pttl, locked = r[1], r[2], r[3], r[4]
+    if raw then
+      local ok, value, compute_ms = unwrap(self, name, raw)
+      if ok then
+        -- XFetch: refresh early, once, with a probability rising towards expiry.
+        local u = math.random()
+        if pttl > 0 and compute_ms * self.beta * -math.log(u > 0 and u or 1e-12) >= pttl then
+          local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
+          if got then
+            count(self, "early_refreshes")
+            return compute_and_store(self, name, ttl, fn)
+          end
+        end
+        count(self, "hits")
+        self:flush_stats_if_due()
+        return value
+      end
+      -- corrupt: overwrite it, under the lock if we can get it
+      local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
+      count(self, "misses")
+      return compute_and_store(self, got and name or nil, ttl, fn)
+    end
+    if locked == 1 then
+      count(self, "misses")
+      local v = compute_and_store(self, name, ttl, fn)
+      self:flush_stats_if_due()
+      return v
+    end
+    -- Another process is computing it: wait for its value.
+    if not deadline then
+      count(self, "lock_waits")
+      deadline = core.now_ns() + self.wait_ms * 1000000
+    elseif core.now_ns() > deadline then
+      count(self, "misses")
+      count(self, "computes")
+      return fn() -- waited long enough: compute without caching
+    end
+    core.sleep(0.01)
+  end
+end
+
+--- The cached value of key, or nil.
+function Cache:get(key)
+  check_key(key)
+  if not self.enabled then return nil end
+  local r = lookup(self, key, false)
+  if r and r[2] then
+    local ok, value = unwrap(self, r[1], r[2])
+    if ok then
+      count(self, "hits")
+      return value
+    end
+  end
+  count(self, "misses")
+  return nil
+end
+
+--- Store value under key for ttl seconds; true if stored.
+function Cache:set(key, value, ttl)
+  check_key(key)
+  check_ttl(ttl)
+  if not self.enabled then return false end
+  local r = lookup(self, key, false)
+  return r ~= nil and store(self, r[1], value, ttl, 0)
+end
+
+local function has_glob(s) return s:find("[%*%?%[\\]") ~= nil end
+
+--- Make keys stale. "a:b:*" (a literal prefix then :*) bumps that group's
+-- generation: O(1). A key without wildcards is deleted. Any other pattern
+-- is found with SCAN and removed with UNLINK. Returns how many keys were
+-- removed, or "group" for a generation bump; nil, err if Redis is down.
+function Cache:invalidate(pattern)
+  if type(pattern) ~= "string" or pattern == "" then error("invalidate needs a pattern", 2) end
+  if not self.enabled then return 0 end
+  local group = pattern:match("^(.-):%*$")
+  if group and group ~= "" and not has_glob(group) then
+    local r, err = self.conn:call("INCR", self.prefix .. "gen:" .. group)
+    if not r then count(self, "errors") return nil, err end
+    return "group"
+  end
+  if not has_glob(pattern) then
+    local r = lookup(self, pattern, false)
+    if not r then return nil end
+    return self.conn:call("UNLINK", r[1])
+  end
+  return self:scan_unlink(self.prefix .. pattern .. "@*")
+end
+
+--- UNLINK every key matching a raw Redis pattern, found with SCAN.
+function Cache:scan_unlink(match)
+  local cursor, removed = "0", 0
+  repeat
+    local r, err = self.conn:call("SCAN", cursor, "MATCH", match, "COUNT", 1000)
+    if not r then count(self, "errors") return nil, err end
+    cursor = r[1]
+    if #r[2] > 0 then
+      local n = self.conn:call("UNLINK", table.unpack(r[2]))
+      removed = removed + (n or 0)
+    end
+  until cursor == "0"
+  return removed
+end
+
+--- Remove every key under this cache's prefix (values, generations, locks).
+function Cache:clear()
+  if not self.enabled then return 0 end
+  return self:scan_unlink(self.prefix .. "*")
+end
+
+-- Keep the entries of page whose generations are current (one pipeline).
+local function live_only(self, page)
+  local gens, cmds, index = {}, {}, {}
+  for _, e in ipairs(page) do
+    e.logical, e.gens = e.key:sub(#self.prefix + 1):match("^(.*)@([%d.]*)$")
+    for _, g in ipairs(e.logical and M.groups(e.logical) or {}) do
+      if not index[g] then
+        cmds[#cmds + 1] = { "GET", self.prefix .. "gen:" .. g }
+        index[g] = #cmds
+      end
+    end
+  end
+  local replies = #cmds > 0 and self.conn:pipeline(cmds) or {}
+  for g, i in pairs(index) do gens[g] = replies[i] or "0" end
+  local out = {}
+  for _, e in ipairs(page) do
+    if e.logical then
+      local want = {}
+      for i, g in ipairs(M.groups(e.logical)) do want[i] = gens[g] end
+      if table.concat(want, ".") == e.gens then out[#out + 1] = e end
+    end
+  end
+  return out
+end
+
+--- Every live value key matching pattern (superseded generations left out):
+-- { {key=, logical=, ttl=, bytes=} }, sorted by key.
+function Cache:keys(pattern)
+  local out, cursor = {}, "0"
+  local p = "^" .. self.prefix:gsub("%p", "%%%0")
+  local internal = { p .. "gen:", p .. "lock:", p .. "stats$" }
+  repeat
+    local r, err = self.conn:call("SCAN", cursor, "MATCH", self.prefix .. (pattern or "*"), "COUNT", 1000)
+    if not r then return nil, err end
+    cursor = r[1]
+    local page = {}
+    for _, k in ipairs(r[2]) do
+      local mine = true
+      for _, i in ipairs(internal) do if k:find(i) then mine = false end end
+      if mine then page[#page + 1] = { key = k } end
+    end
+    page = live_only(self, page)
+    local cmds = {}
+    for _, e in ipairs(page) do
+      cmds[#cmds + 1] = { "PTTL", e.key }
+      cmds[#cmds + 1] = { "STRLEN", e.key }
+    end
+    local replies = #cmds > 0 and self.conn:pipeline(cmds) or {}
+    for i, e in ipairs(page) do
+      e.ttl, e.bytes = (tonumber(replies[2 * i - 1]) or -1) / 1000, tonumber(replies[2 * i]) or 0
+      e.gens = nil
+      out[#out + 1] = e
+    end
+  until cursor == "0"
+  table.sort(out, function(a, b) return a.key < b.key end)
+  return out
+end
+
+--- Send this process's counters to the shared totals in Redis.
+function Cache:flush_stats()
+  if not self.enabled then return end
+  local cmds = {}
+  for _, k in ipairs(COUNTERS) do
+    if self.pending[k] > 0 then cmds[#cmds + 1] = { "HINCRBY", self.prefix .. "stats", k, self.pending[k] } end
+  end
+  if #cmds == 0 then return end
+  if self.conn:pipeline(cmds) then
+    for _, k in ipairs(COUNTERS) do self.pending[k] = 0 end
+  end
+  self.last_flush = core.now_ns()
+end
+
+function Cache:flush_stats_if_due()
+  if core.now_ns() - self.last_flush > 1000000000 then self:flush_stats() end
+end
+
+--- { process = {hits=, misses=, ...}, all = {...} (every process, from
+-- Redis), keys=, bytes=, up=, where= }. all/keys/bytes are nil when Redis
+-- is unavailable.
+function Cache:stats()
+  local s = { process = {}, enabled = self.enabled }
+  for _, k in ipairs(COUNTERS) do s.process[k] = self.local_stats[k] end
+  if not self.enabled then return s end
+  local cs = self.conn:stats()
+  s.up, s.outages, s.where = cs.up, cs.outages, self.conn:where()
+  self:flush_stats()
+  local all = self.conn:call("HGETALL", self.prefix .. "stats")
+  if all then
+    s.all = {}
+    for _, k in ipairs(COUNTERS) do s.all[k] = 0 end
+    for i = 1, #all, 2 do s.all[all[i]] = math.tointeger(tonumber(all[i + 1])) end
+    local keys = self:keys("*") or {}
+    s.keys, s.bytes = #keys, 0
+    for _, k in ipairs(keys) do s.bytes = s.bytes + (k.bytes or 0) end
+    s.up = true
+  end
+  return s
+end
+
+function Cache:close()
+  if self.conn then
+    self:flush_stats()
+    self.conn:close()
+    self.conn = nil
+  end
+  self.enabled = false
+end
+
+return M

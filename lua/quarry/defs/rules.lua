@@ -1,0 +1,17 @@
+--- Cache invalidation rules: what a change to a table's rows on a
+-- settlement date makes stale. Placeholders: {date} (YYYY-MM-DD), {month}
+-- (YYYY-MM), {year} (YYYY). Patterns of the form "literal:*" are dropped in
+-- O(1) through group generations; other days, months and years stay cached.
+--
+-- Every write quarry makes (ingest, recalculation, seed) applies these for
+-- the dates it touched; `quarry cache invalidate --date D` applies them by hand.
+local mining = {
+  "daily_mining:{date}:*",
+  "monthly_mining:{month}:*",
+  "yearly_mining:{year}:*",
+}
+
+return {
+  { table = "curtailment_records", stale = mining },
+  { table = "historical_bitcoin_calculations", stale = mining },
+}

@@ -1,0 +1,300 @@
+/* lua_codec.c - Lua values <-> bytes, for what the cache stores.
+ *
+ *   core.encode(value) -> string     raises on a function, userdata, thread,
+ *                                    or nesting deeper than 64 (a cycle)
+ *   core.decode(bytes) -> value | nil, message
+ *
+ * Exact: integers stay integers, floats keep every bit, strings keep every
+ * byte, numeric strings stay strings. Safe: the decoder only builds plain
+ * values, checks every length against what is left of the input, caps the
+ * depth, and reports anything malformed as nil + message -- it never loads
+ * code, never raises on bad input and never reads past the buffer.
+ *
+ * Format: "Q" version(1) value, where value is one tag byte and its body:
+ *   '0' nil  'T' true  'F' false
+ *   'i' int64 little-endian   'd' IEEE double bits little-endian
+ *   's' varint length, bytes
+ *   't' varint n_array, varint n_hash, n_array values, n_hash key/value pairs
+ */
+#include "lua_quarry.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CODEC_VERSION 1
+#define MAX_DEPTH 64
+
+#define WBUF_MT "quarry.codec.buffer"
+
+/* The encoder's output. Not a luaL_Buffer: encoding pushes table entries
+ * between writes, which a luaL_Buffer (it may sit at the stack top) forbids.
+ * It lives in a userdata so a raise mid-encode frees it through __gc. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} wbuf;
+
+static int wbuf_gc(lua_State *L)
+{
+    wbuf *w = luaL_checkudata(L, 1, WBUF_MT);
+    free(w->data);
+    w->data = NULL;
+    return 0;
+}
+
+static void put(lua_State *L, wbuf *w, const void *p, size_t n)
+{
+    if (w->cap - w->len < n) {
+        size_t cap = w->cap ? w->cap : 256;
+        while (cap - w->len < n) cap *= 2;
+        char *d = realloc(w->data, cap);
+        if (!d) luaL_error(L, "out of memory encoding a value");
+        w->data = d;
+        w->cap = cap;
+    }
+    memcpy(w->data + w->len, p, n);
+    w->len += n;
+}
+
+static void put_byte(lua_State *L, wbuf *w, int c)
+{
+    char ch = (char)c;
+    put(L, w, &ch, 1);
+}
+
+static void put_varint(lua_State *L, wbuf *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        put_byte(L, w, (int)(v | 0x80));
+        v >>= 7;
+    }
+    put_byte(L, w, (int)v);
+}
+
+static void put_u64(lua_State *L, wbuf *w, uint64_t v)
+{
+    char bytes[8];
+    for (int i = 0; i < 8; i++) bytes[i] = (char)(v >> (8 * i));
+    put(L, w, bytes, 8);
+}
+
+/* Encode the value at stack index idx (absolute). */
+static void encode(lua_State *L, wbuf *b, int idx, int depth)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        put_byte(L, b, '0');
+        break;
+    case LUA_TBOOLEAN:
+        put_byte(L, b, lua_toboolean(L, idx) ? 'T' : 'F');
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            put_byte(L, b, 'i');
+            put_u64(L, b, (uint64_t)lua_tointeger(L, idx));
+        } else {
+            double d = (double)lua_tonumber(L, idx);
+            uint64_t bits;
+            memcpy(&bits, &d, 8);
+            put_byte(L, b, 'd');
+            put_u64(L, b, bits);
+        }
+        break;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        put_byte(L, b, 's');
+        put_varint(L, b, len);
+        put(L, b, s, len);
+        break;
+    }
+    case LUA_TTABLE: {
+        if (depth >= MAX_DEPTH) luaL_error(L, "cannot cache a value nested deeper than %d (a cycle?)", MAX_DEPTH);
+        luaL_checkstack(L, 4, "value too deep");
+        lua_Integer n = 0;
+        while (lua_rawgeti(L, idx, n + 1) != LUA_TNIL) {
+            lua_pop(L, 1);
+            n++;
+        }
+        lua_pop(L, 1);
+        uint64_t nhash = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            lua_pop(L, 1);
+            if (!(lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= n))
+                nhash++;
+        }
+        put_byte(L, b, 't');
+        put_varint(L, b, (uint64_t)n);
+        put_varint(L, b, nhash);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            encode(L, b, lua_gettop(L), depth + 1);
+            lua_pop(L, 1);
+        }
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            int v = lua_gettop(L), k = v - 1;
+            if (!(lua_isinteger(L, k) && lua_tointeger(L, k) >= 1 && lua_tointeger(L, k) <= n)) {
+                encode(L, b, k, depth + 1);
+                encode(L, b, v, depth + 1);
+            }
+            lua_pop(L, 1);
+        }
+        break;
+    }
+    default:
+        luaL_error(L, "cannot cache a %s value", luaL_typename(L, idx));
+    }
+}
+
+static int l_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    wbuf *w = lua_newuserdatauv(L, sizeof *w, 0);
+    *w = (wbuf){NULL, 0, 0};
+    luaL_setmetatable(L, WBUF_MT);
+    put_byte(L, w, 'Q');
+    put_byte(L, w, CODEC_VERSION);
+    encode(L, w, 1, 0);
+    lua_pushlstring(L, w->data, w->len);
+    free(w->data);
+    w->data = NULL;
+    return 1;
+}
+
+typedef struct {
+    const unsigned char *p, *end;
+    const char *error;
+} reader;
+
+static int fail(reader *r, const char *why)
+{
+    if (!r->error) r->error = why;
+    return 0;
+}
+
+static int get_varint(reader *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end) return fail(r, "truncated length");
+        unsigned char c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    return fail(r, "length too long");
+}
+
+static int get_u64(reader *r, uint64_t *out)
+{
+    if (r->end - r->p < 8) return fail(r, "truncated number");
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += 8;
+    *out = v;
+    return 1;
+}
+
+/* Push one decoded value; 0 (nothing pushed) on malformed input. */
+static int decode(lua_State *L, reader *r, int depth)
+{
+    if (r->p >= r->end) return fail(r, "truncated value");
+    if (!lua_checkstack(L, 3)) return fail(r, "value too deep");
+    unsigned char tag = *r->p++;
+    uint64_t u, n, m;
+    switch (tag) {
+    case '0': lua_pushnil(L); return 1;
+    case 'T': lua_pushboolean(L, 1); return 1;
+    case 'F': lua_pushboolean(L, 0); return 1;
+    case 'i':
+        if (!get_u64(r, &u)) return 0;
+        lua_pushinteger(L, (lua_Integer)u);
+        return 1;
+    case 'd': {
+        if (!get_u64(r, &u)) return 0;
+        double d;
+        memcpy(&d, &u, 8);
+        lua_pushnumber(L, (lua_Number)d);
+        return 1;
+    }
+    case 's':
+        if (!get_varint(r, &n)) return 0;
+        if (n > (uint64_t)(r->end - r->p)) return fail(r, "string longer than the value");
+        lua_pushlstring(L, (const char *)r->p, (size_t)n);
+        r->p += n;
+        return 1;
+    case 't': {
+        if (depth >= MAX_DEPTH) return fail(r, "nested too deep");
+        if (!get_varint(r, &n) || !get_varint(r, &m)) return 0;
+        /* every element takes at least one byte: a count beyond what is
+         * left is a lie, and must not become a huge allocation */
+        uint64_t left = (uint64_t)(r->end - r->p);
+        if (n > left || m > left / 2) return fail(r, "table larger than the value");
+        lua_createtable(L, (int)n, (int)m);
+        for (uint64_t i = 1; i <= n; i++) {
+            if (!decode(L, r, depth + 1)) {
+                lua_pop(L, 1);
+                return 0;
+            }
+            lua_rawseti(L, -2, (lua_Integer)i);
+        }
+        for (uint64_t i = 0; i < m; i++) {
+            if (!decode(L, r, depth + 1)) {
+                lua_pop(L, 1);
+                return 0;
+            }
+            if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))) {
+                lua_pop(L, 2);
+                return fail(r, "table key is nil or NaN");
+            }
+            if (!decode(L, r, depth + 1)) {
+                lua_pop(L, 2);
+                return 0;
+            }
+            lua_rawset(L, -3);
+        }
+        return 1;
+    }
+    default:
+        return fail(r, "unknown type tag");
+    }
+}
+
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    reader r = {(const unsigned char *)s, (const unsigned char *)s + len, NULL};
+    if (len < 2 || s[0] != 'Q') {
+        r.error = "not a quarry value";
+    } else if (s[1] != CODEC_VERSION) {
+        r.error = "unknown codec version";
+    } else {
+        r.p += 2;
+        if (decode(L, &r, 0)) {
+            if (r.p == r.end) return 1;
+            lua_pop(L, 1);
+            r.error = "trailing bytes";
+        }
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, r.error);
+    return 2;
+}
+
+void qr_lua_open_codec(lua_State *L)
+{
+    if (luaL_newmetatable(L, WBUF_MT)) {
+        lua_pushcfunction(L, wbuf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {{"encode", l_encode}, {"decode", l_decode}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
