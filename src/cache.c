@@ -4,6 +4,7 @@
 #include "log.h"
 #include "timing.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +119,23 @@ int qr_redis_parse_url(const char *url, qr_redis_addr *a, qr_error *err)
     return 0;
 }
 
+/* Writing to a socket Redis has closed raises SIGPIPE, whose default action
+ * kills the process: a report must not die because Redis restarted. Only a
+ * default disposition is changed; a handler the program set stays. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &ign, NULL);
+    }
+}
+
 qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err)
 {
+    ignore_sigpipe();
     qr_cache *c = calloc(1, sizeof *c);
     if (!c) {
         qr_error_set(err, "usage", "out of memory");

@@ -7,6 +7,9 @@
  * each outage logs one warning, and one info line when Redis is back.
  * Connect and command timeouts are short (250 ms) for the same reason.
  *
+ * qr_cache_new sets SIGPIPE to ignored if it was at its default (which would
+ * kill the process when Redis closes a socket we write to).
+ *
  * Commands are binary-safe (argv with lengths). A qr_cache is used by one
  * thread at a time, like the hiredis context inside it. Replies belong to
  * the caller (freeReplyObject). Nothing here prints except through log.h.

@@ -21,6 +21,8 @@ M.settings = {
   { key = "redis_url", env = "REDIS_URL", default = nil,
     doc = "redis://[:password@]host:port/db or unix:///path; else the embedded default" },
   { key = "cache", env = "QUARRY_CACHE", default = "on", doc = "'off' bypasses the shared cache" },
+  { key = "cache_prefix", env = "QUARRY_CACHE_PREFIX", default = "quarry:",
+    doc = "namespace of quarry's keys in Redis" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }

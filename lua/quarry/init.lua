@@ -53,7 +53,7 @@ local function open_cache()
       enabled = false
     end
   end
-  return require("quarry.cache").new({ url = cfg.redis_url, enabled = enabled })
+  return require("quarry.cache").new({ url = cfg.redis_url, enabled = enabled, prefix = cfg.cache_prefix })
 end
 
 --- quarry.timed(name, fn, ...) -> fn's results; the duration goes to `name`.

@@ -1,0 +1,341 @@
+-- lua/quarry/cache.lua, src/cache.c, src/lua_cache.c and src/lua_codec.c
+-- against the real Redis the test run started, across real processes.
+local h = require "spec.helper"
+local core = require "quarry.core"
+local cachemod = require "quarry.cache"
+
+local redis_sock = h.urls().REDIS_URL:match("^unix://(.*)$")
+local function redis_cli(args)
+  local p = io.popen(("redis-cli -s %s %s 2>&1"):format(redis_sock, args))
+  local out = p:read("a")
+  p:close()
+  return (out:gsub("%s+$", ""))
+end
+
+local n = 0
+local function fresh_prefix()
+  n = n + 1
+  return ("spec%d-%d:"):format(n, core.now_ns() % 1000000007)
+end
+
+local function new_cache(opts)
+  local o = { url = h.urls().REDIS_URL, prefix = fresh_prefix() }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return cachemod.new(o)
+end
+
+-- Start `count` quarry processes running `code` at once; their outputs.
+local function processes(count, code, env)
+  local script = h.write(h.tmpname(".lua"), code)
+  local outs, cmds = {}, {}
+  for i = 1, count do
+    outs[i] = h.tmpname(".out")
+    local prefix = ""
+    for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. h.shell_quote(v) .. " " end
+    cmds[i] = ("(%s%s run %s %d > %s 2>&1)"):format(prefix, h.shell_quote(h.bin), script, i, outs[i])
+  end
+  os.execute(table.concat(cmds, " & ") .. " & wait")
+  local results = {}
+  for i = 1, count do
+    results[i] = h.read(outs[i]) or ""
+    os.remove(outs[i])
+  end
+  os.remove(script)
+  return results
+end
+
+describe("cache values", function()
+  it("round-trip every Lua type exactly through Redis", function()
+    local c = new_cache()
+    local value = {
+      int = math.maxinteger, negint = math.mininteger, float = 0.1, tiny = 5e-324, big = 1.7976931348623157e308,
+      negzero = -0.0, inf = math.huge, numeric = "123456789012345678901234567890.000000000000000000001",
+      bytes = "\0\1\255 quarry \r\n", yes = true, no = false, empty = {}, list = { 1, "two", 3.0, { 4 } },
+      sparse = { [1] = "a", [3] = "c", [-1] = "neg", [1.5] = "float key" }, [true] = "bool key",
+      nested = { a = { b = { c = { d = "deep" } } } },
+    }
+    assert.is_true(c:set("types", value, 60))
+    local back = c:get("types")
+    assert.are.same(value, back)
+    assert.are.equal("integer", math.type(back.int))
+    assert.are.equal("float", math.type(back.list[3]))
+    assert.are.equal(-math.huge, 1 / back.negzero)
+    assert.are.equal(value.numeric, back.numeric)
+    local nan = c:set("nan", 0 / 0, 60) and c:get("nan")
+    assert.is_true(nan ~= nan)
+    c:clear()
+  end)
+
+  it("refuses to store what it cannot represent, and still computes it", function()
+    local c = new_cache()
+    local v = c:get_or_compute("fn", 60, function() return { f = print } end)
+    assert.are.equal(print, v.f)
+    assert.is_nil(c:get("fn"))
+    c:clear()
+  end)
+
+  it("treats a corrupt or foreign value as a miss, warns once, and replaces it", function()
+    local prefix = fresh_prefix()
+    local code = [[
+local c = require("quarry").cache
+local v = c:get_or_compute("daily_mining:2024-03-01:S9:all", 60, function() return "fresh" end)
+io.write(v, " ", c:stats().process.errors, "\n")
+]]
+    local env = { QUARRY_CACHE_PREFIX = prefix }
+    for _, garbage in ipairs({ "not ours", "QRC1\0\0\0\0Q\1t\255\255\255\255\15", "QRC1\0\0\0\0Q\1s\200" }) do
+      -- The stored name of a key whose groups were never bumped.
+      local name = prefix .. "daily_mining:2024-03-01:S9:all@0.0.0"
+      local f = h.write(h.tmpname(), garbage)
+      redis_cli(("-x SET %s < %s"):format(h.shell_quote(name), f))
+      os.remove(f)
+      local out = processes(1, code, env)[1]
+      assert.matches("fresh 1\n", out, 1, true)
+      local _, warnings = out:gsub("corrupt or foreign value", "")
+      assert.are.equal(1, warnings)
+      -- replaced: the next process hits
+      assert.matches("^fresh 0\n$", processes(1, code, env)[1])
+      redis_cli("DEL " .. h.shell_quote(name))
+    end
+  end)
+end)
+
+describe("cache sharing", function()
+  it("shares a value between two processes", function()
+    local env = { QUARRY_CACHE_PREFIX = fresh_prefix() }
+    local code = [[
+local c = require("quarry").cache
+local computed = false
+local v = c:get_or_compute("shared", c.TTL.MEDIUM, function() computed = true return { n = 42 } end)
+print(computed and "computed" or "hit", v.n)
+]]
+    assert.are.equal("computed\t42\n", processes(1, code, env)[1])
+    assert.are.equal("hit\t42\n", processes(1, code, env)[1])
+  end)
+
+  it("computes a missing key once when 8 processes ask at the same time", function()
+    local prefix = fresh_prefix()
+    local code = [[
+local quarry = require "quarry"
+local c = quarry.cache
+local v = c:get_or_compute("slow", 60, function()
+  c.conn:call("INCR", "]] .. prefix .. [[computed")
+  require("quarry.core").sleep(0.5)
+  return "value-" .. arg[1]
+end)
+print(v)
+]]
+    local outs = processes(8, code, { QUARRY_CACHE_PREFIX = prefix })
+    assert.are.equal("1", redis_cli("GET " .. prefix .. "computed"))
+    local first = outs[1]
+    assert.matches("^value%-%d\n$", first)
+    for i = 2, 8 do assert.are.equal(first, outs[i]) end
+  end)
+
+  it("is not blocked past the lock's expiry by a holder that died", function()
+    local c = new_cache({ lock_ms = 400 })
+    local name = c.prefix .. "orphan@"
+    -- a lock left by a process that crashed mid-compute
+    redis_cli(("SET %slock:%s dead-holder PX 400"):format(c.prefix, name))
+    local t0 = core.now_ns()
+    local v = c:get_or_compute("orphan", 60, function() return "recovered" end)
+    local secs = (core.now_ns() - t0) / 1e9
+    assert.are.equal("recovered", v)
+    assert.is_true(secs >= 0.3 and secs < 1.5, secs)
+    assert.are.equal("recovered", c:get("orphan"))
+    assert.are.equal(1, c:stats().process.lock_waits)
+    c:clear()
+  end)
+
+  it("refreshes a hot key early, once, while serving the cached value (XFetch)", function()
+    local c = new_cache({ beta = 1e7 })
+    local computes = 0
+    local fn = function()
+      computes = computes + 1
+      core.sleep(0.05)
+      return computes
+    end
+    assert.are.equal(1, c:get_or_compute("hot", 2, fn))
+    -- compute took ~50 ms; with so large a beta the refresh is due at once
+    local v = c:get_or_compute("hot", 2, fn)
+    assert.are.equal(2, v)
+    assert.are.equal(1, c:stats().process.early_refreshes)
+    -- while another process holds the refresh lock, the cached value is served
+    local name = c.prefix .. "hot@"
+    redis_cli(("SET %slock:%s other PX 5000"):format(c.prefix, name))
+    assert.are.equal(2, c:get_or_compute("hot", 2, fn))
+    assert.are.equal(2, computes)
+    c:clear()
+  end)
+end)
+
+describe("cache TTLs and invalidation", function()
+  it("sends the TTL tiers to Redis", function()
+    local c = new_cache()
+    assert.are.same({ SHORT = 60, MEDIUM = 300, LONG = 3600, VERY_LONG = 86400 }, c.TTL)
+    for tier, secs in pairs(c.TTL) do
+      c:get_or_compute("ttl:" .. tier, secs, function() return tier end)
+      local keys = c:keys("ttl:" .. tier .. "@*")
+      assert.are.equal(1, #keys)
+      assert.is_true(keys[1].ttl <= secs and keys[1].ttl > secs - 5, tier)
+    end
+    c:clear()
+  end)
+
+  local function fill(c)
+    local keys = {
+      "daily_mining:2024-03-01:S19J_PRO:all", "daily_mining:2024-03-01:S9:T_SGRWO-1",
+      "daily_mining:2024-03-02:S19J_PRO:all", "monthly_mining:2024-03:S19J_PRO:all",
+      "monthly_mining:2024-04:S19J_PRO:all", "yearly_mining:2024:S19J_PRO:all",
+      "yearly_mining:2023:S19J_PRO:all", "other:thing",
+    }
+    for _, k in ipairs(keys) do c:set(k, k, 600) end
+    return keys
+  end
+
+  local function cached(c, keys)
+    local out = {}
+    for _, k in ipairs(keys) do if c:get(k) == k then out[#out + 1] = k end end
+    return out
+  end
+
+  it("applies the rules of a date: that day, its month, its year and nothing else", function()
+    local c = new_cache()
+    local keys = fill(c)
+    local applied = require("quarry.rules").apply(c, "curtailment_records", { "2024-03-01" })
+    assert.are.same({ "daily_mining:2024-03-01:*", "monthly_mining:2024-03:*", "yearly_mining:2024:*" }, applied)
+    assert.are.same({ "daily_mining:2024-03-02:S19J_PRO:all", "monthly_mining:2024-04:S19J_PRO:all",
+      "yearly_mining:2023:S19J_PRO:all", "other:thing" }, cached(c, keys))
+    c:clear()
+  end)
+
+  it("invalidates a group in one command however many keys it holds", function()
+    local c = new_cache()
+    for i = 1, 300 do c:set(("monthly_mining:2024-05:M%d:all"):format(i), i, 600) end
+    c:set("monthly_mining:2024-06:M1:all", 1, 600)
+    assert.are.equal("group", c:invalidate("monthly_mining:2024-05:*"))
+    assert.is_nil(c:get("monthly_mining:2024-05:M7:all"))
+    assert.are.equal(1, c:get("monthly_mining:2024-06:M1:all"))
+    assert.are.equal(1, #c:keys("monthly_mining:*"))
+    c:clear()
+  end)
+
+  it("invalidates exact keys and glob patterns", function()
+    local c = new_cache()
+    local keys = fill(c)
+    assert.are.equal(1, c:invalidate("other:thing"))
+    assert.are.equal(2, c:invalidate("daily_mining:2024-03-0[12]:S19J_PRO:*"))
+    assert.are.same({ "daily_mining:2024-03-01:S9:T_SGRWO-1", "monthly_mining:2024-03:S19J_PRO:all",
+      "monthly_mining:2024-04:S19J_PRO:all", "yearly_mining:2024:S19J_PRO:all",
+      "yearly_mining:2023:S19J_PRO:all" }, cached(c, keys))
+    assert.is_true(c:clear() > 0)
+    assert.are.same({}, cached(c, keys))
+  end)
+
+  it("validates rules, naming the entry", function()
+    local rules = require "quarry.rules"
+    assert.has_error(function() rules.validate({ { table = "x", stale = { "a:{week}:*" } } }, "r.lua") end,
+      "r.lua: rule 1: stale[1] uses unknown placeholder {week} (date, month, year)")
+    assert.has_error(function() rules.validate({ { table = "x; drop", stale = { "a" } } }, "r.lua") end,
+      "r.lua: rule 1: 'table' must be a table name")
+    assert.has_error(function() rules.patterns(nil, { "2024-02-30" }) end)
+    assert.are.same({ "2024-02-29" }, { rules.check_date("2024-02-29") })
+    assert.is_nil(rules.check_date("2023-02-29"))
+  end)
+end)
+
+describe("cache failing open", function()
+  it("computes through a Redis outage without waiting, warns once, and caches again after", function()
+    local code = [[
+local quarry = require "quarry"
+local core = require "quarry.core"
+local c = quarry.cache
+local computes = 0
+local function fn() computes = computes + 1 return "v" end
+c:get_or_compute("k", 60, fn)
+c:get_or_compute("k", 60, fn)
+print("before", computes)
+os.execute(arg[2] .. " stop-redis")
+local t0 = core.now_ns()
+for _ = 1, 50 do assert(c:get_or_compute("k", 60, fn) == "v") end
+print("down", computes, (core.now_ns() - t0) / 1e6 < 300)
+os.execute(arg[2] .. " start-redis")
+core.sleep(5.5) -- past the longest backoff
+c:get_or_compute("k", 60, fn)
+local n = computes
+c:get_or_compute("k", 60, fn)
+print("after", computes - n, c:stats().process.errors > 0)
+]]
+    local script = h.write(h.tmpname(".lua"), code)
+    local services = ("QUARRY_HOME=%s %s/scripts/services.sh"):format(h.shell_quote(h.home), h.shell_quote(h.root))
+    local out, err, code_ = h.quarry(("run %s x %s"):format(script, h.shell_quote(services)),
+      { QUARRY_CACHE_PREFIX = fresh_prefix() })
+    os.remove(script)
+    h.services("up")
+    assert.are.equal(0, code_, err)
+    assert.matches("before\t1\n", out, 1, true)
+    assert.matches("down\t51\ttrue\n", out, 1, true)
+    assert.matches("after\t0\ttrue\n", out, 1, true)
+    local _, warnings = err:gsub("unreachable", "")
+    assert.are.equal(1, warnings, err)
+    assert.matches("is back", err)
+  end)
+
+  it("computes every time with QUARRY_CACHE=off", function()
+    local code = [[
+local c = require("quarry").cache
+local n = 0
+for _ = 1, 3 do c:get_or_compute("k", 60, function() n = n + 1 return n end) end
+print(n, c:get("k"))
+]]
+    assert.are.equal("3\tnil\n", processes(1, code, { QUARRY_CACHE = "off" })[1])
+  end)
+end)
+
+describe("quarry cache commands", function()
+  it("invalidate --date applies the rules; bad dates exit 2", function()
+    local env = { QUARRY_CACHE_PREFIX = fresh_prefix() }
+    local out, err, code = h.quarry("cache invalidate --date 2024-03-01", env)
+    assert.are.equal(0, code, err)
+    assert.are.equal("invalidated daily_mining:2024-03-01:*\ninvalidated monthly_mining:2024-03:*\n" ..
+      "invalidated yearly_mining:2024:*\n", out)
+    for _, bad in ipairs({ "2024-13-01", "2024-02-30", "yesterday", "2024-03-01'; FLUSHALL" }) do
+      _, err, code = h.quarry("cache invalidate --date " .. h.shell_quote(bad), env)
+      assert.are.equal(2, code, bad)
+      assert.matches("not a date", err)
+    end
+    _, _, code = h.quarry("cache invalidate", env)
+    assert.are.equal(2, code)
+  end)
+
+  it("lists keys, shows stats across processes, and clears", function()
+    local env = { QUARRY_CACHE_PREFIX = fresh_prefix() }
+    processes(2, [[
+local c = require("quarry").cache
+c:get_or_compute("monthly_mining:2024-03:S9:all", 3600, function() return string.rep("x", 100) end)
+]], env)
+    local out, err, code = h.quarry("cache keys", env)
+    assert.are.equal(0, code, err)
+    assert.matches(env.QUARRY_CACHE_PREFIX:gsub("%p", "%%%0") .. "monthly_mining:2024%-03:S9:all@0%.0%.0", out)
+    out, err, code = h.quarry("cache stats", env)
+    assert.are.equal(0, code, err)
+    assert.matches("hits%s+1\n", out)
+    assert.matches("misses%s+1\n", out)
+    assert.matches("computes%s+1\n", out)
+    assert.matches("keys%s+1\n", out)
+    out, _, code = h.quarry("cache invalidate 'monthly_mining:2024-03:*'", env)
+    assert.are.equal(0, code)
+    assert.matches("invalidated group", out)
+    out = h.quarry("cache keys", env)
+    assert.are.equal("", out)
+    out, _, code = h.quarry("cache clear", env)
+    assert.are.equal(0, code)
+    assert.matches("removed %d+ key", out)
+  end)
+
+  it("exits 3 when Redis is unreachable", function()
+    local _, err, code = h.quarry("cache stats", { REDIS_URL = "redis://:pw@127.0.0.1:1/0" })
+    assert.are.equal(3, code)
+    assert.matches("127.0.0.1:1", err)
+    assert.not_matches("pw@", err)
+  end)
+end)
