@@ -9,12 +9,19 @@
  * acquire_ns       mean warm acquire+release of the pool, no I/O
  * fresh_conn_us    median connect + query + close per query (no pool)
  * hist_record_ns   mean qr_hist_record
+ *
+ *   bench_core --redis REDIS_URL KEY ROUNDS
+ *
+ * raw_get_us       median GET of KEY through bare hiredis (the physical limit
+ *                  of a cache hit)
  */
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "pool.h"
 #include "timing.h"
 
@@ -116,8 +123,34 @@ static double hist_record(int n)
     return per;
 }
 
+static int redis_get(const char *url, const char *key, int rounds)
+{
+    qr_redis_addr a;
+    qr_error err;
+    if (qr_redis_parse_url(url, &a, &err) != 0) die("redis url", err.message);
+    redisContext *c = a.path ? redisConnectUnix(a.path) : redisConnect(a.host, a.port);
+    if (!c || c->err) die("redis connect", c ? c->errstr : "out of memory");
+    uint64_t *ns = calloc((size_t)rounds, sizeof *ns);
+    size_t len = 0;
+    for (int warm = 0; warm < 2; warm++) {
+        for (int i = 0; i < rounds; i++) {
+            uint64_t t0 = qr_now_ns();
+            redisReply *r = redisCommand(c, "GET %s", key);
+            if (!r || r->type != REDIS_REPLY_STRING) die("GET", "no such key");
+            len = r->len;
+            freeReplyObject(r);
+            ns[i] = qr_now_ns() - t0;
+        }
+    }
+    printf("raw_get_us %.2f us\nvalue_bytes %zu bytes\n", median_us(ns, rounds), len);
+    free(ns);
+    redisFree(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[1], "--redis") == 0) return redis_get(argv[2], argv[3], atoi(argv[4]));
     if (argc < 3) {
         fprintf(stderr, "usage: bench_core DATABASE_URL ROUNDS\n");
         return 2;

@@ -236,7 +236,9 @@ static int decode(lua_State *L, reader *r, int depth)
          * left is a lie, and must not become a huge allocation */
         uint64_t left = (uint64_t)(r->end - r->p);
         if (n > left || m > left / 2) return fail(r, "table larger than the value");
-        lua_createtable(L, (int)n, (int)m);
+        /* pre-size by at most 256 slots: memory then follows the bytes
+         * actually present, not the counts the input claims */
+        lua_createtable(L, n > 256 ? 256 : (int)n, m > 256 ? 256 : (int)m);
         for (uint64_t i = 1; i <= n; i++) {
             if (!decode(L, r, depth + 1)) {
                 lua_pop(L, 1);
