@@ -4,6 +4,7 @@
 #include "log.h"
 #include "timing.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ struct qr_cache {
     qr_redis_addr addr;
     char where[300];
     redisContext *ctx;
+    redisContext *sub; /* subscriber connection, or NULL */
     uint64_t retry_at_ns; /* no connection attempt before this */
     int backoff_ms;
     int down;   /* in an outage: warned already */
@@ -161,6 +163,7 @@ qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err)
 void qr_cache_free(qr_cache *c)
 {
     if (!c) return;
+    if (c->sub) redisFree(c->sub);
     if (c->ctx) redisFree(c->ctx);
     free(c);
 }
@@ -212,39 +215,50 @@ static int simple_ok(redisContext *ctx, int argc, const char **argv, char *why, 
     return ok;
 }
 
-static int connect_now(qr_cache *c, qr_error *err)
+/* A new, authenticated connection with the database selected, or NULL
+ * with the reason in why. */
+static redisContext *open_ctx(qr_cache *c, char *why, size_t cap)
 {
-    c->tried = 1;
     struct timeval tv = tv_ms(c->opt.connect_timeout_ms);
     redisContext *ctx = c->addr.path ? redisConnectUnixWithTimeout(c->addr.path, tv)
                                      : redisConnectWithTimeout(c->addr.host, c->addr.port, tv);
-    char why[256];
     if (!ctx || ctx->err) {
-        snprintf(why, sizeof why, "%s", ctx ? ctx->errstr : "out of memory");
+        snprintf(why, cap, "%s", ctx ? ctx->errstr : "out of memory");
         if (ctx) redisFree(ctx);
-        went_down(c, why, err);
-        return -1;
+        return NULL;
     }
-    c->ctx = ctx;
     redisSetTimeout(ctx, tv_ms(c->opt.command_timeout_ms));
     if (c->addr.password) {
         const char *auth_user[] = {"AUTH", c->addr.user, c->addr.password};
         const char *auth[] = {"AUTH", c->addr.password};
-        int ok = c->addr.user ? simple_ok(ctx, 3, auth_user, why, sizeof why)
-                              : simple_ok(ctx, 2, auth, why, sizeof why);
+        int ok = c->addr.user ? simple_ok(ctx, 3, auth_user, why, cap)
+                              : simple_ok(ctx, 2, auth, why, cap);
         if (!ok) {
-            went_down(c, "authentication failed", err);
-            return -1;
+            snprintf(why, cap, "authentication failed");
+            redisFree(ctx);
+            return NULL;
         }
     }
     if (c->addr.db) {
         char db[16];
         snprintf(db, sizeof db, "%d", c->addr.db);
         const char *sel[] = {"SELECT", db};
-        if (!simple_ok(ctx, 2, sel, why, sizeof why)) {
-            went_down(c, why, err);
-            return -1;
+        if (!simple_ok(ctx, 2, sel, why, cap)) {
+            redisFree(ctx);
+            return NULL;
         }
+    }
+    return ctx;
+}
+
+static int connect_now(qr_cache *c, qr_error *err)
+{
+    c->tried = 1;
+    char why[256];
+    c->ctx = open_ctx(c, why, sizeof why);
+    if (!c->ctx) {
+        went_down(c, why, err);
+        return -1;
     }
     if (c->down) qr_log(QR_LOG_INFO, "cache", "Redis at %s is back: caching again", c->where);
     c->down = 0;
@@ -306,4 +320,57 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
     const size_t *lenss[] = {lens};
     if (qr_cache_pipeline(c, 1, &argc, argvs, lenss, &r, err) != 0) return NULL;
     return r;
+}
+
+int qr_cache_subscribe(qr_cache *c, const char *channel, qr_error *err)
+{
+    if (c->sub) return 0;
+    if (c->tried && !c->ctx && qr_now_ns() < c->retry_at_ns) {
+        qr_error_set(err, "connection", "Redis at %s unavailable (retrying later)", c->where);
+        return -1;
+    }
+    char why[256];
+    redisContext *sub = open_ctx(c, why, sizeof why);
+    if (!sub) {
+        qr_error_set(err, "connection", "Redis at %s unreachable: %s", c->where, why);
+        return -1;
+    }
+    const char *argv[] = {"SUBSCRIBE", channel};
+    redisReply *r = redisCommandArgv(sub, 2, argv, NULL);
+    int ok = r && r->type == REDIS_REPLY_ARRAY;
+    if (r) freeReplyObject(r);
+    if (!ok) {
+        qr_error_set(err, "connection", "Redis at %s: cannot subscribe", c->where);
+        redisFree(sub);
+        return -1;
+    }
+    c->sub = sub;
+    return 0;
+}
+
+int qr_cache_poll(qr_cache *c, void (*fn)(void *, const char *, size_t), void *ud)
+{
+    if (!c->sub) return -1;
+    struct pollfd pfd = {c->sub->fd, POLLIN, 0};
+    int ready = poll(&pfd, 1, 0);
+    if (ready == 0) return 0;
+    if (ready < 0 || redisBufferRead(c->sub) != REDIS_OK) goto lost;
+    int n = 0;
+    for (;;) {
+        redisReply *r = NULL;
+        if (redisGetReplyFromReader(c->sub, (void **)&r) != REDIS_OK) goto lost;
+        if (!r) break;
+        /* ["message", channel, payload] */
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[2]->type == REDIS_REPLY_STRING) {
+            fn(ud, r->element[2]->str, r->element[2]->len);
+            n++;
+        }
+        freeReplyObject(r);
+    }
+    return n;
+lost:
+    redisFree(c->sub);
+    c->sub = NULL;
+    return -1;
 }

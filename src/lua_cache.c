@@ -17,6 +17,7 @@
 #include "cache.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CACHE_MT "quarry.cache"
@@ -227,6 +228,84 @@ static int l_cache_pipeline(lua_State *L)
     return 1;
 }
 
+/* c:subscribe(channel) -> true | nil, err */
+static int l_cache_subscribe(lua_State *L)
+{
+    qr_cache *c = check_cache(L);
+    const char *channel = luaL_checkstring(L, 2);
+    qr_error err;
+    if (qr_cache_subscribe(c, channel, &err) != 0) return soft_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+#define MSGBUF_MT "quarry.cache.messages"
+
+/* Messages gathered by c:poll before any Lua value is made: a raise while
+ * hiredis holds a reply would leak it. Freed by __gc if a push raises. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int failed;
+} msgbuf;
+
+static int msgbuf_gc(lua_State *L)
+{
+    msgbuf *m = luaL_checkudata(L, 1, MSGBUF_MT);
+    free(m->data);
+    m->data = NULL;
+    return 0;
+}
+
+static void gather(void *ud, const char *msg, size_t len)
+{
+    msgbuf *m = ud;
+    size_t need = sizeof len + len;
+    if (m->cap - m->len < need) {
+        size_t cap = m->cap ? m->cap * 2 : 512;
+        while (cap - m->len < need) cap *= 2;
+        char *d = realloc(m->data, cap);
+        if (!d) {
+            m->failed = 1;
+            return;
+        }
+        m->data = d;
+        m->cap = cap;
+    }
+    memcpy(m->data + m->len, &len, sizeof len);
+    memcpy(m->data + m->len + sizeof len, msg, len);
+    m->len += need;
+}
+
+/* c:poll() -> n [, {message, ...}]: n = 0 nothing new, -1 no live
+ * subscription (lost or never made), else the messages that arrived. */
+static int l_cache_poll(lua_State *L)
+{
+    qr_cache *c = check_cache(L);
+    msgbuf *m = lua_newuserdatauv(L, sizeof *m, 0);
+    *m = (msgbuf){NULL, 0, 0, 0};
+    luaL_setmetatable(L, MSGBUF_MT);
+    int n = qr_cache_poll(c, gather, m);
+    if (n <= 0 && !m->failed) {
+        lua_pushinteger(L, n);
+        return 1;
+    }
+    if (m->failed) n = -1; /* some messages lost: the caller must assume the worst */
+    lua_pushinteger(L, n);
+    lua_createtable(L, n > 0 ? n : 0, 0);
+    size_t pos = 0;
+    for (int i = 1; pos < m->len; i++) {
+        size_t len;
+        memcpy(&len, m->data + pos, sizeof len);
+        lua_pushlstring(L, m->data + pos + sizeof len, len);
+        lua_rawseti(L, -2, i);
+        pos += sizeof len + len;
+    }
+    free(m->data);
+    m->data = NULL;
+    return 2;
+}
+
 static int l_cache_stats(lua_State *L)
 {
     qr_cache_stats s;
@@ -255,9 +334,14 @@ void qr_lua_open_cache(lua_State *L)
     lua_pushcfunction(L, reply_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    static const luaL_Reg methods[] = {{"call", l_cache_call},   {"pipeline", l_cache_pipeline},
-                                       {"stats", l_cache_stats}, {"where", l_cache_where},
-                                       {"close", l_cache_close}, {NULL, NULL}};
+    luaL_newmetatable(L, MSGBUF_MT);
+    lua_pushcfunction(L, msgbuf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    static const luaL_Reg methods[] = {
+        {"call", l_cache_call},   {"pipeline", l_cache_pipeline}, {"subscribe", l_cache_subscribe},
+        {"poll", l_cache_poll},   {"stats", l_cache_stats},       {"where", l_cache_where},
+        {"close", l_cache_close}, {NULL, NULL}};
     if (luaL_newmetatable(L, CACHE_MT)) {
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

@@ -17,6 +17,14 @@
 -- one process holding a lock (SET NX PX); the others wait for its value, and
 -- a holder that died blocks nobody past the lock's expiry.
 --
+-- In front of Redis each process keeps a small LRU of decoded values (the
+-- first level, l1_size entries, 256 by default). Every invalidation is also
+-- published on <prefix>invalidate; each process reads those messages before
+-- it serves from its first level, and drops the whole first level if its
+-- subscription is lost, so it never serves a value another process
+-- invalidated. Values served from it are shared within the process: treat
+-- cached values as read-only.
+--
 -- The cache never fails a caller: with Redis down or slow every call
 -- computes (or misses) at once, counts an error and logs one warning per
 -- outage (src/cache.c).
@@ -57,7 +65,7 @@ local Cache = {}
 Cache.__index = Cache
 Cache.TTL = M.TTL -- so scripts can write cache.TTL.MEDIUM
 
-local COUNTERS = { "hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets" }
+local COUNTERS = { "hits", "l1_hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets" }
 
 --- A cache. opts: url (Redis URL), enabled (false = compute every time),
 -- prefix ("quarry:"), lock_ms (30000: longest compute a lock covers),
@@ -74,6 +82,9 @@ function M.new(opts)
     local_stats = {},
     pending = {},
     last_flush = core.now_ns(),
+    l1_size = opts.l1_size or 256,
+    l1 = {}, l1_count = 0, l1_tick = 0,
+    l1_retry = 0, -- no subscription attempt before this (ns)
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
   for _, k in ipairs(COUNTERS) do self.local_stats[k], self.pending[k] = 0, 0 end
@@ -83,6 +94,88 @@ function M.new(opts)
   end
   self.token = ("%d-%x-%x"):format(core.now_ns(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
   return self
+end
+
+-- ---- the first level ----
+
+local function l1_flush(self)
+  self.l1, self.l1_count = {}, 0
+end
+
+local function l1_drop(self, key)
+  if self.l1[key] then
+    self.l1[key] = nil
+    self.l1_count = self.l1_count - 1
+  end
+end
+
+-- Apply one invalidation message: "g\t<group>", "k\t<key>" or "*".
+local function l1_apply(self, msg)
+  local kind, arg = msg:match("^(%a)\t(.*)$")
+  if kind == "k" then
+    l1_drop(self, arg)
+  elseif kind == "g" then
+    local head = arg .. ":"
+    for key in pairs(self.l1) do
+      if key:sub(1, #head) == head then l1_drop(self, key) end
+    end
+  else
+    l1_flush(self)
+  end
+end
+
+-- Bring the first level up to date with what other processes invalidated.
+-- False when it cannot be trusted now (no live subscription).
+local function l1_sync(self)
+  if self.l1_size <= 0 or not self.conn then return false end
+  if not self.subscribed then
+    local now = core.now_ns()
+    if now < self.l1_retry then return false end
+    self.l1_retry = now + 1000000000
+    l1_flush(self)
+    if not self.conn:subscribe(self.prefix .. "invalidate") then return false end
+    self.subscribed = true
+  end
+  local n, msgs = self.conn:poll()
+  if n == 0 then return true end
+  if n < 0 then -- subscription lost: nothing in the first level can be trusted
+    self.subscribed = false
+    l1_flush(self)
+    return false
+  end
+  for _, m in ipairs(msgs) do l1_apply(self, m) end
+  return true
+end
+
+local function l1_get(self, key)
+  local e = self.l1[key]
+  if not e then return nil end
+  if core.now_ns() >= e.expires then
+    l1_drop(self, key)
+    return nil
+  end
+  self.l1_tick = self.l1_tick + 1
+  e.used = self.l1_tick
+  return e
+end
+
+local function l1_put(self, key, value, ttl_ms, compute_ms)
+  if self.l1_size <= 0 or not self.subscribed or ttl_ms <= 0 then return end
+  if not self.l1[key] and self.l1_count >= self.l1_size then -- evict the least recently used
+    local oldest, when = nil, math.huge
+    for k, e in pairs(self.l1) do
+      if e.used < when then oldest, when = k, e.used end
+    end
+    l1_drop(self, oldest)
+  end
+  if not self.l1[key] then self.l1_count = self.l1_count + 1 end
+  self.l1_tick = self.l1_tick + 1
+  self.l1[key] = { value = value, expires = core.now_ns() + ttl_ms * 1000000, used = self.l1_tick,
+                   compute_ms = compute_ms or 0 }
+end
+
+local function publish(self, msg)
+  return self.conn:call("PUBLISH", self.prefix .. "invalidate", msg)
 end
 
 local function count(self, what, n)
@@ -178,15 +271,23 @@ local function check_ttl(ttl)
 end
 
 -- Run fn, time it, and store its value under name (lock held by us).
+-- Returns the value, whether it was stored, and the compute time (ms).
 local function compute_and_store(self, name, ttl, fn)
   local t0 = core.now_ns()
   local ok, value = pcall(fn)
-  local ms = (core.now_ns() - t0) // 1000000
+  local ms = math.min((core.now_ns() - t0) // 1000000, 0xffffffff)
   count(self, "computes")
-  if ok and name then store(self, name, value, ttl, math.min(ms, 0xffffffff)) end
+  local stored = ok and name ~= nil and store(self, name, value, ttl, ms)
   if name then unlock(self, name) end
   if not ok then error(value, 0) end
-  return value
+  return value, stored, ms
+end
+
+-- XFetch: is an early refresh due, for a value that took compute_ms to
+-- compute and expires in pttl ms?
+local function early_due(self, compute_ms, pttl)
+  local u = math.random()
+  return pttl > 0 and compute_ms * self.beta * -math.log(u > 0 and u or 1e-12) >= pttl
 end
 
 --- The cached value of key, or fn()'s, stored for ttl seconds.
@@ -197,6 +298,19 @@ function Cache:get_or_compute(key, ttl, fn)
   if not self.enabled then
     count(self, "computes")
     return fn()
+  end
+  local trusted = l1_sync(self)
+  local force_early = false
+  if trusted then
+    local e = l1_get(self, key)
+    if e then
+      if not early_due(self, e.compute_ms, (e.expires - core.now_ns()) / 1000000) then
+        count(self, "hits")
+        count(self, "l1_hits")
+        return e.value
+      end
+      force_early = true -- refresh early: through Redis, where the lock is
+    end
   end
   local deadline
   while true do
@@ -210,26 +324,29 @@ function Cache:get_or_compute(key, ttl, fn)
       local ok, value, compute_ms = unwrap(self, name, raw)
       if ok then
         -- XFetch: refresh early, once, with a probability rising towards expiry.
-        local u = math.random()
-        if pttl > 0 and compute_ms * self.beta * -math.log(u > 0 and u or 1e-12) >= pttl then
+        if force_early or early_due(self, compute_ms, pttl) then
           local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
           if got then
             count(self, "early_refreshes")
-            return compute_and_store(self, name, ttl, fn)
+            local v, stored, ms = compute_and_store(self, name, ttl, fn)
+            if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
+            return v
           end
         end
         count(self, "hits")
+        if trusted then l1_put(self, key, value, pttl, compute_ms) end
         self:flush_stats_if_due()
         return value
       end
       -- corrupt: overwrite it, under the lock if we can get it
       local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
       count(self, "misses")
-      return compute_and_store(self, got and name or nil, ttl, fn)
+      return (compute_and_store(self, got and name or nil, ttl, fn))
     end
     if locked == 1 then
       count(self, "misses")
-      local v = compute_and_store(self, name, ttl, fn)
+      local v, stored, ms = compute_and_store(self, name, ttl, fn)
+      if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
       self:flush_stats_if_due()
       return v
     end
@@ -250,11 +367,19 @@ end
 function Cache:get(key)
   check_key(key)
   if not self.enabled then return nil end
+  local trusted = l1_sync(self)
+  local e = trusted and l1_get(self, key)
+  if e then
+    count(self, "hits")
+    count(self, "l1_hits")
+    return e.value
+  end
   local r = lookup(self, key, false)
   if r and r[2] then
     local ok, value = unwrap(self, r[1], r[2])
     if ok then
       count(self, "hits")
+      if trusted then l1_put(self, key, value, r[3]) end
       return value
     end
   end
@@ -268,7 +393,12 @@ function Cache:set(key, value, ttl)
   check_ttl(ttl)
   if not self.enabled then return false end
   local r = lookup(self, key, false)
-  return r ~= nil and store(self, r[1], value, ttl, 0)
+  local ok = r ~= nil and store(self, r[1], value, ttl, 0)
+  if ok then
+    l1_drop(self, key)
+    publish(self, "k\t" .. key) -- other processes drop the value this replaces
+  end
+  return ok
 end
 
 local function has_glob(s) return s:find("[%*%?%[\\]") ~= nil end
@@ -282,16 +412,24 @@ function Cache:invalidate(pattern)
   if not self.enabled then return 0 end
   local group = pattern:match("^(.-):%*$")
   if group and group ~= "" and not has_glob(group) then
-    local r, err = self.conn:call("INCR", self.prefix .. "gen:" .. group)
+    l1_apply(self, "g\t" .. group)
+    local r, err = self.conn:pipeline({ { "INCR", self.prefix .. "gen:" .. group },
+                                        { "PUBLISH", self.prefix .. "invalidate", "g\t" .. group } })
     if not r then count(self, "errors") return nil, err end
     return "group"
   end
   if not has_glob(pattern) then
+    l1_drop(self, pattern)
     local r = lookup(self, pattern, false)
     if not r then return nil end
-    return self.conn:call("UNLINK", r[1])
+    local n = self.conn:call("UNLINK", r[1])
+    publish(self, "k\t" .. pattern)
+    return n
   end
-  return self:scan_unlink(self.prefix .. pattern .. "@*")
+  l1_flush(self)
+  local n, err = self:scan_unlink(self.prefix .. pattern .. "@*")
+  publish(self, "*")
+  return n, err
 end
 
 --- UNLINK every key matching a raw Redis pattern, found with SCAN.
@@ -312,7 +450,10 @@ end
 --- Remove every key under this cache's prefix (values, generations, locks).
 function Cache:clear()
   if not self.enabled then return 0 end
-  return self:scan_unlink(self.prefix .. "*")
+  l1_flush(self)
+  local n, err = self:scan_unlink(self.prefix .. "*")
+  publish(self, "*")
+  return n, err
 end
 
 -- Keep the entries of page whose generations are current (one pipeline).

@@ -23,6 +23,10 @@ M.settings = {
   { key = "cache", env = "QUARRY_CACHE", default = "on", doc = "'off' bypasses the shared cache" },
   { key = "cache_prefix", env = "QUARRY_CACHE_PREFIX", default = "quarry:",
     doc = "namespace of quarry's keys in Redis" },
+  { key = "cache_timeout_ms", env = "QUARRY_CACHE_TIMEOUT", default = 250, int = true, min = 1,
+    doc = "Redis connect and command timeout (ms)" },
+  { key = "cache_l1", env = "QUARRY_CACHE_L1", default = 256, int = true, min = 0,
+    doc = "values each process keeps in front of Redis (0: none)" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }

@@ -53,7 +53,10 @@ local function open_cache()
       enabled = false
     end
   end
-  return require("quarry.cache").new({ url = cfg.redis_url, enabled = enabled, prefix = cfg.cache_prefix })
+  return require("quarry.cache").new({
+    url = cfg.redis_url, enabled = enabled, prefix = cfg.cache_prefix, l1_size = cfg.cache_l1,
+    connect_timeout_ms = cfg.cache_timeout_ms, command_timeout_ms = cfg.cache_timeout_ms,
+  })
 end
 
 --- quarry.timed(name, fn, ...) -> fn's results; the duration goes to `name`.
