@@ -374,3 +374,10 @@ lost:
     c->sub = NULL;
     return -1;
 }
+
+int qr_cache_pending(qr_cache *c)
+{
+    if (!c->sub) return -1;
+    struct pollfd pfd = {c->sub->fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) != 0 ? 1 : 0; /* an error counts: qr_cache_poll will see it */
+}

@@ -69,6 +69,10 @@ int qr_cache_subscribe(qr_cache *c, const char *channel, qr_error *err);
  * caller kept on the strength of it must be dropped). */
 int qr_cache_poll(qr_cache *c, void (*fn)(void *ud, const char *msg, size_t len), void *ud);
 
+/* 1 when messages wait to be read by qr_cache_poll, 0 when none, -1 when
+ * there is no subscription. Never blocks. */
+int qr_cache_pending(qr_cache *c);
+
 typedef struct qr_cache_stats {
     int up;              /* the last attempt succeeded */
     uint64_t errors;     /* commands that failed for want of Redis */

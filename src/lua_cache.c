@@ -282,6 +282,11 @@ static void gather(void *ud, const char *msg, size_t len)
 static int l_cache_poll(lua_State *L)
 {
     qr_cache *c = check_cache(L);
+    int pending = qr_cache_pending(c);
+    if (pending <= 0) { /* the common case: nothing new, nothing allocated */
+        lua_pushinteger(L, pending);
+        return 1;
+    }
     msgbuf *m = lua_newuserdatauv(L, sizeof *m, 0);
     *m = (msgbuf){NULL, 0, 0, 0};
     luaL_setmetatable(L, MSGBUF_MT);

@@ -85,6 +85,7 @@ function M.new(opts)
     l1_size = opts.l1_size or 256,
     l1 = {}, l1_count = 0, l1_tick = 0,
     l1_retry = 0, -- no subscription attempt before this (ns)
+    gens = {},    -- group -> generation, kept current by the subscription
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
   for _, k in ipairs(COUNTERS) do self.local_stats[k], self.pending[k] = 0, 0 end
@@ -102,6 +103,12 @@ local function l1_flush(self)
   self.l1, self.l1_count = {}, 0
 end
 
+-- Everything held on the strength of the subscription: values and generations.
+local function forget_all(self)
+  l1_flush(self)
+  self.gens = {}
+end
+
 local function l1_drop(self, key)
   if self.l1[key] then
     self.l1[key] = nil
@@ -115,32 +122,34 @@ local function l1_apply(self, msg)
   if kind == "k" then
     l1_drop(self, arg)
   elseif kind == "g" then
+    self.gens[arg] = nil
     local head = arg .. ":"
     for key in pairs(self.l1) do
       if key:sub(1, #head) == head then l1_drop(self, key) end
     end
   else
-    l1_flush(self)
+    forget_all(self)
   end
 end
 
--- Bring the first level up to date with what other processes invalidated.
--- False when it cannot be trusted now (no live subscription).
-local function l1_sync(self)
-  if self.l1_size <= 0 or not self.conn then return false end
+-- Catch up with what other processes invalidated. True when what this
+-- process holds (first-level values, group generations) can be trusted:
+-- the subscription is live and every message so far has been applied.
+local function sync(self)
+  if not self.conn then return false end
   if not self.subscribed then
     local now = core.now_ns()
     if now < self.l1_retry then return false end
     self.l1_retry = now + 1000000000
-    l1_flush(self)
+    forget_all(self)
     if not self.conn:subscribe(self.prefix .. "invalidate") then return false end
     self.subscribed = true
   end
   local n, msgs = self.conn:poll()
   if n == 0 then return true end
-  if n < 0 then -- subscription lost: nothing in the first level can be trusted
+  if n < 0 then -- subscription lost: nothing held can be trusted
     self.subscribed = false
-    l1_flush(self)
+    forget_all(self)
     return false
   end
   for _, m in ipairs(msgs) do l1_apply(self, m) end
@@ -148,6 +157,7 @@ local function l1_sync(self)
 end
 
 local function l1_get(self, key)
+  if self.l1_size <= 0 then return nil end
   local e = self.l1[key]
   if not e then return nil end
   if core.now_ns() >= e.expires then
@@ -220,8 +230,49 @@ local function script(self, body, ...)
   return nil
 end
 
--- Redis's answer to LOOKUP for key, or nil when Redis is unavailable.
-local function lookup(self, key, want_lock)
+-- The stored name of key from the generations this process holds (fetching
+-- the ones it lacks), or nil when Redis is unavailable. Only valid while
+-- sync() says the subscription is live.
+local function local_name(self, key)
+  local groups, missing = M.groups(key), {}
+  for _, g in ipairs(groups) do
+    if not self.gens[g] then missing[#missing + 1] = { "GET", self.prefix .. "gen:" .. g } end
+  end
+  if #missing > 0 then
+    local r = self.conn:pipeline(missing)
+    if not r then return nil end
+    local i = 0
+    for _, g in ipairs(groups) do
+      if not self.gens[g] then
+        i = i + 1
+        self.gens[g] = r[i] or "0"
+      end
+    end
+  end
+  local gens = {}
+  for i, g in ipairs(groups) do gens[i] = self.gens[g] end
+  return self.prefix .. key .. "@" .. table.concat(gens, ".")
+end
+
+-- Redis's answer to LOOKUP for key, or nil when Redis is unavailable:
+-- {name, value or false, pttl, locked (1/0)}. trusted: the subscription is
+-- live, so the name comes from local generations and the value from a plain
+-- GET (one round trip, no copy through Redis's Lua); otherwise the script.
+local function lookup(self, key, want_lock, trusted)
+  if trusted then
+    local name = local_name(self, key)
+    local r = name and self.conn:pipeline({ { "GET", name }, { "PTTL", name } })
+    if not r then
+      count(self, "errors")
+      return nil
+    end
+    if r[1] then return { name, r[1], r[2], 0 } end
+    local got = 0
+    if want_lock then
+      got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) and 1 or 0
+    end
+    return { name, false, -2, got }
+  end
   local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms }
   for _, g in ipairs(M.groups(key)) do args[#args + 1] = g end
   local r, err = script(self, LOOKUP, table.unpack(args))
@@ -299,7 +350,7 @@ function Cache:get_or_compute(key, ttl, fn)
     count(self, "computes")
     return fn()
   end
-  local trusted = l1_sync(self)
+  local trusted = sync(self)
   local force_early = false
   if trusted then
     local e = l1_get(self, key)
@@ -314,7 +365,7 @@ function Cache:get_or_compute(key, ttl, fn)
   end
   local deadline
   while true do
-    local r = lookup(self, key, true)
+    local r = lookup(self, key, true, trusted)
     if not r then -- Redis unavailable: compute, uncached
       count(self, "computes")
       return fn()
@@ -367,14 +418,14 @@ end
 function Cache:get(key)
   check_key(key)
   if not self.enabled then return nil end
-  local trusted = l1_sync(self)
+  local trusted = sync(self)
   local e = trusted and l1_get(self, key)
   if e then
     count(self, "hits")
     count(self, "l1_hits")
     return e.value
   end
-  local r = lookup(self, key, false)
+  local r = lookup(self, key, false, trusted)
   if r and r[2] then
     local ok, value = unwrap(self, r[1], r[2])
     if ok then
@@ -392,7 +443,7 @@ function Cache:set(key, value, ttl)
   check_key(key)
   check_ttl(ttl)
   if not self.enabled then return false end
-  local r = lookup(self, key, false)
+  local r = lookup(self, key, false, sync(self))
   local ok = r ~= nil and store(self, r[1], value, ttl, 0)
   if ok then
     l1_drop(self, key)
@@ -412,7 +463,7 @@ function Cache:invalidate(pattern)
   if not self.enabled then return 0 end
   local group = pattern:match("^(.-):%*$")
   if group and group ~= "" and not has_glob(group) then
-    l1_apply(self, "g\t" .. group)
+    l1_apply(self, "g\t" .. group) -- here at once; other processes by the message
     local r, err = self.conn:pipeline({ { "INCR", self.prefix .. "gen:" .. group },
                                         { "PUBLISH", self.prefix .. "invalidate", "g\t" .. group } })
     if not r then count(self, "errors") return nil, err end
@@ -420,13 +471,13 @@ function Cache:invalidate(pattern)
   end
   if not has_glob(pattern) then
     l1_drop(self, pattern)
-    local r = lookup(self, pattern, false)
+    local r = lookup(self, pattern, false, sync(self))
     if not r then return nil end
     local n = self.conn:call("UNLINK", r[1])
     publish(self, "k\t" .. pattern)
     return n
   end
-  l1_flush(self)
+  forget_all(self)
   local n, err = self:scan_unlink(self.prefix .. pattern .. "@*")
   publish(self, "*")
   return n, err
@@ -450,7 +501,7 @@ end
 --- Remove every key under this cache's prefix (values, generations, locks).
 function Cache:clear()
   if not self.enabled then return 0 end
-  l1_flush(self)
+  forget_all(self)
   local n, err = self:scan_unlink(self.prefix .. "*")
   publish(self, "*")
   return n, err
