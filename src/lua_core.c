@@ -54,6 +54,7 @@ void qr_lua_push_error(lua_State *L, const qr_error *e)
     set_str(L, "sqlstate", e->sqlstate);
     set_str(L, "detail", e->detail);
     set_str(L, "hint", e->hint);
+    set_str(L, "context", e->context);
     if (e->position > 0) {
         lua_pushinteger(L, e->position);
         lua_setfield(L, -2, "position");

@@ -3,6 +3,8 @@
 
 #include "log.h"
 
+#include <unistd.h>
+
 static int check_level(lua_State *L, int arg)
 {
     const char *name = luaL_checkstring(L, arg);
@@ -39,9 +41,17 @@ static int l_log_config(lua_State *L)
     return 2;
 }
 
+/* core.isatty(fd) -> boolean: progress output only on a terminal */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 void qr_lua_open_log(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"log", l_log},
+                                   {"isatty", l_isatty},
                                    {"log_enabled", l_log_enabled},
                                    {"log_config", l_log_config},
                                    {NULL, NULL}};

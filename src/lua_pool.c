@@ -469,6 +469,55 @@ static int l_conn_exec(lua_State *L)
     return run(L, lc->p, lc->t, lc->c, EXEC);
 }
 
+/* The Lua source of conn:copy_in: calls the function at `fn` for each
+ * chunk under pcall, so a raise there aborts the COPY instead of leaving the
+ * session half-way through it. The last chunk stays on the stack until the
+ * next call, so its bytes stay alive while libpq sends them. */
+typedef struct {
+    lua_State *L;
+    int fn;
+    int failed; /* the function raised: its error is on the stack */
+} copy_src;
+
+static int lua_copy_source(void *ud, const char **buf, size_t *len)
+{
+    copy_src *cs = ud;
+    lua_State *L = cs->L;
+    lua_settop(L, cs->fn); /* drop the previous chunk */
+    lua_pushvalue(L, cs->fn);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        cs->failed = 1;
+        return -1;
+    }
+    if (lua_isnil(L, -1)) return 0;
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pushliteral(L, "copy_in source must return strings, then nil");
+        cs->failed = 1;
+        return -1;
+    }
+    *buf = lua_tolstring(L, -1, len);
+    return 1;
+}
+
+/* conn:copy_in(sql, source) -> rows: sql is COPY ... FROM STDIN; source()
+ * returns the data in chunks of any size, then nil. An error in source is
+ * re-raised after the COPY is aborted. */
+static int l_conn_copy_in(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    const char *sql = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lua_settop(L, 3);
+    copy_src cs = {L, 3, 0};
+    qr_error err;
+    long long rows = qr_conn_copy_in(lc->c, sql, lua_copy_source, &cs, &err);
+    if (cs.failed) return lua_error(L); /* the source's own error, on top */
+    lua_settop(L, 3);
+    if (rows < 0) return qr_lua_raise(L, &err);
+    lua_pushinteger(L, (lua_Integer)rows);
+    return 1;
+}
+
 /* conn:begin([{isolation = "serializable", read_only = true}]) */
 static int l_conn_begin(lua_State *L)
 {
@@ -584,6 +633,7 @@ void qr_lua_open_pool(lua_State *L)
         {"query", l_conn_query}, {"query_one", l_conn_query_one}, {"exec", l_conn_exec},
         {"begin", l_conn_begin}, {"commit", l_conn_commit},       {"rollback", l_conn_rollback},
         {"depth", l_conn_depth}, {"pid", l_conn_pid},             {"release", l_conn_release},
+        {"copy_in", l_conn_copy_in},
         {NULL, NULL}};
     luaL_newmetatable(L, CONN_MT);
     lua_newtable(L);

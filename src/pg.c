@@ -73,6 +73,8 @@ static void error_from(qr_error *err, qr_conn *c, const PGresult *r)
         const char *d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
         const char *h = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
         const char *p = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
+        const char *ctx = PQresultErrorField(r, PG_DIAG_CONTEXT);
+        if (ctx) snprintf(err->context, sizeof err->context, "%s", ctx);
         if (d) snprintf(err->detail, sizeof err->detail, "%s", d);
         if (h) snprintf(err->hint, sizeof err->hint, "%s", h);
         if (p) err->position = atoi(p);
@@ -422,6 +424,60 @@ PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const ch
         }
     }
     return checked(c, PQexecPrepared(c->pg, name, n, values, lengths, NULL, 0), err);
+}
+
+long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void *ud, qr_error *err)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        if (PQresultStatus(r) == PGRES_FATAL_ERROR || !r) {
+            error_from(err, c, r);
+        } else {
+            qr_error_set(err, "usage", "copy_in needs a COPY ... FROM STDIN statement");
+        }
+        PQclear(r);
+        /* a statement that started some other COPY leaves the session busy */
+        return -1;
+    }
+    PQclear(r);
+    int aborted = 0, sent = 1;
+    for (;;) {
+        const char *buf = NULL;
+        size_t len = 0;
+        int s = src(ud, &buf, &len);
+        if (s == 1 && len > 0) {
+            if (PQputCopyData(c->pg, buf, (int)len) != 1) {
+                sent = 0;
+                break;
+            }
+        } else if (s == 1) {
+            continue;
+        } else {
+            aborted = s < 0;
+            sent = PQputCopyEnd(c->pg, aborted ? "aborted by quarry" : NULL) == 1;
+            break;
+        }
+    }
+    long long rows = -1;
+    if (!sent) {
+        error_from(err, c, NULL);
+    }
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COMMAND_OK && rows < 0 && sent) {
+            rows = strtoll(PQcmdTuples(r), NULL, 10);
+        } else if (st != PGRES_COMMAND_OK && sent && !aborted) {
+            error_from(err, c, r);
+            rows = -1;
+        }
+        PQclear(r);
+    }
+    if (aborted) {
+        qr_error_set(err, "usage", "aborted");
+        return -1;
+    }
+    if (!sent) return -1;
+    return rows;
 }
 
 int qr_conn_command(qr_conn *c, const char *sql, qr_error *err)

@@ -25,6 +25,7 @@ typedef struct qr_error {
     char message[1024]; /* one line */
     char detail[512];
     char hint[512];
+    char context[512]; /* where in the server it happened, e.g. "COPY t, line 5" */
     int position; /* 1-based character in the SQL, 0 when absent */
     int retryable; /* connection lost, serialization failure, deadlock, ... */
 } qr_error;
@@ -81,6 +82,15 @@ const char *qr_conn_where(qr_conn *c, char *buf, size_t cap);
  * set. st may be NULL for a statement run unprepared: then sql is used. */
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n,
                        const char *const *values, const int *lengths, qr_error *err);
+
+/* Where COPY FROM STDIN data comes from: 1 with the next chunk in *buf, *len,
+ * 0 at the end, -1 to abort the COPY (nothing is loaded). */
+typedef int (*qr_copy_source)(void *ud, const char **buf, size_t *len);
+
+/* Run sql (a COPY ... FROM STDIN statement) feeding it from src. Returns the
+ * rows loaded, or -1 with err (code "usage" with message "aborted" when the
+ * source aborted). The connection is left ready for the next statement. */
+long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void *ud, qr_error *err);
 
 /* One parameterless command (BEGIN, SAVEPOINT, ...) with the simple protocol. */
 int qr_conn_command(qr_conn *c, const char *sql, qr_error *err);

@@ -65,6 +65,19 @@ local function build_parser(info)
   local db = p:command("db", "The database schema."):command_target("db_command")
   db:command("migrate", "Apply the schema migrations that are missing (safe to repeat).")
   db:command("status", "Show the database quarry uses and which migrations are applied.")
+  local seed = db:command("seed", "Load deterministic, realistic synthetic data through the ingest path "
+    .. "(scale 1 is about 500k curtailment rows for 2022-2025).")
+  seed:option("--scale", "Multiply the acceptances (rows) by N.", "1")
+  seed:option("--from", "First settlement date (YYYY-MM-DD).", "2022-01-01")
+  seed:option("--to", "Last settlement date (YYYY-MM-DD).", "2025-12-31")
+
+  local ingest = p:command("ingest", "Load CSV files; all or nothing."):command_target("ingest_command")
+  ingest:command("curtailment", "Load curtailment rows (header: the columns of curtailment_records); "
+    .. "replaces the dates present, computes their bitcoin, applies the invalidation rules.")
+    :argument("file", "CSV file.")
+  ingest:command("difficulty", "Load difficulty points (header: date,difficulty), each in force from its "
+    .. "date; recalculates the bitcoin of the dates affected.")
+    :argument("file", "CSV file.")
 
   local cache = p:command("cache", "The shared Redis cache."):command_target("cache_command")
   cache:command("stats", "Hits, misses, computes, lock waits, early refreshes, errors, keys and bytes.")
@@ -131,7 +144,45 @@ function commands.run(args, _, script_args)
   return exit_code(e.err)
 end
 
+local function cache_if_on()
+  local c = quarry.cache
+  return c.enabled and c or nil
+end
+
+function commands.ingest(args)
+  local migrate = require "quarry.migrate"
+  local ingest = require "quarry.ingest"
+  migrate.require_current(quarry.db)
+  if args.ingest_command == "curtailment" then
+    local r = ingest.curtailment(quarry.db, args.file, cache_if_on())
+    print(("loaded %d curtailment row(s) for %d date(s); %d bitcoin row(s) computed"):format(
+      r.rows, #r.dates, r.bitcoin_rows))
+  else
+    local r = ingest.difficulty(quarry.db, args.file, cache_if_on())
+    print(("loaded %d difficulty point(s); bitcoin recalculated for %d date(s)"):format(r.points, #r.dates))
+  end
+  return 0
+end
+
+local function seed_command(args)
+  local rules = require "quarry.rules"
+  local scale = math.tointeger(tonumber(args.scale))
+  if not scale or scale < 1 or scale > 100 then usage_error("--scale must be an integer from 1 to 100") end
+  for _, k in ipairs({ "from", "to" }) do
+    if not rules.check_date(args[k]) then usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k])) end
+  end
+  if args.from > args.to then usage_error("--from is after --to") end
+  local migrate = require "quarry.migrate"
+  migrate.up(quarry.db)
+  local r = require("quarry.seed").run(quarry.db, { from = args.from, to = args.to, scale = scale,
+    cache = cache_if_on() })
+  print(("seeded %s..%s: %d curtailment row(s) on %d date(s), %d bitcoin row(s), in %.1f s"):format(
+    args.from, args.to, r.rows, r.dates, r.bitcoin_rows, r.total_s))
+  return 0
+end
+
 function commands.db(args)
+  if args.db_command == "seed" then return seed_command(args) end
   local migrate = require "quarry.migrate"
   local db = quarry.db
   if args.db_command == "migrate" then

@@ -1,0 +1,280 @@
+--- quarry.ingest: load CSV files into the database, all or nothing.
+--
+-- The file streams through COPY into a temporary staging table of text
+-- columns (so no value can make COPY itself fail half-way), every row is
+-- validated in SQL, and only then, in one transaction, the dates present are
+-- replaced, their bitcoin recomputed and -- after COMMIT -- the cache
+-- invalidation rules applied. A bad row stops everything with an error
+-- naming the line and the field; nothing is committed.
+local core = require "quarry.core"
+local log = require "quarry.log"
+local mining = require "quarry.mining"
+local rules = require "quarry.rules"
+
+local M = {}
+
+M.CURTAILMENT_COLUMNS = { "settlement_date", "settlement_period", "farm_id", "lead_party_name", "volume",
+  "payment", "original_price", "final_price", "so_flag", "cadl_flag" }
+
+local function bad_input(msg)
+  error(core.error({ code = "usage", message = msg }), 0)
+end
+
+local function split_header(line)
+  line = line:gsub("^\239\187\191", ""):gsub("\r$", "") -- UTF-8 BOM, CRLF
+  local cols = {}
+  for field in (line .. ","):gmatch("([^,]*),") do
+    cols[#cols + 1] = field:gsub('^%s*"?', ""):gsub('"?%s*$', ""):lower()
+  end
+  return cols
+end
+
+--- Check a header against the expected columns (any order, each once).
+local function check_header(path, cols, expected)
+  local want, seen = {}, {}
+  for _, c in ipairs(expected) do want[c] = true end
+  for _, c in ipairs(cols) do
+    if not want[c] then
+      bad_input(("%s:1: unknown column '%s' (expected %s)"):format(path, c, table.concat(expected, ",")))
+    end
+    if seen[c] then bad_input(("%s:1: column '%s' appears twice"):format(path, c)) end
+    seen[c] = true
+  end
+  for _, c in ipairs(expected) do
+    if not seen[c] then bad_input(("%s:1: missing column '%s'"):format(path, c)) end
+  end
+end
+
+-- Progress on a terminal: bytes read, rate, ETA; nothing when piped.
+local function progress(total)
+  if not core.isatty(2) or total < 4 * 1024 * 1024 then return function() end, function() end end
+  local t0, last = core.now_ns(), 0
+  local function show(done, final)
+    local now = core.now_ns()
+    if not final and now - last < 200000000 then return end
+    last = now
+    local secs = (now - t0) / 1e9
+    local rate = secs > 0 and done / secs or 0
+    local eta = rate > 0 and (total - done) / rate or 0
+    io.stderr:write(("\rreading %5.1f%%  %6.1f MB/s  ETA %4.0fs "):format(100 * done / total, rate / 1e6,
+      final and 0 or eta))
+    if final then io.stderr:write("\n") end
+  end
+  return show, function() show(total, true) end
+end
+
+--- Stream the rest of an open file into tx's COPY; returns rows staged.
+local function copy_file(tx, f, sql, size)
+  local show, done = progress(size)
+  local read = 0
+  local rows = tx:copy_in(sql, function()
+    local chunk = f:read(256 * 1024)
+    if chunk then
+      read = read + #chunk
+      show(read)
+    end
+    return chunk
+  end)
+  done()
+  return rows
+end
+
+local function open_csv(path, expected)
+  local f, err = io.open(path, "rb")
+  if not f then bad_input(("cannot open %s: %s"):format(path, err)) end
+  local size = f:seek("end")
+  f:seek("set")
+  local header = f:read("l")
+  if not header then
+    f:close()
+    bad_input(path .. ": empty file (expected a header line)")
+  end
+  local cols = split_header(header)
+  check_header(path, cols, expected)
+  return f, cols, size
+end
+
+local function ident_list(cols)
+  local q = {}
+  for i, c in ipairs(cols) do q[i] = '"' .. c .. '"' end -- checked against a fixed list above
+  return table.concat(q, ", ")
+end
+
+-- Turn a COPY error into one naming the file line, where PostgreSQL said.
+local function copy_error(path, err)
+  if type(err) == "table" and err.sqlstate then
+    local line = tonumber(tostring(err.context or ""):match("line (%d+)"))
+    bad_input(("%s:%s: %s"):format(path, line and tostring(line + 1) or "?", err.message))
+  end
+  error(err, 0)
+end
+
+-- A number as PostgreSQL's numeric input takes it (no NaN or Infinity).
+local NUM = [['^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,4})?\s*$']]
+
+-- The first bad staged row: line (file line), field, value, problem. Set-
+-- based: each check is a scan, dates are parsed once per distinct value.
+local CURTAILMENT_CHECK = ([[
+WITH bad_dates AS (
+  SELECT d FROM (SELECT DISTINCT settlement_date AS d FROM quarry_stage) x WHERE quarry_try_date(d) IS NULL
+)
+SELECT line + 1 AS line, field, value, problem FROM (
+  SELECT line, 1 AS ord, 'settlement_date' AS field, settlement_date AS value,
+         'is not a date (YYYY-MM-DD)' AS problem
+    FROM quarry_stage WHERE settlement_date IS NULL OR settlement_date IN (SELECT d FROM bad_dates)
+  UNION ALL
+  SELECT line, 2, 'settlement_period', settlement_period, 'is not a settlement period (1..50)'
+    FROM quarry_stage
+    WHERE CASE WHEN settlement_period ~ '^\s*\d{1,2}\s*$'
+               THEN btrim(settlement_period)::int NOT BETWEEN 1 AND 50 ELSE true END
+  UNION ALL
+  SELECT line, 3, 'farm_id', farm_id, 'is not a BMU id'
+    FROM quarry_stage WHERE farm_id IS NULL OR farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
+  UNION ALL
+  SELECT line, 5, 'volume', volume, 'is not a number'
+    FROM quarry_stage WHERE volume IS NULL OR volume !~ NUM
+  UNION ALL
+  SELECT line, 5, 'volume', volume, 'must be negative (the MWh given up)'
+    FROM quarry_stage WHERE CASE WHEN volume ~ NUM THEN volume::numeric >= 0 ELSE false END
+  UNION ALL
+  SELECT line, 6, 'payment', payment, 'is not a number'
+    FROM quarry_stage WHERE payment IS NULL OR payment !~ NUM
+  UNION ALL
+  SELECT line, 7, 'original_price', original_price, 'is not a number'
+    FROM quarry_stage WHERE original_price IS NULL OR original_price !~ NUM
+  UNION ALL
+  SELECT line, 8, 'final_price', final_price, 'is not a number'
+    FROM quarry_stage WHERE final_price IS NULL OR final_price !~ NUM
+  UNION ALL
+  SELECT line, 9, 'so_flag', so_flag, 'is not a boolean (true/false)'
+    FROM quarry_stage WHERE quarry_try_bool(so_flag) IS NULL
+  UNION ALL
+  SELECT line, 10, 'cadl_flag', cadl_flag, 'is not a boolean (true/false, or empty)'
+    FROM quarry_stage WHERE nullif(btrim(cadl_flag), '') IS NOT NULL AND quarry_try_bool(cadl_flag) IS NULL
+) bad ORDER BY line, ord LIMIT 1]]):gsub("NUM", NUM)
+
+local function reject(path, bad)
+  bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, bad.value or "", bad.problem))
+end
+
+-- Dates in staging are locked in order, so two ingests of the same date take
+-- turns and two of different dates never wait for each other (or deadlock).
+local function lock_dates(tx, dates)
+  for _, d in ipairs(dates) do
+    tx:exec("SELECT pg_advisory_xact_lock(hashtext('quarry.date'), $1::date - DATE '2000-01-01')", d)
+  end
+end
+
+local function apply_rules(cache, tables, dates)
+  if not cache or #dates == 0 then return end
+  for _, t in ipairs(tables) do rules.apply(cache, t, dates) end
+end
+
+--- Load a curtailment CSV (header: the columns of curtailment_records).
+-- The dates present are replaced whole. Returns {rows=, dates={...}, bitcoin_rows=}.
+function M.curtailment(db, path, cache)
+  local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS)
+  local result = {}
+  local ok, err = db:transaction(function(tx)
+    local defs = {}
+    for i, c in ipairs(M.CURTAILMENT_COLUMNS) do defs[i] = '"' .. c .. '" text' end
+    tx:exec(("CREATE TEMP TABLE quarry_stage (line bigserial, %s) ON COMMIT DROP"):format(table.concat(defs, ", ")))
+    local cok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
+      :format(ident_list(cols)), size)
+    if not cok then copy_error(path, rows) end
+    result.rows = rows
+    local bad = tx:query_one(CURTAILMENT_CHECK)
+    if bad then reject(path, bad) end
+    local dates = {}
+    local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
+    for _, r in ipairs(tx:query(distinct)) do
+      dates[#dates + 1] = r.d
+    end
+    result.dates = dates
+    lock_dates(tx, dates)
+    mining.require_difficulty(tx, dates)
+    tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
+    tx:exec([[
+      INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
+        payment, original_price, final_price, so_flag, cadl_flag)
+      SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
+             volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
+             quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), ''))
+      FROM quarry_stage ORDER BY line]])
+    result.bitcoin_rows = mining.recalculate(tx, dates)
+  end)
+  f:close()
+  if not ok then error(err, 0) end
+  apply_rules(cache, { "curtailment_records", "historical_bitcoin_calculations" }, result.dates)
+  log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
+    dates = #result.dates, bitcoin_rows = result.bitcoin_rows } })
+  return result
+end
+
+local DIFFICULTY_CHECK = [[
+SELECT line + 1 AS line, field, value, problem FROM (
+  SELECT line, 1 AS ord, 'date' AS field, date AS value, 'is not a date (YYYY-MM-DD)' AS problem
+    FROM quarry_stage WHERE quarry_try_date(date) IS NULL
+  UNION ALL
+  SELECT line, 2, 'difficulty', difficulty, 'is not a positive number'
+    FROM quarry_stage WHERE coalesce(quarry_try_numeric(difficulty) <= 0, true)
+  UNION ALL
+  SELECT s.line, 1, 'date', s.date, 'appears twice in the file'
+    FROM quarry_stage s
+    WHERE quarry_try_date(s.date) IS NOT NULL
+      AND EXISTS (SELECT 1 FROM quarry_stage o
+                  WHERE o.line < s.line AND quarry_try_date(o.date) = quarry_try_date(s.date))
+) bad ORDER BY line, ord LIMIT 1]]
+
+-- The difficulty in force on every curtailment date from $1 on.
+local IN_FORCE = [[
+  SELECT c.d AS settlement_date, p.difficulty
+  FROM (SELECT DISTINCT settlement_date AS d FROM curtailment_records WHERE settlement_date >= $1::date) c
+  LEFT JOIN LATERAL (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= c.d
+                     ORDER BY effective_date DESC LIMIT 1) p ON true]]
+
+--- Load difficulty points (header: date,difficulty), each in force from its
+-- date. Dates whose difficulty in force changes get their bitcoin
+-- recalculated in the same transaction. Returns {points=, dates={...}}.
+function M.difficulty(db, path, cache)
+  local f, cols, size = open_csv(path, { "date", "difficulty" })
+  local result = {}
+  local ok, err = db:transaction(function(tx)
+    tx:exec("CREATE TEMP TABLE quarry_stage (line bigserial, date text, difficulty text) ON COMMIT DROP")
+    local cok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
+      :format(ident_list(cols)), size)
+    if not cok then copy_error(path, rows) end
+    result.points = rows
+    local bad = tx:query_one(DIFFICULTY_CHECK)
+    if bad then reject(path, bad) end
+    if rows == 0 then
+      result.dates = {}
+      return
+    end
+    tx:exec("LOCK TABLE bitcoin_difficulty IN SHARE ROW EXCLUSIVE MODE")
+    local from = tx:query_one("SELECT min(date::date)::text AS d FROM quarry_stage").d
+    tx:exec("CREATE TEMP TABLE quarry_before ON COMMIT DROP AS " .. IN_FORCE, from)
+    tx:exec([[
+      INSERT INTO bitcoin_difficulty (effective_date, difficulty)
+      SELECT date::date, quarry_try_numeric(difficulty) FROM quarry_stage
+      ON CONFLICT (effective_date) DO UPDATE SET difficulty = EXCLUDED.difficulty]])
+    local dates = {}
+    for _, r in ipairs(tx:query([[
+        SELECT a.settlement_date::text AS d FROM (]] .. IN_FORCE .. [[) a
+        JOIN quarry_before b USING (settlement_date)
+        WHERE a.difficulty IS DISTINCT FROM b.difficulty ORDER BY 1]], from)) do
+      dates[#dates + 1] = r.d
+    end
+    result.dates = dates
+    lock_dates(tx, dates)
+    result.bitcoin_rows = mining.recalculate(tx, dates)
+  end)
+  f:close()
+  if not ok then error(err, 0) end
+  apply_rules(cache, { "historical_bitcoin_calculations" }, result.dates)
+  log.info("ingested difficulty", { module = "ingest", context = { file = path, points = result.points,
+    recalculated_dates = #result.dates } })
+  return result
+end
+
+return M

@@ -1,0 +1,103 @@
+--- quarry.mining: the bitcoin of curtailed energy, computed in PostgreSQL
+-- from lua/quarry/defs/mining.lua. Every function takes an open
+-- transaction handle (tx) so callers decide what commits together.
+local rules_mod = require "quarry.rules"
+
+local M = {}
+
+local function validate(defs)
+  local src = "lua/quarry/defs/mining.lua"
+  if type(defs.rewards) ~= "table" or #defs.rewards == 0 then
+    error(src .. ": 'rewards' must be a non-empty list", 0)
+  end
+  local last
+  for i, r in ipairs(defs.rewards) do
+    if not rules_mod.check_date(r.from) then error(("%s: rewards[%d].from must be a date"):format(src, i), 0) end
+    if not tostring(r.btc):match("^%d+%.?%d*$") then
+      error(("%s: rewards[%d].btc must be a number"):format(src, i), 0)
+    end
+    if last and r.from <= last then error(("%s: rewards must be in date order"):format(src), 0) end
+    last = r.from
+  end
+  local age = defs.difficulty_max_age_days
+  if math.type(age) ~= "integer" or age < 1 then
+    error(src .. ": 'difficulty_max_age_days' must be a positive integer", 0)
+  end
+  if math.type(defs.bitcoin_scale) ~= "integer" or defs.bitcoin_scale < 8 or defs.bitcoin_scale > 30 then
+    error(src .. ": 'bitcoin_scale' must be an integer from 8 to 30", 0)
+  end
+  return defs
+end
+
+M.defs = validate(require "quarry.defs.mining")
+
+--- SQL CASE expression giving the block reward for a date column.
+function M.reward_sql(col)
+  local parts = { "CASE" }
+  for i = #M.defs.rewards, 1, -1 do
+    local r = M.defs.rewards[i]
+    -- constants from the definitions file, checked above to be a date and a number
+    parts[#parts + 1] = ("WHEN %s >= DATE '%s' THEN %s::numeric"):format(col, r.from, r.btc)
+  end
+  parts[#parts + 1] = "END"
+  return table.concat(parts, " ")
+end
+
+--- The difficulty in force on each date: { {date=, difficulty=|nil, effective_date=} }.
+local DIFFICULTY_SQL = [[
+  SELECT d::date::text AS date, p.difficulty, p.effective_date::text AS effective_date
+  FROM unnest($1::date[]) AS d
+  LEFT JOIN LATERAL (
+    SELECT difficulty, effective_date FROM bitcoin_difficulty
+    WHERE effective_date <= d AND effective_date > d - $2::int
+    ORDER BY effective_date DESC LIMIT 1) p ON true
+  ORDER BY d]]
+
+local function pg_array(dates) return "{" .. table.concat(dates, ",") .. "}" end
+M.pg_array = pg_array
+
+--- Raise an error naming the dates whose difficulty is not known.
+function M.require_difficulty(tx, dates)
+  if #dates == 0 then return end
+  local missing = {}
+  for _, r in ipairs(tx:query(DIFFICULTY_SQL, pg_array(dates), M.defs.difficulty_max_age_days)) do
+    if not r.difficulty then missing[#missing + 1] = r.date end
+  end
+  if #missing > 0 then
+    local shown = table.concat(missing, ", ", 1, math.min(#missing, 5))
+    error(require("quarry.core").error({ code = "usage", message = ("no bitcoin difficulty known for %s%s "
+      .. "(a point within %d days before the date is needed): load it with 'quarry ingest difficulty'")
+      :format(shown, #missing > 5 and (" and %d more date(s)"):format(#missing - 5) or "",
+              M.defs.difficulty_max_age_days) }), 0)
+  end
+end
+
+--- Replace the bitcoin rows of `dates` from their curtailment rows: one row
+-- per (date, period, farm, miner) summing all that farm's acceptances in the
+-- period. Returns the number of rows written.
+function M.recalculate(tx, dates)
+  if #dates == 0 then return 0 end
+  M.require_difficulty(tx, dates)
+  local arr = pg_array(dates)
+  tx:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date = ANY($1::date[])", arr)
+  return tx:exec({ name = "mining.recalculate", sql = ([[
+    INSERT INTO historical_bitcoin_calculations
+      (settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined,
+       difficulty, block_reward)
+    SELECT e.settlement_date, e.settlement_period, e.farm_id, m.name, e.energy,
+           round(e.energy * 3600000000 / m.power_watts * m.hashrate_th * 1000000000000
+                 / (p.difficulty * 4294967296) * e.reward, %d),
+           p.difficulty, e.reward
+    FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy,
+                 %s AS reward
+          FROM curtailment_records
+          WHERE settlement_date = ANY($1::date[])
+          GROUP BY settlement_date, settlement_period, farm_id) e
+    CROSS JOIN miner_models m
+    CROSS JOIN LATERAL (
+      SELECT difficulty FROM bitcoin_difficulty
+      WHERE effective_date <= e.settlement_date ORDER BY effective_date DESC LIMIT 1) p]])
+    :format(M.defs.bitcoin_scale, M.reward_sql("settlement_date")) }, arr)
+end
+
+return M
