@@ -101,6 +101,15 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
+/* core.wall_ms() -> integer: wall clock, for expiry times shared between processes */
+static int l_wall_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
 static int l_now_ns(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)qr_now_ns());
@@ -119,7 +128,8 @@ void qr_lua_open_timing(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"timings_new", l_timings_new}, {"now_ns", l_now_ns}, {"sleep", l_sleep}, {NULL, NULL}};
+        {"timings_new", l_timings_new}, {"now_ns", l_now_ns}, {"sleep", l_sleep},
+        {"wall_ms", l_wall_ms},   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }
 

@@ -35,8 +35,9 @@ local M = {}
 
 M.TTL = { SHORT = 60, MEDIUM = 300, LONG = 3600, VERY_LONG = 86400 }
 
-local MAGIC = "QRC1" -- envelope: magic, compute time (ms, uint32), codec payload
-local HEADER = "<c4I4"
+-- envelope: magic, compute time (ms), expiry (wall clock ms), codec payload
+local MAGIC = "QRC2"
+local HEADER = "<c4I4i8"
 local HEADER_LEN = string.packsize(HEADER)
 
 -- Runs in Redis: the current name of a key and its value, in one round trip.
@@ -47,7 +48,7 @@ local gens = {}
 for i = 6, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
 local name = prefix .. key .. '@' .. table.concat(gens, '.')
 local v = redis.call('GET', name)
-if v then return {name, v, redis.call('PTTL', name)} end
+if v then return {name, v} end
 if ARGV[3] == '1' then
   local got = redis.call('SET', prefix .. 'lock:' .. name, ARGV[4], 'NX', 'PX', ARGV[5])
   return {name, false, -2, got and 1 or 0}
@@ -255,18 +256,22 @@ local function local_name(self, key)
 end
 
 -- Redis's answer to LOOKUP for key, or nil when Redis is unavailable:
--- {name, value or false, pttl, locked (1/0)}. trusted: the subscription is
+-- {name, value or false, nil, locked (1/0)}. trusted: the subscription is
 -- live, so the name comes from local generations and the value from a plain
 -- GET (one round trip, no copy through Redis's Lua); otherwise the script.
 local function lookup(self, key, want_lock, trusted)
   if trusted then
     local name = local_name(self, key)
-    local r = name and self.conn:pipeline({ { "GET", name }, { "PTTL", name } })
-    if not r then
+    if not name then
       count(self, "errors")
       return nil
     end
-    if r[1] then return { name, r[1], r[2], 0 } end
+    local v, err = self.conn:call("GET", name)
+    if v == nil and err then
+      count(self, "errors")
+      return nil
+    end
+    if v then return { name, v, nil, 0 } end
     local got = 0
     if want_lock then
       got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) and 1 or 0
@@ -287,10 +292,10 @@ end
 -- Decode a stored envelope; nil (and one warning per key) if it is not ours.
 local function unwrap(self, name, raw)
   if #raw >= HEADER_LEN then
-    local magic, compute_ms = string.unpack(HEADER, raw)
+    local magic, compute_ms, expires_ms = string.unpack(HEADER, raw)
     if magic == MAGIC then
-      local value, err = core.decode(raw:sub(HEADER_LEN + 1))
-      if err == nil then return true, value, compute_ms end
+      local value, err = core.decode(raw, HEADER_LEN + 1)
+      if err == nil then return true, value, compute_ms, expires_ms - core.wall_ms() end
     end
   end
   count(self, "errors")
@@ -307,8 +312,9 @@ local function store(self, name, value, ttl, compute_ms)
     log.warn("value not cached: " .. tostring(payload), { module = "cache", context = { key = name } })
     return false
   end
-  local r = self.conn:call("SET", name, string.pack(HEADER, MAGIC, compute_ms) .. payload,
-    "EX", math.max(1, math.tointeger(ttl) or math.ceil(ttl)))
+  local secs = math.max(1, math.tointeger(ttl) or math.ceil(ttl))
+  local header = string.pack(HEADER, MAGIC, compute_ms, core.wall_ms() + secs * 1000)
+  local r = self.conn:call("SET", name, header .. payload, "EX", secs)
   if r then count(self, "sets") else count(self, "errors") end
   return r ~= nil
 end
@@ -370,9 +376,9 @@ function Cache:get_or_compute(key, ttl, fn)
       count(self, "computes")
       return fn()
     end
-    local name, raw, pttl, locked = r[1], r[2], r[3], r[4]
+    local name, raw, locked = r[1], r[2], r[4]
     if raw then
-      local ok, value, compute_ms = unwrap(self, name, raw)
+      local ok, value, compute_ms, pttl = unwrap(self, name, raw)
       if ok then
         -- XFetch: refresh early, once, with a probability rising towards expiry.
         if force_early or early_due(self, compute_ms, pttl) then
@@ -427,10 +433,10 @@ function Cache:get(key)
   end
   local r = lookup(self, key, false, trusted)
   if r and r[2] then
-    local ok, value = unwrap(self, r[1], r[2])
+    local ok, value, compute_ms, pttl = unwrap(self, r[1], r[2])
     if ok then
       count(self, "hits")
-      if trusted then l1_put(self, key, value, r[3]) end
+      if trusted then l1_put(self, key, value, pttl, compute_ms) end
       return value
     end
   end

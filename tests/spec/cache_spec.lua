@@ -82,7 +82,8 @@ local v = c:get_or_compute("daily_mining:2024-03-01:S9:all", 60, function() retu
 io.write(v, " ", c:stats().process.errors, "\n")
 ]]
     local env = { QUARRY_CACHE_PREFIX = prefix }
-    for _, garbage in ipairs({ "not ours", "QRC1\0\0\0\0Q\1t\255\255\255\255\15", "QRC1\0\0\0\0Q\1s\200" }) do
+    local header = "QRC2\0\0\0\0" .. string.pack("<i8", os.time() * 1000 + 60000)
+    for _, garbage in ipairs({ "not ours", header .. "Q\1t\255\255\255\255\15", header .. "Q\1s\200" }) do
       -- The stored name of a key whose groups were never bumped.
       local name = prefix .. "daily_mining:2024-03-01:S9:all@0.0.0"
       local f = h.write(h.tmpname(), garbage)

@@ -27,7 +27,9 @@ describe("migrations", function()
 
   it("applies the schema once and is idempotent", function()
     local ran = migrate.up(db)
-    assert.are.same({ 1 }, ran)
+    local all = {}
+    for i, m in ipairs(require("quarry.schema")) do all[i] = m.version end
+    assert.are.same(all, ran)
     assert.are.same({}, migrate.up(db))
     migrate.require_current(db)
   end)

@@ -1,0 +1,119 @@
+--- The summary queries, as data: SQL with bound parameters ($1, $2, ...),
+-- never text spliced from input. The daily and monthly summaries are the
+-- seed platform's CTEs (its miner list is ordered here, so output is
+-- stable); yearly follows the same shape. Each entry names its parameters.
+local M = {}
+
+--- The seed's curtailmentBitcoinJoinCTE, with the date range bound:
+-- WITH curtailment_data AS (...), bitcoin_data AS (...) for $1..$2.
+function M.join_cte()
+  return [[
+    WITH curtailment_data AS (
+      SELECT settlement_date, settlement_period, farm_id,
+             SUM(ABS(volume)) AS total_volume, SUM(payment) AS total_payment
+      FROM curtailment_records
+      WHERE settlement_date BETWEEN $1::date AND $2::date
+      GROUP BY settlement_date, settlement_period, farm_id
+    ),
+    bitcoin_data AS (
+      SELECT settlement_date, settlement_period, farm_id, miner_model,
+             SUM(bitcoin_mined) AS total_bitcoin, MAX(difficulty) AS max_difficulty
+      FROM historical_bitcoin_calculations
+      WHERE settlement_date BETWEEN $1::date AND $2::date
+      GROUP BY settlement_date, settlement_period, farm_id, miner_model
+    )]]
+end
+
+M.daily = {
+  params = { "date" },
+  sql = [[
+    WITH daily_curtailment AS (
+      SELECT settlement_date, COUNT(DISTINCT settlement_period) AS period_count,
+             COUNT(DISTINCT farm_id) AS farm_count, SUM(ABS(volume)) AS total_volume,
+             SUM(payment) AS total_payment
+      FROM curtailment_records WHERE settlement_date = $1::date
+      GROUP BY settlement_date
+    ),
+    daily_bitcoin AS (
+      SELECT settlement_date, miner_model, COUNT(DISTINCT settlement_period) AS period_count,
+             SUM(bitcoin_mined) AS total_bitcoin, MAX(difficulty) AS max_difficulty
+      FROM historical_bitcoin_calculations WHERE settlement_date = $1::date
+      GROUP BY settlement_date, miner_model
+    )
+    SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
+           json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
+                                      'difficulty', db.max_difficulty) ORDER BY db.miner_model) AS miner_data
+    FROM daily_curtailment dc
+    LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
+    GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]],
+}
+
+-- Month and year summaries share one shape; only the truncation differs.
+local function period_summary(unit, label, fmt)
+  return {
+    params = { unit },
+    sql = ([[
+    WITH bounds AS (
+      SELECT $1::date AS first_day, ($1::date + interval '1 %s' - interval '1 day')::date AS last_day
+    ),
+    period_curtailment AS (
+      SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
+             COUNT(DISTINCT settlement_period) AS period_count, COUNT(DISTINCT farm_id) AS farm_count,
+             SUM(ABS(volume)) AS total_volume, SUM(payment) AS total_payment
+      FROM curtailment_records, bounds
+      WHERE settlement_date BETWEEN first_day AND last_day
+      GROUP BY DATE_TRUNC('%s', settlement_date)
+    ),
+    period_bitcoin AS (
+      SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
+             COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin_mined) AS total_bitcoin,
+             AVG(difficulty) AS avg_difficulty
+      FROM historical_bitcoin_calculations, bounds
+      WHERE settlement_date BETWEEN first_day AND last_day
+      GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
+    )
+    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
+           pc.total_volume, pc.total_payment,
+           json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
+                                      'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
+    FROM period_curtailment pc
+    LEFT JOIN period_bitcoin pb ON pc.period = pb.period
+    GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
+      :format(unit, unit, unit, unit, unit, fmt, label),
+  }
+end
+
+M.monthly = period_summary("month", "year_month", "YYYY-MM")
+M.yearly = period_summary("year", "year", "YYYY")
+
+--- Mining potential per day over $1..$2 for miner $3, optionally one farm
+-- ($4) or one lead party ($5): the breakdown rows of the reports.
+M.daily_rows = {
+  params = { "from", "to", "miner", "farm", "lead_party" },
+  sql = [[
+    WITH c AS (
+      SELECT settlement_date, COUNT(DISTINCT (settlement_period, farm_id)) AS farm_periods,
+             COUNT(DISTINCT farm_id) AS farms, SUM(ABS(volume)) AS curtailed_mwh,
+             SUM(ABS(payment)) AS paid_gbp
+      FROM curtailment_records
+      WHERE settlement_date BETWEEN $1::date AND $2::date
+        AND ($4::text IS NULL OR farm_id = $4) AND ($5::text IS NULL OR lead_party_name = $5)
+      GROUP BY settlement_date
+    ),
+    b AS (
+      SELECT h.settlement_date, SUM(h.bitcoin_mined) AS bitcoin_mined, MAX(h.difficulty) AS difficulty
+      FROM historical_bitcoin_calculations h
+      WHERE h.settlement_date BETWEEN $1::date AND $2::date AND h.miner_model = $3
+        AND ($4::text IS NULL OR h.farm_id = $4)
+        AND ($5::text IS NULL OR h.farm_id IN (SELECT DISTINCT farm_id FROM curtailment_records
+                                               WHERE lead_party_name = $5
+                                                 AND settlement_date BETWEEN $1::date AND $2::date))
+      GROUP BY h.settlement_date
+    )
+    SELECT c.settlement_date::text AS settlement_date, c.farms, c.farm_periods, c.curtailed_mwh, c.paid_gbp,
+           coalesce(b.bitcoin_mined, 0) AS bitcoin_mined, b.difficulty
+    FROM c LEFT JOIN b USING (settlement_date)
+    ORDER BY c.settlement_date]],
+}
+
+return M
