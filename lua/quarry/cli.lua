@@ -71,6 +71,24 @@ local function build_parser(info)
   seed:option("--from", "First settlement date (YYYY-MM-DD).", "2022-01-01")
   seed:option("--to", "Last settlement date (YYYY-MM-DD).", "2025-12-31")
 
+  local report = p:command("report", "Run a report plugin (see 'quarry plugins').")
+  report:argument("name", "The report.")
+  report:option("--date", "A settlement date (YYYY-MM-DD).")
+  report:option("--month", "A month (YYYY-MM).")
+  report:option("--year", "A year (YYYY).")
+  report:option("--miner", "A miner model (S19J_PRO, S9, M20S, ...).")
+  report:option("--farm", "A farm (BMU id, e.g. T_SGRWO-1).")
+  report:option("--lead-party", "A lead party (e.g. 'SSE Generation Ltd').")
+  report:option("--by", "How a leaderboard groups: farm or lead_party.")
+  report:option("--limit", "How many rows a leaderboard shows.")
+  report:option("--format", "table, csv, json or html.", "table"):choices({ "table", "csv", "json", "html" })
+  report:option("-o --output", "Write to this file instead of standard output.")
+  report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
+  p:command("plugins", "List the reports with their descriptions and params.")
+  p:command("shell", "An interactive Lua prompt with quarry loaded; query results print as tables.")
+  p:command("demo", "Start the embedded services, migrate, seed three months, print the monthly report "
+    .. "and write it as HTML.")
+
   local ingest = p:command("ingest", "Load CSV files; all or nothing."):command_target("ingest_command")
   ingest:command("curtailment", "Load curtailment rows (header: the columns of curtailment_records); "
     .. "replaces the dates present, computes their bitcoin, applies the invalidation rules.")
@@ -263,6 +281,83 @@ function commands.cache(args)
     print(("removed %d key(s)"):format(need(c:clear())))
   end
   return 0
+end
+
+local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
+
+local function write_output(text, path)
+  if not path then
+    io.write(text)
+    return
+  end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then usage_error(("cannot write %s: %s"):format(path, err)) end
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path)) -- whole file or nothing
+end
+
+function commands.report(args, info)
+  local report = require "quarry.report"
+  local formats = require "quarry.formats"
+  local plugin = report.find(info.root or services.root(), args.name)
+  local raw = {}
+  for _, k in ipairs(REPORT_PARAMS) do raw[k] = args[k] end
+  local db = quarry.db
+  require("quarry.migrate").require_current(db)
+  local p = report.params(plugin, raw, db)
+  local run = report.run(db, cache_if_on(), plugin, p, { no_cache = args.no_cache })
+  write_output(formats.render(run.result, args.format), args.output)
+  if args.output then
+    io.stderr:write(("wrote %s (%s)\n"):format(args.output, run.cached and "cached" or "computed"))
+  end
+  return 0
+end
+
+function commands.plugins(_, info)
+  local report = require "quarry.report"
+  local all = report.all(info.root or services.root())
+  local names = {}
+  for n in pairs(all) do names[#names + 1] = n end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    local pl = all[n]
+    local params = {}
+    for pname, spec in pairs(pl.params) do
+      params[#params + 1] = ("--%s %s%s%s"):format(pname:gsub("_", "-"), spec.type:upper(),
+        spec.required and " (required)" or "", spec.default ~= nil and (" (default " .. tostring(spec.default) .. ")")
+        or "")
+    end
+    table.sort(params)
+    print(("%-10s %s"):format(n, pl.description))
+    for _, line in ipairs(params) do print("           " .. line) end
+  end
+  return 0
+end
+
+function commands.demo(_, info)
+  local report = require "quarry.report"
+  local formats = require "quarry.formats"
+  local db = quarry.db
+  io.stderr:write("demo: embedded services up, schema migrated\n")
+  require("quarry.migrate").up(db)
+  local r = require("quarry.seed").run(db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
+                                             cache = cache_if_on() })
+  io.stderr:write(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s\n")
+    :format(r.rows, r.bitcoin_rows, r.total_s))
+  local plugin = report.find(info.root or services.root(), "monthly")
+  local p = report.params(plugin, { month = "2024-03" }, db)
+  local run = report.run(db, cache_if_on(), plugin, p, {})
+  io.write(formats.render(run.result, "table"))
+  local html = services.home(quarry.settings()) .. "/demo-monthly-2024-03.html"
+  write_output(formats.render(run.result, "html"), html)
+  io.stderr:write(("demo: wrote %s\n"):format(html))
+  return 0
+end
+
+function commands.shell()
+  return require("quarry.shell").run(quarry)
 end
 
 local function print_timings()

@@ -116,4 +116,42 @@ M.daily_rows = {
     ORDER BY c.settlement_date]],
 }
 
+--- Breakdowns for the reports: curtailment and bitcoin over $1..$2 grouped
+-- by day, month, farm, lead party or settlement period, optionally for one
+-- farm ($3) or lead party ($4). Bitcoin comes per miner model, in rows, so
+-- numeric values stay exact (no JSON on the way).
+local GROUPS = {
+  day = "settlement_date::text",
+  month = "to_char(settlement_date, 'YYYY-MM')",
+  farm = "farm_id",
+  lead_party = "coalesce(lead_party_name, '(none)')",
+  period = "settlement_period",
+  all = "'total'",
+}
+M.breakdown_groups = GROUPS
+
+function M.breakdown_sql(by)
+  local g = assert(GROUPS[by], "unknown breakdown")
+  return {
+    curtailment = ([[
+      SELECT %s AS key, COUNT(DISTINCT farm_id) AS farms,
+             COUNT(DISTINCT (settlement_date, settlement_period, farm_id)) AS farm_periods,
+             COUNT(DISTINCT (settlement_date, settlement_period)) AS periods,
+             SUM(ABS(volume)) AS curtailed_mwh, SUM(ABS(payment)) AS paid_gbp, COUNT(*) AS acceptances
+      FROM curtailment_records
+      WHERE settlement_date BETWEEN $1::date AND $2::date
+        AND ($3::text IS NULL OR farm_id = $3) AND ($4::text IS NULL OR lead_party_name = $4)
+      GROUP BY 1 ORDER BY 1]]):format(g),
+    bitcoin = ([[
+      SELECT %s AS key, h.miner_model, SUM(h.bitcoin_mined) AS bitcoin
+      FROM historical_bitcoin_calculations h
+      JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM curtailment_records
+            WHERE settlement_date BETWEEN $1::date AND $2::date) c USING (settlement_date, farm_id)
+      WHERE h.settlement_date BETWEEN $1::date AND $2::date
+        AND ($3::text IS NULL OR h.farm_id = $3) AND ($4::text IS NULL OR c.lead_party_name = $4)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g:gsub("settlement_date", "h.settlement_date")
+        :gsub("farm_id", "h.farm_id"):gsub("settlement_period", "h.settlement_period")),
+  }
+end
+
 return M

@@ -1,0 +1,328 @@
+--- quarry.report: find, load and run report plugins.
+--
+-- A plugin is a Lua file returning a table (see plugins/monthly.lua). It is
+-- loaded as text only into its own environment built from an allow-list --
+-- no os.execute, io, require, load, debug -- and runs under an instruction
+-- limit, so a runaway loop stops with a clear error. It reaches the data only
+-- through ctx: ctx.query / ctx.query_one (inside a read-only transaction)
+-- and ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
+local core = require "quarry.core"
+local rules = require "quarry.rules"
+local summaries_defs = require "quarry.defs.summaries"
+
+local M = {}
+
+M.INSTRUCTION_LIMIT = 200000000
+
+local function usage(msg) error(core.error({ code = "usage", message = msg }), 0) end
+
+-- ---- finding and loading ----
+
+local function plugin_dirs(root)
+  local dirs = { root .. "/plugins" }
+  for dir in (os.getenv("QUARRY_PLUGIN_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = dir end
+  return dirs
+end
+
+local function sandbox_env()
+  local env = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
+    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    setmetatable = setmetatable, getmetatable = getmetatable, rawequal = rawequal, rawget = rawget,
+    rawlen = rawlen, rawset = rawset, _VERSION = _VERSION,
+    math = {}, string = {}, table = {}, utf8 = {},
+    os = { date = os.date, time = os.time, clock = os.clock, difftime = os.difftime },
+  }
+  for _, lib in ipairs({ "math", "string", "table", "utf8" }) do
+    for k, v in pairs(_G[lib]) do env[lib][k] = v end
+  end
+  env.string.dump = nil
+  env._G = env
+  return env
+end
+
+local PARAM_TYPES = { date = true, month = true, year = true, miner = true, farm = true, lead_party = true,
+                      integer = true, choice = true }
+local TTL_TIERS = { SHORT = true, MEDIUM = true, LONG = true, VERY_LONG = true }
+
+--- Check a plugin table; errors name the file and the key.
+function M.validate(p, file)
+  local function bad(key, what) error(("%s: '%s' %s"):format(file, key, what), 0) end
+  if type(p) ~= "table" then error(file .. ": a plugin must return a table", 0) end
+  if type(p.name) ~= "string" or not p.name:match("^[%a_][%w_]*$") then bad("name", "must be an identifier") end
+  if type(p.description) ~= "string" then bad("description", "must be a string") end
+  if type(p.run) ~= "function" then bad("run", "must be a function(ctx, params)") end
+  p.params = p.params or {}
+  if type(p.params) ~= "table" then bad("params", "must be a table") end
+  for name, spec in pairs(p.params) do
+    if type(spec) ~= "table" or not PARAM_TYPES[spec.type] then
+      bad("params." .. tostring(name), "needs a type: date, month, year, miner, farm, lead_party, integer, choice")
+    end
+    if spec.type == "choice" and type(spec.choices) ~= "table" then bad("params." .. name, "needs 'choices'") end
+  end
+  if p.cache ~= nil then
+    if type(p.cache) ~= "table" or type(p.cache.key) ~= "string" then bad("cache", "needs a 'key' template") end
+    if not TTL_TIERS[p.cache.ttl or ""] then bad("cache.ttl", "must be SHORT, MEDIUM, LONG or VERY_LONG") end
+    for ph in p.cache.key:gmatch("{([^}]*)}") do
+      if not p.params[ph] then bad("cache.key", "uses {" .. ph .. "}, which is not a param") end
+    end
+  end
+  local chart = p.chart
+  if chart ~= nil and (type(chart) ~= "table" or type(chart.x) ~= "string" or type(chart.y) ~= "string") then
+    bad("chart", "must be {x = column, y = column}")
+  end
+  return p
+end
+
+--- Load one plugin file in its sandbox.
+function M.load_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then error(("cannot read plugin %s: %s"):format(path, err), 0) end
+  local text = f:read("a")
+  f:close()
+  local chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
+  if not chunk then error(lerr, 0) end
+  local ok, p = pcall(chunk)
+  if not ok then error(("%s: %s"):format(path, tostring(p)), 0) end
+  p = M.validate(p, path)
+  p.file = path
+  return p
+end
+
+--- Every plugin, by name (later folders of QUARRY_PLUGIN_PATH override).
+function M.all(root)
+  local found = {}
+  for _, dir in ipairs(plugin_dirs(root)) do
+    local p = io.popen(("ls -1 %s 2>/dev/null"):format("'" .. dir:gsub("'", "'\\''") .. "'"))
+    for name in p:lines() do
+      if name:match("%.lua$") then
+        local plugin = M.load_file(dir .. "/" .. name)
+        found[plugin.name] = plugin
+      end
+    end
+    p:close()
+  end
+  return found
+end
+
+function M.find(root, name)
+  local all = M.all(root)
+  local p = all[name]
+  if not p then
+    local names = {}
+    for n in pairs(all) do names[#names + 1] = n end
+    table.sort(names)
+    usage(("unknown report '%s' (reports: %s)"):format(name, table.concat(names, ", ")))
+  end
+  return p
+end
+
+-- ---- parameters ----
+
+local CHECKS = {
+  date = function(v)
+    return rules.check_date(v), "is not a date (YYYY-MM-DD)"
+  end,
+  month = function(v)
+    local y, m = tostring(v):match("^(%d%d%d%d)%-(%d%d)$")
+    return y and tonumber(m) >= 1 and tonumber(m) <= 12 and v or nil, "is not a month (YYYY-MM)"
+  end,
+  year = function(v)
+    local y = tostring(v):match("^(%d%d%d%d)$")
+    return y and tonumber(y) >= 2000 and tonumber(y) <= 2100 and v or nil, "is not a year (YYYY)"
+  end,
+  integer = function(v)
+    local n = math.tointeger(tonumber(v))
+    return n, "is not an integer"
+  end,
+  farm = function(v)
+    return tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40 and v or nil, "is not a BMU id"
+  end,
+  lead_party = function(v)
+    return #tostring(v) <= 200 and v or nil, "is too long"
+  end,
+}
+
+--- Validate raw params (strings from the command line) against a plugin.
+function M.params(plugin, raw, db)
+  local out = {}
+  for name, spec in pairs(plugin.params) do
+    local v = raw[name]
+    if v == nil then v = spec.default end
+    if v == nil and spec.required then usage(("report %s needs --%s"):format(plugin.name, name:gsub("_", "-"))) end
+    if v ~= nil then
+      local flag = "--" .. name:gsub("_", "-")
+      if spec.type == "miner" then
+        local known = {}
+        for _, r in ipairs(db:query("SELECT name FROM miner_models ORDER BY name")) do known[#known + 1] = r.name end
+        local ok = false
+        for _, k in ipairs(known) do ok = ok or k == v end
+        if not ok then
+          usage(("%s '%s': unknown miner model (known: %s)"):format(flag, v, table.concat(known, ", ")))
+        end
+      elseif spec.type == "choice" then
+        local ok = false
+        for _, c in ipairs(spec.choices) do ok = ok or c == v end
+        if not ok then usage(("%s '%s': expected one of %s"):format(flag, v, table.concat(spec.choices, ", "))) end
+      else
+        local checked, problem = CHECKS[spec.type](v)
+        if checked == nil then usage(("%s '%s' %s"):format(flag, tostring(v), problem)) end
+        v = checked
+      end
+      out[name] = v
+    end
+  end
+  for name in pairs(raw) do
+    if not plugin.params[name] then
+      usage(("report %s takes no --%s"):format(plugin.name, name:gsub("_", "-")))
+    end
+  end
+  return out
+end
+
+local FAMILIES = { "daily_mining", "monthly_mining", "yearly_mining" }
+
+-- Fill a cache key template; values are percent-encoded so no two param
+-- sets share a key and keys stay free of '@' and spaces. A key that does
+-- not start with a mining family is put in the family of the period it
+-- covers (monthly_mining:2024-03:farms:...), so the invalidation rules
+-- (lua/quarry/defs/rules.lua) reach every report of a changed date.
+function M.cache_key(plugin, p)
+  local key = plugin.cache.key:gsub("{([^}]*)}", function(name)
+    local v = p[name]
+    if v == nil then return "all" end
+    return (tostring(v):gsub("[^%w_.-]", function(c) return ("%%%02X"):format(c:byte()) end))
+  end)
+  for _, f in ipairs(FAMILIES) do
+    if key:sub(1, #f + 1) == f .. ":" then return key end
+  end
+  local family = p.date and ("daily_mining:" .. p.date) or p.month and ("monthly_mining:" .. p.month)
+    or p.year and ("yearly_mining:" .. p.year) or "report"
+  return family .. ":" .. plugin.name .. ":" .. key
+end
+
+-- ---- running ----
+
+--- The date range a params table covers (date, month or year).
+function M.range(p)
+  if p.date then return p.date, p.date end
+  if p.month then
+    local y, m = p.month:match("^(%d+)-(%d+)$")
+    y, m = tonumber(y), tonumber(m)
+    local last = os.date("!%d", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
+                                          hour = 12 }) - 86400)
+    return p.month .. "-01", ("%s-%s"):format(p.month, last)
+  end
+  if p.year then return p.year .. "-01-01", p.year .. "-12-31" end
+  return nil
+end
+
+local function make_summaries(tx)
+  local s = {}
+  for name, def in pairs(summaries_defs) do
+    if type(def) == "table" and def.sql then
+      s[name] = function(...) return tx:query({ name = "summary." .. name, sql = def.sql }, ...) end
+    end
+  end
+  s.join_cte = summaries_defs.join_cte
+  return s
+end
+
+local BY_LABEL = { day = "settlement_date", month = "month", farm = "farm_id", lead_party = "lead_party",
+                   period = "settlement_period", all = "total" }
+
+-- ctx.breakdown(by, p [, miner]): curtailment and bitcoin over the period
+-- of p grouped `by` (day, month, farm, lead_party, period, all), with one
+-- bitcoin column per miner model (or just `miner`).
+local function breakdown(tx, by, p, miner)
+  local from, to = M.range(p)
+  if not from then usage("this report needs --date, --month or --year") end
+  local sql = summaries_defs.breakdown_sql(by)
+  local c = tx:query({ name = "breakdown." .. by, sql = sql.curtailment }, from, to, p.farm, p.lead_party)
+  local b = tx:query({ name = "breakdown.bitcoin." .. by, sql = sql.bitcoin }, from, to, p.farm, p.lead_party)
+  local models = {}
+  if miner then models[1] = miner
+  else
+    for _, r in ipairs(tx:query("SELECT name FROM miner_models ORDER BY name")) do models[#models + 1] = r.name end
+  end
+  local by_key = {}
+  for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
+  for _, r in ipairs(b) do
+    local row = by_key[tostring(r.key)]
+    if row then row["btc_" .. r.miner_model] = r.bitcoin end
+  end
+  local key_type = c.fields[1].type
+  local fields = { { name = "key", type = key_type, label = BY_LABEL[by] },
+    { name = "farms", type = "int8" }, { name = "periods", type = "int8" },
+    { name = "farm_periods", type = "int8" }, { name = "curtailed_mwh", type = "numeric" },
+    { name = "paid_gbp", type = "numeric" } }
+  for _, m in ipairs(models) do
+    fields[#fields + 1] = { name = "btc_" .. m, type = "numeric", label = "btc " .. m }
+  end
+  for _, row in ipairs(c) do
+    for _, m in ipairs(models) do
+      if row["btc_" .. m] == nil then row["btc_" .. m] = "0" end
+    end
+  end
+  local rows = {}
+  for i, row in ipairs(c) do rows[i] = row end
+  return { fields = fields, rows = rows }
+end
+
+local function with_limit(plugin, fn)
+  local count = 0
+  debug.sethook(function()
+    count = count + 1
+    if count * 1000 > M.INSTRUCTION_LIMIT then
+      debug.sethook()
+      error(("report %s stopped: it ran more than %d instructions"):format(plugin.name, M.INSTRUCTION_LIMIT), 2)
+    end
+  end, "", 1000)
+  local r = table.pack(pcall(fn))
+  debug.sethook()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- Normalise what run returned into a result table.
+local function result_of(plugin, out, p)
+  if type(out) ~= "table" then error(("report %s: run must return rows or a result table"):format(plugin.name), 0) end
+  local rows = out.rows or out
+  local fields = out.fields or rows.fields
+  if type(fields) ~= "table" then
+    error(("report %s: the result has no fields"):format(plugin.name), 0)
+  end
+  local plain = {}
+  for i, row in ipairs(rows) do plain[i] = row end
+  local f = {}
+  for i, fd in ipairs(fields) do f[i] = { name = fd.name, type = fd.type, label = fd.label } end
+  return { name = plugin.name, title = out.title or plugin.description, params = p, fields = f, rows = plain,
+           chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
+end
+
+--- Run a plugin: {result=, cached=}. opts: no_cache.
+function M.run(db, cache, plugin, p, opts)
+  local function compute()
+    local ok, res = db:transaction(function(tx)
+      local ctx = {
+        query = function(sql, ...) return tx:query(sql, ...) end,
+        query_one = function(sql, ...) return tx:query_one(sql, ...) end,
+        summaries = make_summaries(tx),
+        range = M.range,
+        breakdown = function(by, params, miner) return breakdown(tx, by, params, miner) end,
+      }
+      return with_limit(plugin, function() return result_of(plugin, plugin.run(ctx, p), p) end)
+    end, { read_only = true })
+    if not ok then error(res, 0) end
+    return res
+  end
+  if not plugin.cache or (opts and opts.no_cache) or not cache then return { result = compute(), cached = false } end
+  local computed = false
+  local res = cache:get_or_compute(M.cache_key(plugin, p), cache.TTL[plugin.cache.ttl], function()
+    computed = true
+    return compute()
+  end)
+  return { result = res, cached = not computed }
+end
+
+return M

@@ -1,0 +1,23 @@
+-- One day, farm by farm.
+return {
+  name = "daily",
+  description = "Curtailment and mining potential for one day, by farm",
+  params = {
+    date = { type = "date", required = true },
+    miner = { type = "miner", default = "S19J_PRO" },
+    farm = { type = "farm" },
+    lead_party = { type = "lead_party" },
+  },
+  cache = { key = "daily_mining:{date}:{miner}:{farm}:{lead_party}", ttl = "MEDIUM" },
+  chart = { x = "key", y = "curtailed_mwh" },
+  decimals = { curtailed_mwh = 1, paid_gbp = 0 },
+  run = function(ctx, p)
+    local r = ctx.breakdown("farm", p)
+    table.sort(r.rows, function(a, b) return tonumber(a.curtailed_mwh) > tonumber(b.curtailed_mwh) end)
+    local t = ctx.breakdown("all", p).rows[1]
+    r.title = "Curtailment and bitcoin on " .. p.date
+    r.footer = t and ("total: %s MWh curtailed over %d farm-periods, £%s paid, %s BTC (%s)"):format(
+      t.curtailed_mwh, t.farm_periods, t.paid_gbp, t["btc_" .. p.miner], p.miner) or "no curtailment on this day"
+    return r
+  end,
+}

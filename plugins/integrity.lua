@@ -1,0 +1,78 @@
+-- The reconciliation the old platform did by hand in about ninety one-off
+-- scripts, as one report. Every row is a problem; no rows, no problems.
+return {
+  name = "integrity",
+  description = "Reconcile curtailment with bitcoin rows: gaps, stale difficulty or reward, missing days",
+  params = { month = { type = "month" }, year = { type = "year" } },
+  run = function(ctx, p)
+    local from, to = ctx.range(p)
+    local span = ctx.query_one([[SELECT min(settlement_date)::text AS first, max(settlement_date)::text AS last
+                                 FROM curtailment_records]])
+    from, to = from or span.first or "1970-01-01", to or span.last or "1970-01-01"
+    local rows = ctx.query([[
+      WITH fp AS (  -- curtailment farm-periods
+        SELECT DISTINCT settlement_date, settlement_period, farm_id FROM curtailment_records
+        WHERE settlement_date BETWEEN $1::date AND $2::date
+      ),
+      missing_bitcoin AS (
+        SELECT 'farm-periods without bitcoin rows' AS problem, fp.settlement_date::text AS date,
+               m.name AS detail, count(*) AS count
+        FROM fp CROSS JOIN miner_models m
+        WHERE NOT EXISTS (SELECT 1 FROM historical_bitcoin_calculations h
+                          WHERE h.settlement_date = fp.settlement_date AND h.settlement_period = fp.settlement_period
+                            AND h.farm_id = fp.farm_id AND h.miner_model = m.name)
+        GROUP BY fp.settlement_date, m.name
+      ),
+      orphans AS (
+        SELECT 'bitcoin rows without curtailment' AS problem, h.settlement_date::text, h.miner_model, count(*)
+        FROM historical_bitcoin_calculations h
+        WHERE h.settlement_date BETWEEN $1::date AND $2::date
+          AND NOT EXISTS (SELECT 1 FROM fp WHERE fp.settlement_date = h.settlement_date
+                            AND fp.settlement_period = h.settlement_period AND fp.farm_id = h.farm_id)
+        GROUP BY h.settlement_date, h.miner_model
+      ),
+      in_force AS (
+        SELECT d.settlement_date,
+               (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d.settlement_date
+                ORDER BY effective_date DESC LIMIT 1) AS difficulty
+        FROM (SELECT DISTINCT settlement_date FROM historical_bitcoin_calculations
+              WHERE settlement_date BETWEEN $1::date AND $2::date) d
+      ),
+      stale_difficulty AS (
+        SELECT 'bitcoin rows with a difficulty no longer in force', h.settlement_date::text,
+               'stored ' || min(h.difficulty)::text || ', in force ' || coalesce(f.difficulty::text, 'none'), count(*)
+        FROM historical_bitcoin_calculations h JOIN in_force f USING (settlement_date)
+        WHERE h.difficulty IS DISTINCT FROM f.difficulty
+        GROUP BY h.settlement_date, f.difficulty
+      ),
+      wrong_reward AS (
+        SELECT 'bitcoin rows with the wrong block reward', settlement_date::text,
+               'stored ' || min(block_reward)::text, count(*)
+        FROM historical_bitcoin_calculations
+        WHERE settlement_date BETWEEN $1::date AND $2::date
+          AND block_reward <> CASE WHEN settlement_date >= DATE '2024-04-20' THEN 3.125 ELSE 6.25 END
+        GROUP BY settlement_date
+      ),
+      days AS (
+        SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') d
+      ),
+      per_day AS (
+        SELECT days.day, count(DISTINCT c.settlement_period) AS periods
+        FROM days LEFT JOIN curtailment_records c ON c.settlement_date = days.day
+        GROUP BY days.day
+      ),
+      thin_days AS (  -- no data, or far fewer periods than both neighbours
+        SELECT CASE WHEN cur.periods = 0 THEN 'dates with no curtailment data'
+                    ELSE 'dates with missing periods among their neighbours' END,
+               cur.day::text, cur.periods::text || ' period(s); neighbours ' || prev.periods::text || ' and '
+                 || next.periods::text, 1::bigint
+        FROM per_day cur JOIN per_day prev ON prev.day = cur.day - 1 JOIN per_day next ON next.day = cur.day + 1
+        WHERE cur.periods * 4 < least(prev.periods, next.periods)
+      )
+      SELECT * FROM missing_bitcoin UNION ALL SELECT * FROM orphans UNION ALL SELECT * FROM stale_difficulty
+      UNION ALL SELECT * FROM wrong_reward UNION ALL SELECT * FROM thin_days
+      ORDER BY 1, 2, 3]], from, to)
+    return { rows = rows, fields = rows.fields,
+             title = ("Integrity of %s..%s: %d problem row(s)"):format(from, to, #rows) }
+  end,
+}

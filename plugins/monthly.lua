@@ -1,0 +1,29 @@
+-- One month, day by day: curtailed energy, payments and the bitcoin it could
+-- have mined per miner model. Totals in the footer.
+local function fmt_total(t, miner)
+  return ("total: %s MWh curtailed, £%s paid, %s BTC (%s)"):format(t.curtailed_mwh, t.paid_gbp,
+    t["btc_" .. miner] or "0", miner)
+end
+
+return {
+  name = "monthly",
+  description = "Curtailment and mining potential for one month, by day",
+  params = {
+    month = { type = "month", required = true },
+    miner = { type = "miner", default = "S19J_PRO" },
+    farm = { type = "farm" },
+    lead_party = { type = "lead_party" },
+  },
+  cache = { key = "monthly_mining:{month}:{miner}:{farm}:{lead_party}", ttl = "LONG" },
+  chart = { x = "key", y = "btc_S19J_PRO" },
+  decimals = { curtailed_mwh = 1, paid_gbp = 0 },
+  run = function(ctx, p)
+    local r = ctx.breakdown("day", p)
+    local total = ctx.breakdown("all", p).rows[1]
+    r.title = ("Curtailment and bitcoin, %s%s"):format(p.month, p.farm and (", farm " .. p.farm) or
+      p.lead_party and (", " .. p.lead_party) or "")
+    r.chart = { x = "key", y = "btc_" .. p.miner }
+    r.footer = total and fmt_total(total, p.miner) or "no curtailment in this month"
+    return r
+  end,
+}
