@@ -1,5 +1,4 @@
 std = "lua54"
 max_line_length = 120
-files["tests/spec"] = { std = "+busted" }
-files["tests/busted.lua"] = { std = "+busted" }
+files["tests"] = { std = "+busted", max_line_length = 140 }
 exclude_files = { "build*/**", ".quarry/**" }

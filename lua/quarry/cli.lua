@@ -285,9 +285,18 @@ end
 
 local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
 
+-- Write a report: whole file or nothing for ordinary files (a temporary
+-- beside it, then rename); straight through for "-" and devices.
 local function write_output(text, path)
-  if not path then
+  if not path or path == "-" then
     io.write(text)
+    return
+  end
+  if path:match("^/dev/") or path:match("^/proc/") then
+    local f, err = io.open(path, "wb")
+    if not f then usage_error(("cannot write %s: %s"):format(path, err)) end
+    f:write(text)
+    f:close()
     return
   end
   local tmp = path .. ".tmp"

@@ -1,0 +1,48 @@
+-- lua/quarry/formats.lua: what each output format guarantees.
+local formats = require "quarry.formats"
+
+local result = {
+  name = "t", title = "Test", params = { month = "2031-05" },
+  fields = { { name = "key", type = "text" }, { name = "mwh", type = "numeric" }, { name = "n", type = "int8" } },
+  rows = { { key = 'a, "quoted"\nname', mwh = "1234567.8915", n = 3 }, { key = "plain", mwh = "-0.0001", n = 1000000 } },
+  chart = { x = "key", y = "mwh" },
+}
+
+describe("formats", function()
+  it("rounds decimal strings exactly, half away from zero", function()
+    assert.are.equal("1234567.892", formats.round_decimal("1234567.8915", 3))
+    assert.are.equal("10.00", formats.round_decimal("9.995", 2))
+    assert.are.equal("-1.0", formats.round_decimal("-0.95", 1))
+    assert.are.equal("0.000", formats.round_decimal("-0.0001", 3))
+    assert.are.equal("123456789012345678901234567890.12", formats.round_decimal("123456789012345678901234567890.1249", 2))
+    assert.are.equal("1,234,567.89", formats.group_thousands("1234567.89"))
+    assert.are.equal("-999", formats.group_thousands("-999"))
+  end)
+
+  it("writes RFC 4180 csv with exact numbers", function()
+    local out = formats.csv(result)
+    assert.are.equal('key,mwh,n\r\n"a, ""quoted""\nname",1234567.8915,3\r\nplain,-0.0001,1000000\r\n', out)
+  end)
+
+  it("writes json with numeric columns as exact, unquoted numbers", function()
+    local out = formats.json(result)
+    assert.matches('"mwh":1234567.8915', out, 1, true)
+    assert.matches('"mwh":-0.0001', out, 1, true)
+    assert.matches('"key":"a, \\"quoted\\"\\nname"', out, 1, true)
+    local decoded = require("cjson").decode(out)
+    assert.are.equal(1000000, decoded.rows[2].n)
+  end)
+
+  it("aligns a table for the terminal, with thousands separators", function()
+    local out = formats.table({ fields = result.fields, rows = { { key = "x", mwh = "1234567.8915", n = 3 } } })
+    assert.are.equal("key           mwh  n\n---  ------------  -\nx    1,234,567.89  3\n", out)
+  end)
+
+  it("makes one self-contained html page, escaped, with an SVG chart", function()
+    local out = formats.html(result)
+    assert.matches("<svg", out, 1, true)
+    assert.matches("a, &quot;quoted&quot;", out, 1, true)
+    assert.not_matches("<script", out)
+    assert.not_matches("https?://[^\"]*%.js", out)
+  end)
+end)

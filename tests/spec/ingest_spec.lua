@@ -1,0 +1,167 @@
+-- lua/quarry/ingest.lua and lua/quarry/mining.lua: loading CSV, all or
+-- nothing, and the bitcoin it computes. Dates used here (2031-2032 and the
+-- halving) are cleared first, so the spec owns them.
+local h = require "spec.helper"
+local quarry = require "quarry"
+
+local db = quarry.db
+local HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,"
+  .. "final_price,so_flag,cadl_flag\n"
+
+local function csv(rows) return h.write(h.tmpname(".csv"), HEADER .. table.concat(rows, "\n") .. "\n") end
+
+local function ingest(kind, path, env)
+  local out, err, code = h.quarry(("ingest %s %s"):format(kind, path), env)
+  os.remove(path)
+  return out, err, code
+end
+
+local function count(sql, ...) return db:query_one(sql, ...).n end
+
+local function clear(from, to)
+  db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN $1 AND $2", from, to)
+  db:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date BETWEEN $1 AND $2", from, to)
+  db:exec("DELETE FROM bitcoin_difficulty WHERE effective_date BETWEEN $1::date - 40 AND $2", from, to)
+end
+
+setup(function()
+  require("quarry.migrate").up(db)
+  clear("2031-01-01", "2032-12-31")
+  clear("2024-04-15", "2024-04-25")
+  db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-01-01', 100e12), ('2024-04-11', 86390000000000)")
+end)
+
+describe("ingest curtailment", function()
+  it("loads rows, computes one bitcoin row per farm-period and miner, summing acceptances", function()
+    local path = csv({
+      "2031-01-02,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10.5,-52.5,-5,-5,true,false",
+      "2031-01-02,40,T_SGRWO-1,Seagreen Wind Energy Limited,-4.25,-21.25,-5,-5,true,",  -- a second acceptance
+      "2031-01-02,41,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,t,f",
+    })
+    local out, err, code = ingest("curtailment", path)
+    assert.are.equal(0, code, err)
+    assert.matches("loaded 3 curtailment row%(s%) for 1 date%(s%); 6 bitcoin row%(s%)", out)
+    assert.are.equal(3, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-02'"))
+    local r = db:query_one([[SELECT curtailed_energy, block_reward FROM historical_bitcoin_calculations
+      WHERE settlement_date = '2031-01-02' AND settlement_period = 40 AND miner_model = 'S9']])
+    assert.are.equal("14.75", r.curtailed_energy) -- both acceptances
+    assert.are.equal("3.125", r.block_reward)
+  end)
+
+  it("replaces the dates present, and only those", function()
+    local path = csv({ "2031-01-03,1,T_FARR-1,Smartestenergy Limited,-1,-80,-80,-80,true,false" })
+    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    path = csv({ "2031-01-02,5,T_FARR-1,Smartestenergy Limited,-2,-160,-80,-80,true,false" })
+    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    assert.are.equal(1, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-02'"))
+    assert.are.equal(1, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-03'"))
+    assert.are.equal(3, count([[SELECT count(*) AS n FROM historical_bitcoin_calculations
+      WHERE settlement_date = '2031-01-02']]))
+  end)
+
+  it("computes the domain check: 99,864.95 MWh on 2025-03-28", function()
+    clear("2025-03-28", "2025-03-28")
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2025-03-28', 113757508810853) ON CONFLICT DO NOTHING")
+    local path = csv({ "2025-03-28,20,T_SGRWO-1,Seagreen Wind Energy Limited,-99864.95,-998649.5,-10,-10,true,false" })
+    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    local got = {}
+    for _, r in ipairs(db:query([[SELECT miner_model, round(bitcoin_mined, 2)::text AS btc
+        FROM historical_bitcoin_calculations WHERE settlement_date = '2025-03-28' AND farm_id = 'T_SGRWO-1']])) do
+      got[r.miner_model] = r.btc
+    end
+    assert.are.same({ S19J_PRO = "75.39", S9 = "23.46", M20S = "46.54" }, got)
+    clear("2025-03-28", "2025-03-28")
+  end)
+
+  it("doubles the bitcoin of the same energy and difficulty the day before the halving", function()
+    local path = csv({
+      "2024-04-19,30,T_BHLAW-1,SSE Generation Ltd,-50,-4000,-80,-80,true,false",
+      "2024-04-20,30,T_BHLAW-1,SSE Generation Ltd,-50,-4000,-80,-80,true,false",
+    })
+    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    local r = db:query_one([[
+      SELECT max(bitcoin_mined) FILTER (WHERE settlement_date = '2024-04-19') AS before,
+             max(bitcoin_mined) FILTER (WHERE settlement_date = '2024-04-20') AS after,
+             max(bitcoin_mined) FILTER (WHERE settlement_date = '2024-04-19')
+               = 2 * max(bitcoin_mined) FILTER (WHERE settlement_date = '2024-04-20') AS exactly_double
+      FROM historical_bitcoin_calculations WHERE farm_id = 'T_BHLAW-1' AND miner_model = 'S19J_PRO'
+        AND settlement_date IN ('2024-04-19', '2024-04-20')]])
+    assert.is_true(r.exactly_double, r.before .. " vs " .. r.after)
+  end)
+
+  it("refuses a date with no difficulty known, naming it, and changes nothing", function()
+    local before = count("SELECT count(*) AS n FROM curtailment_records")
+    local path = csv({ "2032-06-01,1,T_FARR-1,Smartestenergy Limited,-1,-80,-80,-80,true,false" })
+    local _, err, code = ingest("curtailment", path)
+    assert.are.equal(2, code)
+    assert.matches("no bitcoin difficulty known for 2032%-06%-01", err)
+    assert.are.equal(before, count("SELECT count(*) AS n FROM curtailment_records"))
+  end)
+
+  local bad_rows = {
+    { "2031-02-30,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '2031-02-30' is not a date" },
+    { "2031-01-05,51,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_period '51' is not a settlement period" },
+    { "2031-01-05,0,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_period '0'" },
+    { "2031-01-05,1,T_FARR-1,P,5,-80,-80,-80,true,false", ":2: volume '5' must be negative" },
+    { "2031-01-05,1,T_FARR-1,P,-1,lots,-80,-80,true,false", ":2: payment 'lots' is not a number" },
+    { "2031-01-05,1,T_FARR-1,P,-1,-80,NaN,-80,true,false", ":2: original_price 'NaN' is not a number" },
+    { "2031-01-05,1,T_FARR-1,P,-1,-80,-80,-80,maybe,false", ":2: so_flag 'maybe' is not a boolean" },
+    { "2031-01-05,1,x'; DROP TABLE curtailment_records; --,P,-1,-80,-80,-80,true,false", ":2: farm_id" },
+  }
+  for _, case in ipairs(bad_rows) do
+    it("rejects a bad row with exit 2, naming the line and field: " .. case[2], function()
+      local before = count("SELECT count(*) AS n FROM curtailment_records")
+      local path = csv({ "2031-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false", case[1] })
+      local _, err, code = ingest("curtailment", path)
+      assert.are.equal(2, code, err)
+      local want = case[2]:gsub(":2:", ":3:") -- a good row comes first
+      assert.matches(want:gsub("%p", "%%%0"), err)
+      assert.are.equal(before, count("SELECT count(*) AS n FROM curtailment_records"))
+      assert.is_not_nil(db:query_one("SELECT to_regclass('curtailment_records') AS t").t)
+    end)
+  end
+
+  it("rejects a bad header and a file with a wrong number of fields", function()
+    local p = h.write(h.tmpname(".csv"), "settlement_date,period\n2031-01-01,1\n")
+    local _, err, code = ingest("curtailment", p)
+    assert.are.equal(2, code)
+    assert.matches(":1: unknown column 'period'", err)
+    p = h.write(h.tmpname(".csv"), HEADER .. "2031-01-05,1,T_FARR-1\n")
+    _, err, code = ingest("curtailment", p)
+    assert.are.equal(2, code)
+    assert.matches(":2: missing data for column", err)
+    _, err, code = ingest("curtailment", "/no/such/file.csv")
+    assert.are.equal(2, code)
+    assert.matches("cannot open", err)
+  end)
+end)
+
+describe("ingest difficulty", function()
+  it("recalculates the bitcoin of the dates whose difficulty changes, and only those", function()
+    local path = csv({ "2031-03-10,1,T_FARR-1,P,-10,-800,-80,-80,true,false",
+                       "2031-03-20,1,T_FARR-1,P,-10,-800,-80,-80,true,false" })
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-03-01', 100e12) ON CONFLICT DO NOTHING")
+    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    local function btc(d)
+      return db:query_one([[SELECT bitcoin_mined::text AS b FROM historical_bitcoin_calculations
+        WHERE settlement_date = $1 AND miner_model = 'S9']], d).b
+    end
+    local before10, before20 = btc("2031-03-10"), btc("2031-03-20")
+    local p = h.write(h.tmpname(".csv"), "date,difficulty\n2031-03-15,200000000000000\n")
+    local out, err, code = ingest("difficulty", p)
+    assert.are.equal(0, code, err)
+    assert.matches("bitcoin recalculated for 1 date", out)
+    assert.are.equal(before10, btc("2031-03-10"))
+    assert.are.equal(db:query_one("SELECT ($1::numeric / 2)::text AS half", before20).half:sub(1, 12),
+      btc("2031-03-20"):sub(1, 12))
+  end)
+
+  it("rejects bad points", function()
+    for _, bad in ipairs({ "2031-13-01,5", "2031-01-01,-5", "2031-01-01,abc", "2031-01-01,5\n2031-01-01,6" }) do
+      local p = h.write(h.tmpname(".csv"), "date,difficulty\n" .. bad .. "\n")
+      local _, err, code = ingest("difficulty", p)
+      assert.are.equal(2, code, bad)
+      assert.matches(":%d: ", err)
+    end
+  end)
+end)

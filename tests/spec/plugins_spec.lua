@@ -1,0 +1,257 @@
+-- Every shipped report (plugins/*.lua) on known data, with exact figures,
+-- and the report runner (lua/quarry/report.lua): params, cache, sandbox.
+local h = require "spec.helper"
+local quarry = require "quarry"
+local cjson = require "cjson"
+
+local db = quarry.db
+local HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,"
+  .. "final_price,so_flag,cadl_flag\n"
+local ROWS = {
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-5,-25,-5,-5,true,false",
+  "2031-05-01,41,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false",
+  "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-30,-2400,-80,-80,true,false",
+}
+local ENV = { QUARRY_CACHE_PREFIX = "plugins-spec:" }
+
+local function load_data(rows)
+  local path = h.write(h.tmpname(".csv"), HEADER .. table.concat(rows, "\n") .. "\n")
+  local _, err, code = h.quarry("ingest curtailment " .. path, ENV)
+  os.remove(path)
+  assert(code == 0, err)
+end
+
+local function report(args)
+  local out, err, code = h.quarry("report " .. args, ENV)
+  return out, err, code
+end
+
+local function json_report(args)
+  local out, err, code = report(args .. " --format json --no-cache")
+  assert(code == 0, err)
+  return cjson.decode(out)
+end
+
+-- Bitcoin of E MWh at difficulty 100e12 after the halving, by the formula,
+-- rounded as stored (12 places), computed by PostgreSQL independently.
+local function btc(mwh, miner)
+  return db:query_one([[SELECT round($1::numeric * 3600000000 / power_watts * hashrate_th * 1e12
+    / (100e12 * 4294967296) * 3.125, 12)::text AS b FROM miner_models WHERE name = $2]], mwh, miner).b
+end
+
+setup(function()
+  require("quarry.migrate").up(db)
+  db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'")
+  db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-05-01', 100e12) ON CONFLICT (effective_date) DO UPDATE SET difficulty = 100e12")
+  load_data(ROWS)
+  h.quarry("cache clear", ENV)
+end)
+
+describe("monthly", function()
+  it("gives each day's figures exactly", function()
+    local r = json_report("monthly --month 2031-05")
+    assert.are.equal(2, #r.rows)
+    local d1, d2 = r.rows[1], r.rows[2]
+    assert.are.equal("2031-05-01", d1.key)
+    assert.are.same({ 2, 2, 2 }, { d1.farms, d1.periods, d1.farm_periods })
+    assert.are.equal(35, d1.curtailed_mwh)
+    assert.are.equal(1675, d1.paid_gbp)
+    assert.are.equal(30, d2.curtailed_mwh)
+    -- bitcoin: per farm-period rows, each rounded, summed
+    local expect1 = db:query_one("SELECT ($1::numeric + $2::numeric)::text AS s", btc(15, "S9"), btc(20, "S9")).s
+    assert.are.equal(tonumber(expect1), d1.btc_S9)
+    assert.are.equal(tonumber(btc(30, "S19J_PRO")), d2.btc_S19J_PRO)
+  end)
+
+  it("keeps every digit in json and csv", function()
+    local out = report("monthly --month 2031-05 --format json --no-cache")
+    assert.matches('"btc_S9":' .. btc(30, "S9"):gsub("%p", "%%%0"), out)
+    out = report("monthly --month 2031-05 --format csv --no-cache")
+    assert.matches("\r\n2031%-05%-02,1,1,1,30,2400,", out)
+    assert.matches(btc(30, "S9"):gsub("%p", "%%%0"), out)
+  end)
+
+  it("filters by farm and by lead party", function()
+    assert.are.equal(1, #json_report("monthly --month 2031-05 --farm T_SGRWO-1").rows)
+    local r = json_report("monthly --month 2031-05 --lead-party 'Dorenell Windfarm Limited'")
+    assert.are.equal(2, #r.rows)
+    assert.are.equal(20, r.rows[1].curtailed_mwh)
+  end)
+
+  it("serves the same output from the cache, and recomputes after the data changes", function()
+    local f1, f2 = h.tmpname(".json"), h.tmpname(".json")
+    local _, err1 = report("monthly --month 2031-05 --format json -o " .. f1)
+    local _, err2 = report("monthly --month 2031-05 --format json -o " .. f2)
+    local out1, out2 = h.read(f1), h.read(f2)
+    os.remove(f1)
+    os.remove(f2)
+    assert.matches("computed", err1)
+    assert.matches("cached", err2)
+    assert.are.equal(out1, out2)
+    local nocache = report("monthly --month 2031-05 --format json --no-cache")
+    assert.are.equal(out1, nocache)
+    -- re-ingest 2031-05-02 with more energy: the month's cached report is stale
+    load_data({ "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-40,-3200,-80,-80,true,false" })
+    local f3 = h.tmpname(".json")
+    local _, err3 = report("monthly --month 2031-05 --format json -o " .. f3)
+    assert.matches("computed", err3)
+    assert.are.equal(40, cjson.decode(h.read(f3)).rows[2].curtailed_mwh)
+    os.remove(f3)
+    load_data(ROWS)
+  end)
+end)
+
+describe("the other reports", function()
+  it("daily: one day by farm, largest first", function()
+    local r = json_report("daily --date 2031-05-01")
+    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].key, r.rows[2].key })
+    assert.are.same({ 20, 15 }, { r.rows[1].curtailed_mwh, r.rows[2].curtailed_mwh })
+    assert.are.equal(2, r.rows[2].farm_periods + 1) -- SGRWO: one farm-period, two acceptances
+  end)
+
+  it("yearly: a month's row equals the monthly total", function()
+    local r = json_report("yearly --year 2031")
+    local may
+    for _, row in ipairs(r.rows) do if row.key == "2031-05" then may = row end end
+    assert.are.equal(65, may.curtailed_mwh)
+    assert.are.equal(4075, may.paid_gbp)
+  end)
+
+  it("farms: a leaderboard by farm or lead party", function()
+    local r = json_report("farms --month 2031-05")
+    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].key, r.rows[2].key })
+    assert.are.equal(50, r.rows[1].curtailed_mwh)
+    r = json_report("farms --month 2031-05 --by lead_party --limit 1")
+    assert.are.equal(1, #r.rows)
+    assert.are.equal("Dorenell Windfarm Limited", r.rows[1].key)
+  end)
+
+  it("periods: the half-hour profile", function()
+    local r = json_report("periods --date 2031-05-01")
+    assert.are.same({ 40, 41 }, { r.rows[1].key, r.rows[2].key })
+    assert.are.same({ 15, 20 }, { r.rows[1].curtailed_mwh, r.rows[2].curtailed_mwh })
+  end)
+
+  it("miners: the models side by side on the same energy", function()
+    local r = json_report("miners --month 2031-05")
+    assert.are.equal(3, #r.rows)
+    assert.are.equal("S19J_PRO", r.rows[1].miner_model)
+    for _, row in ipairs(r.rows) do assert.are.equal(65, row.curtailed_mwh) end
+  end)
+
+  it("integrity: reports planted problems, and none once repaired", function()
+    local r = json_report("integrity --month 2031-05")
+    local problems = {}
+    for _, row in ipairs(r.rows) do problems[row.problem] = true end
+    assert.is_nil(problems["farm-periods without bitcoin rows"])
+    db:exec([[DELETE FROM historical_bitcoin_calculations WHERE settlement_date = '2031-05-02' AND miner_model = 'S9']])
+    db:exec([[UPDATE historical_bitcoin_calculations SET block_reward = 6.25
+              WHERE settlement_date = '2031-05-01' AND miner_model = 'M20S']])
+    db:exec("UPDATE bitcoin_difficulty SET difficulty = 101e12 WHERE effective_date = '2031-05-01'")
+    r = json_report("integrity --month 2031-05")
+    problems = {}
+    for _, row in ipairs(r.rows) do problems[row.problem .. "|" .. row.date] = row end
+    assert.is_not_nil(problems["farm-periods without bitcoin rows|2031-05-02"])
+    assert.is_not_nil(problems["bitcoin rows with the wrong block reward|2031-05-01"])
+    assert.is_not_nil(problems["bitcoin rows with a difficulty no longer in force|2031-05-01"])
+    db:exec("UPDATE bitcoin_difficulty SET difficulty = 100e12 WHERE effective_date = '2031-05-01'")
+    load_data(ROWS)
+    r = json_report("integrity --month 2031-05")
+    for _, row in ipairs(r.rows) do assert.not_matches("bitcoin", row.problem) end
+  end)
+
+  it("html: one page with an SVG bar per row", function()
+    local out = report("monthly --month 2031-05 --format html --no-cache")
+    assert.matches("^<!DOCTYPE html>", out)
+    assert.matches("<svg", out)
+    local _, bars = out:gsub('class="bar"', "")
+    assert.are.equal(2, bars)
+    assert.not_matches("<script", out)
+  end)
+end)
+
+describe("report parameters", function()
+  local cases = {
+    { "monthly --month 2031-13", "not a month" },
+    { "monthly", "needs --month" },
+    { "monthly --month 2031-05 --miner NOPE", "unknown miner model (known: M20S, S19J_PRO, S9)" },
+    { "monthly --month 2031-05 --farm \"x'; DROP TABLE curtailment_records; --\"", "is not a BMU id" },
+    { "daily --date 2031-02-30", "is not a date" },
+    { "yearly --year 31", "is not a year" },
+    { "farms --month 2031-05 --limit ten", "is not an integer" },
+    { "farms --month 2031-05 --by colour", "expected one of farm, lead_party" },
+    { "monthly --month 2031-05 --date 2031-05-01", "takes no --date" },
+    { "nosuchreport", "unknown report 'nosuchreport'" },
+    { "farms", "needs --date, --month or --year" },
+  }
+  for _, c in ipairs(cases) do
+    it("refuses " .. c[1] .. " with exit 2", function()
+      local _, err, code = report(c[1])
+      assert.are.equal(2, code, err)
+      assert.matches(c[2]:gsub("%p", "%%%0"), err)
+    end)
+  end
+
+  it("treats a SQL-looking lead party as a plain value", function()
+    local r = json_report("monthly --month 2031-05 --lead-party \"'; DROP TABLE curtailment_records; --\"")
+    assert.are.equal(0, #r.rows)
+    assert.are.equal(4, db:query_one([[SELECT count(*) AS n FROM curtailment_records
+      WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31']]).n)
+  end)
+end)
+
+describe("plugin sandbox", function()
+  local dir
+  setup(function()
+    dir = h.tmpname(".plugins")
+    os.execute("mkdir -p " .. dir)
+  end)
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  local function plugin(name, body)
+    h.write(dir .. "/" .. name .. ".lua", ([[
+return { name = "%s", description = "test", params = {},
+         run = function(ctx, p) %s end }]]):format(name, body))
+  end
+
+  local function run(name)
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    return h.quarry("report " .. name, env)
+  end
+
+  it("has no os.execute, io, require, load or debug", function()
+    for name, body in pairs({ sb_exec = "os.execute('touch /tmp/quarry-pwned')", sb_io = "io.open('/etc/passwd')",
+                              sb_req = "require('os')", sb_load = "load('return 1')", sb_dbg = "debug.sethook()" }) do
+      plugin(name, body)
+      local _, err, code = run(name)
+      assert.are.equal(1, code, name)
+      assert.matches("nil value", err)
+    end
+    assert.is_nil(io.open("/tmp/quarry-pwned"))
+  end)
+
+  it("stops a runaway loop with a clear error", function()
+    plugin("sb_loop", "while true do end")
+    local _, err, code = run("sb_loop")
+    assert.are.equal(1, code)
+    assert.matches("report sb_loop stopped: it ran more than", err)
+  end)
+
+  it("runs read-only", function()
+    plugin("sb_write", "return ctx.query('DELETE FROM curtailment_records RETURNING 1 AS x')")
+    local _, err, code = run("sb_write")
+    assert.are.equal(1, code)
+    assert.matches("read%-only transaction", err)
+  end)
+
+  it("names the file and key of a bad definition", function()
+    h.write(dir .. "/sb_bad.lua", [[return { name = "sb_bad", description = "x", run = function() end,
+      params = { when = { type = "weekday" } } }]])
+    local _, err, code = run("sb_bad")
+    assert.are.equal(1, code)
+    assert.matches("sb_bad.lua: 'params.when' needs a type", err)
+    os.remove(dir .. "/sb_bad.lua")
+  end)
+end)
