@@ -232,7 +232,10 @@ local function svg_chart(r)
         :format(x + bw / 2, H - B + 14, esc(r.rows[i][c.x]))
     end
   end
-  parts[#parts + 1] = ('<text x="%d" y="%d" font-size="12">%s</text>'):format(L, H - 6, esc(c.x .. " → " .. c.y))
+  local label = {}
+  for _, f in ipairs(r.fields) do label[f.name] = f.label or f.name end
+  parts[#parts + 1] = ('<text x="%d" y="%d" font-size="12">%s</text>'):format(L, H - 6,
+    esc((label[c.y] or c.y) .. " by " .. (label[c.x] or c.x)))
   parts[#parts + 1] = "</svg>"
   return table.concat(parts, "\n")
 end

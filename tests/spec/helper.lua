@@ -61,7 +61,8 @@ function M.quarry(args, env)
   local prefix = ""
   for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. M.shell_quote(v) .. " " end
   local t0 = core.now_ns()
-  local p = io.popen(("%s%s %s 2>%s </dev/null; echo \"__rc=$?\""):format(prefix, M.shell_quote(M.bin), args, err))
+  local stdin = args:find("<", 1, true) and "" or " </dev/null"
+  local p = io.popen(("%s%s %s 2>%s%s; echo \"__rc=$?\""):format(prefix, M.shell_quote(M.bin), args, err, stdin))
   local out = p:read("a")
   p:close()
   local secs = (core.now_ns() - t0) / 1e9
