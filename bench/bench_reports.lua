@@ -45,7 +45,10 @@ if mode == "reports" then
       local sql = summaries.breakdown_sql(by)
       for _, q in ipairs({ sql.curtailment, sql.bitcoin }) do
         local times = {}
-        for i = 1, 5 do times[i] = db:explain(q, from, to, nil, nil)["Execution Time"] end
+        for i = 1, 5 do
+          local plan = sql.party and db:explain(q, from, to, nil, nil) or db:explain(q, from, to, nil)
+          times[i] = plan["Execution Time"]
+        end
         pg = pg + median(times)
       end
     end

@@ -18,7 +18,7 @@ echo "|---|---|---|---|---|"
 declare -A res
 for scale in $scales; do
     psql "$(sed -n 's/^DATABASE_URL=//p' "$QUARRY_HOME/urls")" -qc \
-        "DROP TABLE IF EXISTS curtailment_records, historical_bitcoin_calculations, bitcoin_difficulty, miner_models, schema_migrations CASCADE" 2>/dev/null
+        "DROP SCHEMA public CASCADE; CREATE SCHEMA public" 2>/dev/null
     $q cache clear >/dev/null
     line=$($q --log-level warn db seed --scale "$scale")
     rows=$(echo "$line" | sed -n 's/.*: \([0-9]*\) curtailment row.*/\1/p')

@@ -11,17 +11,21 @@ Db.__index = Db
 
 local quarry_lua = debug.getinfo(1, "S").source:match("^@(.*/lua/quarry/)") or "\0"
 
---- "file:line" of the first caller outside quarry's own Lua files.
+--- "file:line" of the first caller outside quarry's own Lua files, or of
+-- quarry's own first line when quarry itself is the caller (ingest, seed).
 function M.caller()
+  local own
   for level = 3, 30 do
     local info = debug.getinfo(level, "Sl")
     if not info then break end
-    if info.currentline > 0 and info.source:sub(1, 1) == "@"
-        and info.source:find(quarry_lua, 2, true) ~= 2 then
-      return info.short_src .. ":" .. info.currentline
+    if info.currentline > 0 and info.source:sub(1, 1) == "@" then
+      if info.source:find(quarry_lua, 2, true) ~= 2 then
+        return info.short_src .. ":" .. info.currentline
+      end
+      own = own or (info.source:match("(lua/quarry/.*)$") or info.short_src) .. ":" .. info.currentline
     end
   end
-  return nil
+  return own
 end
 
 local function keep(err)

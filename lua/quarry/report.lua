@@ -237,9 +237,11 @@ local BY_LABEL = { day = "settlement_date", month = "month", farm = "farm_id", l
 local function breakdown(tx, by, p, miner)
   local from, to = M.range(p)
   if not from then usage("this report needs --date, --month or --year") end
-  local sql = summaries_defs.breakdown_sql(by)
-  local c = tx:query({ name = "breakdown." .. by, sql = sql.curtailment }, from, to, p.farm, p.lead_party)
-  local b = tx:query({ name = "breakdown.bitcoin." .. by, sql = sql.bitcoin }, from, to, p.farm, p.lead_party)
+  local sql = summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
+  local n = sql.party and 4 or 3
+  local args = { from, to, p.farm, p.lead_party }
+  local c = tx:query({ name = "breakdown." .. by, sql = sql.curtailment }, table.unpack(args, 1, n))
+  local b = tx:query({ name = "breakdown.bitcoin." .. by, sql = sql.bitcoin }, table.unpack(args, 1, n))
   local models = {}
   if miner then models[1] = miner
   else

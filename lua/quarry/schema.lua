@@ -68,14 +68,14 @@ CREATE INDEX historical_bitcoin_farm_date_idx
     version = 2,
     name = "ingest helpers: lenient casts that report bad input instead of failing",
     sql = [[
-CREATE FUNCTION quarry_try_date(t text) RETURNS date LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION quarry_try_date(t text) RETURNS date LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
   IF t !~ '^\d{4}-\d{2}-\d{2}$' THEN RETURN NULL; END IF;
   RETURN t::date;
 EXCEPTION WHEN others THEN RETURN NULL;
 END $$;
 
-CREATE FUNCTION quarry_try_numeric(t text) RETURNS numeric LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION quarry_try_numeric(t text) RETURNS numeric LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE v numeric;
 BEGIN
   v := btrim(t)::numeric;
@@ -84,7 +84,7 @@ BEGIN
 EXCEPTION WHEN others THEN RETURN NULL;
 END $$;
 
-CREATE FUNCTION quarry_try_bool(t text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION quarry_try_bool(t text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE lower(btrim(t)) WHEN 'true' THEN true WHEN 't' THEN true WHEN '1' THEN true
                               WHEN 'false' THEN false WHEN 'f' THEN false WHEN '0' THEN false END
 $$;

@@ -16,14 +16,22 @@ end
 
 function M.run(quarry)
   local env = setmetatable({ quarry = quarry, db = quarry.db, cache = quarry.cache }, { __index = _G })
-  local interactive = require("quarry.core").isatty(0)
+  local core = require "quarry.core"
+  local interactive = core.isatty(0)
+  local edit = interactive and core.has_readline -- libedit: history and line editing
   if interactive then
     io.write("quarry shell: Lua 5.4 with `quarry`, `db` and `cache` loaded. db:query(...) prints a table.\n")
   end
   local buffer = ""
   while true do
-    if interactive then io.write(buffer == "" and "quarry> " or "     >> ") io.flush() end
-    local line = io.read("l")
+    local prompt = buffer == "" and "quarry> " or "     >> "
+    local line
+    if edit then
+      line = core.readline(prompt)
+    else
+      if interactive then io.write(prompt) io.flush() end
+      line = io.read("l")
+    end
     if not line then break end
     buffer = buffer == "" and line or (buffer .. "\n" .. line)
     local chunk, err = load("return " .. buffer, "=shell", "t", env)

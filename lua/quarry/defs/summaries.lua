@@ -130,28 +130,43 @@ local GROUPS = {
 }
 M.breakdown_groups = GROUPS
 
-function M.breakdown_sql(by)
+--- The two queries of a breakdown. Parameters: $1 first date, $2 last
+-- date, $3 farm or NULL, and -- only when party is true -- $4 lead party or
+-- NULL. Bitcoin rows carry no lead party, so they are joined to curtailment
+-- only when a lead party is asked for.
+function M.breakdown_sql(by, party)
   local g = assert(GROUPS[by], "unknown breakdown")
-  return {
-    curtailment = ([[
-      SELECT %s AS key, COUNT(DISTINCT farm_id) AS farms,
-             COUNT(DISTINCT (settlement_date, settlement_period, farm_id)) AS farm_periods,
-             COUNT(DISTINCT (settlement_date, settlement_period)) AS periods,
-             SUM(ABS(volume)) AS curtailed_mwh, SUM(ABS(payment)) AS paid_gbp, COUNT(*) AS acceptances
-      FROM curtailment_records
-      WHERE settlement_date BETWEEN $1::date AND $2::date
-        AND ($3::text IS NULL OR farm_id = $3) AND ($4::text IS NULL OR lead_party_name = $4)
-      GROUP BY 1 ORDER BY 1]]):format(g),
+  party = party or by == "lead_party"
+  local curtailment = ([[
+      WITH fp AS (  -- farm-periods first: acceptances of one farm in one period become one row
+        SELECT %s AS key, settlement_date, settlement_period, farm_id,
+               SUM(ABS(volume)) AS mwh, SUM(ABS(payment)) AS paid, COUNT(*) AS n
+        FROM curtailment_records
+        WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3) %s
+        GROUP BY 1, settlement_date, settlement_period, farm_id
+      )
+      SELECT key, COUNT(DISTINCT farm_id) AS farms, COUNT(DISTINCT (settlement_date, settlement_period)) AS periods,
+             COUNT(*) AS farm_periods, SUM(mwh) AS curtailed_mwh, SUM(paid) AS paid_gbp, SUM(n) AS acceptances
+      FROM fp GROUP BY key ORDER BY key]]):format(g, party and "AND ($4::text IS NULL OR lead_party_name = $4)" or "")
+  local bitcoin
+  if party then
     bitcoin = ([[
       SELECT %s AS key, h.miner_model, SUM(h.bitcoin_mined) AS bitcoin
       FROM historical_bitcoin_calculations h
-      JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM curtailment_records
-            WHERE settlement_date BETWEEN $1::date AND $2::date) c USING (settlement_date, farm_id)
+      JOIN (SELECT DISTINCT settlement_date, settlement_period, farm_id, lead_party_name FROM curtailment_records
+            WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)) c
+        USING (settlement_date, settlement_period, farm_id)
       WHERE h.settlement_date BETWEEN $1::date AND $2::date
         AND ($3::text IS NULL OR h.farm_id = $3) AND ($4::text IS NULL OR c.lead_party_name = $4)
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g:gsub("settlement_date", "h.settlement_date")
-        :gsub("farm_id", "h.farm_id"):gsub("settlement_period", "h.settlement_period")),
-  }
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+  else
+    bitcoin = ([[
+      SELECT %s AS key, miner_model, SUM(bitcoin_mined) AS bitcoin
+      FROM historical_bitcoin_calculations
+      WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+  end
+  return { curtailment = curtailment, bitcoin = bitcoin, party = party }
 end
 
 return M

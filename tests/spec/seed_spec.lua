@@ -1,0 +1,77 @@
+-- lua/quarry/seed.lua through `quarry db seed`, and the reports on seeded
+-- data checked against independent SQL over the raw rows.
+local h = require "spec.helper"
+local quarry = require "quarry"
+local cjson = require "cjson"
+
+local db = quarry.db
+local FROM, TO = "2023-02-01", "2023-02-28"
+
+local function json_report(args)
+  local out, err, code = h.quarry(args .. " --format json --no-cache")
+  assert(code == 0, err)
+  return cjson.decode(out)
+end
+
+describe("seed", function()
+  setup(function()
+    local out, err, code = h.quarry(("db seed --from %s --to %s"):format(FROM, TO))
+    assert(code == 0, err)
+    assert(out:match("seeded"), out)
+  end)
+
+  it("is deterministic and realistic", function()
+    local a = db:query_one([[SELECT count(*) AS n, sum(volume)::text AS v FROM curtailment_records
+      WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
+    local _, err, code = h.quarry(("db seed --from %s --to %s"):format(FROM, TO))
+    assert.are.equal(0, code, err)
+    local b = db:query_one([[SELECT count(*) AS n, sum(volume)::text AS v FROM curtailment_records
+      WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
+    assert.are.same(a, b)
+    local r = db:query_one([[SELECT
+        sum(abs(volume)) FILTER (WHERE settlement_period BETWEEN 39 AND 48) / sum(abs(volume)) AS evening,
+        avg(original_price) FILTER (WHERE farm_id = 'T_DOREW-1') AS onshore_price,
+        avg(original_price) FILTER (WHERE farm_id LIKE 'T_SGRWO-%') AS seagreen_price,
+        max(abs(volume)) AS biggest,
+        count(*) FILTER (WHERE (settlement_date, settlement_period, farm_id) IN (
+          SELECT settlement_date, settlement_period, farm_id FROM curtailment_records
+          WHERE settlement_date BETWEEN $1 AND $2 GROUP BY 1, 2, 3 HAVING count(*) > 1)) AS multi
+      FROM curtailment_records WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
+    assert.is_true(tonumber(r.evening) > 0.25, r.evening)           -- periods 39-48 are a fifth of the day
+    assert.is_true(tonumber(r.onshore_price) < -69 and tonumber(r.onshore_price) > -91)
+    assert.is_true(tonumber(r.seagreen_price) > -20 and tonumber(r.seagreen_price) < -1)
+    assert.is_true(tonumber(r.biggest) <= 316 * 0.5)                -- capacity x 0.5 per period
+    assert.is_true(r.multi > 0)                                     -- several acceptances per farm-period
+    assert.are.equal(0, db:query_one([[SELECT count(*) AS n FROM curtailment_records c
+      WHERE settlement_date BETWEEN $1 AND $2 AND abs(payment - abs(volume) * original_price) > 0.01]],
+      FROM, TO).n)                                                  -- payment = |volume| x price
+  end)
+
+  it("gives monthly, daily and yearly figures equal to SQL over the raw rows", function()
+    local r = json_report("report monthly --month 2023-02")
+    for _, row in ipairs(r.rows) do
+      local direct = db:query_one([[SELECT sum(abs(volume)) AS mwh, sum(abs(payment)) AS paid,
+          count(DISTINCT farm_id) AS farms FROM curtailment_records WHERE settlement_date = $1]], row.key)
+      assert.are.equal(tonumber(direct.mwh), row.curtailed_mwh, row.key)
+      assert.are.equal(tonumber(direct.paid), row.paid_gbp, row.key)
+      assert.are.equal(direct.farms, row.farms, row.key)
+      local btc = db:query_one([[SELECT sum(bitcoin_mined) AS b FROM historical_bitcoin_calculations
+        WHERE settlement_date = $1 AND miner_model = 'S9']], row.key).b
+      assert.are.equal(tonumber(btc), row.btc_S9, row.key)
+    end
+    local day = r.rows[1].key
+    local d = json_report("report daily --date " .. day)
+    local sum = 0
+    for _, row in ipairs(d.rows) do sum = sum + row.curtailed_mwh end
+    assert.is_true(math.abs(sum - r.rows[1].curtailed_mwh) < 1e-6)
+    local y = json_report("report yearly --year 2023")
+    local feb
+    for _, row in ipairs(y.rows) do if row.key == "2023-02" then feb = row end end
+    local direct = db:query_one([[SELECT sum(abs(volume)) AS mwh FROM curtailment_records
+      WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
+    assert.are.equal(tonumber(direct.mwh), feb.curtailed_mwh)
+    -- every farm-period has its bitcoin rows, with the reward of 2023
+    local i = json_report("report integrity --month 2023-02")
+    for _, row in ipairs(i.rows) do assert.not_matches("bitcoin", row.problem) end
+  end)
+end)
