@@ -10,7 +10,7 @@ packages=(
     lua-cjson lua-argparse                   # Lua modules quarry uses
     postgresql redis-server                  # the embedded default services
     libcmocka-dev lua-busted lua-check       # the tests
-    chromium                                 # the html report opened in a real browser
+    chromium fonts-liberation                # the html report opened in a real browser
 )
 
 missing=()
