@@ -157,6 +157,21 @@ local function reject(path, bad)
   bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, bad.value or "", bad.problem))
 end
 
+-- Stream the open file into a temporary staging table of text columns
+-- (`expected`, plus the file line) and validate it with `check`, a query
+-- returning the first bad row. Returns the rows staged; raises on bad input.
+local function stage(tx, path, f, cols, size, expected, check)
+  local defs = {}
+  for i, c in ipairs(expected) do defs[i] = '"' .. c .. '" text' end -- names from a fixed list
+  tx:exec(("CREATE TEMP TABLE quarry_stage (line bigserial, %s) ON COMMIT DROP"):format(table.concat(defs, ", ")))
+  local ok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
+    :format(ident_list(cols)), size)
+  if not ok then copy_error(path, rows) end
+  local bad = tx:query_one(check)
+  if bad then reject(path, bad) end
+  return rows
+end
+
 -- Dates in staging are locked in order, so two ingests of the same date take
 -- turns and two of different dates never wait for each other (or deadlock).
 local function lock_dates(tx, dates)
@@ -176,15 +191,7 @@ function M.curtailment(db, path, cache)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS)
   local result = {}
   local ok, err = db:transaction(function(tx)
-    local defs = {}
-    for i, c in ipairs(M.CURTAILMENT_COLUMNS) do defs[i] = '"' .. c .. '" text' end
-    tx:exec(("CREATE TEMP TABLE quarry_stage (line bigserial, %s) ON COMMIT DROP"):format(table.concat(defs, ", ")))
-    local cok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
-      :format(ident_list(cols)), size)
-    if not cok then copy_error(path, rows) end
-    result.rows = rows
-    local bad = tx:query_one(CURTAILMENT_CHECK)
-    if bad then reject(path, bad) end
+    result.rows = stage(tx, path, f, cols, size, M.CURTAILMENT_COLUMNS, CURTAILMENT_CHECK)
     local dates = {}
     local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
     for _, r in ipairs(tx:query(distinct)) do
@@ -240,13 +247,8 @@ function M.difficulty(db, path, cache)
   local f, cols, size = open_csv(path, { "date", "difficulty" })
   local result = {}
   local ok, err = db:transaction(function(tx)
-    tx:exec("CREATE TEMP TABLE quarry_stage (line bigserial, date text, difficulty text) ON COMMIT DROP")
-    local cok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
-      :format(ident_list(cols)), size)
-    if not cok then copy_error(path, rows) end
+    local rows = stage(tx, path, f, cols, size, { "date", "difficulty" }, DIFFICULTY_CHECK)
     result.points = rows
-    local bad = tx:query_one(DIFFICULTY_CHECK)
-    if bad then reject(path, bad) end
     if rows == 0 then
       result.dates = {}
       return

@@ -10,14 +10,7 @@ M.bin = os.getenv("QUARRY_BIN") or (M.root .. "/build/quarry")
 M.home = os.getenv("QUARRY_HOME") or error("QUARRY_HOME is not set: run the specs through ctest")
 
 function M.urls()
-  local urls = {}
-  local f = assert(io.open(M.home .. "/urls"), "the test services are not up")
-  for line in f:lines() do
-    local k, v = line:match("^([%w_]+)=(.*)$")
-    if k then urls[k] = v end
-  end
-  f:close()
-  return urls
+  return assert(require("quarry.services").urls({ home = M.home }), "the test services are not up")
 end
 
 function M.database_url() return M.urls().DATABASE_URL end
