@@ -18,15 +18,21 @@
 #include "paths.h"
 
 /* Where lua/, plugins/ and scripts/ are: the source tree for a binary run
- * from its build tree, the install prefix otherwise. Never the current
- * directory. */
+ * from its build tree; else share/quarry beside the binary's bin/ (so an
+ * install under any prefix, or moved whole, works); else the configured
+ * install prefix. Never the current directory. */
 static const char *find_root(void)
 {
-    static char exe[PATH_MAX];
+    static char exe[PATH_MAX], root[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = '\0';
-        if (strcmp(dirname(exe), QUARRY_BINARY_DIR) == 0) return QUARRY_SOURCE_DIR;
+        const char *dir = dirname(exe);
+        if (strcmp(dir, QUARRY_BINARY_DIR) == 0) return QUARRY_SOURCE_DIR;
+        snprintf(root, sizeof root, "%s/../share/quarry", dir);
+        char probe[PATH_MAX + 64];
+        snprintf(probe, sizeof probe, "%s/lua/quarry/cli.lua", root);
+        if (access(probe, R_OK) == 0) return root;
     }
     return QUARRY_DATADIR;
 }

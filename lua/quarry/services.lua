@@ -19,11 +19,13 @@ local function writable(dir)
 end
 
 --- The state folder: QUARRY_HOME, else .quarry in a writable checkout, else
--- the user's XDG state folder.
+-- (an installed quarry) the user's XDG state folder.
 function M.home(cfg)
   if cfg and cfg.home then return cfg.home end
   local root = M.root()
-  if writable(root) then return root .. "/.quarry" end
+  local checkout = io.open(root .. "/CMakeLists.txt", "r")
+  if checkout then checkout:close() end
+  if checkout and writable(root) then return root .. "/.quarry" end
   local state = os.getenv("XDG_STATE_HOME") or ((os.getenv("HOME") or "/tmp") .. "/.local/state")
   return state .. "/quarry"
 end
