@@ -112,46 +112,38 @@ end
 -- A number as PostgreSQL's numeric input takes it (no NaN or Infinity).
 local NUM = [['^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,4})?\s*$']]
 
--- The first bad staged row: line (file line), field, value, problem. Set-
--- based: each check is a scan, dates are parsed once per distinct value.
+-- The first bad staged row: line (file line), field, value, problem. One
+-- pass over the rows, each row's first problem found by a CASE in column
+-- order; dates are parsed once per distinct value.
 local CURTAILMENT_CHECK = ([[
 WITH bad_dates AS (
   SELECT d FROM (SELECT DISTINCT settlement_date AS d FROM quarry_stage) x WHERE quarry_try_date(d) IS NULL
+),
+checked AS (
+  SELECT line, CASE
+    WHEN settlement_date IS NULL OR settlement_date IN (SELECT d FROM bad_dates)
+      THEN ARRAY['settlement_date', coalesce(settlement_date, ''), 'is not a date (YYYY-MM-DD)']
+    WHEN NOT coalesce(CASE WHEN settlement_period ~ '^\s*\d{1,2}\s*$'
+                           THEN btrim(settlement_period)::int BETWEEN 1 AND 50 END, false)
+      THEN ARRAY['settlement_period', coalesce(settlement_period, ''), 'is not a settlement period (1..50)']
+    WHEN farm_id IS NULL OR farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
+      THEN ARRAY['farm_id', coalesce(farm_id, ''), 'is not a BMU id']
+    WHEN volume IS NULL OR volume !~ NUM THEN ARRAY['volume', coalesce(volume, ''), 'is not a number']
+    WHEN volume::numeric >= 0 THEN ARRAY['volume', volume, 'must be negative (the MWh given up)']
+    WHEN payment IS NULL OR payment !~ NUM THEN ARRAY['payment', coalesce(payment, ''), 'is not a number']
+    WHEN original_price IS NULL OR original_price !~ NUM
+      THEN ARRAY['original_price', coalesce(original_price, ''), 'is not a number']
+    WHEN final_price IS NULL OR final_price !~ NUM
+      THEN ARRAY['final_price', coalesce(final_price, ''), 'is not a number']
+    WHEN quarry_try_bool(so_flag) IS NULL
+      THEN ARRAY['so_flag', coalesce(so_flag, ''), 'is not a boolean (true/false)']
+    WHEN nullif(btrim(cadl_flag), '') IS NOT NULL AND quarry_try_bool(cadl_flag) IS NULL
+      THEN ARRAY['cadl_flag', cadl_flag, 'is not a boolean (true/false, or empty)']
+  END AS problem
+  FROM quarry_stage
 )
-SELECT line + 1 AS line, field, value, problem FROM (
-  SELECT line, 1 AS ord, 'settlement_date' AS field, settlement_date AS value,
-         'is not a date (YYYY-MM-DD)' AS problem
-    FROM quarry_stage WHERE settlement_date IS NULL OR settlement_date IN (SELECT d FROM bad_dates)
-  UNION ALL
-  SELECT line, 2, 'settlement_period', settlement_period, 'is not a settlement period (1..50)'
-    FROM quarry_stage
-    WHERE CASE WHEN settlement_period ~ '^\s*\d{1,2}\s*$'
-               THEN btrim(settlement_period)::int NOT BETWEEN 1 AND 50 ELSE true END
-  UNION ALL
-  SELECT line, 3, 'farm_id', farm_id, 'is not a BMU id'
-    FROM quarry_stage WHERE farm_id IS NULL OR farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
-  UNION ALL
-  SELECT line, 5, 'volume', volume, 'is not a number'
-    FROM quarry_stage WHERE volume IS NULL OR volume !~ NUM
-  UNION ALL
-  SELECT line, 5, 'volume', volume, 'must be negative (the MWh given up)'
-    FROM quarry_stage WHERE CASE WHEN volume ~ NUM THEN volume::numeric >= 0 ELSE false END
-  UNION ALL
-  SELECT line, 6, 'payment', payment, 'is not a number'
-    FROM quarry_stage WHERE payment IS NULL OR payment !~ NUM
-  UNION ALL
-  SELECT line, 7, 'original_price', original_price, 'is not a number'
-    FROM quarry_stage WHERE original_price IS NULL OR original_price !~ NUM
-  UNION ALL
-  SELECT line, 8, 'final_price', final_price, 'is not a number'
-    FROM quarry_stage WHERE final_price IS NULL OR final_price !~ NUM
-  UNION ALL
-  SELECT line, 9, 'so_flag', so_flag, 'is not a boolean (true/false)'
-    FROM quarry_stage WHERE quarry_try_bool(so_flag) IS NULL
-  UNION ALL
-  SELECT line, 10, 'cadl_flag', cadl_flag, 'is not a boolean (true/false, or empty)'
-    FROM quarry_stage WHERE nullif(btrim(cadl_flag), '') IS NOT NULL AND quarry_try_bool(cadl_flag) IS NULL
-) bad ORDER BY line, ord LIMIT 1]]):gsub("NUM", NUM)
+SELECT line + 1 AS line, problem[1] AS field, problem[2] AS value, problem[3] AS problem
+FROM checked WHERE problem IS NOT NULL ORDER BY line LIMIT 1]]):gsub("NUM", NUM)
 
 local function reject(path, bad)
   bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, bad.value or "", bad.problem))

@@ -93,10 +93,12 @@ function M.recalculate(tx, dates)
           FROM curtailment_records
           WHERE settlement_date = ANY($1::date[])
           GROUP BY settlement_date, settlement_period, farm_id) e
-    CROSS JOIN miner_models m
-    CROSS JOIN LATERAL (
-      SELECT difficulty FROM bitcoin_difficulty
-      WHERE effective_date <= e.settlement_date ORDER BY effective_date DESC LIMIT 1) p]])
+    JOIN (  -- the difficulty in force, looked up once per date
+      SELECT d AS settlement_date,
+             (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
+              ORDER BY effective_date DESC LIMIT 1) AS difficulty
+      FROM unnest($1::date[]) AS d) p USING (settlement_date)
+    CROSS JOIN miner_models m]])
     :format(M.defs.bitcoin_scale, M.reward_sql("settlement_date")) }, arr)
 end
 
