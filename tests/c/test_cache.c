@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "test_urls.h"
 #include "timing.h"
 
 static char redis_url[1400];
@@ -19,19 +20,7 @@ static char redis_url[1400];
 static int load_url(void **state)
 {
     (void)state;
-    const char *home = getenv("QUARRY_HOME");
-    char path[1024], line[1300];
-    snprintf(path, sizeof path, "%s/urls", home ? home : ".");
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "REDIS_URL=", 10) == 0) {
-            snprintf(redis_url, sizeof redis_url, "%s", line + 10);
-            redis_url[strcspn(redis_url, "\n")] = '\0';
-        }
-    }
-    fclose(f);
-    return redis_url[0] ? 0 : -1;
+    return test_url("REDIS_URL", redis_url, sizeof redis_url);
 }
 
 static void parses_the_url_forms(void **state)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "test_urls.h"
 #include "tx.h"
 
 static char database_url[1200];
@@ -20,20 +21,7 @@ static char database_url[1200];
 static int load_url(void **state)
 {
     (void)state;
-    const char *home = getenv("QUARRY_HOME");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/urls", home ? home : ".");
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[1100];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "DATABASE_URL=", 13) == 0) {
-            snprintf(database_url, sizeof database_url, "%s", line + 13);
-            database_url[strcspn(database_url, "\n")] = '\0';
-        }
-    }
-    fclose(f);
-    return database_url[0] ? 0 : -1;
+    return test_url("DATABASE_URL", database_url, sizeof database_url);
 }
 
 static qr_pool *new_pool(int max, int timeout_ms)
