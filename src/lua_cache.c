@@ -16,6 +16,7 @@
 
 #include "cache.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +229,60 @@ static int l_cache_pipeline(lua_State *L)
     return 1;
 }
 
+/* c:get_value(name, magic) -> false (no such key)
+ *                           | true, value, compute_ms, expires_ms
+ *                           | nil, message (not ours, or corrupt)
+ *                           | nil, err (Redis unavailable)
+ * The hit path of the cache: GET and decode straight from the reply, with
+ * the envelope (4-byte magic, uint32 compute ms, int64 expiry ms, all
+ * little-endian) checked here, so a value is never copied into a Lua string
+ * just to be decoded. */
+static int l_cache_get_value(lua_State *L)
+{
+    qr_cache *c = check_cache(L);
+    size_t nlen, mlen;
+    const char *name = luaL_checklstring(L, 2, &nlen);
+    const char *magic = luaL_checklstring(L, 3, &mlen);
+    if (mlen != 4) return luaL_argerror(L, 3, "magic must be 4 bytes");
+    redisReply **box = new_reply_box(L);
+    const char *argv[] = {"GET", name};
+    size_t lens[] = {3, nlen};
+    qr_error err;
+    *box = qr_cache_command(c, 2, argv, lens, &err);
+    if (!*box) return soft_fail(L, &err);
+    redisReply *r = *box;
+    int n;
+    if (r->type == REDIS_REPLY_NIL) {
+        lua_pushboolean(L, 0);
+        n = 1;
+    } else if (r->type != REDIS_REPLY_STRING || r->len < 16 || memcmp(r->str, magic, 4) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, r->type == REDIS_REPLY_ERROR ? r->str : "not a quarry value");
+        n = 2;
+    } else {
+        const unsigned char *h = (const unsigned char *)r->str;
+        uint32_t compute_ms = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
+                              (uint32_t)h[7] << 24;
+        uint64_t expires = 0;
+        for (int i = 0; i < 8; i++) expires |= (uint64_t)h[8 + i] << (8 * i);
+        const char *why;
+        lua_pushboolean(L, 1);
+        if (qr_lua_decode(L, r->str + 16, r->len - 16, &why)) {
+            lua_pushinteger(L, (lua_Integer)compute_ms);
+            lua_pushinteger(L, (lua_Integer)expires);
+            n = 4;
+        } else {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_pushstring(L, why);
+            n = 2;
+        }
+    }
+    freeReplyObject(*box);
+    *box = NULL;
+    return n;
+}
+
 /* c:subscribe(channel) -> true | nil, err */
 static int l_cache_subscribe(lua_State *L)
 {
@@ -345,6 +400,7 @@ void qr_lua_open_cache(lua_State *L)
     lua_pop(L, 1);
     static const luaL_Reg methods[] = {
         {"call", l_cache_call},   {"pipeline", l_cache_pipeline}, {"subscribe", l_cache_subscribe},
+        {"get_value", l_cache_get_value},
         {"poll", l_cache_poll},   {"stats", l_cache_stats},       {"where", l_cache_where},
         {"close", l_cache_close}, {NULL, NULL}};
     if (luaL_newmetatable(L, CACHE_MT)) {

@@ -268,16 +268,10 @@ static int decode(lua_State *L, reader *r, int depth)
     }
 }
 
-/* core.decode(bytes [, offset]): offset (1-based, default 1) lets a caller
- * skip a header without copying the rest of a large value first. */
-static int l_decode(lua_State *L)
+/* Decode len bytes at s onto the stack: 1 with the value pushed, or 0 with
+ * nothing pushed and *why set. Never raises on bad input. */
+int qr_lua_decode(lua_State *L, const char *s, size_t len, const char **why)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    lua_Integer off = luaL_optinteger(L, 2, 1);
-    if (off < 1 || (size_t)(off - 1) > len) return luaL_argerror(L, 2, "offset out of range");
-    s += off - 1;
-    len -= (size_t)(off - 1);
     reader r = {(const unsigned char *)s, (const unsigned char *)s + len, NULL};
     if (len < 2 || s[0] != 'Q') {
         r.error = "not a quarry value";
@@ -291,8 +285,22 @@ static int l_decode(lua_State *L)
             r.error = "trailing bytes";
         }
     }
+    *why = r.error;
+    return 0;
+}
+
+/* core.decode(bytes [, offset]): offset (1-based, default 1) lets a caller
+ * skip a header without copying the rest of a large value first. */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer off = luaL_optinteger(L, 2, 1);
+    if (off < 1 || (size_t)(off - 1) > len) return luaL_argerror(L, 2, "offset out of range");
+    const char *why;
+    if (qr_lua_decode(L, s + off - 1, len - (size_t)(off - 1), &why)) return 1;
     lua_pushnil(L);
-    lua_pushstring(L, r.error);
+    lua_pushstring(L, why);
     return 2;
 }
 

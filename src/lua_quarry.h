@@ -27,6 +27,10 @@ void qr_lua_open_readline(lua_State *L);
 int qr_lua_raise(lua_State *L, const qr_error *e);
 void qr_lua_push_error(lua_State *L, const qr_error *e);
 
+/* Decode a cache value (src/lua_codec.c) onto the stack: 1 with the value
+ * pushed, or 0 with nothing pushed and *why set. Never raises on bad input. */
+int qr_lua_decode(lua_State *L, const char *s, size_t len, const char **why);
+
 /* The registry inside a core.timings_new() object at arg, or NULL. */
 qr_timings *qr_lua_totimings(lua_State *L, int arg);
 

@@ -87,6 +87,7 @@ function M.new(opts)
     l1 = {}, l1_count = 0, l1_tick = 0,
     l1_retry = 0, -- no subscription attempt before this (ns)
     gens = {},    -- group -> generation, kept current by the subscription
+    names = {},   -- key -> stored name, valid while the generations are
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
   for _, k in ipairs(COUNTERS) do self.local_stats[k], self.pending[k] = 0, 0 end
@@ -104,10 +105,12 @@ local function l1_flush(self)
   self.l1, self.l1_count = {}, 0
 end
 
--- Everything held on the strength of the subscription: values and generations.
+-- Everything held on the strength of the subscription: values, generations
+-- and the stored names built from them.
 local function forget_all(self)
   l1_flush(self)
   self.gens = {}
+  self.names = {}
 end
 
 local function l1_drop(self, key)
@@ -124,6 +127,7 @@ local function l1_apply(self, msg)
     l1_drop(self, arg)
   elseif kind == "g" then
     self.gens[arg] = nil
+    self.names = {} -- names embed generations; rebuilt on next use
     local head = arg .. ":"
     for key in pairs(self.l1) do
       if key:sub(1, #head) == head then l1_drop(self, key) end
@@ -235,6 +239,8 @@ end
 -- the ones it lacks), or nil when Redis is unavailable. Only valid while
 -- sync() says the subscription is live.
 local function local_name(self, key)
+  local known = self.names[key]
+  if known then return known end
   local groups, missing = M.groups(key), {}
   for _, g in ipairs(groups) do
     if not self.gens[g] then missing[#missing + 1] = { "GET", self.prefix .. "gen:" .. g } end
@@ -252,32 +258,15 @@ local function local_name(self, key)
   end
   local gens = {}
   for i, g in ipairs(groups) do gens[i] = self.gens[g] end
-  return self.prefix .. key .. "@" .. table.concat(gens, ".")
+  local name = self.prefix .. key .. "@" .. table.concat(gens, ".")
+  self.names[key] = name
+  return name
 end
 
--- Redis's answer to LOOKUP for key, or nil when Redis is unavailable:
--- {name, value or false, nil, locked (1/0)}. trusted: the subscription is
--- live, so the name comes from local generations and the value from a plain
--- GET (one round trip, no copy through Redis's Lua); otherwise the script.
-local function lookup(self, key, want_lock, trusted)
-  if trusted then
-    local name = local_name(self, key)
-    if not name then
-      count(self, "errors")
-      return nil
-    end
-    local v, err = self.conn:call("GET", name)
-    if v == nil and err then
-      count(self, "errors")
-      return nil
-    end
-    if v then return { name, v, nil, 0 } end
-    local got = 0
-    if want_lock then
-      got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) and 1 or 0
-    end
-    return { name, false, -2, got }
-  end
+-- Redis's answer to LOOKUP (the script) for key: {name, raw value or false,
+-- nil, locked (1/0)}, or nil when Redis is unavailable. The path used when
+-- there is no live subscription to trust local generations.
+local function lookup(self, key, want_lock)
   local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms }
   for _, g in ipairs(M.groups(key)) do args[#args + 1] = g end
   local r, err = script(self, LOOKUP, table.unpack(args))
@@ -289,21 +278,69 @@ local function lookup(self, key, want_lock, trusted)
   return r
 end
 
--- Decode a stored envelope; nil (and one warning per key) if it is not ours.
-local function unwrap(self, name, raw)
+--- The stored name of key, or nil when Redis is unavailable.
+local function name_of(self, key, trusted)
+  if trusted then return local_name(self, key) end
+  local r = lookup(self, key, false)
+  return r and r[1]
+end
+
+-- Decode a stored envelope: true, value, compute_ms, expires_ms | nil, why.
+local function unwrap(raw)
   if #raw >= HEADER_LEN then
     local magic, compute_ms, expires_ms = string.unpack(HEADER, raw)
     if magic == MAGIC then
       local value, err = core.decode(raw, HEADER_LEN + 1)
-      if err == nil then return true, value, compute_ms, expires_ms - core.wall_ms() end
+      if err == nil then return true, value, compute_ms, expires_ms end
+      return nil, err
     end
   end
+  return nil, "not a quarry value"
+end
+
+local function corrupt(self, name)
   count(self, "errors")
   if not self.warned[name] then
     self.warned[name] = true
     log.warn("ignoring a corrupt or foreign value in the cache", { module = "cache", context = { key = name } })
   end
-  return false
+end
+
+-- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
+-- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
+-- we took the compute lock); nil when Redis is unavailable. With a live
+-- subscription (trusted) the name comes from local generations and the
+-- value from one GET decoded straight from the reply.
+local function fetch(self, key, want_lock, trusted)
+  local name, ok, value, compute_ms, expires, locked
+  if trusted then
+    name = local_name(self, key)
+    if not name then
+      count(self, "errors")
+      return nil
+    end
+    ok, value, compute_ms, expires = self.conn:get_value(name, MAGIC)
+    if ok == nil and type(value) == "table" then -- Redis unavailable
+      count(self, "errors")
+      return nil
+    end
+    if ok == false and want_lock then
+      locked = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) ~= nil
+    end
+  else
+    local r = lookup(self, key, want_lock)
+    if not r then return nil end
+    name, locked = r[1], r[4] == 1
+    if r[2] then ok, value, compute_ms, expires = unwrap(r[2]) else ok = false end
+  end
+  if ok then
+    return { name = name, hit = true, value = value, compute_ms = compute_ms, pttl = expires - core.wall_ms() }
+  end
+  if ok == nil then
+    corrupt(self, name)
+    return { name = name, corrupt = true }
+  end
+  return { name = name, locked = locked }
 end
 
 local function store(self, name, value, ttl, compute_ms)
@@ -371,36 +408,34 @@ function Cache:get_or_compute(key, ttl, fn)
   end
   local deadline
   while true do
-    local r = lookup(self, key, true, trusted)
-    if not r then -- Redis unavailable: compute, uncached
+    local rec = fetch(self, key, true, trusted)
+    if not rec then -- Redis unavailable: compute, uncached
       count(self, "computes")
       return fn()
     end
-    local name, raw, locked = r[1], r[2], r[4]
-    if raw then
-      local ok, value, compute_ms, pttl = unwrap(self, name, raw)
-      if ok then
-        -- XFetch: refresh early, once, with a probability rising towards expiry.
-        if force_early or early_due(self, compute_ms, pttl) then
-          local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
-          if got then
-            count(self, "early_refreshes")
-            local v, stored, ms = compute_and_store(self, name, ttl, fn)
-            if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
-            return v
-          end
+    local name = rec.name
+    if rec.hit then
+      -- XFetch: refresh early, once, with a probability rising towards expiry.
+      if force_early or early_due(self, rec.compute_ms, rec.pttl) then
+        local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
+        if got then
+          count(self, "early_refreshes")
+          local v, stored, ms = compute_and_store(self, name, ttl, fn)
+          if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
+          return v
         end
-        count(self, "hits")
-        if trusted then l1_put(self, key, value, pttl, compute_ms) end
-        self:flush_stats_if_due()
-        return value
       end
-      -- corrupt: overwrite it, under the lock if we can get it
+      count(self, "hits")
+      if trusted then l1_put(self, key, rec.value, rec.pttl, rec.compute_ms) end
+      self:flush_stats_if_due()
+      return rec.value
+    end
+    if rec.corrupt then -- overwrite it, under the lock if we can get it
       local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
       count(self, "misses")
       return (compute_and_store(self, got and name or nil, ttl, fn))
     end
-    if locked == 1 then
+    if rec.locked then
       count(self, "misses")
       local v, stored, ms = compute_and_store(self, name, ttl, fn)
       if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
@@ -431,14 +466,11 @@ function Cache:get(key)
     count(self, "l1_hits")
     return e.value
   end
-  local r = lookup(self, key, false, trusted)
-  if r and r[2] then
-    local ok, value, compute_ms, pttl = unwrap(self, r[1], r[2])
-    if ok then
-      count(self, "hits")
-      if trusted then l1_put(self, key, value, pttl, compute_ms) end
-      return value
-    end
+  local rec = fetch(self, key, false, trusted)
+  if rec and rec.hit then
+    count(self, "hits")
+    if trusted then l1_put(self, key, rec.value, rec.pttl, rec.compute_ms) end
+    return rec.value
   end
   count(self, "misses")
   return nil
@@ -449,8 +481,8 @@ function Cache:set(key, value, ttl)
   check_key(key)
   check_ttl(ttl)
   if not self.enabled then return false end
-  local r = lookup(self, key, false, sync(self))
-  local ok = r ~= nil and store(self, r[1], value, ttl, 0)
+  local name = name_of(self, key, sync(self))
+  local ok = name ~= nil and store(self, name, value, ttl, 0)
   if ok then
     l1_drop(self, key)
     publish(self, "k\t" .. key) -- other processes drop the value this replaces
@@ -477,9 +509,9 @@ function Cache:invalidate(pattern)
   end
   if not has_glob(pattern) then
     l1_drop(self, pattern)
-    local r = lookup(self, pattern, false, sync(self))
-    if not r then return nil end
-    local n = self.conn:call("UNLINK", r[1])
+    local name = name_of(self, pattern, sync(self))
+    if not name then return nil end
+    local n = self.conn:call("UNLINK", name)
     publish(self, "k\t" .. pattern)
     return n
   end
