@@ -80,26 +80,30 @@ function M.recalculate(tx, dates)
   M.require_difficulty(tx, dates)
   local arr = pg_array(dates)
   tx:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date = ANY($1::date[])", arr)
+  -- BTC = E * F with F = 3.6e9 * TH * 1e12 * reward / (watts * D * 2^32): one
+  -- exact factor per date and miner (40 decimal places, so E * F rounds to
+  -- the true value), then a single multiplication per farm-period.
   return tx:exec({ name = "mining.recalculate", sql = ([[
     INSERT INTO historical_bitcoin_calculations
       (settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined,
        difficulty, block_reward)
-    SELECT e.settlement_date, e.settlement_period, e.farm_id, m.name, e.energy,
-           round(e.energy * 3600000000 / m.power_watts * m.hashrate_th * 1000000000000
-                 / (p.difficulty * 4294967296) * e.reward, %d),
-           p.difficulty, e.reward
-    FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy,
-                 %s AS reward
+    SELECT e.settlement_date, e.settlement_period, e.farm_id, f.miner_model, e.energy,
+           round(e.energy * f.factor, %d), f.difficulty, f.reward
+    FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy
           FROM curtailment_records
           WHERE settlement_date = ANY($1::date[])
           GROUP BY settlement_date, settlement_period, farm_id) e
-    JOIN (  -- the difficulty in force, looked up once per date
-      SELECT d AS settlement_date,
-             (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
-              ORDER BY effective_date DESC LIMIT 1) AS difficulty
-      FROM unnest($1::date[]) AS d) p USING (settlement_date)
-    CROSS JOIN miner_models m]])
-    :format(M.defs.bitcoin_scale, M.reward_sql("settlement_date")) }, arr)
+    JOIN (
+      SELECT p.settlement_date, m.name AS miner_model, p.difficulty, p.reward,
+             (3600000000 * m.hashrate_th * 1000000000000 * p.reward)::numeric(90, 40)
+               / (m.power_watts * p.difficulty * 4294967296) AS factor
+      FROM (  -- the difficulty in force and the reward, once per date
+        SELECT d AS settlement_date, %s AS reward,
+               (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
+                ORDER BY effective_date DESC LIMIT 1) AS difficulty
+        FROM unnest($1::date[]) AS d) p
+      CROSS JOIN miner_models m) f USING (settlement_date)]])
+    :format(M.defs.bitcoin_scale, M.reward_sql("d")) }, arr)
 end
 
 return M

@@ -36,8 +36,8 @@ end
 -- Bitcoin of E MWh at difficulty 100e12 after the halving, by the formula,
 -- rounded as stored (12 places), computed by PostgreSQL independently.
 local function btc(mwh, miner)
-  return db:query_one([[SELECT round($1::numeric * 3600000000 / power_watts * hashrate_th * 1e12
-    / (100e12 * 4294967296) * 3.125, 12)::text AS b FROM miner_models WHERE name = $2]], mwh, miner).b
+  return db:query_one([[SELECT round($1::numeric * 3600000000 * hashrate_th * 1e12 * 3.125
+    / (power_watts * 100e12 * 4294967296)::numeric, 12)::text AS b FROM miner_models WHERE name = $2]], mwh, miner).b
 end
 
 setup(function()
