@@ -48,6 +48,9 @@ local function build_parser(info)
     :epilog(epilog())
   p:option("--database-url", "PostgreSQL URL (overrides DATABASE_URL).")
   p:option("--redis-url", "Redis URL (overrides REDIS_URL).")
+  p:option("--pool-max", "Most database connections (overrides DB_POOL_MAX).")
+  p:option("--idle-timeout", "Close connections idle this long, ms (overrides DB_IDLE_TIMEOUT).")
+  p:option("--connection-timeout", "Longest wait for a connection, ms (overrides DB_CONNECTION_TIMEOUT).")
   p:flag("--timings", "Print query and block timings to stderr at exit.")
   p:option("--log-level", "debug, info, warn or error.", "info")
     :choices({ "debug", "info", "warn", "error", "off" })
@@ -117,7 +120,8 @@ local function build_parser(info)
 end
 
 -- Options that take a value, to find where `run SCRIPT` starts.
-local VALUED = { ["--database-url"] = true, ["--redis-url"] = true,
+local VALUED = { ["--database-url"] = true, ["--redis-url"] = true, ["--pool-max"] = true,
+                 ["--idle-timeout"] = true, ["--connection-timeout"] = true,
                  ["--log-level"] = true, ["--log-format"] = true }
 
 --- Split argv so that everything after `run SCRIPT` goes to the script as is.
@@ -410,7 +414,8 @@ function M.main(argv, info)
     return EXIT_USAGE
   end
   quarry.log.configure(args.log_level, args.log_format)
-  quarry.configure({ database_url = args.database_url, redis_url = args.redis_url })
+  quarry.configure({ database_url = args.database_url, redis_url = args.redis_url, pool_max = args.pool_max,
+                     idle_timeout_ms = args.idle_timeout, connect_timeout_ms = args.connection_timeout })
 
   local cmd = commands[args.command]
   local rok, code = xpcall(cmd, function(e)

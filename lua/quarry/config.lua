@@ -8,11 +8,13 @@ local M = {}
 M.settings = {
   { key = "database_url", env = "DATABASE_URL", default = nil,
     doc = "PostgreSQL URL; else libpq's PG* variables; else the embedded default" },
-  { key = "pool_max", env = "DB_POOL_MAX", default = 20, int = true, min = 1,
+  { key = "pool_max", env = "DB_POOL_MAX", default = 20, int = true, min = 1, flag = "--pool-max",
     doc = "most connections the pool opens" },
   { key = "idle_timeout_ms", env = "DB_IDLE_TIMEOUT", default = 30000, int = true, min = 1,
+    flag = "--idle-timeout",
     doc = "close a connection idle this long (ms)" },
   { key = "connect_timeout_ms", env = "DB_CONNECTION_TIMEOUT", default = 15000, int = true, min = 1,
+    flag = "--connection-timeout",
     doc = "longest wait for a connection, queueing plus connecting (ms)" },
   { key = "max_lifetime_ms", env = "DB_MAX_LIFETIME", default = 1800000, int = true, min = 1,
     doc = "replace a connection after this long, less up to 10% jitter (ms)" },
@@ -69,7 +71,9 @@ function M.resolve(flags, getenv)
       if e ~= nil and e ~= "" then v, from = e, s.env end
     end
     if v == nil then v, from = s.default, "default" end
-    if v ~= nil and s.int then v = parse_int(s, v, from == "flag" and ("--" .. s.key:gsub("_", "-")) or from) end
+    if v ~= nil and s.int then
+      v = parse_int(s, v, from == "flag" and (s.flag or ("--" .. s.key:gsub("_", "-"))) or from)
+    end
     cfg[s.key], source[s.key] = v, from
   end
   if cfg.cache ~= "on" and cfg.cache ~= "off" then

@@ -33,6 +33,20 @@ describe("quarry command line", function()
     assert.matches("DB_POOL_MAX must be an integer", err)
   end)
 
+  it("takes pool settings as flags, over the environment", function()
+    local _, err, code = h.quarry("--pool-max 0 db status", { DB_POOL_MAX = "5" })
+    assert.are.equal(2, code)
+    assert.matches("%-%-pool%-max must be an integer >= 1, got '0'", err)
+    local path = script("print(require('quarry').db:stats().max)\n")
+    local out
+    out, err, code = h.quarry("--pool-max 3 run " .. path, { DB_POOL_MAX = "7" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("3\n", out)
+    out = h.quarry("run " .. path, { DB_POOL_MAX = "7" })
+    assert.are.equal("7\n", out)
+    os.remove(path)
+  end)
+
   it("runs a script with its arguments and exits 0", function()
     local path = script([[
 local quarry = require "quarry"
@@ -82,8 +96,8 @@ print(quarry.db:query_one("SELECT $1::int * 2 AS v", tonumber(arg[1])).v)
     local redis = h.urls().REDIS_URL:match("^unix://(.*)$")
     os.execute(("ln -sf %s %s/.s.PGSQL.7777"):format(redis, dir))
     local path = script("require('quarry').db:query('SELECT 1')\n")
-    local _, err, code, secs = h.quarry("run " .. path,
-      { DATABASE_URL = "postgresql://u@/quarry?host=" .. dir .. "&port=7777", DB_CONNECTION_TIMEOUT = "700" })
+    local _, err, code, secs = h.quarry("--connection-timeout 700 run " .. path,
+      { DATABASE_URL = "postgresql://u@/quarry?host=" .. dir .. "&port=7777", DB_CONNECTION_TIMEOUT = "60000" })
     os.execute("rm -rf " .. dir)
     os.remove(path)
     assert.are.equal(3, code, err)
