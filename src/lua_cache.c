@@ -294,42 +294,18 @@ static int l_cache_subscribe(lua_State *L)
     return 1;
 }
 
-#define MSGBUF_MT "quarry.cache.messages"
-
 /* Messages gathered by c:poll before any Lua value is made: a raise while
- * hiredis holds a reply would leak it. Freed by __gc if a push raises. */
+ * hiredis holds a reply would leak it, so out of memory is only noted. */
 typedef struct {
-    char *data;
-    size_t len, cap;
+    qr_lua_buf *buf;
     int failed;
 } msgbuf;
-
-static int msgbuf_gc(lua_State *L)
-{
-    msgbuf *m = luaL_checkudata(L, 1, MSGBUF_MT);
-    free(m->data);
-    m->data = NULL;
-    return 0;
-}
 
 static void gather(void *ud, const char *msg, size_t len)
 {
     msgbuf *m = ud;
-    size_t need = sizeof len + len;
-    if (m->cap - m->len < need) {
-        size_t cap = m->cap ? m->cap * 2 : 512;
-        while (cap - m->len < need) cap *= 2;
-        char *d = realloc(m->data, cap);
-        if (!d) {
-            m->failed = 1;
-            return;
-        }
-        m->data = d;
-        m->cap = cap;
-    }
-    memcpy(m->data + m->len, &len, sizeof len);
-    memcpy(m->data + m->len + sizeof len, msg, len);
-    m->len += need;
+    if (qr_lua_buf_put(m->buf, &len, sizeof len) != 0 || qr_lua_buf_put(m->buf, msg, len) != 0)
+        m->failed = 1;
 }
 
 /* c:poll() -> n [, {message, ...}]: n = 0 nothing new, -1 no live
@@ -342,9 +318,7 @@ static int l_cache_poll(lua_State *L)
         lua_pushinteger(L, pending);
         return 1;
     }
-    msgbuf *m = lua_newuserdatauv(L, sizeof *m, 0);
-    *m = (msgbuf){NULL, 0, 0, 0};
-    luaL_setmetatable(L, MSGBUF_MT);
+    msgbuf mb = {qr_lua_buf_new(L), 0}, *m = &mb;
     int n = qr_cache_poll(c, gather, m);
     if (n <= 0 && !m->failed) {
         lua_pushinteger(L, n);
@@ -353,16 +327,17 @@ static int l_cache_poll(lua_State *L)
     if (m->failed) n = -1; /* some messages lost: the caller must assume the worst */
     lua_pushinteger(L, n);
     lua_createtable(L, n > 0 ? n : 0, 0);
+    qr_lua_buf *b = m->buf;
     size_t pos = 0;
-    for (int i = 1; pos < m->len; i++) {
+    for (int i = 1; pos + sizeof(size_t) <= b->len; i++) {
         size_t len;
-        memcpy(&len, m->data + pos, sizeof len);
-        lua_pushlstring(L, m->data + pos + sizeof len, len);
+        memcpy(&len, b->data + pos, sizeof len);
+        if (len > b->len - pos - sizeof len) break; /* cut short by out of memory */
+        lua_pushlstring(L, b->data + pos + sizeof len, len);
         lua_rawseti(L, -2, i);
         pos += sizeof len + len;
     }
-    free(m->data);
-    m->data = NULL;
+    qr_lua_buf_free(b);
     return 2;
 }
 
@@ -392,10 +367,6 @@ void qr_lua_open_cache(lua_State *L)
 {
     luaL_newmetatable(L, REPLY_MT);
     lua_pushcfunction(L, reply_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, MSGBUF_MT);
-    lua_pushcfunction(L, msgbuf_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     static const luaL_Reg methods[] = {

@@ -25,36 +25,14 @@
 #define CODEC_VERSION 1
 #define MAX_DEPTH 64
 
-#define WBUF_MT "quarry.codec.buffer"
-
-/* The encoder's output. Not a luaL_Buffer: encoding pushes table entries
- * between writes, which a luaL_Buffer (it may sit at the stack top) forbids.
- * It lives in a userdata so a raise mid-encode frees it through __gc. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-} wbuf;
-
-static int wbuf_gc(lua_State *L)
-{
-    wbuf *w = luaL_checkudata(L, 1, WBUF_MT);
-    free(w->data);
-    w->data = NULL;
-    return 0;
-}
+/* The encoder writes into a qr_lua_buf, not a luaL_Buffer: encoding pushes
+ * table entries between writes, which a luaL_Buffer (it may sit at the
+ * stack top) forbids. */
+typedef qr_lua_buf wbuf;
 
 static void put(lua_State *L, wbuf *w, const void *p, size_t n)
 {
-    if (w->cap - w->len < n) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap - w->len < n) cap *= 2;
-        char *d = realloc(w->data, cap);
-        if (!d) luaL_error(L, "out of memory encoding a value");
-        w->data = d;
-        w->cap = cap;
-    }
-    memcpy(w->data + w->len, p, n);
-    w->len += n;
+    if (qr_lua_buf_put(w, p, n) != 0) luaL_error(L, "out of memory encoding a value");
 }
 
 static void put_byte(lua_State *L, wbuf *w, int c)
@@ -153,15 +131,12 @@ static int l_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    wbuf *w = lua_newuserdatauv(L, sizeof *w, 0);
-    *w = (wbuf){NULL, 0, 0};
-    luaL_setmetatable(L, WBUF_MT);
+    wbuf *w = qr_lua_buf_new(L);
     put_byte(L, w, 'Q');
     put_byte(L, w, CODEC_VERSION);
     encode(L, w, 1, 0);
     lua_pushlstring(L, w->data, w->len);
-    free(w->data);
-    w->data = NULL;
+    qr_lua_buf_free(w);
     return 1;
 }
 
@@ -306,11 +281,6 @@ static int l_decode(lua_State *L)
 
 void qr_lua_open_codec(lua_State *L)
 {
-    if (luaL_newmetatable(L, WBUF_MT)) {
-        lua_pushcfunction(L, wbuf_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"encode", l_encode}, {"decode", l_decode}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

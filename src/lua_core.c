@@ -1,6 +1,7 @@
 /* lua_core.c - require "quarry.core": the module table and the error object. */
 #include "lua_quarry.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* tostring(err) -> "message (SQLSTATE xxxxx at character n); detail: ...; hint: ..." */
@@ -77,6 +78,47 @@ static int l_error_new(lua_State *L)
     lua_settop(L, 1);
     luaL_setmetatable(L, QR_ERROR_MT);
     return 1;
+}
+
+#define BUF_MT "quarry.buffer"
+
+static int buf_gc(lua_State *L)
+{
+    qr_lua_buf_free(luaL_checkudata(L, 1, BUF_MT));
+    return 0;
+}
+
+qr_lua_buf *qr_lua_buf_new(lua_State *L)
+{
+    qr_lua_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+    *b = (qr_lua_buf){NULL, 0, 0};
+    if (luaL_newmetatable(L, BUF_MT)) {
+        lua_pushcfunction(L, buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+int qr_lua_buf_put(qr_lua_buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void qr_lua_buf_free(qr_lua_buf *b)
+{
+    free(b->data);
+    *b = (qr_lua_buf){NULL, 0, 0};
 }
 
 int luaopen_quarry_core(lua_State *L)

@@ -27,6 +27,19 @@ void qr_lua_open_readline(lua_State *L);
 int qr_lua_raise(lua_State *L, const qr_error *e);
 void qr_lua_push_error(lua_State *L, const qr_error *e);
 
+/* A growable byte buffer owned by a userdata (pushed by qr_lua_buf_new), so
+ * a raise while it is in use frees it through __gc. qr_lua_buf_put never
+ * raises: it returns -1 when out of memory and the caller decides (raise,
+ * or note it where raising is unsafe). qr_lua_buf_free releases early. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} qr_lua_buf;
+
+qr_lua_buf *qr_lua_buf_new(lua_State *L);
+int qr_lua_buf_put(qr_lua_buf *b, const void *p, size_t n);
+void qr_lua_buf_free(qr_lua_buf *b);
+
 /* Decode a cache value (src/lua_codec.c) onto the stack: 1 with the value
  * pushed, or 0 with nothing pushed and *why set. Never raises on bad input. */
 int qr_lua_decode(lua_State *L, const char *s, size_t len, const char **why);

@@ -106,6 +106,20 @@ function M.all(root)
 end
 
 function M.find(root, name)
+  -- A plugin's file is named after it: load just that one when it is there
+  -- (the last folder wins, as in M.all); list them all only to say what exists.
+  if name:match("^[%a_][%w_]*$") then
+    local dirs = plugin_dirs(root)
+    for i = #dirs, 1, -1 do
+      local path = dirs[i] .. "/" .. name .. ".lua"
+      local f = io.open(path, "r")
+      if f then
+        f:close()
+        local p = M.load_file(path)
+        if p.name == name then return p end
+      end
+    end
+  end
   local all = M.all(root)
   local p = all[name]
   if not p then
