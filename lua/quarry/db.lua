@@ -28,6 +28,19 @@ function M.caller()
   return own
 end
 
+--- An SQL identifier, quoted: table, column and partition names never reach
+-- SQL text any other way.
+function M.ident(name)
+  return '"' .. tostring(name):gsub('"', '""') .. '"'
+end
+
+--- Identifiers, quoted and joined by ", ".
+function M.idents(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = M.ident(n) end
+  return table.concat(q, ", ")
+end
+
 local function keep(err)
   return err
 end

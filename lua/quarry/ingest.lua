@@ -94,11 +94,7 @@ local function open_csv(path, expected)
   return f, cols, size
 end
 
-local function ident_list(cols)
-  local q = {}
-  for i, c in ipairs(cols) do q[i] = '"' .. c .. '"' end -- checked against a fixed list above
-  return table.concat(q, ", ")
-end
+local ident_list = require("quarry.db").idents
 
 -- Turn a COPY error into one naming the file line, where PostgreSQL said.
 local function copy_error(path, err)

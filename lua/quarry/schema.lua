@@ -90,4 +90,27 @@ CREATE OR REPLACE FUNCTION quarry_try_bool(t text) RETURNS boolean LANGUAGE sql 
 $$;
 ]],
   },
+  {
+    version = 3,
+    name = "partition executor: checkpoints and the change log of tables being partitioned",
+    sql = [[
+-- One row per table with a partition apply in progress or done and kept
+-- reversible; last_key is the checkpoint of the batched copy.
+CREATE TABLE quarry_partition_state (
+  table_name  text PRIMARY KEY,
+  phase       text NOT NULL CHECK (phase IN ('copying', 'built', 'swapped')),
+  last_key    bigint,
+  rows_copied bigint NOT NULL DEFAULT 0,
+  started_at  timestamptz NOT NULL DEFAULT now(),
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Keys of rows written to a table while its copy runs, for the catch-up.
+CREATE TABLE quarry_partition_changes (
+  seq        bigserial PRIMARY KEY,
+  table_name text NOT NULL,
+  row_key    bigint NOT NULL
+);
+CREATE INDEX quarry_partition_changes_table_idx ON quarry_partition_changes (table_name, seq);
+]],
+  },
 }

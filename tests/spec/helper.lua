@@ -24,6 +24,25 @@ end
 
 function M.db(opts) return dbmod.new(M.pool(opts)) end
 
+--- A database of its own (dropped and created afresh) on the test server,
+-- for specs that rename or restructure tables. Returns its URL and a Db.
+function M.scratch_database(name)
+  assert(name:match("^[%l_]+$"))
+  local admin = M.db()
+  admin:exec(("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(name))
+  admin:exec(("CREATE DATABASE %s"):format(name))
+  admin:close()
+  local url = M.database_url():gsub("^(postgresql://[^/]*/)[^?]*", "%1" .. name)
+  return url, dbmod.new(core.pool_new({ conninfo = url, max_size = 5, connect_timeout_ms = 5000 },
+    core.timings_new()))
+end
+
+function M.drop_database(name)
+  local admin = M.db()
+  admin:exec(("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(name))
+  admin:close()
+end
+
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 function M.tmpname(suffix)

@@ -49,27 +49,26 @@ M.daily = {
 }
 
 -- Month and year summaries share one shape; only the truncation differs.
+-- The bounds are written out (not a CTE) so the planner sees constants and
+-- prunes partitions other than the month's or year's.
 local function period_summary(unit, label, fmt)
   return {
     params = { unit },
     sql = ([[
-    WITH bounds AS (
-      SELECT $1::date AS first_day, ($1::date + interval '1 %s' - interval '1 day')::date AS last_day
-    ),
-    period_curtailment AS (
+    WITH period_curtailment AS (
       SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
              COUNT(DISTINCT settlement_period) AS period_count, COUNT(DISTINCT farm_id) AS farm_count,
              SUM(ABS(volume)) AS total_volume, SUM(payment) AS total_payment
-      FROM curtailment_records, bounds
-      WHERE settlement_date BETWEEN first_day AND last_day
+      FROM curtailment_records
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
       GROUP BY DATE_TRUNC('%s', settlement_date)
     ),
     period_bitcoin AS (
       SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
              COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin_mined) AS total_bitcoin,
              AVG(difficulty) AS avg_difficulty
-      FROM historical_bitcoin_calculations, bounds
-      WHERE settlement_date BETWEEN first_day AND last_day
+      FROM historical_bitcoin_calculations
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
       GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
     )
     SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
@@ -79,7 +78,7 @@ local function period_summary(unit, label, fmt)
     FROM period_curtailment pc
     LEFT JOIN period_bitcoin pb ON pc.period = pb.period
     GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
-      :format(unit, unit, unit, unit, unit, fmt, label),
+      :format(unit, unit, unit, unit, unit, unit, fmt, label),
   }
 end
 

@@ -1,0 +1,43 @@
+--- Partition plans: how each big table is range-partitioned. Edit here;
+-- `quarry partition plan` shows what a change would do before `apply`.
+--
+--   key          the partition key column (a date)
+--   interval     "year" or "month": one partition per interval
+--   ahead        how many partitions past today (or the newest row) to keep ready
+--   default      a default partition catches rows no partition covers yet;
+--                `quarry partition maintain` moves them to their own
+--   batch_key    a unique bigint column: the copy walks it in committed batches
+--   primary_key, unique, indexes: column lists; every primary or unique key
+--                must contain the partition key (PostgreSQL enforces
+--                uniqueness per partition only)
+--   retain       optional: detach partitions whose whole range is older than
+--                this many intervals (they stay as plain tables)
+return {
+  curtailment_records = {
+    key = "settlement_date",
+    interval = "year",
+    ahead = 1,
+    default = true,
+    batch_key = "id",
+    primary_key = { "id", "settlement_date" },
+    unique = {},
+    indexes = {
+      { "settlement_date" },
+      { "farm_id", "settlement_date" },
+      { "lead_party_name", "settlement_date" },
+    },
+  },
+  historical_bitcoin_calculations = {
+    key = "settlement_date",
+    interval = "year",
+    ahead = 1,
+    default = true,
+    batch_key = "id",
+    primary_key = { "id", "settlement_date" },
+    unique = { { "settlement_date", "settlement_period", "farm_id", "miner_model" } },
+    indexes = {
+      { "settlement_date", "miner_model" },
+      { "farm_id", "settlement_date" },
+    },
+  },
+}

@@ -1,0 +1,235 @@
+-- lua/quarry/partition.lua through `quarry partition`: on a seeded database
+-- of its own (the spec renames the big tables), apply keeps every row and
+-- every report figure, survives a kill mid-copy, catches up rows written
+-- meanwhile, prunes, maintains and rolls back.
+local h = require "spec.helper"
+local partition = require "quarry.partition"
+
+local DBNAME = "quarry_partition_spec"
+local URL, db
+local TABLES = { "curtailment_records", "historical_bitcoin_calculations" }
+
+local function q(args) return h.quarry(args, { DATABASE_URL = URL }) end
+
+local function relkind(name)
+  local r = db:query_one("SELECT relkind::text AS k FROM pg_class WHERE oid = to_regclass($1)", name)
+  return r and r.k
+end
+
+-- Every row of both tables (count, sums, checksum over every column in
+-- declared order) and the reports' figures.
+local function fingerprint()
+  local fp = {}
+  for _, t in ipairs(TABLES) do
+    local cols = {}
+    for _, r in ipairs(db:query([[SELECT attname::text AS c FROM pg_attribute WHERE attrelid = $1::regclass
+        AND attnum > 0 AND NOT attisdropped ORDER BY attnum]], t)) do
+      cols[#cols + 1] = '"' .. r.c .. '"'
+    end
+    local measure = t == TABLES[1] and "volume" or "bitcoin_mined"
+    fp[t] = db:query_one(([[SELECT count(*) AS n, sum(%s)::text AS total,
+      sum(hashtextextended(ROW(%s)::text, 0)::numeric)::text AS checksum FROM %s]])
+      :format(measure, table.concat(cols, ", "), t))
+  end
+  for _, args in ipairs({ "monthly --month 2024-01", "monthly --month 2023-12", "yearly --year 2024",
+                          "daily --date 2024-01-10", "farms --month 2024-01", "miners --year 2023" }) do
+    local out, err, code = q("report " .. args .. " --format json --no-cache")
+    assert(code == 0, err)
+    fp[args] = out
+  end
+  return fp
+end
+
+-- Relations an EXPLAIN (FORMAT JSON) plan scans.
+local function scanned(plan, out)
+  out = out or {}
+  if plan["Relation Name"] then out[plan["Relation Name"]] = true end
+  for _, sub in ipairs(plan.Plans or {}) do scanned(sub, out) end
+  return out
+end
+
+describe("partition", function()
+  setup(function()
+    URL, db = h.scratch_database(DBNAME)
+    local _, err, code = q("db seed --from 2023-12-01 --to 2024-01-31")
+    assert(code == 0, err)
+  end)
+
+  teardown(function()
+    db:close()
+    h.drop_database(DBNAME)
+  end)
+
+  it("refuses a plan whose keys lack the partition key", function()
+    local plan = { key = "settlement_date", interval = "year", ahead = 1, batch_key = "id",
+                   primary_key = { "id" } }
+    local ok, err = pcall(partition.check_plan, "curtailment_records", plan)
+    assert.is_false(ok)
+    assert.matches("primary key %(id%) lacks the partition key settlement_date", tostring(err))
+    plan.primary_key = { "id", "settlement_date" }
+    plan.unique = { { "settlement_period", "farm_id" } }
+    ok, err = pcall(partition.check_plan, "curtailment_records", plan)
+    assert.is_false(ok)
+    assert.matches("unique key %(settlement_period, farm_id%) lacks the partition key", tostring(err))
+    plan.interval = "week"
+    assert.is_false(pcall(partition.check_plan, "curtailment_records", plan))
+    local _, perr, code = q("partition plan no_such_table")
+    assert.are.equal(2, code)
+    assert.matches("no partition plan for 'no_such_table'", perr)
+  end)
+
+  it("plan prints the DDL and the rows per partition, and changes nothing", function()
+    local out, err, code = q("partition plan curtailment_records")
+    assert.are.equal(0, code, err)
+    assert.matches('PARTITION BY RANGE %("settlement_date"%)', out)
+    assert.matches('curtailment_records_y2023%s+%[2023%-01%-01, 2024%-01%-01%)%s+%d+ rows', out)
+    assert.matches('PRIMARY KEY %("id", "settlement_date"%)', out)
+    assert.are.equal("r", relkind("curtailment_records"))
+    assert.is_nil(relkind("curtailment_records_partitioned"))
+  end)
+
+  it("apply survives a kill mid-copy, catches up writes made meanwhile, and keeps every figure", function()
+    -- Small batches, so the copy is still running when it is killed.
+    local pidfile = h.tmpname(".pid")
+    os.execute(("DATABASE_URL=%s %s partition apply curtailment_records --batch-size 100 >/dev/null 2>&1 & "
+      .. "echo $! > %s"):format(h.shell_quote(URL), h.shell_quote(h.bin), pidfile))
+    local pid = assert(tonumber(h.read(pidfile)))
+    os.remove(pidfile)
+    for _ = 1, 500 do
+      local st = db:query_one("SELECT rows_copied FROM quarry_partition_state WHERE table_name = $1",
+        "curtailment_records")
+      if st and st.rows_copied > 0 then break end
+      h.sleep(0.01)
+    end
+    os.execute("kill -9 " .. pid)
+    h.sleep(0.2)
+    local total = db:query_one("SELECT count(*) AS n FROM curtailment_records").n
+    local st = db:query_one("SELECT phase, rows_copied FROM quarry_partition_state WHERE table_name = $1",
+      "curtailment_records")
+    assert.are.equal("copying", st.phase)
+    assert.is_true(st.rows_copied > 0 and st.rows_copied < total, "killed mid-copy")
+    assert.are.equal("r", relkind("curtailment_records")) -- the original is still the table readers use
+
+    -- Writes while the apply is stopped: to rows already copied, and new rows.
+    local low = db:query_one("SELECT min(id) AS id FROM curtailment_records").id
+    db:exec("UPDATE curtailment_records SET volume = -999.5 WHERE id = $1", low)
+    db:exec("DELETE FROM curtailment_records WHERE id = $1", low + 1)
+    local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
+      .. "payment,original_price,final_price,so_flag,cadl_flag\n"
+      .. "2024-01-20,7,T_SGRWO-1,Seagreen Wind Energy Limited,-12.5,-60,-5,-5,true,false\n")
+    local _, err, code = q("ingest curtailment " .. csv)
+    os.remove(csv)
+    assert.are.equal(0, code, err)
+    local expected = fingerprint()
+
+    local out
+    out, err, code = q("partition apply --batch-size 20000")
+    assert.are.equal(0, code, err)
+    assert.matches("curtailment_records: partitioned; %d+ row%(s%) copied .-, [1-9]%d* caught up", out)
+    assert.matches("historical_bitcoin_calculations: partitioned", out)
+    assert.matches("continuing the apply", err)
+    for _, t in ipairs(TABLES) do
+      assert.are.equal("p", relkind(t))
+      assert.are.equal("r", relkind(t .. "_unpartitioned"))
+    end
+    assert.are.equal("-999.5", db:query_one("SELECT volume::text AS v FROM curtailment_records WHERE id = $1",
+      low).v)
+    assert.is_nil(db:query_one("SELECT 1 AS x FROM curtailment_records WHERE id = $1", low + 1))
+    assert.are.same(expected, fingerprint())
+    local uniq = db:query_one([[SELECT count(*) AS n FROM pg_constraint WHERE conrelid =
+      'historical_bitcoin_calculations'::regclass AND contype = 'u']]).n
+    assert.are.equal(1, uniq)
+
+    out, err, code = q("partition verify")
+    assert.are.equal(0, code, err)
+    assert.matches("curtailment_records: %d+ partition%(s%), identical to curtailment_records_unpartitioned", out)
+  end)
+
+  it("refuses a second apply", function()
+    local _, err, code = q("partition apply curtailment_records")
+    assert.are.equal(2, code)
+    assert.matches("curtailment_records is already partitioned", err)
+  end)
+
+  it("prunes: one month's summary scans only the partition holding that month", function()
+    local summaries = require "quarry.defs.summaries"
+    for _, s in ipairs({ summaries.monthly, summaries.yearly }) do
+      local plan = db:query_one("EXPLAIN (FORMAT JSON) " .. s.sql, "2024-01-01")["QUERY PLAN"][1].Plan
+      local rels = scanned(plan)
+      local names = {}
+      for r in pairs(rels) do names[#names + 1] = r end
+      table.sort(names)
+      assert.are.same({ "curtailment_records_y2024", "historical_bitcoin_calculations_y2024" }, names)
+    end
+  end)
+
+  it("keeps the kept plain table in step, and verify catches a difference", function()
+    local _, err, code = q("partition verify curtailment_records")
+    assert.are.equal(0, code, err)
+    -- A write to the plain table alone (bypassing the mirror) is a difference.
+    db:exec("UPDATE curtailment_records_unpartitioned SET payment = payment + 1 WHERE id = "
+      .. "(SELECT max(id) FROM curtailment_records_unpartitioned WHERE settlement_date < '2024-01-01')")
+    _, err, code = q("partition verify curtailment_records")
+    assert.are.equal(1, code)
+    assert.matches("curtailment_records_y2023 from 2023%-01%-01: %d+ vs %d+ rows %(checksums differ%)", err)
+    db:exec("UPDATE curtailment_records_unpartitioned SET payment = payment - 1 WHERE id = "
+      .. "(SELECT max(id) FROM curtailment_records_unpartitioned WHERE settlement_date < '2024-01-01')")
+  end)
+
+  it("maintain creates partitions ahead and empties the default partition; again, it does nothing", function()
+    -- Rows no partition covers land in the default partition.
+    db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
+      original_price, final_price) VALUES ('2031-06-01', 3, 'T_X', -1, -1, -1, -1),
+      ('2019-06-01', 4, 'T_X', -2, -2, -1, -1)]])
+    assert.are.equal(2, db:query_one("SELECT count(*) AS n FROM curtailment_records_default").n)
+    local _, out, err, code
+    out, err, code = q("partition maintain curtailment_records")
+    assert.are.equal(0, code, err)
+    assert.matches("created curtailment_records_y2031 and moved 1 row%(s%)", out)
+    assert.matches("created curtailment_records_y2019 and moved 1 row%(s%)", out)
+    assert.matches("created curtailment_records_y2032", out) -- ahead = 1 past the newest row
+    assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM curtailment_records_default").n)
+    assert.are.equal(1, db:query_one("SELECT count(*) AS n FROM curtailment_records_y2031").n)
+    out, err, code = q("partition maintain")
+    assert.are.equal(0, code, err)
+    assert.matches("curtailment_records: nothing to do", out)
+    assert.matches("historical_bitcoin_calculations: nothing to do", out)
+    _, err, code = q("partition verify curtailment_records")
+    assert.are.equal(0, code, err)
+  end)
+
+  it("rollback brings back plain tables holding every row, including those written after the swap", function()
+    local before = fingerprint()
+    local _, out, err, code
+    out, err, code = q("partition rollback")
+    assert.are.equal(0, code, err)
+    assert.matches("curtailment_records: a plain table again", out)
+    for _, t in ipairs(TABLES) do
+      assert.are.equal("r", relkind(t))
+      assert.is_nil(relkind(t .. "_unpartitioned"))
+    end
+    assert.are.same(before, fingerprint())
+    -- The id sequence survived (owned by the plain table again).
+    db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
+      original_price, final_price) VALUES ('2024-01-02', 3, 'T_X', -1, -1, -1, -1)]])
+    _, err, code = q("partition rollback curtailment_records")
+    assert.are.equal(2, code)
+    assert.matches("not partitioned; nothing to roll back", err)
+  end)
+
+  it("rollback abandons an unfinished apply, leaving the table as it was", function()
+    local before = fingerprint()
+    local ok = pcall(partition.apply, db, "curtailment_records", partition.plans("curtailment_records")[1].plan,
+      { batch_size = 1000, after_batch = function() error("stopped") end })
+    assert.is_false(ok)
+    assert.are.equal("p", relkind("curtailment_records_partitioned"))
+    local out, err, code = q("partition rollback curtailment_records")
+    assert.are.equal(0, code, err)
+    assert.matches("unfinished apply abandoned", out)
+    assert.is_nil(relkind("curtailment_records_partitioned"))
+    -- No trigger is left behind: writes are not logged any more.
+    db:exec("UPDATE curtailment_records SET payment = payment WHERE id = (SELECT min(id) FROM curtailment_records)")
+    assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM quarry_partition_changes").n)
+    assert.are.same(before, fingerprint())
+  end)
+end)
