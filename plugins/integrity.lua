@@ -72,6 +72,13 @@ return {
       SELECT * FROM missing_bitcoin UNION ALL SELECT * FROM orphans UNION ALL SELECT * FROM stale_difficulty
       UNION ALL SELECT * FROM wrong_reward UNION ALL SELECT * FROM thin_days
       ORDER BY 1, 2, 3]], from, to)
+    -- Days whose rollup rows disagree with their raw rows (a write made
+    -- outside quarry): 'quarry rollup refresh --date D' mends them.
+    for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do
+      rows[#rows + 1] = { problem = "rollup days that disagree with their rows", date = m.settlement_date,
+                          detail = m.rollup .. " rollup: run quarry rollup refresh --date " .. m.settlement_date,
+                          count = 1 }
+    end
     return { rows = rows, fields = rows.fields,
              title = ("Integrity of %s..%s: %d problem row(s)"):format(from, to, #rows) }
   end,

@@ -87,6 +87,8 @@ local function build_parser(info)
   report:option("--format", "table, csv, json or html.", "table"):choices({ "table", "csv", "json", "html" })
   report:option("-o --output", "Write to this file instead of standard output.")
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
+  report:flag("--direct", "Read the raw rows instead of the day-grain rollups (slow; for checking). "
+    .. "Implies --no-cache.")
   p:command("plugins", "List the reports with their descriptions and params.")
   p:command("shell", "An interactive Lua prompt with quarry loaded; query results print as tables.")
   p:command("demo", "Start the embedded services, migrate, seed three months, print the monthly report "
@@ -124,6 +126,20 @@ local function build_parser(info)
   for _, c in ipairs({ apply, rollback, maintain }) do
     c:option("--lock-timeout", "Longest wait for a lock, ms; waits retry.", "2000")
   end
+
+  local rollup = p:command("rollup", "The day-grain rollups the summaries read (declared in "
+    .. "lua/quarry/defs/summaries.lua); quarry's own writes keep them exact.")
+    :command_target("rollup_command")
+  local function range_opts(c)
+    c:option("--from", "First settlement date (YYYY-MM-DD).")
+    c:option("--to", "Last settlement date (YYYY-MM-DD).")
+    c:option("--date", "One settlement date (YYYY-MM-DD).")
+  end
+  range_opts(rollup:command("rebuild", "Recompute the rollups from the raw rows (all dates, or a range)."))
+  range_opts(rollup:command("verify", "Compare the rollups with the raw rows and the direct CTE; exit 1 naming "
+    .. "the dates that differ."))
+  range_opts(rollup:command("refresh", "Recompute the rollups of dates changed outside quarry (psql) and "
+    .. "invalidate their cached reports."))
 
   local cache = p:command("cache", "The shared Redis cache."):command_target("cache_command")
   cache:command("stats", "Hits, misses, computes, lock waits, early refreshes, errors, keys and bytes.")
@@ -362,6 +378,47 @@ function commands.partition(args)
   return 0
 end
 
+function commands.rollup(args)
+  local rollup = require "quarry.rollup"
+  local rules = require "quarry.rules"
+  local db = quarry.db
+  require("quarry.migrate").require_current(db)
+  for _, k in ipairs({ "from", "to", "date" }) do
+    if args[k] and not rules.check_date(args[k]) then
+      usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k]))
+    end
+  end
+  if args.date and (args.from or args.to) then usage_error("give --date or --from/--to, not both") end
+  local from, to = args.date or args.from, args.date or args.to
+  if from and to and from > to then usage_error("--from is after --to") end
+  local sub = args.rollup_command
+  if sub == "refresh" and not (from or to) then usage_error("rollup refresh needs --date D or --from D --to D") end
+  if sub == "verify" then
+    local diffs = rollup.verify(db, from, to)
+    if #diffs == 0 then
+      print(("rollups match the raw rows%s"):format(from and (" from " .. from .. " to " .. (to or "the end")) or ""))
+      return 0
+    end
+    for _, d in ipairs(diffs) do print(("%s  %s"):format(d.date, d.what)) end
+    local dates = {}
+    for i, d in ipairs(diffs) do if i <= 5 then dates[#dates + 1] = d.date end end
+    error(quarry.error({ code = "mismatch", message = ("rollups differ from the raw rows on %d date(s): %s%s; run "
+      .. "'quarry rollup refresh --date D'"):format(#diffs, table.concat(dates, ", "),
+      #diffs > 5 and ", ..." or "") }), 0)
+  end
+  local tty = require("quarry.core").isatty(2)
+  local dates = rollup.rebuild(db, from, to, function(done, total)
+    if tty then io.stderr:write(("\rrollup: %d/%d date(s)"):format(done, total)) end
+  end)
+  if tty and #dates > 0 then io.stderr:write("\n") end
+  local c = cache_if_on()
+  if c and #dates > 0 then
+    for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations" }) do rules.apply(c, t, dates) end
+  end
+  print(("rollups recomputed for %d date(s)"):format(#dates))
+  return 0
+end
+
 local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
 
 -- Write a report: whole file or nothing for ordinary files (a temporary
@@ -395,7 +452,7 @@ function commands.report(args, info)
   local db = quarry.db
   require("quarry.migrate").require_current(db)
   local p = report.params(plugin, raw, db)
-  local run = report.run(db, cache_if_on(), plugin, p, { no_cache = args.no_cache })
+  local run = report.run(db, cache_if_on(), plugin, p, { no_cache = args.no_cache, direct = args.direct })
   write_output(formats.render(run.result, args.format), args.output)
   if args.output then
     io.stderr:write(("wrote %s (%s)\n"):format(args.output, run.cached and "cached" or "computed"))

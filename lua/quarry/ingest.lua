@@ -9,6 +9,7 @@
 local core = require "quarry.core"
 local log = require "quarry.log"
 local mining = require "quarry.mining"
+local rollup = require "quarry.rollup"
 local rules = require "quarry.rules"
 
 local M = {}
@@ -160,13 +161,7 @@ local function stage(tx, path, f, cols, size, expected, check)
   return rows
 end
 
--- Dates in staging are locked in order, so two ingests of the same date take
--- turns and two of different dates never wait for each other (or deadlock).
-local function lock_dates(tx, dates)
-  for _, d in ipairs(dates) do
-    tx:exec("SELECT pg_advisory_xact_lock(hashtext('quarry.date'), $1::date - DATE '2000-01-01')", d)
-  end
-end
+local lock_dates = rollup.lock_dates
 
 local function apply_rules(cache, tables, dates)
   if not cache or #dates == 0 then return end
@@ -197,6 +192,7 @@ function M.curtailment(db, path, cache)
              quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), ''))
       FROM quarry_stage ORDER BY line]])
     result.bitcoin_rows = mining.recalculate(tx, dates)
+    rollup.refresh(tx, dates)
   end)
   f:close()
   if not ok then error(err, 0) end
@@ -258,6 +254,7 @@ function M.difficulty(db, path, cache)
     result.dates = dates
     lock_dates(tx, dates)
     result.bitcoin_rows = mining.recalculate(tx, dates)
+    rollup.refresh(tx, dates, { "bitcoin" })
   end)
   f:close()
   if not ok then error(err, 0) end

@@ -26,7 +26,7 @@ function M.up(db, progress)
         return
       end
       if progress then progress(m) end
-      tx:exec(m.sql)
+      tx:exec(type(m.sql) == "function" and m.sql() or m.sql)
       tx:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name)
       ran[#ran + 1] = m.version
     end)

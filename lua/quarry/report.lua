@@ -7,6 +7,7 @@
 -- through ctx: ctx.query / ctx.query_one (inside a read-only transaction)
 -- and ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
 local core = require "quarry.core"
+local rollup = require "quarry.rollup"
 local rules = require "quarry.rules"
 local summaries_defs = require "quarry.defs.summaries"
 
@@ -239,6 +240,9 @@ local function make_summaries(tx)
     end
   end
   s.join_cte = summaries_defs.join_cte
+  s.rollup_mismatches = function(from, to)
+    return tx:query({ name = "rollup.verify", sql = rollup.mismatch_sql() }, from, to)
+  end
   return s
 end
 
@@ -248,14 +252,19 @@ local BY_LABEL = { day = "settlement_date", month = "month", farm = "farm_id", l
 -- ctx.breakdown(by, p [, miner]): curtailment and bitcoin over the period
 -- of p grouped `by` (day, month, farm, lead_party, period, all), with one
 -- bitcoin column per miner model (or just `miner`).
-local function breakdown(tx, by, p, miner)
+-- Read from the day-grain rollups unless direct is asked for or the grouping
+-- needs finer grain (settlement period) or lead parties mix within a farm-day.
+local function breakdown(tx, by, p, miner, direct)
   local from, to = M.range(p)
   if not from then usage("this report needs --date, --month or --year") end
-  local sql = summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
+  local sql = not direct and summaries_defs.breakdown_rollup_sql(by, p.lead_party ~= nil) or nil
+  if sql and sql.party and rollup.mixed_parties(tx, from, to) then sql = nil end
+  sql = sql or summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
   local n = sql.party and 4 or 3
   local args = { from, to, p.farm, p.lead_party }
-  local c = tx:query({ name = "breakdown." .. by, sql = sql.curtailment }, table.unpack(args, 1, n))
-  local b = tx:query({ name = "breakdown.bitcoin." .. by, sql = sql.bitcoin }, table.unpack(args, 1, n))
+  local tag = (sql.rollup and "rollup." or "breakdown.") .. by .. (sql.party and ".party" or "")
+  local c = tx:query({ name = tag, sql = sql.curtailment }, table.unpack(args, 1, n))
+  local b = tx:query({ name = tag .. ".bitcoin", sql = sql.bitcoin }, table.unpack(args, 1, n))
   local models = {}
   if miner then models[1] = miner
   else
@@ -316,8 +325,10 @@ local function result_of(plugin, out, p)
            chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
 end
 
---- Run a plugin: {result=, cached=}. opts: no_cache.
+--- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw
+-- rows, not the rollups: slow, for checking).
 function M.run(db, cache, plugin, p, opts)
+  opts = opts or {}
   local function compute()
     local ok, res = db:transaction(function(tx)
       local ctx = {
@@ -325,14 +336,16 @@ function M.run(db, cache, plugin, p, opts)
         query_one = function(sql, ...) return tx:query_one(sql, ...) end,
         summaries = make_summaries(tx),
         range = M.range,
-        breakdown = function(by, params, miner) return breakdown(tx, by, params, miner) end,
+        breakdown = function(by, params, miner) return breakdown(tx, by, params, miner, opts.direct) end,
       }
       return with_limit(plugin, function() return result_of(plugin, plugin.run(ctx, p), p) end)
     end, { read_only = true })
     if not ok then error(res, 0) end
     return res
   end
-  if not plugin.cache or (opts and opts.no_cache) or not cache then return { result = compute(), cached = false } end
+  if not plugin.cache or opts.no_cache or opts.direct or not cache then
+    return { result = compute(), cached = false }
+  end
   local computed = false
   local res = cache:get_or_compute(M.cache_key(plugin, p), cache.TTL[plugin.cache.ttl], function()
     computed = true

@@ -113,4 +113,9 @@ CREATE TABLE quarry_partition_changes (
 CREATE INDEX quarry_partition_changes_table_idx ON quarry_partition_changes (table_name, seq);
 ]],
   },
+  {
+    version = 4,
+    name = "day-grain rollups (declared in defs/summaries.lua), filled from the rows already there",
+    sql = function() return require("quarry.rollup").ddl() end,
+  },
 }

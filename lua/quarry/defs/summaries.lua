@@ -85,6 +85,108 @@ end
 M.monthly = period_summary("month", "year_month", "YYYY-MM")
 M.yearly = period_summary("year", "year", "YYYY")
 
+-- ---- the day-grain rollups ----
+--
+-- Per settlement date, what every summary above needs, so a month or a year
+-- reads a few hundred or thousand rows instead of millions. Each rollup is
+-- one SELECT ... GROUP BY over its source rows of some dates; quarry's
+-- writes (ingest, difficulty, seed) rerun it for exactly the dates they
+-- touch, in their own transaction. Measures are exact: sums of numeric, and
+-- distinct counts kept as sets (a bitmask of settlement periods 1-50; farms
+-- are part of the grain), never as counts that cannot be added.
+M.rollups = {
+  {
+    name = "curtailment",
+    table = "rollup_curtailment_day",
+    source = "curtailment_records",
+    grain = { { "settlement_date", "date" }, { "farm_id", "text" }, { "lead_party_name", "text" } },
+    measures = {
+      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
+      { "acceptances", "integer", "count(*)::integer" },
+      { "volume_abs", "numeric", "sum(abs(volume))" },
+      { "payment", "numeric", "sum(payment)" },
+      { "payment_abs", "numeric", "sum(abs(payment))" },
+    },
+  },
+  {
+    name = "bitcoin",
+    table = "rollup_bitcoin_day",
+    source = "historical_bitcoin_calculations",
+    grain = { { "settlement_date", "date" }, { "farm_id", "text" }, { "miner_model", "text" } },
+    measures = {
+      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
+      { "calculations", "integer", "count(*)::integer" },
+      { "bitcoin", "numeric", "sum(bitcoin_mined)" },
+      { "difficulty_sum", "numeric", "sum(difficulty)" },
+      { "difficulty_max", "numeric", "max(difficulty)" },
+    },
+  },
+}
+
+-- The number of periods in a bitmask.
+local function periods(mask) return ("bit_count((%s)::bit(64))"):format(mask) end
+
+--- The monthly and yearly summaries over the rollups: the same columns and,
+-- digit for digit, the same figures as M.monthly and M.yearly.
+local function period_summary_rollup(unit, label, fmt)
+  return {
+    params = { unit },
+    sql = ([[
+    WITH period_curtailment AS (
+      SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
+             %s AS period_count, COUNT(DISTINCT farm_id) AS farm_count,
+             SUM(volume_abs) AS total_volume, SUM(payment) AS total_payment
+      FROM rollup_curtailment_day
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
+      GROUP BY DATE_TRUNC('%s', settlement_date)
+    ),
+    period_bitcoin AS (
+      SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
+             COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin) AS total_bitcoin,
+             SUM(difficulty_sum) / SUM(calculations) AS avg_difficulty
+      FROM rollup_bitcoin_day
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
+      GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
+    )
+    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
+           pc.total_volume, pc.total_payment,
+           json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
+                                      'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
+    FROM period_curtailment pc
+    LEFT JOIN period_bitcoin pb ON pc.period = pb.period
+    GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
+      :format(unit, periods("bit_or(period_mask)"), unit, unit, unit, unit, unit, fmt, label),
+  }
+end
+
+M.monthly_rollup = period_summary_rollup("month", "year_month", "YYYY-MM")
+M.yearly_rollup = period_summary_rollup("year", "year", "YYYY")
+
+M.daily_rollup = {
+  params = { "date" },
+  sql = ([[
+    WITH daily_curtailment AS (
+      SELECT settlement_date, %s AS period_count,
+             COUNT(DISTINCT farm_id) AS farm_count, SUM(volume_abs) AS total_volume,
+             SUM(payment) AS total_payment
+      FROM rollup_curtailment_day WHERE settlement_date = $1::date
+      GROUP BY settlement_date
+    ),
+    daily_bitcoin AS (
+      SELECT settlement_date, miner_model, %s AS period_count,
+             SUM(bitcoin) AS total_bitcoin, MAX(difficulty_max) AS max_difficulty
+      FROM rollup_bitcoin_day WHERE settlement_date = $1::date
+      GROUP BY settlement_date, miner_model
+    )
+    SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
+           json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
+                                      'difficulty', db.max_difficulty) ORDER BY db.miner_model) AS miner_data
+    FROM daily_curtailment dc
+    LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
+    GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]])
+    :format(periods("bit_or(period_mask)"), periods("bit_or(period_mask)")),
+}
+
 --- Mining potential per day over $1..$2 for miner $3, optionally one farm
 -- ($4) or one lead party ($5): the breakdown rows of the reports.
 M.daily_rows = {
@@ -166,6 +268,59 @@ function M.breakdown_sql(by, party)
       GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
   end
   return { curtailment = curtailment, bitcoin = bitcoin, party = party }
+end
+
+--- The same breakdowns over the day-grain rollups, column for column and
+-- digit for digit; nil for a grouping the day grain cannot answer
+-- (settlement period). Farm-periods and periods come from the period
+-- bitmasks: OR-ed per farm and day (or per day), then counted.
+local ROLLUP_GROUPS = {
+  day = "settlement_date::text",
+  month = "to_char(settlement_date, 'YYYY-MM')",
+  farm = "farm_id",
+  lead_party = "coalesce(lead_party_name, '(none)')",
+  all = "'total'",
+}
+
+function M.breakdown_rollup_sql(by, party)
+  local g = ROLLUP_GROUPS[by]
+  if not g then return nil end
+  party = party or by == "lead_party"
+  local curtailment = ([[
+      WITH f AS (  -- one row per key, day and farm
+        SELECT %s AS key, settlement_date, farm_id, bit_or(period_mask) AS mask,
+               SUM(volume_abs) AS mwh, SUM(payment_abs) AS paid, SUM(acceptances) AS n
+        FROM rollup_curtailment_day
+        WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3) %s
+        GROUP BY 1, settlement_date, farm_id
+      ),
+      d AS (
+        SELECT key, SUM(%s)::bigint AS periods
+        FROM (SELECT key, settlement_date, bit_or(mask) AS m FROM f GROUP BY 1, 2) x GROUP BY key
+      )
+      SELECT key, COUNT(DISTINCT farm_id) AS farms, d.periods, SUM(%s)::bigint AS farm_periods,
+             SUM(mwh) AS curtailed_mwh, SUM(paid) AS paid_gbp, SUM(n) AS acceptances
+      FROM f JOIN d USING (key) GROUP BY key, d.periods ORDER BY key]]):format(g,
+    party and "AND ($4::text IS NULL OR lead_party_name = $4)" or "", periods("m"), periods("mask"))
+  local bitcoin
+  if party then
+    bitcoin = ([[
+      SELECT %s AS key, h.miner_model, SUM(h.bitcoin) AS bitcoin
+      FROM rollup_bitcoin_day h
+      JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM rollup_curtailment_day
+            WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)) c
+        USING (settlement_date, farm_id)
+      WHERE h.settlement_date BETWEEN $1::date AND $2::date
+        AND ($3::text IS NULL OR h.farm_id = $3) AND ($4::text IS NULL OR c.lead_party_name = $4)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+  else
+    bitcoin = ([[
+      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
+      FROM rollup_bitcoin_day
+      WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+  end
+  return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = true }
 end
 
 return M

@@ -1,0 +1,188 @@
+--- quarry.rollup: the day-grain rollups declared in defs/summaries.lua
+-- (M.rollups), kept exact by every write quarry makes.
+--
+-- A rollup row is one GROUP BY of its source rows for one settlement date,
+-- so refreshing a date is "delete its rollup rows, aggregate its source rows
+-- again". Writers (ingest, difficulty recalculation, seed) call refresh in
+-- the transaction that changed the rows and under the same per-date
+-- advisory locks, so the rollup commits with the rows or not at all, and two
+-- writers of one date take turns. Writes made outside quarry are caught by
+-- `quarry rollup verify` and the integrity report, and mended by
+-- `quarry rollup refresh --date D`.
+local dbmod = require "quarry.db"
+local defs = require "quarry.defs.summaries"
+
+local M = {}
+
+local ident, idents = dbmod.ident, dbmod.idents
+
+local function names(list)
+  local out = {}
+  for i, c in ipairs(list) do out[i] = c[1] end
+  return out
+end
+
+local function find(name)
+  for _, r in ipairs(defs.rollups) do if r.name == name then return r end end
+  error("no rollup named " .. tostring(name), 2)
+end
+
+--- SELECT grain..., measures... FROM source WHERE <where> GROUP BY grain.
+local function aggregate(r, where)
+  local cols = {}
+  for _, g in ipairs(r.grain) do cols[#cols + 1] = ident(g[1]) end
+  for _, m in ipairs(r.measures) do cols[#cols + 1] = m[3] .. " AS " .. ident(m[1]) end
+  return ("SELECT %s FROM %s WHERE %s GROUP BY %s"):format(table.concat(cols, ", "), ident(r.source), where,
+    idents(names(r.grain)))
+end
+
+local function all_columns(r)
+  local cols = names(r.grain)
+  for _, m in ipairs(r.measures) do cols[#cols + 1] = m[1] end
+  return cols
+end
+
+--- The tables, filled from the rows already there (migration 4 runs it).
+function M.ddl()
+  local out = {}
+  for _, r in ipairs(defs.rollups) do
+    local cols = {}
+    for _, g in ipairs(r.grain) do
+      cols[#cols + 1] = ("%s %s%s"):format(ident(g[1]), g[2], g[1] == "settlement_date" and " NOT NULL" or "")
+    end
+    for _, m in ipairs(r.measures) do cols[#cols + 1] = ("%s %s NOT NULL"):format(ident(m[1]), m[2]) end
+    out[#out + 1] = ("CREATE TABLE %s (\n  %s\n);"):format(ident(r.table), table.concat(cols, ",\n  "))
+    out[#out + 1] = ("CREATE INDEX %s ON %s (settlement_date);"):format(ident(r.table .. "_date_idx"),
+      ident(r.table))
+    out[#out + 1] = ("INSERT INTO %s (%s) %s;"):format(ident(r.table), idents(all_columns(r)),
+      aggregate(r, "true"))
+  end
+  return table.concat(out, "\n")
+end
+
+--- Dates as a PostgreSQL array literal, for `= ANY($1::date[])`.
+local function date_array(dates) return "{" .. table.concat(dates, ",") .. "}" end
+
+--- Take the per-date write locks, in date order: two writers of one date
+-- take turns, writers of different dates never wait for each other (or
+-- deadlock). Every writer of curtailment, bitcoin or rollup rows takes them.
+function M.lock_dates(tx, dates)
+  local sorted = {}
+  for i, d in ipairs(dates) do sorted[i] = d end
+  table.sort(sorted)
+  for _, d in ipairs(sorted) do
+    tx:exec("SELECT pg_advisory_xact_lock(hashtext('quarry.date'), $1::date - DATE '2000-01-01')", d)
+  end
+end
+
+--- Recompute the rollup rows of `dates` inside tx (which holds their date
+-- locks). which: a list of rollup names (default: all).
+function M.refresh(tx, dates, which)
+  if #dates == 0 then return end
+  local arr = date_array(dates)
+  for _, r in ipairs(defs.rollups) do
+    local wanted = not which
+    for _, w in ipairs(which or {}) do if w == r.name then wanted = true end end
+    if wanted then
+      tx:exec({ name = "rollup.delete." .. r.name,
+                sql = ("DELETE FROM %s WHERE settlement_date = ANY($1::date[])"):format(ident(r.table)) }, arr)
+      tx:exec({ name = "rollup.refresh." .. r.name, sql = ("INSERT INTO %s (%s) %s"):format(ident(r.table),
+        idents(all_columns(r)), aggregate(r, "settlement_date = ANY($1::date[])")) }, arr)
+    end
+  end
+end
+
+--- SQL naming the dates in $1..$2 whose rollup rows differ from a fresh
+-- aggregation of their source rows: (settlement_date, rollup). Values are
+-- compared as text, so even a different number of decimal places counts.
+function M.mismatch_sql()
+  local parts = {}
+  for _, r in ipairs(defs.rollups) do
+    local cols = {}
+    for _, g in ipairs(r.grain) do cols[#cols + 1] = ident(g[1]) end
+    for _, m in ipairs(r.measures) do cols[#cols + 1] = ident(m[1]) .. "::text" end
+    local list = table.concat(cols, ", ")
+    local range = "settlement_date BETWEEN $1::date AND $2::date"
+    parts[#parts + 1] = ([[
+      SELECT settlement_date::text AS settlement_date, %s AS rollup FROM (
+        (SELECT %s FROM (%s) fresh EXCEPT SELECT %s FROM %s WHERE %s)
+        UNION ALL
+        (SELECT %s FROM %s WHERE %s EXCEPT SELECT %s FROM (%s) fresh)) d]]):format(
+      "'" .. r.name .. "'", list, aggregate(r, range), list, ident(r.table), range,
+      list, ident(r.table), range, list, aggregate(r, range))
+  end
+  return "SELECT DISTINCT settlement_date, rollup FROM (" .. table.concat(parts, "\nUNION ALL\n")
+    .. ") m ORDER BY 1, 2"
+end
+
+-- Every date with source or rollup rows in from..to.
+local function dates_in(conn, from, to)
+  local parts = {}
+  for _, r in ipairs(defs.rollups) do
+    parts[#parts + 1] = ("SELECT DISTINCT settlement_date FROM %s WHERE settlement_date BETWEEN $1::date AND $2::date")
+      :format(ident(r.source))
+    parts[#parts + 1] = ("SELECT DISTINCT settlement_date FROM %s WHERE settlement_date BETWEEN $1::date AND $2::date")
+      :format(ident(r.table))
+  end
+  local out = {}
+  for _, row in ipairs(conn:query("SELECT settlement_date::text AS d FROM (" .. table.concat(parts, " UNION ")
+      .. ") x ORDER BY 1", from, to)) do
+    out[#out + 1] = row.d
+  end
+  return out
+end
+
+--- Recompute the rollups of every date in from..to from the raw rows, a
+-- month of dates per transaction. progress(done, total) after each.
+-- Returns the dates refreshed.
+function M.rebuild(db, from, to, progress)
+  local conn <close> = db:acquire()
+  local dates = dates_in(conn, from or "0001-01-01", to or "9999-12-31")
+  local i = 1
+  while i <= #dates do
+    local chunk = table.move(dates, i, math.min(i + 30, #dates), 1, {})
+    local ok, err = conn:transaction(function(tx)
+      M.lock_dates(tx, chunk)
+      M.refresh(tx, chunk)
+    end)
+    if not ok then error(err, 0) end
+    i = i + #chunk
+    if progress then progress(i - 1, #dates) end
+  end
+  return dates
+end
+
+--- Compare the rollups with their raw rows over from..to: the day grain
+-- (every measure of every rollup row) and, month by month, the monthly
+-- summary read both ways. Returns a list of {date=, what=} (empty: equal).
+function M.verify(db, from, to)
+  from, to = from or "0001-01-01", to or "9999-12-31"
+  local conn <close> = db:acquire()
+  local out = {}
+  for _, r in ipairs(conn:query({ name = "rollup.verify", sql = M.mismatch_sql() }, from, to)) do
+    out[#out + 1] = { date = r.settlement_date, what = r.rollup .. " rollup rows differ from their source rows" }
+  end
+  local months = conn:query([[SELECT DISTINCT date_trunc('month', settlement_date)::date::text AS m
+    FROM rollup_curtailment_day WHERE settlement_date BETWEEN $1::date AND $2::date ORDER BY 1]], from, to)
+  local both = ("SELECT (SELECT string_agg(a::text, '|') FROM (%s) a) AS direct, "
+    .. "(SELECT string_agg(b::text, '|') FROM (%s) b) AS rollup"):format(defs.monthly.sql, defs.monthly_rollup.sql)
+  for _, m in ipairs(months) do
+    local r = conn:query_one({ name = "rollup.verify.monthly", sql = both }, m.m)
+    if r.direct ~= r.rollup then
+      out[#out + 1] = { date = m.m:sub(1, 7), what = "monthly summary differs from the direct CTE" }
+    end
+  end
+  return out
+end
+
+--- Whether any (date, farm) in from..to has rows under two lead parties: a
+-- lead-party breakdown then reads the raw rows (the bitcoin rollup has no
+-- lead party of its own).
+function M.mixed_parties(tx, from, to)
+  return tx:query_one({ name = "rollup.mixed_parties", sql = [[
+    SELECT EXISTS (SELECT 1 FROM rollup_curtailment_day WHERE settlement_date BETWEEN $1::date AND $2::date
+                   GROUP BY settlement_date, farm_id HAVING count(*) > 1) AS mixed]] }, from, to).mixed
+end
+
+M.find = find
+return M
