@@ -76,7 +76,7 @@ return {
     -- outside quarry): 'quarry rollup refresh --date D' mends them.
     for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do
       rows[#rows + 1] = { problem = "rollup days that disagree with their rows", date = m.settlement_date,
-                          detail = m.rollup .. " rollup: run quarry rollup refresh --date " .. m.settlement_date,
+                          detail = m.rollups .. ": run quarry rollup refresh --date " .. m.settlement_date,
                           count = 1 }
     end
     return { rows = rows, fields = rows.fields,

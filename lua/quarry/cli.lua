@@ -250,7 +250,8 @@ function commands.db(args)
   local db = quarry.db
   if args.db_command == "migrate" then
     local ran = migrate.up(db, function(m)
-      quarry.log.info(("applying migration %d: %s"):format(m.version, m.name), { module = "migrate" })
+      quarry.log.info(m.version > 0 and ("applying migration %d: %s"):format(m.version, m.name) or m.name,
+        { module = "migrate" })
     end)
     local st = migrate.status(db)
     print(("schema at version %d (%d applied now)"):format(st[#st].version, #ran))

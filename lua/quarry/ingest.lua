@@ -254,7 +254,7 @@ function M.difficulty(db, path, cache)
     result.dates = dates
     lock_dates(tx, dates)
     result.bitcoin_rows = mining.recalculate(tx, dates)
-    rollup.refresh(tx, dates, { "bitcoin" })
+    rollup.refresh(tx, dates, { "historical_bitcoin_calculations" })
   end)
   f:close()
   if not ok then error(err, 0) end

@@ -36,6 +36,11 @@ function M.up(db, progress)
         message = ("migration %d (%s) failed: %s"):format(m.version, m.name, detail.message) }), 0)
     end
   end
+  -- The rollup tables follow their declaration, which may change after
+  -- the migration that first created them.
+  for _, name in ipairs(require("quarry.rollup").ensure(db)) do
+    if progress then progress({ version = 0, name = "rollup " .. name .. " rebuilt to match its declaration" }) end
+  end
   return ran
 end
 

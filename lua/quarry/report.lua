@@ -257,12 +257,12 @@ local BY_LABEL = { day = "settlement_date", month = "month", farm = "farm_id", l
 local function breakdown(tx, by, p, miner, direct)
   local from, to = M.range(p)
   if not from then usage("this report needs --date, --month or --year") end
-  local sql = not direct and summaries_defs.breakdown_rollup_sql(by, p.lead_party ~= nil) or nil
+  local sql = not direct and summaries_defs.breakdown_rollup_sql(by, p.lead_party ~= nil, p.farm ~= nil) or nil
   if sql and sql.party and rollup.mixed_parties(tx, from, to) then sql = nil end
   sql = sql or summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
   local n = sql.party and 4 or 3
   local args = { from, to, p.farm, p.lead_party }
-  local tag = (sql.rollup and "rollup." or "breakdown.") .. by .. (sql.party and ".party" or "")
+  local tag = (sql.rollup and ("rollup." .. sql.rollup .. ".") or "breakdown.") .. by .. (sql.party and ".party" or "")
   local c = tx:query({ name = tag, sql = sql.curtailment }, table.unpack(args, 1, n))
   local b = tx:query({ name = tag .. ".bitcoin", sql = sql.bitcoin }, table.unpack(args, 1, n))
   local models = {}

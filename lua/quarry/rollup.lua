@@ -42,22 +42,56 @@ local function all_columns(r)
   return cols
 end
 
---- The tables, filled from the rows already there (migration 4 runs it).
+-- One rollup's table, filled from the rows already there.
+local function table_ddl(r)
+  local cols = {}
+  for _, g in ipairs(r.grain) do
+    cols[#cols + 1] = ("%s %s%s"):format(ident(g[1]), g[2], g[1] == "settlement_date" and " NOT NULL" or "")
+  end
+  for _, m in ipairs(r.measures) do cols[#cols + 1] = ("%s %s NOT NULL"):format(ident(m[1]), m[2]) end
+  return table.concat({
+    ("CREATE TABLE %s (\n  %s\n);"):format(ident(r.table), table.concat(cols, ",\n  ")),
+    ("CREATE INDEX %s ON %s (settlement_date);"):format(ident(r.table .. "_date_idx"), ident(r.table)),
+    ("INSERT INTO %s (%s) %s;"):format(ident(r.table), idents(all_columns(r)), aggregate(r, "true")),
+  }, "\n")
+end
+
+--- Every rollup's table (migration 4 runs it).
 function M.ddl()
   local out = {}
-  for _, r in ipairs(defs.rollups) do
-    local cols = {}
-    for _, g in ipairs(r.grain) do
-      cols[#cols + 1] = ("%s %s%s"):format(ident(g[1]), g[2], g[1] == "settlement_date" and " NOT NULL" or "")
-    end
-    for _, m in ipairs(r.measures) do cols[#cols + 1] = ("%s %s NOT NULL"):format(ident(m[1]), m[2]) end
-    out[#out + 1] = ("CREATE TABLE %s (\n  %s\n);"):format(ident(r.table), table.concat(cols, ",\n  "))
-    out[#out + 1] = ("CREATE INDEX %s ON %s (settlement_date);"):format(ident(r.table .. "_date_idx"),
-      ident(r.table))
-    out[#out + 1] = ("INSERT INTO %s (%s) %s;"):format(ident(r.table), idents(all_columns(r)),
-      aggregate(r, "true"))
-  end
+  for _, r in ipairs(defs.rollups) do out[#out + 1] = table_ddl(r) end
   return table.concat(out, "\n")
+end
+
+--- Make each rollup table match its declaration: one that is missing or
+-- whose columns differ (an analyst changed defs/summaries.lua) is created
+-- afresh and filled, with writers of its source held off meanwhile.
+-- Returns the names of the rollups recreated.
+function M.ensure(db)
+  local conn <close> = db:acquire()
+  local redone, stale = {}, {}
+  for _, r in ipairs(defs.rollups) do
+    local want = {}
+    for _, c in ipairs(r.grain) do want[#want + 1] = c[1] .. " " .. c[2] end
+    for _, c in ipairs(r.measures) do want[#want + 1] = c[1] .. " " .. c[2] end
+    local have = {}
+    for _, c in ipairs(conn:query([[SELECT attname::text || ' ' || format_type(atttypid, atttypmod) AS c
+        FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+        ORDER BY attnum]], ident(r.table))) do
+      have[#have + 1] = c.c
+    end
+    if stale[r.source] or table.concat(want, ",") ~= table.concat(have, ",") then
+      local ok, err = conn:transaction(function(tx)
+        tx:exec(("LOCK TABLE %s IN SHARE MODE"):format(ident(r.source)))
+        tx:exec(("DROP TABLE IF EXISTS %s"):format(ident(r.table)))
+        tx:exec(table_ddl(r))
+      end)
+      if not ok then error(err, 0) end
+      stale[r.table] = true
+      redone[#redone + 1] = r.name
+    end
+  end
+  return redone
 end
 
 --- Dates as a PostgreSQL array literal, for `= ANY($1::date[])`.
@@ -76,14 +110,16 @@ function M.lock_dates(tx, dates)
 end
 
 --- Recompute the rollup rows of `dates` inside tx (which holds their date
--- locks). which: a list of rollup names (default: all).
-function M.refresh(tx, dates, which)
+-- locks). changed: the source tables whose rows changed (default: all);
+-- rollups built on a refreshed rollup follow, in declaration order.
+function M.refresh(tx, dates, changed)
   if #dates == 0 then return end
   local arr = date_array(dates)
+  local stale = {}
+  for _, t in ipairs(changed or {}) do stale[t] = true end
   for _, r in ipairs(defs.rollups) do
-    local wanted = not which
-    for _, w in ipairs(which or {}) do if w == r.name then wanted = true end end
-    if wanted then
+    if not changed or stale[r.source] then
+      stale[r.table] = true
       tx:exec({ name = "rollup.delete." .. r.name,
                 sql = ("DELETE FROM %s WHERE settlement_date = ANY($1::date[])"):format(ident(r.table)) }, arr)
       tx:exec({ name = "rollup.refresh." .. r.name, sql = ("INSERT INTO %s (%s) %s"):format(ident(r.table),
@@ -93,7 +129,7 @@ function M.refresh(tx, dates, which)
 end
 
 --- SQL naming the dates in $1..$2 whose rollup rows differ from a fresh
--- aggregation of their source rows: (settlement_date, rollup). Values are
+-- aggregation of their source rows: (settlement_date, rollups: their names). Values are
 -- compared as text, so even a different number of decimal places counts.
 function M.mismatch_sql()
   local parts = {}
@@ -111,8 +147,8 @@ function M.mismatch_sql()
       "'" .. r.name .. "'", list, aggregate(r, range), list, ident(r.table), range,
       list, ident(r.table), range, list, aggregate(r, range))
   end
-  return "SELECT DISTINCT settlement_date, rollup FROM (" .. table.concat(parts, "\nUNION ALL\n")
-    .. ") m ORDER BY 1, 2"
+  return "SELECT settlement_date, string_agg(DISTINCT rollup, ', ') AS rollups FROM ("
+    .. table.concat(parts, "\nUNION ALL\n") .. ") m GROUP BY 1 ORDER BY 1"
 end
 
 -- Every date with source or rollup rows in from..to.
@@ -160,10 +196,11 @@ function M.verify(db, from, to)
   local conn <close> = db:acquire()
   local out = {}
   for _, r in ipairs(conn:query({ name = "rollup.verify", sql = M.mismatch_sql() }, from, to)) do
-    out[#out + 1] = { date = r.settlement_date, what = r.rollup .. " rollup rows differ from their source rows" }
+    out[#out + 1] = { date = r.settlement_date,
+                      what = "rollup rows differ from their source rows (" .. r.rollups .. ")" }
   end
   local months = conn:query([[SELECT DISTINCT date_trunc('month', settlement_date)::date::text AS m
-    FROM rollup_curtailment_day WHERE settlement_date BETWEEN $1::date AND $2::date ORDER BY 1]], from, to)
+    FROM rollup_day WHERE settlement_date BETWEEN $1::date AND $2::date ORDER BY 1]], from, to)
   local both = ("SELECT (SELECT string_agg(a::text, '|') FROM (%s) a) AS direct, "
     .. "(SELECT string_agg(b::text, '|') FROM (%s) b) AS rollup"):format(defs.monthly.sql, defs.monthly_rollup.sql)
   for _, m in ipairs(months) do
@@ -180,7 +217,7 @@ end
 -- lead party of its own).
 function M.mixed_parties(tx, from, to)
   return tx:query_one({ name = "rollup.mixed_parties", sql = [[
-    SELECT EXISTS (SELECT 1 FROM rollup_curtailment_day WHERE settlement_date BETWEEN $1::date AND $2::date
+    SELECT EXISTS (SELECT 1 FROM rollup_farm_day WHERE settlement_date BETWEEN $1::date AND $2::date
                    GROUP BY settlement_date, farm_id HAVING count(*) > 1) AS mixed]] }, from, to).mixed
 end
 

@@ -98,7 +98,7 @@ describe("rollups", function()
     local after = report("monthly --month 2024-01")
     assert.are_not.equal(before, after)
     assert.are.equal(report("monthly --month 2024-01", true), after)
-    local r = db:query_one([[SELECT sum(acceptances) AS n FROM rollup_curtailment_day
+    local r = db:query_one([[SELECT sum(acceptances) AS n FROM rollup_day
       WHERE settlement_date = '2024-01-05']])
     assert.are.equal(300, math.tointeger(tonumber(tostring(r.n))))
     _, err, code = q("rollup verify --from 2024-01-01 --to 2024-01-31")
@@ -106,17 +106,17 @@ describe("rollups", function()
   end)
 
   it("follow a difficulty change into their bitcoin", function()
-    local before = db:query_one([[SELECT sum(bitcoin)::text AS b FROM rollup_bitcoin_day
+    local before = db:query_one([[SELECT sum(bitcoin)::text AS b FROM rollup_miner_day
       WHERE settlement_date >= '2024-02-10']]).b
     local path = h.write(h.tmpname(".csv"), "date,difficulty\n2024-02-10,99000000000000\n")
     local _, err, code = q("ingest difficulty " .. path)
     os.remove(path)
     assert.are.equal(0, code, err)
-    local after = db:query_one([[SELECT sum(bitcoin)::text AS b FROM rollup_bitcoin_day
+    local after = db:query_one([[SELECT sum(bitcoin)::text AS b FROM rollup_miner_day
       WHERE settlement_date >= '2024-02-10']]).b
     assert.are_not.equal(before, after)
     assert.are.equal(report("yearly --year 2024", true), report("yearly --year 2024"))
-    local max = db:query_one([[SELECT max(difficulty_max)::text AS d FROM rollup_bitcoin_day
+    local max = db:query_one([[SELECT max(difficulty_max)::text AS d FROM rollup_miner_day
       WHERE settlement_date = '2024-02-12']]).d
     assert.are.equal("99000000000000", max)
     _, err, code = q("rollup verify")
@@ -129,7 +129,7 @@ describe("rollups", function()
     local _, out, err, code
     out, err, code = q("rollup verify")
     assert.are.equal(1, code)
-    assert.matches("2023%-12%-04%s+curtailment rollup rows differ", out)
+    assert.matches("2023%-12%-04%s+rollup rows differ from their source rows %(day, farm_day%)", out)
     assert.matches("2023%-12%s+monthly summary differs", out)
     assert.matches("rollups differ from the raw rows on 2 date%(s%): 2023%-12%-04, 2023%-12", err)
     local integ = report("integrity --month 2023-12")
@@ -151,7 +151,7 @@ describe("rollups", function()
   end)
 
   it("rebuild recomputes from the raw rows", function()
-    db:exec("DELETE FROM rollup_bitcoin_day WHERE settlement_date BETWEEN '2024-01-01' AND '2024-01-31'")
+    db:exec("DELETE FROM rollup_farm_miner_day WHERE settlement_date BETWEEN '2024-01-01' AND '2024-01-31'")
     local _, _, code = q("rollup verify")
     assert.are.equal(1, code)
     local out, err
@@ -160,6 +160,19 @@ describe("rollups", function()
     assert.matches("recomputed for %d+ date", out)
     _, err, code = q("rollup verify")
     assert.are.equal(0, code, err)
+  end)
+
+  it("follow their declaration: migrate recreates and refills a rollup whose table no longer matches", function()
+    db:exec("ALTER TABLE rollup_day DROP COLUMN farms")
+    local _, out, err, code
+    _, err, code = q("db migrate")
+    assert.are.equal(0, code, err)
+    assert.matches("rollup day rebuilt to match its declaration", err)
+    assert.not_matches("farm_day rebuilt", err)
+    out, err, code = q("rollup verify")
+    assert.are.equal(0, code, err)
+    assert.matches("rollups match", out)
+    assert.are.equal(report("yearly --year 2024", true), report("yearly --year 2024"))
   end)
 
   it("stay exact under parallel ingests: different dates do not wait, one date serialises", function()
@@ -184,7 +197,7 @@ describe("rollups", function()
     assert.are.equal(4000, n.a)
     assert.are.equal(4000, n.b)
     assert.is_true(n.c == 4000 or n.c == 3000, "one of the two files of 2024-02-22, whole: " .. n.c)
-    local r = db:query_one([[SELECT sum(acceptances) AS n FROM rollup_curtailment_day
+    local r = db:query_one([[SELECT sum(acceptances) AS n FROM rollup_day
       WHERE settlement_date = '2024-02-22']])
     assert.are.equal(n.c, math.tointeger(tonumber(tostring(r.n))))
     local _, err, code = q("rollup verify --from 2024-02-01 --to 2024-02-29")

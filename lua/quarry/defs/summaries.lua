@@ -88,16 +88,17 @@ M.yearly = period_summary("year", "year", "YYYY")
 -- ---- the day-grain rollups ----
 --
 -- Per settlement date, what every summary above needs, so a month or a year
--- reads a few hundred or thousand rows instead of millions. Each rollup is
--- one SELECT ... GROUP BY over its source rows of some dates; quarry's
--- writes (ingest, difficulty, seed) rerun it for exactly the dates they
--- touch, in their own transaction. Measures are exact: sums of numeric, and
--- distinct counts kept as sets (a bitmask of settlement periods 1-50; farms
--- are part of the grain), never as counts that cannot be added.
+-- reads a few hundred rows instead of millions. Each rollup is one SELECT
+-- ... GROUP BY over its source (raw rows, or a finer rollup declared above
+-- it) for some dates; quarry's writes (ingest, difficulty, seed) rerun them
+-- for exactly the dates they touch, in their own transaction. Measures are
+-- exact: sums of numeric, and distinct counts kept as sets (a bitmask of
+-- settlement periods 1-50, an array of farms), never as counts that cannot
+-- be added. Columns: { name, type, aggregate }.
 M.rollups = {
-  {
-    name = "curtailment",
-    table = "rollup_curtailment_day",
+  { -- per date, farm and lead party: farm and lead-party breakdowns and filters
+    name = "farm_day",
+    table = "rollup_farm_day",
     source = "curtailment_records",
     grain = { { "settlement_date", "date" }, { "farm_id", "text" }, { "lead_party_name", "text" } },
     measures = {
@@ -108,9 +109,24 @@ M.rollups = {
       { "payment_abs", "numeric", "sum(abs(payment))" },
     },
   },
-  {
-    name = "bitcoin",
-    table = "rollup_bitcoin_day",
+  { -- per date: the monthly and yearly summaries, the day, month and total breakdowns
+    name = "day",
+    table = "rollup_day",
+    source = "curtailment_records",
+    grain = { { "settlement_date", "date" } },
+    measures = {
+      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
+      { "farm_periods", "integer", "count(DISTINCT (settlement_period, farm_id))::integer" },
+      { "acceptances", "integer", "count(*)::integer" },
+      { "volume_abs", "numeric", "sum(abs(volume))" },
+      { "payment", "numeric", "sum(payment)" },
+      { "payment_abs", "numeric", "sum(abs(payment))" },
+      { "farms", "text[]", "array_agg(DISTINCT farm_id ORDER BY farm_id)" },
+    },
+  },
+  { -- per date, farm and miner model: bitcoin of farm and lead-party breakdowns
+    name = "farm_miner_day",
+    table = "rollup_farm_miner_day",
     source = "historical_bitcoin_calculations",
     grain = { { "settlement_date", "date" }, { "farm_id", "text" }, { "miner_model", "text" } },
     measures = {
@@ -121,6 +137,19 @@ M.rollups = {
       { "difficulty_max", "numeric", "max(difficulty)" },
     },
   },
+  { -- per date and miner model, from the rollup above (every measure adds up)
+    name = "miner_day",
+    table = "rollup_miner_day",
+    source = "rollup_farm_miner_day",
+    grain = { { "settlement_date", "date" }, { "miner_model", "text" } },
+    measures = {
+      { "period_mask", "bigint", "bit_or(period_mask)" },
+      { "calculations", "integer", "sum(calculations)::integer" },
+      { "bitcoin", "numeric", "sum(bitcoin)" },
+      { "difficulty_sum", "numeric", "sum(difficulty_sum)" },
+      { "difficulty_max", "numeric", "max(difficulty_max)" },
+    },
+  },
 }
 
 -- The number of periods in a bitmask.
@@ -129,23 +158,26 @@ local function periods(mask) return ("bit_count((%s)::bit(64))"):format(mask) en
 --- The monthly and yearly summaries over the rollups: the same columns and,
 -- digit for digit, the same figures as M.monthly and M.yearly.
 local function period_summary_rollup(unit, label, fmt)
+  local range = ("settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date")
+    :format(unit)
   return {
     params = { unit },
     sql = ([[
-    WITH period_curtailment AS (
+    WITH days AS (SELECT * FROM rollup_day WHERE %s),
+    period_curtailment AS (
       SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
-             %s AS period_count, COUNT(DISTINCT farm_id) AS farm_count,
+             %s AS period_count,
+             (SELECT COUNT(*) FROM (SELECT DISTINCT f FROM days, unnest(days.farms) AS f) x) AS farm_count,
              SUM(volume_abs) AS total_volume, SUM(payment) AS total_payment
-      FROM rollup_curtailment_day
-      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
+      FROM days
       GROUP BY DATE_TRUNC('%s', settlement_date)
     ),
     period_bitcoin AS (
       SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
              COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin) AS total_bitcoin,
              SUM(difficulty_sum) / SUM(calculations) AS avg_difficulty
-      FROM rollup_bitcoin_day
-      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
+      FROM rollup_miner_day
+      WHERE %s
       GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
     )
     SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
@@ -155,7 +187,7 @@ local function period_summary_rollup(unit, label, fmt)
     FROM period_curtailment pc
     LEFT JOIN period_bitcoin pb ON pc.period = pb.period
     GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
-      :format(unit, periods("bit_or(period_mask)"), unit, unit, unit, unit, unit, fmt, label),
+      :format(range, unit, periods("bit_or(period_mask)"), unit, unit, range, unit, fmt, label),
   }
 end
 
@@ -166,17 +198,14 @@ M.daily_rollup = {
   params = { "date" },
   sql = ([[
     WITH daily_curtailment AS (
-      SELECT settlement_date, %s AS period_count,
-             COUNT(DISTINCT farm_id) AS farm_count, SUM(volume_abs) AS total_volume,
-             SUM(payment) AS total_payment
-      FROM rollup_curtailment_day WHERE settlement_date = $1::date
-      GROUP BY settlement_date
+      SELECT settlement_date, %s AS period_count, cardinality(farms)::bigint AS farm_count,
+             volume_abs AS total_volume, payment AS total_payment
+      FROM rollup_day WHERE settlement_date = $1::date
     ),
     daily_bitcoin AS (
       SELECT settlement_date, miner_model, %s AS period_count,
-             SUM(bitcoin) AS total_bitcoin, MAX(difficulty_max) AS max_difficulty
-      FROM rollup_bitcoin_day WHERE settlement_date = $1::date
-      GROUP BY settlement_date, miner_model
+             bitcoin AS total_bitcoin, difficulty_max AS max_difficulty
+      FROM rollup_miner_day WHERE settlement_date = $1::date
     )
     SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
            json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
@@ -184,7 +213,7 @@ M.daily_rollup = {
     FROM daily_curtailment dc
     LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
     GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]])
-    :format(periods("bit_or(period_mask)"), periods("bit_or(period_mask)")),
+    :format(periods("period_mask"), periods("period_mask")),
 }
 
 --- Mining potential per day over $1..$2 for miner $3, optionally one farm
@@ -272,8 +301,9 @@ end
 
 --- The same breakdowns over the day-grain rollups, column for column and
 -- digit for digit; nil for a grouping the day grain cannot answer
--- (settlement period). Farm-periods and periods come from the period
--- bitmasks: OR-ed per farm and day (or per day), then counted.
+-- (settlement period). Without a farm or lead party, the per-date rollups
+-- answer; otherwise the per-farm ones. Farm-periods and periods come from
+-- the period bitmasks: OR-ed per farm and day (or per day), then counted.
 local ROLLUP_GROUPS = {
   day = "settlement_date::text",
   month = "to_char(settlement_date, 'YYYY-MM')",
@@ -282,15 +312,39 @@ local ROLLUP_GROUPS = {
   all = "'total'",
 }
 
-function M.breakdown_rollup_sql(by, party)
+local function by_day_sql(g)
+  return {
+    curtailment = ([[
+      WITH r AS (
+        SELECT %s AS key, * FROM rollup_day
+        WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
+      ),
+      fc AS (  -- distinct farms per key: hashed, not sorted
+        SELECT key, COUNT(*) AS farms FROM (SELECT DISTINCT key, f FROM r, unnest(r.farms) AS f) x GROUP BY key
+      )
+      SELECT key, fc.farms, SUM(%s)::bigint AS periods, SUM(farm_periods)::bigint AS farm_periods,
+             SUM(volume_abs) AS curtailed_mwh, SUM(payment_abs) AS paid_gbp, SUM(acceptances) AS acceptances
+      FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]):format(g, periods("period_mask")),
+    bitcoin = ([[
+      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
+      FROM rollup_miner_day
+      WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g),
+    party = false,
+    rollup = "day",
+  }
+end
+
+function M.breakdown_rollup_sql(by, party, farm)
   local g = ROLLUP_GROUPS[by]
   if not g then return nil end
   party = party or by == "lead_party"
+  if not party and not farm and by ~= "farm" then return by_day_sql(g) end
   local curtailment = ([[
       WITH f AS (  -- one row per key, day and farm
         SELECT %s AS key, settlement_date, farm_id, bit_or(period_mask) AS mask,
                SUM(volume_abs) AS mwh, SUM(payment_abs) AS paid, SUM(acceptances) AS n
-        FROM rollup_curtailment_day
+        FROM rollup_farm_day
         WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3) %s
         GROUP BY 1, settlement_date, farm_id
       ),
@@ -306,8 +360,8 @@ function M.breakdown_rollup_sql(by, party)
   if party then
     bitcoin = ([[
       SELECT %s AS key, h.miner_model, SUM(h.bitcoin) AS bitcoin
-      FROM rollup_bitcoin_day h
-      JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM rollup_curtailment_day
+      FROM rollup_farm_miner_day h
+      JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM rollup_farm_day
             WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)) c
         USING (settlement_date, farm_id)
       WHERE h.settlement_date BETWEEN $1::date AND $2::date
@@ -316,11 +370,11 @@ function M.breakdown_rollup_sql(by, party)
   else
     bitcoin = ([[
       SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
-      FROM rollup_bitcoin_day
+      FROM rollup_farm_miner_day
       WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)
       GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
   end
-  return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = true }
+  return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = "farm" }
 end
 
 return M
