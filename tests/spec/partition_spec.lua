@@ -17,7 +17,7 @@ local function relkind(name)
 end
 
 -- Every row of both tables (count, sums, checksum over every column in
--- declared order) and the reports' figures.
+-- declared order) and the reports' figures, from the rollups and the raw rows.
 local function fingerprint()
   local fp = {}
   for _, t in ipairs(TABLES) do
@@ -36,6 +36,10 @@ local function fingerprint()
     local out, err, code = q("report " .. args .. " --format json --no-cache")
     assert(code == 0, err)
     fp[args] = out
+    -- and over the raw rows, which are what partitioning moves
+    out, err, code = q("report " .. args .. " --format json --direct")
+    assert(code == 0, err)
+    fp[args .. " --direct"] = out
   end
   return fp
 end
@@ -200,10 +204,28 @@ describe("partition", function()
 
   it("rollback brings back plain tables holding every row, including those written after the swap", function()
     local before = fingerprint()
-    local _, out, err, code
-    out, err, code = q("partition rollback")
-    assert.are.equal(0, code, err)
-    assert.matches("curtailment_records: a plain table again", out)
+    -- A long reader holds the table: the swap back waits for it under
+    -- lock_timeout, retrying, instead of queueing every query behind it.
+    local reader = db:acquire()
+    reader:begin()
+    reader:query_one("SELECT count(*) AS n FROM curtailment_records")
+    local outfile, errfile, rcfile = h.tmpname(".out"), h.tmpname(".err"), h.tmpname(".rc")
+    os.execute(("(DATABASE_URL=%s %s partition rollback --lock-timeout 200 >%s 2>%s; echo $? > %s) &")
+      :format(h.shell_quote(URL), h.shell_quote(h.bin), outfile, errfile, rcfile))
+    h.sleep(1.5)
+    assert.are.equal("p", relkind("curtailment_records")) -- still waiting
+    reader:rollback()
+    reader:release()
+    for _ = 1, 300 do
+      if (h.read(rcfile) or ""):match("%d") then break end
+      h.sleep(0.1)
+    end
+    assert.are.equal("0", h.read(rcfile):match("%d+"), h.read(errfile))
+    assert.matches("lock not granted in time, retrying", h.read(errfile))
+    assert.matches("curtailment_records: a plain table again", h.read(outfile))
+    os.remove(outfile)
+    os.remove(errfile)
+    os.remove(rcfile)
     for _, t in ipairs(TABLES) do
       assert.are.equal("r", relkind(t))
       assert.is_nil(relkind(t .. "_unpartitioned"))
@@ -212,7 +234,7 @@ describe("partition", function()
     -- The id sequence survived (owned by the plain table again).
     db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
       original_price, final_price) VALUES ('2024-01-02', 3, 'T_X', -1, -1, -1, -1)]])
-    _, err, code = q("partition rollback curtailment_records")
+    local _, err, code = q("partition rollback curtailment_records")
     assert.are.equal(2, code)
     assert.matches("not partitioned; nothing to roll back", err)
   end)
@@ -231,5 +253,34 @@ describe("partition", function()
     db:exec("UPDATE curtailment_records SET payment = payment WHERE id = (SELECT min(id) FROM curtailment_records)")
     assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM quarry_partition_changes").n)
     assert.are.same(before, fingerprint())
+  end)
+
+  it("finish drops the kept plain table; retention then detaches old partitions", function()
+    local _, err, code = q("partition apply curtailment_records")
+    assert.are.equal(0, code, err)
+    local plan = {}
+    for k, v in pairs(partition.plans("curtailment_records")[1].plan) do plan[k] = v end
+    plan.retain = 3 -- years before this one
+    local actions = partition.maintain(db, "curtailment_records", plan)
+    assert.matches("retention skipped: the plain table curtailment_records_unpartitioned", actions[#actions])
+    local out
+    out, err, code = q("partition finish curtailment_records")
+    assert.are.equal(0, code, err)
+    assert.matches("rollback is no longer possible", out)
+    assert.is_nil(relkind("curtailment_records_unpartitioned"))
+    -- Writes work without the mirror.
+    db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
+      original_price, final_price) VALUES ('2024-01-03', 3, 'T_X', -1, -1, -1, -1)]])
+    local year = tonumber(db:query_one("SELECT extract(year FROM current_date)::int AS y").y)
+    actions = partition.maintain(db, "curtailment_records", plan)
+    local detached = table.concat(actions, "\n")
+    assert.matches("detached curtailment_records_y2019", detached)
+    assert.not_matches("detached curtailment_records_y" .. (year - 3), detached) -- within retention
+    assert.are.equal("r", relkind("curtailment_records_y2019")) -- kept as a plain table
+    assert.is_nil(db:query_one([[SELECT 1 AS x FROM pg_inherits WHERE inhrelid = 'curtailment_records_y2019'::regclass]]))
+    assert.are.same({}, partition.maintain(db, "curtailment_records", plan)) -- idempotent
+    _, err, code = q("partition rollback curtailment_records")
+    assert.are.equal(2, code)
+    assert.matches("nothing to roll back", err)
   end)
 end)
