@@ -492,11 +492,13 @@ local function build(conn, tname, p, opts)
   end
   local lo, hi = key_range(conn, tname, p.key)
   local rngs = ranges(p, lo, hi, today(conn))
-  checked(conn:transaction(function(tx)
+  -- Creating the triggers waits for writers in flight: under lock_timeout,
+  -- retried, so a long ingest delays the start instead of queueing others.
+  with_lock_retry(conn, tname .. " build", opts.lock_tries, function(tx)
     lock_timeout(tx, opts.lock_timeout_ms)
     for _, sql in ipairs(build_ddl(tname, p, rngs)) do tx:exec(sql) end
     tx:exec("INSERT INTO quarry_partition_state (table_name, phase) VALUES ($1, 'copying')", tname)
-  end))
+  end)
   note("%s: built %s with %d partition(s); copying", tname, tname .. M.NEW, #rngs)
 end
 

@@ -105,6 +105,8 @@ describe("partition", function()
       if st and st.rows_copied > 0 then break end
       h.sleep(0.01)
     end
+    -- Readers keep working while the copy runs.
+    local during = db:query_one("SELECT count(*) AS n FROM curtailment_records").n
     os.execute("kill -9 " .. pid)
     h.sleep(0.2)
     local total = db:query_one("SELECT count(*) AS n FROM curtailment_records").n
@@ -112,12 +114,17 @@ describe("partition", function()
       "curtailment_records")
     assert.are.equal("copying", st.phase)
     assert.is_true(st.rows_copied > 0 and st.rows_copied < total, "killed mid-copy")
+    assert.are.equal(total, during)
     assert.are.equal("r", relkind("curtailment_records")) -- the original is still the table readers use
 
     -- Writes while the apply is stopped: to rows already copied, and new rows.
     local low = db:query_one("SELECT min(id) AS id FROM curtailment_records").id
     db:exec("UPDATE curtailment_records SET volume = -999.5 WHERE id = $1", low)
     db:exec("DELETE FROM curtailment_records WHERE id = $1", low + 1)
+    -- (writes made outside quarry: the rollups of their date are refreshed, as documented)
+    local day = db:query_one("SELECT settlement_date::text AS d FROM curtailment_records WHERE id = $1", low).d
+    local _, rerr, rcode = q("rollup refresh --date " .. day)
+    assert.are.equal(0, rcode, rerr)
     local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
       .. "payment,original_price,final_price,so_flag,cadl_flag\n"
       .. "2024-01-20,7,T_SGRWO-1,Seagreen Wind Energy Limited,-12.5,-60,-5,-5,true,false\n")
@@ -168,7 +175,22 @@ describe("partition", function()
   end)
 
   it("keeps the kept plain table in step, and verify catches a difference", function()
-    local _, err, code = q("partition verify curtailment_records")
+    -- quarry's own writes work on the partitioned tables, rollups included.
+    local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
+      .. "payment,original_price,final_price,so_flag,cadl_flag\n"
+      .. "2023-12-28,9,T_DOREW-1,Dorenell Windfarm Limited,-40.5,-3240,-80,-80,true,false\n")
+    local _, err, code = q("ingest curtailment " .. csv)
+    os.remove(csv)
+    assert.are.equal(0, code, err)
+    assert.are.equal(1, db:query_one([[SELECT count(*) AS n FROM curtailment_records_y2023
+      WHERE settlement_date = '2023-12-28']]).n)
+    assert.are.equal(1, db:query_one([[SELECT count(*) AS n FROM curtailment_records_unpartitioned
+      WHERE settlement_date = '2023-12-28']]).n)
+    assert.are.equal(3, db:query_one([[SELECT count(*) AS n FROM historical_bitcoin_calculations_unpartitioned
+      WHERE settlement_date = '2023-12-28']]).n)
+    _, err, code = q("rollup verify")
+    assert.are.equal(0, code, err)
+    _, err, code = q("partition verify")
     assert.are.equal(0, code, err)
     -- A write to the plain table alone (bypassing the mirror) is a difference.
     db:exec("UPDATE curtailment_records_unpartitioned SET payment = payment + 1 WHERE id = "
