@@ -11,6 +11,7 @@ packages=(
     postgresql redis-server                  # the embedded default services
     libcmocka-dev lua-busted lua-check       # the tests
     chromium fonts-liberation                # the html report opened in a real browser
+    bsdutils                                 # script(1): progress output checked on a terminal
 )
 
 missing=()

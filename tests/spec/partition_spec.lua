@@ -278,8 +278,15 @@ describe("partition", function()
   end)
 
   it("finish drops the kept plain table; retention then detaches old partitions", function()
-    local _, err, code = q("partition apply curtailment_records")
-    assert.are.equal(0, code, err)
+    -- On a terminal, apply shows its progress: rows, rows/s, ETA.
+    local tty = h.tmpname(".tty")
+    local ok = os.execute(("script -qec %s %s >/dev/null"):format(h.shell_quote(("DATABASE_URL=%s %s partition "
+      .. "apply curtailment_records --batch-size 5000"):format(h.shell_quote(URL), h.shell_quote(h.bin))), tty))
+    local shown = h.read(tty) or ""
+    os.remove(tty)
+    assert.is_true(ok, shown)
+    assert.matches("copying curtailment_records: +100%.0%% +%d+ rows +%d+ rows/s +ETA +0s", shown)
+    local _, err, code
     local plan = {}
     for k, v in pairs(partition.plans("curtailment_records")[1].plan) do plan[k] = v end
     plan.retain = 3 -- years before this one
