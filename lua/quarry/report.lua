@@ -337,6 +337,7 @@ function M.run(db, cache, plugin, p, opts)
         summaries = make_summaries(tx),
         range = M.range,
         breakdown = function(by, params, miner) return breakdown(tx, by, params, miner, opts.direct) end,
+        direct = opts.direct == true,
       }
       return with_limit(plugin, function() return result_of(plugin, plugin.run(ctx, p), p) end)
     end, { read_only = true })

@@ -84,6 +84,10 @@ describe("rollups", function()
     assert.are.equal(report(args, true), report(args))
     args = "yearly --year 2024 --farm T_SGRWO-1"
     assert.are.equal(report(args, true), report(args))
+    for _, a in ipairs({ "miners --year 2024 --farm T_SGRWO-1", "miners --month 2023-12 --lead-party "
+        .. h.shell_quote(party), "miners --date 2024-01-05" }) do
+      assert.are.equal(report(a, true), report(a), a)
+    end
     local out, err, code = q("rollup verify")
     assert.are.equal(0, code, err)
     assert.matches("rollups match the raw rows", out)

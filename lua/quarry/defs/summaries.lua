@@ -85,6 +85,32 @@ end
 M.monthly = period_summary("month", "year_month", "YYYY-MM")
 M.yearly = period_summary("year", "year", "YYYY")
 
+--- The miner models side by side over $1..$2, optionally one farm ($3) or
+-- the farms of one lead party ($4): energy, bitcoin, bitcoin per GWh.
+local function miners_sql(source, energy, bitcoin, party_source)
+  return {
+    params = { "from", "to", "farm", "lead_party" },
+    sql = ([[
+      SELECT m.name AS miner_model, m.hashrate_th, m.power_watts,
+             round(m.power_watts / m.hashrate_th, 3) AS joules_per_th,
+             coalesce(sum(h.%s), 0) AS curtailed_mwh,
+             coalesce(sum(h.%s), 0) AS bitcoin_mined,
+             CASE WHEN sum(h.%s) > 0
+                  THEN round(sum(h.%s) / sum(h.%s) * 1000, 9) END AS btc_per_gwh
+      FROM miner_models m
+      LEFT JOIN %s h ON h.miner_model = m.name
+        AND h.settlement_date BETWEEN $1::date AND $2::date
+        AND ($3::text IS NULL OR h.farm_id = $3)
+        AND ($4::text IS NULL OR h.farm_id IN (SELECT farm_id FROM %s
+                                               WHERE lead_party_name = $4 AND settlement_date BETWEEN $1 AND $2))
+      GROUP BY m.name, m.hashrate_th, m.power_watts
+      ORDER BY bitcoin_mined DESC, m.name]]):format(energy, bitcoin, energy, bitcoin, energy, source, party_source),
+  }
+end
+
+M.miners = miners_sql("historical_bitcoin_calculations", "curtailed_energy", "bitcoin_mined", "curtailment_records")
+M.miners_rollup = miners_sql("rollup_farm_miner_day", "energy", "bitcoin", "rollup_farm_day")
+
 -- ---- the day-grain rollups ----
 --
 -- Per settlement date, what every summary above needs, so a month or a year
@@ -132,6 +158,7 @@ M.rollups = {
     measures = {
       { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
       { "calculations", "integer", "count(*)::integer" },
+      { "energy", "numeric", "sum(curtailed_energy)" },
       { "bitcoin", "numeric", "sum(bitcoin_mined)" },
       { "difficulty_sum", "numeric", "sum(difficulty)" },
       { "difficulty_max", "numeric", "max(difficulty)" },
@@ -145,6 +172,7 @@ M.rollups = {
     measures = {
       { "period_mask", "bigint", "bit_or(period_mask)" },
       { "calculations", "integer", "sum(calculations)::integer" },
+      { "energy", "numeric", "sum(energy)" },
       { "bitcoin", "numeric", "sum(bitcoin)" },
       { "difficulty_sum", "numeric", "sum(difficulty_sum)" },
       { "difficulty_max", "numeric", "max(difficulty_max)" },
