@@ -6,16 +6,10 @@
 #
 #   bench/run.sh [ROUNDS]          (default 20000 queries per measurement)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 rounds=${1:-20000}
-scripts/install-deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
 
-export QUARRY_HOME="$PWD/build-bench/bench-home"
-unset DATABASE_URL PGHOST PGPORT PGDATABASE PGUSER PGSERVICE REDIS_URL
-scripts/services.sh up
-url=$(sed -n 's/^DATABASE_URL=//p' "$QUARRY_HOME/urls")
+bench_setup bench-home
 
 redis_url=$(sed -n 's/^REDIS_URL=//p' "$QUARRY_HOME/urls")
 results=$(mktemp)

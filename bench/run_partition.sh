@@ -4,16 +4,9 @@
 # on a parent, and the monthly/yearly summaries before and after.
 #   bench/run_partition.sh [SCALES]      default "1 3"
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 scales=${1:-1 3}
-scripts/install-deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-export QUARRY_HOME="$PWD/build-bench/partition-home"
-unset DATABASE_URL PGHOST PGPORT PGDATABASE PGUSER PGSERVICE REDIS_URL
-scripts/services.sh up
-q=build-bench/quarry
-url=$(sed -n 's/^DATABASE_URL=//p' "$QUARRY_HOME/urls")
+bench_setup partition-home
 
 apply_table="| scale | table | rows | copy rows/s | whole apply (copy, indexes, verify, swap) rows/s | parent locked |"
 apply_rows=""

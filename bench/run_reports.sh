@@ -3,15 +3,9 @@
 # PostgreSQL/Redis in the build folder. Prints a markdown table.
 #   bench/run_reports.sh [SCALES]      default "1 3"
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 scales=${1:-1 3}
-scripts/install-deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-export QUARRY_HOME="$PWD/build-bench/reports-home"
-unset DATABASE_URL PGHOST PGPORT PGDATABASE PGUSER PGSERVICE REDIS_URL
-scripts/services.sh up
-q=build-bench/quarry
+bench_setup reports-home
 
 echo "| scale | curtailment rows | bitcoin rows | seed (generate + ingest) | ingest rows/s (whole pipeline) |"
 echo "|---|---|---|---|---|"

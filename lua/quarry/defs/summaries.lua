@@ -24,6 +24,24 @@ function M.join_cte()
     )]]
 end
 
+-- The outer SELECTs the summaries share, over their two CTEs.
+local DAILY_SELECT = [[
+    SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
+           json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
+                                      'difficulty', db.max_difficulty) ORDER BY db.miner_model) AS miner_data
+    FROM daily_curtailment dc
+    LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
+    GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]]
+
+local PERIOD_SELECT = [[
+    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
+           pc.total_volume, pc.total_payment,
+           json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
+                                      'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
+    FROM period_curtailment pc
+    LEFT JOIN period_bitcoin pb ON pc.period = pb.period
+    GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]]
+
 M.daily = {
   params = { "date" },
   sql = [[
@@ -40,12 +58,7 @@ M.daily = {
       FROM historical_bitcoin_calculations WHERE settlement_date = $1::date
       GROUP BY settlement_date, miner_model
     )
-    SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
-           json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
-                                      'difficulty', db.max_difficulty) ORDER BY db.miner_model) AS miner_data
-    FROM daily_curtailment dc
-    LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
-    GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]],
+  ]] .. DAILY_SELECT,
 }
 
 -- Month and year summaries share one shape; only the truncation differs.
@@ -71,13 +84,7 @@ local function period_summary(unit, label, fmt)
       WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
       GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
     )
-    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
-           pc.total_volume, pc.total_payment,
-           json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
-                                      'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
-    FROM period_curtailment pc
-    LEFT JOIN period_bitcoin pb ON pc.period = pb.period
-    GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
+  ]] .. PERIOD_SELECT)
       :format(unit, unit, unit, unit, unit, unit, fmt, label),
   }
 end
@@ -208,13 +215,7 @@ local function period_summary_rollup(unit, label, fmt)
       WHERE %s
       GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
     )
-    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
-           pc.total_volume, pc.total_payment,
-           json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
-                                      'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
-    FROM period_curtailment pc
-    LEFT JOIN period_bitcoin pb ON pc.period = pb.period
-    GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]])
+  ]] .. PERIOD_SELECT)
       :format(range, unit, periods("bit_or(period_mask)"), unit, unit, range, unit, fmt, label),
   }
 end
@@ -235,12 +236,7 @@ M.daily_rollup = {
              bitcoin AS total_bitcoin, difficulty_max AS max_difficulty
       FROM rollup_miner_day WHERE settlement_date = $1::date
     )
-    SELECT dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment,
-           json_agg(json_build_object('minerModel', db.miner_model, 'bitcoinMined', db.total_bitcoin,
-                                      'difficulty', db.max_difficulty) ORDER BY db.miner_model) AS miner_data
-    FROM daily_curtailment dc
-    LEFT JOIN daily_bitcoin db ON dc.settlement_date = db.settlement_date
-    GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]])
+  ]] .. DAILY_SELECT)
     :format(periods("period_mask"), periods("period_mask")),
 }
 
