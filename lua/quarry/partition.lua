@@ -118,9 +118,9 @@ function M.partition_name(tname, b, interval)
 end
 
 -- An index or constraint name of at most 63 bytes, distinct from the plain
--- table's (index names share one namespace per schema).
-local function index_name(tname, cols, suffix)
-  local n = ("%s_part_%s_%s"):format(tname, table.concat(cols, "_"), suffix)
+-- table's (index names share one namespace per schema): T_part_<words>.
+local function index_name(tname, words)
+  local n = ("%s_part_%s"):format(tname, table.concat(words, "_"))
   if #n <= 63 then return n end
   local h = 5381
   for i = 1, #n do h = (h * 33 + n:byte(i)) % 4294967296 end
@@ -183,8 +183,6 @@ end
 
 -- ---- DDL ----
 
---- The partitions a table's rows (from..to, key dates) need, plus `ahead`
--- past today (or the newest row).
 -- The last interval to have a partition: `ahead` past today or the newest row.
 local function horizon(p, max_key, day)
   local top = (max_key and max_key > day) and max_key or day
@@ -198,6 +196,23 @@ local function ranges(p, min_key, max_key, day)
   while b <= last do
     out[#out + 1] = { lo = b, hi = next_bucket(b, p.interval) }
     b = out[#out].hi
+  end
+  return out
+end
+
+-- The four statement triggers of kind ("capture" or "mirror") on rel,
+-- calling f with the rows each statement wrote as qp_old / qp_new.
+local TRIGGER_OPS = { { "ins", "INSERT", "NEW TABLE AS qp_new" },
+                      { "upd", "UPDATE", "OLD TABLE AS qp_old NEW TABLE AS qp_new" },
+                      { "del", "DELETE", "OLD TABLE AS qp_old" },
+                      { "trunc", "TRUNCATE" } }
+
+local function triggers(kind, rel, f, truncate_when)
+  local out = {}
+  for _, op in ipairs(TRIGGER_OPS) do
+    out[#out + 1] = ("CREATE TRIGGER %s %s %s ON %s %sFOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(
+      ident(("quarry_%s_%s"):format(kind, op[1])), op[3] and "AFTER" or truncate_when, op[2], ident(rel),
+      op[3] and ("REFERENCING " .. op[3] .. " ") or "", f)
   end
   return out
 end
@@ -233,15 +248,8 @@ BEGIN
   END IF;
   RETURN NULL;
 END $f$]]):format(f, literal(tname), k, literal(tname), k, literal(tname), k, literal(tname), k)
-  local t = ident(tname)
-  ddl[#ddl + 1] = ("CREATE TRIGGER quarry_capture_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS qp_new "
-    .. "FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f)
-  ddl[#ddl + 1] = ("CREATE TRIGGER quarry_capture_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS qp_old "
-    .. "NEW TABLE AS qp_new FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f)
-  ddl[#ddl + 1] = ("CREATE TRIGGER quarry_capture_del AFTER DELETE ON %s REFERENCING OLD TABLE AS qp_old "
-    .. "FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f)
-  ddl[#ddl + 1] = ("CREATE TRIGGER quarry_capture_trunc BEFORE TRUNCATE ON %s FOR EACH STATEMENT "
-    .. "EXECUTE FUNCTION %s()"):format(t, f)
+  -- BEFORE TRUNCATE: a TRUNCATE cannot be caught up, so it is refused.
+  table.move(triggers("capture", tname, f, "BEFORE"), 1, 4, #ddl + 1, ddl)
   return ddl
 end
 
@@ -249,15 +257,14 @@ local function index_ddl(tname, p, fkeys)
   local new = ident(tname .. M.NEW)
   local out = {}
   local function add(name, sql) out[#out + 1] = { name = name, sql = sql } end
-  local pk = index_name(tname, { "pkey" }, "")
-  pk = pk:gsub("_$", "")
+  local pk = index_name(tname, { "pkey" })
   add(pk, ("ALTER TABLE %s ADD CONSTRAINT %s PRIMARY KEY (%s)"):format(new, ident(pk), idents(p.primary_key)))
   for _, u in ipairs(p.unique or {}) do
-    local n = index_name(tname, u, "key")
+    local n = index_name(tname, { table.concat(u, "_"), "key" })
     add(n, ("ALTER TABLE %s ADD CONSTRAINT %s UNIQUE (%s)"):format(new, ident(n), idents(u)))
   end
   for _, ix in ipairs(p.indexes or {}) do
-    local n = index_name(tname, ix, "idx")
+    local n = index_name(tname, { table.concat(ix, "_"), "idx" })
     add(n, ("CREATE INDEX IF NOT EXISTS %s ON %s (%s)"):format(ident(n), new, idents(ix)))
   end
   for _, fk in ipairs(fkeys or {}) do
@@ -269,7 +276,6 @@ end
 local function mirror_ddl(tname, p, cols)
   local old, f, k = ident(tname .. M.OLD), ident("quarry_mirror_" .. tname), ident(p.batch_key)
   local c = idents(cols)
-  local t = ident(tname)
   return {
     ([[CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -284,20 +290,13 @@ BEGIN
   END IF;
   RETURN NULL;
 END $f$]]):format(f, old, k, k, old, c, c, old),
-    ("CREATE TRIGGER quarry_mirror_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS qp_new "
-      .. "FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f),
-    ("CREATE TRIGGER quarry_mirror_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS qp_old "
-      .. "NEW TABLE AS qp_new FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f),
-    ("CREATE TRIGGER quarry_mirror_del AFTER DELETE ON %s REFERENCING OLD TABLE AS qp_old "
-      .. "FOR EACH STATEMENT EXECUTE FUNCTION %s()"):format(t, f),
-    ("CREATE TRIGGER quarry_mirror_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()")
-      :format(t, f),
+    table.unpack(triggers("mirror", tname, f, "AFTER")),
   }
 end
 
 local function drop_triggers(tx, rel, kind)
-  for _, op in ipairs({ "ins", "upd", "del", "trunc" }) do
-    tx:exec(("DROP TRIGGER IF EXISTS %s ON %s"):format(ident(("quarry_%s_%s"):format(kind, op)), ident(rel)))
+  for _, op in ipairs(TRIGGER_OPS) do
+    tx:exec(("DROP TRIGGER IF EXISTS %s ON %s"):format(ident(("quarry_%s_%s"):format(kind, op[1])), ident(rel)))
   end
 end
 
@@ -310,9 +309,9 @@ end
 local function today(conn) return conn:query_one("SELECT current_date::text AS d").d end
 
 local function key_range(conn, rel, key)
-  local r = conn:query_one(("SELECT min(%s)::text AS lo, max(%s)::text AS hi, count(*) AS n FROM %s")
+  local r = conn:query_one(("SELECT min(%s)::text AS lo, max(%s)::text AS hi FROM %s")
     :format(ident(key), ident(key), ident(rel)))
-  return r.lo, r.hi, r.n
+  return r.lo, r.hi
 end
 
 -- Run fn(tx) in a transaction, retrying when a lock is not granted in time
@@ -390,7 +389,7 @@ local function compare(conn, src, dst, p, cols)
                             checksum = x.n == y.n }
     end
   end
-  return diffs, per, parts, default
+  return diffs, per
 end
 
 local function describe_diffs(diffs)
@@ -445,16 +444,17 @@ function M.plan(db, tname, p)
   end
   local st = state(conn, tname)
   local cols = columns(conn, tname)
-  local lo, hi, n = key_range(conn, tname, p.key)
+  local lo, hi = key_range(conn, tname, p.key)
   local rngs = ranges(p, lo, hi, today(conn))
+  local counts, n = {}, 0
+  for _, r in ipairs(conn:query(("SELECT date_trunc(%s, %s)::date::text AS b, count(*) AS n FROM %s GROUP BY 1")
+      :format(literal(p.interval), ident(p.key), ident(tname)))) do
+    if r.b then counts[r.b] = r.n end
+    n = n + r.n
+  end
   say("-- %s: %d rows, %s from %s to %s; by %s, %d partition(s)%s", tname, n, p.key, lo or "-", hi or "-",
     p.interval, #rngs, p.default and " and a default" or "")
   if st then say("-- an apply is in progress (%s, %d rows copied): apply continues it", st.phase, st.rows_copied) end
-  local counts = {}
-  for _, r in ipairs(conn:query(("SELECT date_trunc(%s, %s)::date::text AS b, count(*) AS n FROM %s GROUP BY 1")
-      :format(literal(p.interval), ident(p.key), ident(tname)))) do
-    counts[r.b] = r.n
-  end
   for _, r in ipairs(rngs) do
     say("--   %-45s [%s, %s)  %d rows", M.partition_name(tname, r.lo, p.interval), r.lo, r.hi, counts[r.lo] or 0)
   end
