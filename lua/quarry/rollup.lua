@@ -22,11 +22,6 @@ local function names(list)
   return out
 end
 
-local function find(name)
-  for _, r in ipairs(defs.rollups) do if r.name == name then return r end end
-  error("no rollup named " .. tostring(name), 2)
-end
-
 --- SELECT grain..., measures... FROM source WHERE <where> GROUP BY grain.
 local function aggregate(r, where)
   local cols = {}
@@ -129,7 +124,7 @@ function M.refresh(tx, dates, changed)
 end
 
 --- SQL naming the dates in $1..$2 whose rollup rows differ from a fresh
--- aggregation of their source rows: (settlement_date, rollups: their names). Values are
+-- aggregation of their source rows: (settlement_date, rollups). Values are
 -- compared as text, so even a different number of decimal places counts.
 function M.mismatch_sql()
   local parts = {}
@@ -144,7 +139,7 @@ function M.mismatch_sql()
         (SELECT %s FROM (%s) fresh EXCEPT SELECT %s FROM %s WHERE %s)
         UNION ALL
         (SELECT %s FROM %s WHERE %s EXCEPT SELECT %s FROM (%s) fresh)) d]]):format(
-      "'" .. r.name .. "'", list, aggregate(r, range), list, ident(r.table), range,
+      "'" .. r.name:gsub("'", "''") .. "'", list, aggregate(r, range), list, ident(r.table), range,
       list, ident(r.table), range, list, aggregate(r, range))
   end
   return "SELECT settlement_date, string_agg(DISTINCT rollup, ', ') AS rollups FROM ("
@@ -221,5 +216,4 @@ function M.mixed_parties(tx, from, to)
                    GROUP BY settlement_date, farm_id HAVING count(*) > 1) AS mixed]] }, from, to).mixed
 end
 
-M.find = find
 return M
