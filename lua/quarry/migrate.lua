@@ -36,9 +36,14 @@ function M.up(db, progress)
         message = ("migration %d (%s) failed: %s"):format(m.version, m.name, detail.message) }), 0)
     end
   end
-  -- The rollup tables follow their declaration, which may change after
-  -- the migration that first created them.
-  for _, name in ipairs(require("quarry.rollup").ensure(db)) do
+  -- The rollup tables follow their declaration in defs/summaries.lua
+  -- (under the same lock: two migrating processes take turns here too).
+  local ok, redone = db:transaction(function(tx)
+    tx:exec(LOCK)
+    return require("quarry.rollup").ensure(tx)
+  end)
+  if not ok then error(redone, 0) end
+  for _, name in ipairs(redone) do
     if progress then progress({ version = 0, name = "rollup " .. name .. " rebuilt to match its declaration" }) end
   end
   return ran

@@ -51,19 +51,13 @@ local function table_ddl(r)
   }, "\n")
 end
 
---- Every rollup's table (migration 4 runs it).
-function M.ddl()
-  local out = {}
-  for _, r in ipairs(defs.rollups) do out[#out + 1] = table_ddl(r) end
-  return table.concat(out, "\n")
-end
-
---- Make each rollup table match its declaration: one that is missing or
--- whose columns differ (an analyst changed defs/summaries.lua) is created
--- afresh and filled, with writers of its source held off meanwhile.
+--- Make each rollup table match its declaration (`quarry db migrate` runs
+-- this): one that is missing or whose columns differ (an analyst changed
+-- defs/summaries.lua) is created afresh and filled from its source, with
+-- writers of the source held off meanwhile; rollups built on it follow.
+-- conn: a connection or an open transaction (each rollup is a savepoint).
 -- Returns the names of the rollups recreated.
-function M.ensure(db)
-  local conn <close> = db:acquire()
+function M.ensure(conn)
   local redone, stale = {}, {}
   for _, r in ipairs(defs.rollups) do
     local want = {}
@@ -82,6 +76,7 @@ function M.ensure(db)
         tx:exec(table_ddl(r))
       end)
       if not ok then error(err, 0) end
+      conn:exec(("ANALYZE %s"):format(ident(r.table))) -- plans fit from the first report on
       stale[r.table] = true
       redone[#redone + 1] = r.name
     end

@@ -115,7 +115,17 @@ CREATE INDEX quarry_partition_changes_table_idx ON quarry_partition_changes (tab
   },
   {
     version = 4,
-    name = "day-grain rollups (declared in defs/summaries.lua), filled from the rows already there",
-    sql = function() return require("quarry.rollup").ddl() end,
+    name = "rollup helpers: the union of sorted sets (the rollup tables follow defs/summaries.lua)",
+    sql = [[
+-- The sorted distinct elements of an array.
+CREATE OR REPLACE FUNCTION quarry_sorted_distinct(a text[]) RETURNS text[]
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
+$$ SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(a) AS x $$;
+-- quarry_array_union(farms): the sorted union of the arrays aggregated, so
+-- a set measure of a rollup adds up from a finer rollup exactly.
+CREATE AGGREGATE quarry_array_union(text[]) (
+  SFUNC = array_cat, STYPE = text[], FINALFUNC = quarry_sorted_distinct, INITCOND = '{}'
+);
+]],
   },
 }

@@ -63,6 +63,7 @@ describe("rollups", function()
       assert.is_not_nil(a)
       assert.are.equal(a, b, m.m)
       assert.are.equal(report("monthly --month " .. m.m, true), report("monthly --month " .. m.m), m.m)
+      assert.are.equal(report("periods --month " .. m.m, true), report("periods --month " .. m.m), m.m)
       years[m.y] = true
     end
     for y in pairs(years) do
@@ -85,7 +86,8 @@ describe("rollups", function()
     args = "yearly --year 2024 --farm T_SGRWO-1"
     assert.are.equal(report(args, true), report(args))
     for _, a in ipairs({ "miners --year 2024 --farm T_SGRWO-1", "miners --month 2023-12 --lead-party "
-        .. h.shell_quote(party), "miners --date 2024-01-05" }) do
+        .. h.shell_quote(party), "miners --date 2024-01-05", "periods --month 2024-01",
+        "periods --month 2023-11 --miner S9", "periods --date 2024-01-05", "periods --month 2024-02 --farm T_SGRWO-1" }) do
       assert.are.equal(report(a, true), report(a), a)
     end
     local out, err, code = q("rollup verify")
@@ -133,7 +135,7 @@ describe("rollups", function()
     local _, out, err, code
     out, err, code = q("rollup verify")
     assert.are.equal(1, code)
-    assert.matches("2023%-12%-04%s+rollup rows differ from their source rows %(day, farm_day%)", out)
+    assert.matches("2023%-12%-04%s+rollup rows differ from their source rows %(farm_day, period_day%)", out)
     assert.matches("2023%-12%s+monthly summary differs", out)
     assert.matches("rollups differ from the raw rows on 2 date%(s%): 2023%-12%-04, 2023%-12", err)
     local integ = report("integrity --month 2023-12")

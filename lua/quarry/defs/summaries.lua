@@ -127,7 +127,9 @@ M.miners_rollup = miners_sql("rollup_farm_miner_day", "energy", "bitcoin", "roll
 -- for exactly the dates they touch, in their own transaction. Measures are
 -- exact: sums of numeric, and distinct counts kept as sets (a bitmask of
 -- settlement periods 1-50, an array of farms), never as counts that cannot
--- be added. Columns: { name, type, aggregate }.
+-- be added. Columns: { name, type, aggregate }. A rollup built on another
+-- must add up exactly from it (sums, maxima, ORs of bitmasks, unions of
+-- sets: quarry_array_union is the union of sorted arrays, migration 4).
 M.rollups = {
   { -- per date, farm and lead party: farm and lead-party breakdowns and filters
     name = "farm_day",
@@ -142,14 +144,12 @@ M.rollups = {
       { "payment_abs", "numeric", "sum(abs(payment))" },
     },
   },
-  { -- per date: the monthly and yearly summaries, the day, month and total breakdowns
-    name = "day",
-    table = "rollup_day",
+  { -- per date and settlement period: the per-period breakdown
+    name = "period_day",
+    table = "rollup_period_day",
     source = "curtailment_records",
-    grain = { { "settlement_date", "date" } },
+    grain = { { "settlement_date", "date" }, { "settlement_period", "integer" } },
     measures = {
-      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
-      { "farm_periods", "integer", "count(DISTINCT (settlement_period, farm_id))::integer" },
       { "acceptances", "integer", "count(*)::integer" },
       { "volume_abs", "numeric", "sum(abs(volume))" },
       { "payment", "numeric", "sum(payment)" },
@@ -157,13 +157,37 @@ M.rollups = {
       { "farms", "text[]", "array_agg(DISTINCT farm_id ORDER BY farm_id)" },
     },
   },
-  { -- per date, farm and miner model: bitcoin of farm and lead-party breakdowns
+  { -- per date, from the rollup above: the summaries, the day, month and total breakdowns
+    name = "day",
+    table = "rollup_day",
+    source = "rollup_period_day",
+    grain = { { "settlement_date", "date" } },
+    measures = {
+      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
+      { "farm_periods", "integer", "sum(cardinality(farms))::integer" },
+      { "acceptances", "integer", "sum(acceptances)::integer" },
+      { "volume_abs", "numeric", "sum(volume_abs)" },
+      { "payment", "numeric", "sum(payment)" },
+      { "payment_abs", "numeric", "sum(payment_abs)" },
+      { "farms", "text[]", "quarry_array_union(farms)" },
+    },
+  },
+  { -- per date, farm and miner model: bitcoin of farm and lead-party questions
     name = "farm_miner_day",
     table = "rollup_farm_miner_day",
     source = "historical_bitcoin_calculations",
     grain = { { "settlement_date", "date" }, { "farm_id", "text" }, { "miner_model", "text" } },
     measures = {
-      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
+      { "energy", "numeric", "sum(curtailed_energy)" },
+      { "bitcoin", "numeric", "sum(bitcoin_mined)" },
+    },
+  },
+  { -- per date, settlement period and miner model: bitcoin of the per-period breakdown
+    name = "period_miner_day",
+    table = "rollup_period_miner_day",
+    source = "historical_bitcoin_calculations",
+    grain = { { "settlement_date", "date" }, { "settlement_period", "integer" }, { "miner_model", "text" } },
+    measures = {
       { "calculations", "integer", "count(*)::integer" },
       { "energy", "numeric", "sum(curtailed_energy)" },
       { "bitcoin", "numeric", "sum(bitcoin_mined)" },
@@ -171,13 +195,13 @@ M.rollups = {
       { "difficulty_max", "numeric", "max(difficulty)" },
     },
   },
-  { -- per date and miner model, from the rollup above (every measure adds up)
+  { -- per date and miner model, from the rollup above
     name = "miner_day",
     table = "rollup_miner_day",
-    source = "rollup_farm_miner_day",
+    source = "rollup_period_miner_day",
     grain = { { "settlement_date", "date" }, { "miner_model", "text" } },
     measures = {
-      { "period_mask", "bigint", "bit_or(period_mask)" },
+      { "period_mask", "bigint", "bit_or(1::bigint << (settlement_period - 1))" },
       { "calculations", "integer", "sum(calculations)::integer" },
       { "energy", "numeric", "sum(energy)" },
       { "bitcoin", "numeric", "sum(bitcoin)" },
@@ -324,9 +348,9 @@ function M.breakdown_sql(by, party)
 end
 
 --- The same breakdowns over the day-grain rollups, column for column and
--- digit for digit; nil for a grouping the day grain cannot answer
--- (settlement period). Without a farm or lead party, the per-date rollups
--- answer; otherwise the per-farm ones. Farm-periods and periods come from
+-- digit for digit; nil for what no rollup answers (settlement periods of
+-- one farm or lead party). Without a farm or lead party, the per-date (or
+-- per-period) rollups answer; otherwise the per-farm ones. Farm-periods and periods come from
 -- the period bitmasks: OR-ed per farm and day (or per day), then counted.
 local ROLLUP_GROUPS = {
   day = "settlement_date::text",
@@ -359,10 +383,40 @@ local function by_day_sql(g)
   }
 end
 
+-- Per settlement period (no farm or lead party): one rollup row is one
+-- (date, period), so the distinct (date, period) pairs are its rows and the
+-- farm-periods are its farm counts.
+local function by_period_sql()
+  return {
+    curtailment = ([[
+      WITH r AS (
+        SELECT settlement_period AS key, * FROM rollup_period_day
+        WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
+      ),
+      fc AS (
+        SELECT key, COUNT(*) AS farms FROM (SELECT DISTINCT key, f FROM r, unnest(r.farms) AS f) x GROUP BY key
+      )
+      SELECT key, fc.farms, COUNT(*) AS periods, SUM(cardinality(r.farms))::bigint AS farm_periods,
+             SUM(volume_abs) AS curtailed_mwh, SUM(payment_abs) AS paid_gbp, SUM(acceptances) AS acceptances
+      FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]),
+    bitcoin = [[
+      SELECT settlement_period AS key, miner_model, SUM(bitcoin) AS bitcoin
+      FROM rollup_period_miner_day
+      WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
+      GROUP BY 1, 2 ORDER BY 1, 2]],
+    party = false,
+    rollup = "period",
+  }
+end
+
 function M.breakdown_rollup_sql(by, party, farm)
+  party = party or by == "lead_party"
+  if by == "period" then
+    if party or farm then return nil end -- finer than any rollup: the raw rows answer
+    return by_period_sql()
+  end
   local g = ROLLUP_GROUPS[by]
   if not g then return nil end
-  party = party or by == "lead_party"
   if not party and not farm and by ~= "farm" then return by_day_sql(g) end
   local curtailment = ([[
       WITH f AS (  -- one row per key, day and farm
