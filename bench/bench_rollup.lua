@@ -1,6 +1,8 @@
 -- Rollup benchmarks (bench/run_rollup.sh runs this at scale 1 and 3).
---   quarry run bench/bench_rollup.lua reports   monthly/yearly cold through the Lua API, and the
---                                               direct CTE's own PostgreSQL execution time
+--   quarry run bench/bench_rollup.lua reports [LABEL=URL ...]
+--                                               monthly/yearly cold through the Lua API, and the
+--                                               direct CTE's own PostgreSQL execution time, on each
+--                                               database in turn
 --   quarry run bench/bench_rollup.lua ingest    re-ingest March 2024: the share of the time spent
 --                                               refreshing the rollups
 local quarry = require "quarry"
@@ -19,24 +21,42 @@ end
 local function ms_since(t0) return (core.now_ns() - t0) / 1e6 end
 
 if mode == "reports" then
+  -- arg[2..]: "label=URL" per database (one per scale). The databases are
+  -- measured in turn, iteration by iteration, so a drift of the machine
+  -- hits every scale alike.
+  local dbmod = require "quarry.db"
+  local targets = {}
+  for i = 2, #arg do
+    local label, url = arg[i]:match("^([^=]+)=(.+)$")
+    targets[#targets + 1] = { label = label, db = dbmod.new(core.pool_new({ conninfo = url, max_size = 2 },
+      core.timings_new())) }
+  end
+  if #targets == 0 then targets[1] = { label = "1", db = db } end
   local root = require("quarry.services").root()
   for _, c in ipairs({ { "monthly", { month = "2024-03" }, "2024-03-01" },
                        { "yearly", { year = "2024" }, "2024-01-01" } }) do
     local plugin = report.find(root, c[1])
-    local p = report.params(plugin, c[2], db)
+    local p = report.params(plugin, c[2], targets[1].db)
     local cold, summary, direct = {}, {}, {}
+    for _, t in ipairs(targets) do cold[t], summary[t], direct[t] = {}, {}, {} end
     for i = 1, 21 do
-      local t0 = core.now_ns()
-      report.run(db, nil, plugin, p, { no_cache = true })
-      cold[i] = ms_since(t0)
-      t0 = core.now_ns()
-      db:query(summaries[c[1] .. "_rollup"], c[3])
-      summary[i] = ms_since(t0)
+      for _, t in ipairs(targets) do
+        local t0 = core.now_ns()
+        report.run(t.db, nil, plugin, p, { no_cache = true })
+        cold[t][i] = ms_since(t0)
+        t0 = core.now_ns()
+        t.db:query(summaries[c[1] .. "_rollup"], c[3])
+        summary[t][i] = ms_since(t0)
+      end
     end
-    for i = 1, 3 do direct[i] = db:explain(summaries[c[1]].sql, c[3])["Execution Time"] end
-    print(("%s_report_ms %.3f"):format(c[1], median(cold)))
-    print(("%s_summary_ms %.3f"):format(c[1], median(summary)))
-    print(("%s_direct_pg_ms %.3f"):format(c[1], median(direct)))
+    for i = 1, 3 do
+      for _, t in ipairs(targets) do direct[t][i] = t.db:explain(summaries[c[1]].sql, c[3])["Execution Time"] end
+    end
+    for _, t in ipairs(targets) do
+      print(("%s %s_report_ms %.3f"):format(t.label, c[1], median(cold[t])))
+      print(("%s %s_summary_ms %.3f"):format(t.label, c[1], median(summary[t])))
+      print(("%s %s_direct_pg_ms %.3f"):format(t.label, c[1], median(direct[t])))
+    end
   end
 elseif mode == "ingest" then
   local seed = require "quarry.seed"

@@ -175,7 +175,15 @@ function M.rebuild(db, from, to, progress)
     i = i + #chunk
     if progress then progress(i - 1, #dates) end
   end
+  M.analyze(conn)
   return dates
+end
+
+--- ANALYZE the rollup tables (small) through db (a Db or a connection):
+-- after a bulk load or rebuild, so reports plan for their real sizes before
+-- autovacuum gets to them.
+function M.analyze(db)
+  for _, r in ipairs(defs.rollups) do db:exec(("ANALYZE %s"):format(ident(r.table))) end
 end
 
 --- Compare the rollups with their raw rows over from..to: the day grain

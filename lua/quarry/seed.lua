@@ -188,6 +188,7 @@ function M.run(db, opts)
     local rows = M.write_curtailment(curt, from, to, scale)
     local gen = (core.now_ns() - t0) / 1e9
     local res = ingest.curtailment(db, curt, opts.cache)
+    require("quarry.rollup").analyze(db) -- a bulk load: the planner learns the new sizes now
     return { rows = rows, dates = #res.dates, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
              total_s = (core.now_ns() - t0) / 1e9 }
   end)
