@@ -569,6 +569,14 @@ static int l_conn_pid(lua_State *L)
 }
 
 /* conn:release(): idempotent; also __close. */
+/* conn:expect_long_hold(): quarry's own bulk writers hold on purpose. */
+static int l_conn_expect_long_hold(lua_State *L)
+{
+    lconn *lc = check_conn(L);
+    qr_pool_expect_long_hold(lc->p, lc->c);
+    return 0;
+}
+
 static int l_conn_release(lua_State *L)
 {
     lconn *lc = luaL_checkudata(L, 1, CONN_MT);
@@ -633,6 +641,7 @@ void qr_lua_open_pool(lua_State *L)
         {"query", l_conn_query}, {"query_one", l_conn_query_one}, {"exec", l_conn_exec},
         {"begin", l_conn_begin}, {"commit", l_conn_commit},       {"rollback", l_conn_rollback},
         {"depth", l_conn_depth}, {"pid", l_conn_pid},             {"release", l_conn_release},
+        {"expect_long_hold", l_conn_expect_long_hold},
         {"copy_in", l_conn_copy_in},
         {NULL, NULL}};
     luaL_newmetatable(L, CONN_MT);

@@ -264,6 +264,14 @@ int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
     return 0;
 }
 
+void qr_pool_expect_long_hold(qr_pool *p, qr_conn *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&p->lock);
+    qr_conn_meta_of(c)->hold_warned = 1; /* as if warned: warn_holds_locked skips it */
+    pthread_mutex_unlock(&p->lock);
+}
+
 void qr_pool_release(qr_pool *p, qr_conn *c)
 {
     if (!c) return;

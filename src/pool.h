@@ -60,6 +60,10 @@ void qr_pool_free(qr_pool *p);
 int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err);
 void qr_pool_release(qr_pool *p, qr_conn *c);
 
+/* The current hold of c (taken from p) is long on purpose -- a bulk load,
+ * a partition copy -- so it gets no hold warning; the next hold does. */
+void qr_pool_expect_long_hold(qr_pool *p, qr_conn *c);
+
 /* The pool-wide prepared statement for sql (see qr_stmts_get). */
 qr_stmt *qr_pool_stmt(qr_pool *p, const char *sql, size_t len);
 

@@ -174,6 +174,7 @@ function M.curtailment(db, path, cache)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS)
   local result = {}
   local ok, err = db:transaction(function(tx)
+    tx:expect_long_hold() -- a big file holds its connection for minutes, on purpose
     result.rows = stage(tx, path, f, cols, size, M.CURTAILMENT_COLUMNS, CURTAILMENT_CHECK)
     local dates = {}
     local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
@@ -231,6 +232,7 @@ function M.difficulty(db, path, cache)
   local f, cols, size = open_csv(path, { "date", "difficulty" })
   local result = {}
   local ok, err = db:transaction(function(tx)
+    tx:expect_long_hold()
     local rows = stage(tx, path, f, cols, size, { "date", "difficulty" }, DIFFICULTY_CHECK)
     result.points = rows
     if rows == 0 then

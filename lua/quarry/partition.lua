@@ -574,6 +574,7 @@ function M.apply(db, tname, p, opts)
   opts.lock_timeout_ms = opts.lock_timeout_ms or 2000
   opts.lock_tries = opts.lock_tries or 10
   local conn <close> = db:acquire()
+  conn:expect_long_hold() -- a big table's copy takes minutes
   local kind = relkind(conn, tname)
   if not kind then usage(("table '%s' does not exist"):format(tname)) end
   local st = state(conn, tname)

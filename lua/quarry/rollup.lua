@@ -163,6 +163,7 @@ end
 -- Returns the dates refreshed.
 function M.rebuild(db, from, to, progress)
   local conn <close> = db:acquire()
+  conn:expect_long_hold()
   local dates = dates_in(conn, from or "0001-01-01", to or "9999-12-31")
   local i = 1
   while i <= #dates do
