@@ -334,7 +334,7 @@ function commands.partition(args)
   local db = quarry.db
   require("quarry.migrate").require_current(db)
   local sub = args.partition_command
-  local opts = {}
+  local opts = { cache = cache_if_on() }
   if args.batch_size then
     opts.batch_size = math.tointeger(tonumber(args.batch_size))
     if not opts.batch_size or opts.batch_size < 1 then usage_error("--batch-size must be a positive integer") end

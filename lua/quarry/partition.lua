@@ -819,10 +819,19 @@ function M.maintain(db, tname, p, opts)
     local cutoff = next_bucket(bucket(today(conn), p.interval), p.interval, -p.retain)
     for _, part in ipairs(parts) do
       if part.hi <= cutoff then
-        with_lock_retry(conn, "detach " .. part.name, opts.lock_tries or 10, function(tx)
+        -- The rollups of its dates go with it, in the same transaction,
+        -- under the date locks every writer takes (first, as writers do).
+        local rollup = require "quarry.rollup"
+        local dates = with_lock_retry(conn, "detach " .. part.name, opts.lock_tries or 10, function(tx)
           lock_timeout(tx, opts.lock_timeout_ms or 2000)
+          local last = tx:query_one("SELECT ($1::date - 1)::text AS d", part.hi).d
+          local d = rollup.dates_in(tx, part.lo, last)
+          rollup.lock_dates(tx, d)
           tx:exec(("ALTER TABLE %s DETACH PARTITION %s"):format(ident(tname), ident(part.name)))
+          rollup.refresh(tx, d, { tname })
+          return d
         end)
+        if opts.cache and #dates > 0 then require("quarry.rules").apply(opts.cache, tname, dates) end
         actions[#actions + 1] = ("detached %s (older than %d %s(s)); it stays as a plain table")
           :format(part.name, p.retain, p.interval)
       end

@@ -141,8 +141,9 @@ function M.mismatch_sql()
     .. table.concat(parts, "\nUNION ALL\n") .. ") m GROUP BY 1 ORDER BY 1"
 end
 
--- Every date with source or rollup rows in from..to.
-local function dates_in(conn, from, to)
+--- Every date with source or rollup rows in from..to (conn: a connection
+-- or a transaction).
+function M.dates_in(conn, from, to)
   local parts = {}
   for _, r in ipairs(defs.rollups) do
     parts[#parts + 1] = ("SELECT DISTINCT settlement_date FROM %s WHERE settlement_date BETWEEN $1::date AND $2::date")
@@ -164,7 +165,7 @@ end
 function M.rebuild(db, from, to, progress)
   local conn <close> = db:acquire()
   conn:expect_long_hold()
-  local dates = dates_in(conn, from or "0001-01-01", to or "9999-12-31")
+  local dates = M.dates_in(conn, from or "0001-01-01", to or "9999-12-31")
   local i = 1
   while i <= #dates do
     local chunk = table.move(dates, i, math.min(i + 30, #dates), 1, {})

@@ -208,6 +208,10 @@ describe("partition", function()
       original_price, final_price) VALUES ('2031-06-01', 3, 'T_X', -1, -1, -1, -1),
       ('2019-06-01', 4, 'T_X', -2, -2, -1, -1)]])
     assert.are.equal(2, db:query_one("SELECT count(*) AS n FROM curtailment_records_default").n)
+    for _, d in ipairs({ "2031-06-01", "2019-06-01" }) do -- written outside quarry: refreshed by hand
+      local _, rerr, rcode = q("rollup refresh --date " .. d)
+      assert.are.equal(0, rcode, rerr)
+    end
     local _, out, err, code
     out, err, code = q("partition maintain curtailment_records")
     assert.are.equal(0, code, err)
@@ -304,6 +308,10 @@ describe("partition", function()
     actions = partition.maintain(db, "curtailment_records", plan)
     local detached = table.concat(actions, "\n")
     assert.matches("detached curtailment_records_y2019", detached)
+    -- its rows left the table, and its dates' rollups with them
+    assert.is_nil(db:query_one("SELECT 1 AS x FROM rollup_day WHERE settlement_date = '2019-06-01'"))
+    _, err, code = q("rollup verify --from 2019-01-01 --to 2019-12-31")
+    assert.are.equal(0, code, err)
     assert.not_matches("detached curtailment_records_y" .. (year - 3), detached) -- within retention
     assert.are.equal("r", relkind("curtailment_records_y2019")) -- kept as a plain table
     assert.is_nil(db:query_one([[SELECT 1 AS x FROM pg_inherits WHERE inhrelid = 'curtailment_records_y2019'::regclass]]))

@@ -11,7 +11,8 @@
 --                must contain the partition key (PostgreSQL enforces
 --                uniqueness per partition only)
 --   retain       optional: detach partitions whose whole range is older than
---                this many intervals (they stay as plain tables)
+--                this many intervals (they stay as plain tables; their dates
+--                leave the rollups and the reports). Runs after `finish` only.
 return {
   curtailment_records = {
     key = "settlement_date",
