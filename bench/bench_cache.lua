@@ -3,17 +3,13 @@
 --   quarry run bench/bench_cache.lua invalidate N   a month among N keys: by group vs by SCAN
 local quarry = require "quarry"
 local core = require "quarry.core"
+local median = dofile(arg[0]:match("^(.*)/") .. "/util.lua").median
 
 local mode, n = arg[1], math.tointeger(tonumber(arg[2] or "0"))
 assert(quarry.cache.enabled, "the cache is off")
 -- The Redis path is measured with the first level off; the first level apart.
 local cache = require("quarry.cache").new({ url = quarry.settings().redis_url, l1_size = 0,
                                             prefix = quarry.cache.prefix })
-
-local function median(ns)
-  table.sort(ns)
-  return ns[#ns // 2 + 1]
-end
 
 local function hits(key, value, c)
   c = c or cache

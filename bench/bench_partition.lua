@@ -4,13 +4,10 @@
 local quarry = require "quarry"
 local core = require "quarry.core"
 local summaries = require "quarry.defs.summaries"
+local util = dofile(arg[0]:match("^(.*)/") .. "/util.lua")
+local median = util.median
 
 local db = quarry.db
-
-local function median(t)
-  table.sort(t)
-  return t[#t // 2 + 1]
-end
 
 for _, c in ipairs({ { "monthly", "2024-03-01" }, { "yearly", "2024-01-01" } }) do
   local s = summaries[c[1]]

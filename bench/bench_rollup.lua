@@ -9,16 +9,12 @@ local quarry = require "quarry"
 local core = require "quarry.core"
 local report = require "quarry.report"
 local summaries = require "quarry.defs.summaries"
+local util = dofile(arg[0]:match("^(.*)/") .. "/util.lua")
+local median = util.median
+local ms_since = util.ms_since
 
 local mode = arg[1]
 local db = quarry.db
-
-local function median(t)
-  table.sort(t)
-  return t[#t // 2 + 1]
-end
-
-local function ms_since(t0) return (core.now_ns() - t0) / 1e6 end
 
 if mode == "reports" then
   -- arg[2..]: "label=URL" per database (one per scale). The databases are
