@@ -65,13 +65,19 @@ function M.status(db)
   return out
 end
 
---- Raise a clear error unless every migration is applied.
+--- Raise a clear error unless every migration is applied and every rollup
+-- table matches its declaration.
 function M.require_current(db)
   for _, m in ipairs(M.status(db)) do
     if not m.applied_at then
       error(core.error({ code = "usage", message = ("the database schema is not current (migration %d missing): "
         .. "run 'quarry db migrate'"):format(m.version) }), 0)
     end
+  end
+  local stale = require("quarry.rollup").mismatched(db)
+  if #stale > 0 then
+    error(core.error({ code = "usage", message = ("rollup %s does not match its declaration in "
+      .. "lua/quarry/defs/summaries.lua: run 'quarry db migrate'"):format(table.concat(stale, ", ")) }), 0)
   end
 end
 

@@ -51,6 +51,30 @@ local function table_ddl(r)
   }, "\n")
 end
 
+--- The names of the rollups whose table is missing or no longer matches
+-- its declaration (columns and types, in order): one catalog query.
+function M.mismatched(conn)
+  local tables = {} -- a text[] literal: each name double-quoted, \ and " escaped
+  for i, r in ipairs(defs.rollups) do tables[i] = '"' .. r.table:gsub('[\\"]', "\\%0") .. '"' end
+  local have = {}
+  for _, row in ipairs(conn:query({ name = "rollup.columns", sql = [[
+      SELECT c.relname::text AS t,
+             string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ',' ORDER BY a.attnum) AS cols
+      FROM unnest($1::text[]) AS x(name) JOIN pg_class c ON c.oid = to_regclass(quote_ident(x.name))
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      GROUP BY c.relname]] }, "{" .. table.concat(tables, ",") .. "}")) do
+    have[row.t] = row.cols
+  end
+  local out = {}
+  for _, r in ipairs(defs.rollups) do
+    local want = {}
+    for _, c in ipairs(r.grain) do want[#want + 1] = c[1] .. " " .. c[2] end
+    for _, c in ipairs(r.measures) do want[#want + 1] = c[1] .. " " .. c[2] end
+    if have[r.table] ~= table.concat(want, ",") then out[#out + 1] = r.name end
+  end
+  return out
+end
+
 --- Make each rollup table match its declaration (`quarry db migrate` runs
 -- this): one that is missing or whose columns differ (an analyst changed
 -- defs/summaries.lua) is created afresh and filled from its source, with
@@ -58,18 +82,10 @@ end
 -- conn: a connection or an open transaction (each rollup is a savepoint).
 -- Returns the names of the rollups recreated.
 function M.ensure(conn)
-  local redone, stale = {}, {}
+  local redone, stale, wrong = {}, {}, {}
+  for _, name in ipairs(M.mismatched(conn)) do wrong[name] = true end
   for _, r in ipairs(defs.rollups) do
-    local want = {}
-    for _, c in ipairs(r.grain) do want[#want + 1] = c[1] .. " " .. c[2] end
-    for _, c in ipairs(r.measures) do want[#want + 1] = c[1] .. " " .. c[2] end
-    local have = {}
-    for _, c in ipairs(conn:query([[SELECT attname::text || ' ' || format_type(atttypid, atttypmod) AS c
-        FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
-        ORDER BY attnum]], ident(r.table))) do
-      have[#have + 1] = c.c
-    end
-    if stale[r.source] or table.concat(want, ",") ~= table.concat(have, ",") then
+    if stale[r.source] or wrong[r.name] then
       local ok, err = conn:transaction(function(tx)
         tx:exec(("LOCK TABLE %s IN SHARE MODE"):format(ident(r.source)))
         tx:exec(("DROP TABLE IF EXISTS %s"):format(ident(r.table)))

@@ -171,6 +171,9 @@ describe("rollups", function()
   it("follow their declaration: migrate recreates and refills a rollup whose table no longer matches", function()
     db:exec("ALTER TABLE rollup_day DROP COLUMN farms")
     local _, out, err, code
+    _, err, code = q("report yearly --year 2024 --no-cache") -- a clear error, not an SQL one
+    assert.are.equal(2, code)
+    assert.matches("rollup day does not match its declaration .* run 'quarry db migrate'", err)
     _, err, code = q("db migrate")
     assert.are.equal(0, code, err)
     assert.matches("rollup day rebuilt to match its declaration", err)
