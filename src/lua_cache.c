@@ -71,20 +71,34 @@ static int l_cache_close(lua_State *L)
     return 0;
 }
 
-/* Anchors a reply so a raise while converting it cannot leak it. */
-static redisReply **new_reply_box(lua_State *L)
+/* Replies owned by Lua until freed: a raise (out of memory while building
+ * the Lua value) cannot leak them, and a pipeline's array stays alive while
+ * it is anchored on the stack. */
+typedef struct {
+    int n;
+    redisReply *r[]; /* NULL once freed */
+} replybox;
+
+static replybox *new_reply_box(lua_State *L, int n)
 {
-    redisReply **box = lua_newuserdatauv(L, sizeof *box, 0);
-    *box = NULL;
+    replybox *b = lua_newuserdatauv(L, sizeof *b + sizeof b->r[0] * (size_t)n, 0);
+    b->n = n;
+    for (int i = 0; i < n; i++) b->r[i] = NULL;
     luaL_setmetatable(L, REPLY_MT);
-    return box;
+    return b;
+}
+
+static void free_replies(replybox *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        if (b->r[i]) freeReplyObject(b->r[i]);
+        b->r[i] = NULL;
+    }
 }
 
 static int reply_gc(lua_State *L)
 {
-    redisReply **box = luaL_checkudata(L, 1, REPLY_MT);
-    if (*box) freeReplyObject(*box);
-    *box = NULL;
+    free_replies(luaL_checkudata(L, 1, REPLY_MT));
     return 0;
 }
 
@@ -176,15 +190,14 @@ static int l_cache_call(lua_State *L)
     int top = lua_gettop(L);
     argbuf a = new_argbuf(L, top - 1);
     int n = collect_args(L, 2, top, a.argv, a.lens, a.num);
-    redisReply **box = new_reply_box(L);
+    replybox *box = new_reply_box(L, 1);
     qr_error err;
-    *box = qr_cache_command(c, n, a.argv, a.lens, &err);
-    if (!*box) return soft_fail(L, &err);
-    int is_error = (*box)->type == REDIS_REPLY_ERROR;
+    box->r[0] = qr_cache_command(c, n, a.argv, a.lens, &err);
+    if (!box->r[0]) return soft_fail(L, &err);
+    int is_error = box->r[0]->type == REDIS_REPLY_ERROR;
     if (is_error) lua_pushnil(L);
-    push_reply(L, *box, 0);
-    freeReplyObject(*box);
-    *box = NULL;
+    push_reply(L, box->r[0], 0);
+    free_replies(box);
     return is_error ? 2 : 1;
 }
 
@@ -195,11 +208,11 @@ static int l_cache_pipeline(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     int ncmd = (int)luaL_len(L, 2);
     if (ncmd < 1 || ncmd > 10000) return luaL_argerror(L, 2, "1 to 10000 commands");
-    int base = lua_gettop(L);
     int *argcs = lua_newuserdatauv(L, sizeof(int) * (size_t)ncmd, 0);
     const char *const **argvs = lua_newuserdatauv(L, sizeof(*argvs) * (size_t)ncmd, 0);
     const size_t **lens = lua_newuserdatauv(L, sizeof(*lens) * (size_t)ncmd, 0);
-    redisReply **replies = lua_newuserdatauv(L, sizeof(*replies) * (size_t)ncmd, 0);
+    replybox *box = new_reply_box(L, ncmd);
+    int anchored = lua_gettop(L); /* the arrays above and the replies stay alive up to here */
     for (int i = 0; i < ncmd; i++) {
         lua_rawgeti(L, 2, i + 1); /* the command table stays on the stack */
         int t = lua_gettop(L);
@@ -214,17 +227,18 @@ static int l_cache_pipeline(lua_State *L)
         lens[i] = a.lens;
     }
     qr_error err;
-    if (qr_cache_pipeline(c, ncmd, argcs, argvs, lens, replies, &err) != 0) return soft_fail(L, &err);
-    /* Replies are owned now: free them all before anything can raise. */
-    lua_settop(L, base);
+    if (qr_cache_pipeline(c, ncmd, argcs, argvs, lens, box->r, &err) != 0) return soft_fail(L, &err);
+    /* The replies belong to box (anchored at `anchored`); only the per-command
+     * argument tables and buffers above it are dropped. */
+    lua_settop(L, anchored);
     int failed = 0;
     lua_createtable(L, ncmd, 0);
     for (int i = 0; i < ncmd; i++) {
-        if (lua_checkstack(L, 4)) push_reply(L, replies[i], 1);
+        if (lua_checkstack(L, 4)) push_reply(L, box->r[i], 1);
         else failed = 1, lua_pushboolean(L, 0);
         lua_rawseti(L, -2, i + 1);
     }
-    for (int i = 0; i < ncmd; i++) freeReplyObject(replies[i]);
+    free_replies(box);
     if (failed) return luaL_error(L, "reply too large");
     return 1;
 }
@@ -244,13 +258,13 @@ static int l_cache_get_value(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &nlen);
     const char *magic = luaL_checklstring(L, 3, &mlen);
     if (mlen != 4) return luaL_argerror(L, 3, "magic must be 4 bytes");
-    redisReply **box = new_reply_box(L);
+    replybox *box = new_reply_box(L, 1);
     const char *argv[] = {"GET", name};
     size_t lens[] = {3, nlen};
     qr_error err;
-    *box = qr_cache_command(c, 2, argv, lens, &err);
-    if (!*box) return soft_fail(L, &err);
-    redisReply *r = *box;
+    box->r[0] = qr_cache_command(c, 2, argv, lens, &err);
+    if (!box->r[0]) return soft_fail(L, &err);
+    redisReply *r = box->r[0];
     int n;
     if (r->type == REDIS_REPLY_NIL) {
         lua_pushboolean(L, 0);
@@ -278,8 +292,7 @@ static int l_cache_get_value(lua_State *L)
             n = 2;
         }
     }
-    freeReplyObject(*box);
-    *box = NULL;
+    free_replies(box);
     return n;
 }
 

@@ -381,4 +381,19 @@ c:get_or_compute("monthly_mining:2024-03:S9:all", 3600, function() return string
     assert.matches("127.0.0.1:1", err)
     assert.not_matches("pw@", err)
   end)
+
+  it("keeps a pipeline's replies alive while their Lua values are built, however often the GC runs", function()
+    local c = new_cache()
+    local big = ("x"):rep(4096)
+    local cmds = {}
+    for i = 1, 200 do cmds[i] = { "SET", c.prefix .. "p" .. i, big .. i } end
+    assert.is_table(c.conn:pipeline(cmds))
+    for i = 1, 200 do cmds[i] = { "GET", c.prefix .. "p" .. i } end
+    collectgarbage("incremental", 0, 1000) -- a collection at every allocation, as near as Lua gets
+    local ok, replies = pcall(c.conn.pipeline, c.conn, cmds)
+    collectgarbage("incremental", 200, 100)
+    assert.is_true(ok, replies)
+    for i = 1, 200 do assert.are.equal(big .. i, replies[i]) end
+    c:clear()
+  end)
 end)
