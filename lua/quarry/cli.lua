@@ -407,11 +407,13 @@ function commands.rollup(args)
       .. "'quarry rollup refresh --date D'"):format(#diffs, table.concat(dates, ", "),
       #diffs > 5 and ", ..." or "") }), 0)
   end
-  local tty = require("quarry.core").isatty(2)
+  local show
   local dates = rollup.rebuild(db, from, to, function(done, total)
-    if tty then io.stderr:write(("\rrollup: %d/%d date(s)"):format(done, total)) end
+    show = show or quarry.log.progress(total, function(n, all, _, eta)
+      return ("rollup: %d/%d date(s)  ETA %4.0fs "):format(n, all, eta)
+    end)
+    show(done, done == total)
   end)
-  if tty and #dates > 0 then io.stderr:write("\n") end
   local c = cache_if_on()
   if c and #dates > 0 then
     for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations" }) do rules.apply(c, t, dates) end

@@ -46,27 +46,17 @@ local function check_header(path, cols, expected)
   end
 end
 
--- Progress on a terminal: bytes read, rate, ETA; nothing when piped.
+-- Progress on a terminal for files of 4 MB or more: bytes read, rate, ETA.
 local function progress(total)
-  if not core.isatty(2) or total < 4 * 1024 * 1024 then return function() end, function() end end
-  local t0, last = core.now_ns(), 0
-  local function show(done, final)
-    local now = core.now_ns()
-    if not final and now - last < 200000000 then return end
-    last = now
-    local secs = (now - t0) / 1e9
-    local rate = secs > 0 and done / secs or 0
-    local eta = rate > 0 and (total - done) / rate or 0
-    io.stderr:write(("\rreading %5.1f%%  %6.1f MB/s  ETA %4.0fs "):format(100 * done / total, rate / 1e6,
-      final and 0 or eta))
-    if final then io.stderr:write("\n") end
-  end
-  return show, function() show(total, true) end
+  if total < 4 * 1024 * 1024 then return function() end end
+  return log.progress(total, function(done, all, rate, eta)
+    return ("reading %5.1f%%  %6.1f MB/s  ETA %4.0fs "):format(100 * done / all, rate / 1e6, eta)
+  end)
 end
 
 --- Stream the rest of an open file into tx's COPY; returns rows staged.
 local function copy_file(tx, f, sql, size)
-  local show, done = progress(size)
+  local show = progress(size)
   local read = 0
   local rows = tx:copy_in(sql, function()
     local chunk = f:read(256 * 1024)
@@ -76,7 +66,7 @@ local function copy_file(tx, f, sql, size)
     end
     return chunk
   end)
-  done()
+  show(size, true)
   return rows
 end
 

@@ -58,4 +58,22 @@ end
 
 function M.enabled(level) return core.log_enabled(level) end
 
+--- A progress line on a terminal (stderr), redrawn at most five times a
+-- second; nothing when stderr is not a terminal. line(done, total, rate,
+-- eta_s) renders it. Returns show(done [, final]); final ends the line.
+function M.progress(total, line)
+  if not core.isatty(2) then return function() end end
+  local t0, last = core.now_ns(), 0
+  return function(done, final)
+    local now = core.now_ns()
+    if not final and now - last < 200000000 then return end
+    last = now
+    local secs = (now - t0) / 1e9
+    local rate = secs > 0 and done / secs or 0
+    local eta = (final or rate <= 0) and 0 or math.max(total - done, 0) / rate
+    io.stderr:write("\r", line(done, total, rate, eta))
+    if final then io.stderr:write("\n") end
+  end
+end
+
 return M

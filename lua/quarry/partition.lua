@@ -404,19 +404,10 @@ end
 
 -- Progress of the copy on a terminal: rows, rate, ETA.
 local function progress(tname, total)
-  if not core.isatty(2) then return function() end end
-  local t0, last = core.now_ns(), 0
-  return function(done, final)
-    local now = core.now_ns()
-    if not final and now - last < 200000000 then return end
-    last = now
-    local secs = (now - t0) / 1e9
-    local rate = secs > 0 and done / secs or 0
-    local eta = rate > 0 and math.max(total - done, 0) / rate or 0
-    io.stderr:write(("\rcopying %s: %5.1f%%  %d rows  %7.0f rows/s  ETA %4.0fs ")
-      :format(tname, total > 0 and math.min(100, 100 * done / total) or 100, done, rate, final and 0 or eta))
-    if final then io.stderr:write("\n") end
-  end
+  return log.progress(total, function(done, all, rate, eta)
+    return ("copying %s: %5.1f%%  %d rows  %7.0f rows/s  ETA %4.0fs "):format(tname,
+      all > 0 and math.min(100, 100 * done / all) or 100, done, rate, eta)
+  end)
 end
 
 -- ---- plan ----
