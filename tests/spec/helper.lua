@@ -37,6 +37,14 @@ function M.scratch_database(name)
     core.timings_new()))
 end
 
+--- scratch_database(name) seeded with `quarry db seed --from from --to to`.
+function M.seeded_database(name, from, to)
+  local url, db = M.scratch_database(name)
+  local _, err, code = M.quarry(("db seed --from %s --to %s"):format(from, to), { DATABASE_URL = url })
+  assert(code == 0, err)
+  return url, db
+end
+
 function M.drop_database(name)
   local admin = M.db()
   admin:exec(("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(name))
@@ -64,6 +72,15 @@ function M.read(path)
   local s = f:read("a")
   f:close()
   return s
+end
+
+M.CURTAILMENT_HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,"
+  .. "original_price,final_price,so_flag,cadl_flag"
+
+--- A curtailment CSV file of rows (strings), under the header quarry
+-- ingests; returns its path.
+function M.curtailment_csv(rows)
+  return M.write(M.tmpname(".csv"), M.CURTAILMENT_HEADER .. "\n" .. table.concat(rows, "\n") .. "\n")
 end
 
 --- Run `quarry ARGS` (a shell fragment); env is a table of extra variables.

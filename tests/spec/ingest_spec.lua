@@ -5,10 +5,7 @@ local h = require "spec.helper"
 local quarry = require "quarry"
 
 local db = quarry.db
-local HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,"
-  .. "final_price,so_flag,cadl_flag\n"
-
-local function csv(rows) return h.write(h.tmpname(".csv"), HEADER .. table.concat(rows, "\n") .. "\n") end
+local csv = h.curtailment_csv
 
 local function ingest(kind, path, env)
   local out, err, code = h.quarry(("ingest %s %s"):format(kind, path), env)
@@ -126,7 +123,7 @@ describe("ingest curtailment", function()
     local _, err, code = ingest("curtailment", p)
     assert.are.equal(2, code)
     assert.matches(":1: unknown column 'period'", err)
-    p = h.write(h.tmpname(".csv"), HEADER .. "2031-01-05,1,T_FARR-1\n")
+    p = csv({ "2031-01-05,1,T_FARR-1" })
     _, err, code = ingest("curtailment", p)
     assert.are.equal(2, code)
     assert.matches(":2: missing data for column", err)

@@ -54,9 +54,7 @@ end
 
 describe("partition", function()
   setup(function()
-    URL, db = h.scratch_database(DBNAME)
-    local _, err, code = q("db seed --from 2023-12-01 --to 2024-01-31")
-    assert(code == 0, err)
+    URL, db = h.seeded_database(DBNAME, "2023-12-01", "2024-01-31")
   end)
 
   teardown(function()
@@ -125,9 +123,7 @@ describe("partition", function()
     local day = db:query_one("SELECT settlement_date::text AS d FROM curtailment_records WHERE id = $1", low).d
     local _, rerr, rcode = q("rollup refresh --date " .. day)
     assert.are.equal(0, rcode, rerr)
-    local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
-      .. "payment,original_price,final_price,so_flag,cadl_flag\n"
-      .. "2024-01-20,7,T_SGRWO-1,Seagreen Wind Energy Limited,-12.5,-60,-5,-5,true,false\n")
+    local csv = h.curtailment_csv({ "2024-01-20,7,T_SGRWO-1,Seagreen Wind Energy Limited,-12.5,-60,-5,-5,true,false" })
     local _, err, code = q("ingest curtailment " .. csv)
     os.remove(csv)
     assert.are.equal(0, code, err)
@@ -176,9 +172,7 @@ describe("partition", function()
 
   it("keeps the kept plain table in step, and verify catches a difference", function()
     -- quarry's own writes work on the partitioned tables, rollups included.
-    local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
-      .. "payment,original_price,final_price,so_flag,cadl_flag\n"
-      .. "2023-12-28,9,T_DOREW-1,Dorenell Windfarm Limited,-40.5,-3240,-80,-80,true,false\n")
+    local csv = h.curtailment_csv({ "2023-12-28,9,T_DOREW-1,Dorenell Windfarm Limited,-40.5,-3240,-80,-80,true,false" })
     local _, err, code = q("ingest curtailment " .. csv)
     os.remove(csv)
     assert.are.equal(0, code, err)
@@ -290,8 +284,7 @@ describe("partition", function()
         lines[j] = ("%s,%d,T_SGRWO-%d,Seagreen Wind Energy Limited,-%d.5,-%d,-5,-5,true,false")
           :format(day, j % 48 + 1, j % 6 + 1, j % 50 + 1, j % 300 + 1)
       end
-      files[i] = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
-        .. "payment,original_price,final_price,so_flag,cadl_flag\n" .. table.concat(lines, "\n") .. "\n")
+      files[i] = h.curtailment_csv(lines)
       rcs[i] = h.tmpname(".rc")
     end
     local applyrc, applyerr, applyout = h.tmpname(".rc"), h.tmpname(".err"), h.tmpname(".out")

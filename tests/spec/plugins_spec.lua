@@ -5,8 +5,6 @@ local quarry = require "quarry"
 local cjson = require "cjson"
 
 local db = quarry.db
-local HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,"
-  .. "final_price,so_flag,cadl_flag\n"
 local ROWS = {
   "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
   "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-5,-25,-5,-5,true,false",
@@ -16,7 +14,7 @@ local ROWS = {
 local ENV = { QUARRY_CACHE_PREFIX = "plugins-spec:" }
 
 local function load_data(rows)
-  local path = h.write(h.tmpname(".csv"), HEADER .. table.concat(rows, "\n") .. "\n")
+  local path = h.curtailment_csv(rows)
   local _, err, code = h.quarry("ingest curtailment " .. path, ENV)
   os.remove(path)
   assert(code == 0, err)

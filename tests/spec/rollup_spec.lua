@@ -8,8 +8,6 @@ local summaries = require "quarry.defs.summaries"
 local DBNAME = "quarry_rollup_spec"
 local URL, db
 local FROM, TO = "2023-11-01", "2024-02-29"
-local HEADER = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,"
-  .. "final_price,so_flag,cadl_flag\n"
 
 local function q(args) return h.quarry(args, { DATABASE_URL = URL }) end
 
@@ -40,14 +38,12 @@ local function csv_file(date, n, seed)
     lines[i] = ("%s,%d,%s,Party %d,-%d.%d,-%d,-5,-5,true,false"):format(date, period, farm, x % 4, x % 90 + 1,
       x % 10, x % 500 + 1)
   end
-  return h.write(h.tmpname(".csv"), HEADER .. table.concat(lines, "\n") .. "\n")
+  return h.curtailment_csv(lines)
 end
 
 describe("rollups", function()
   setup(function()
-    URL, db = h.scratch_database(DBNAME)
-    local _, err, code = q(("db seed --from %s --to %s"):format(FROM, TO))
-    assert(code == 0, err)
+    URL, db = h.seeded_database(DBNAME, FROM, TO)
   end)
 
   teardown(function()
