@@ -416,7 +416,7 @@ function commands.rollup(args)
   end)
   local c = cache_if_on()
   if c and #dates > 0 then
-    for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations" }) do rules.apply(c, t, dates) end
+    rules.apply(c, { "curtailment_records", "historical_bitcoin_calculations" }, dates)
   end
   print(("rollups recomputed for %d date(s)"):format(#dates))
   return 0

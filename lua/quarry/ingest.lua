@@ -155,7 +155,7 @@ local lock_dates = rollup.lock_dates
 
 local function apply_rules(cache, tables, dates)
   if not cache or #dates == 0 then return end
-  for _, t in ipairs(tables) do rules.apply(cache, t, dates) end
+  rules.apply(cache, tables, dates) -- each stale pattern once, however many tables name it
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).

@@ -45,16 +45,19 @@ function M.check_date(s)
   return s
 end
 
---- The patterns made stale by a change to `tbl` (nil: every table) on
--- `dates` (a list of YYYY-MM-DD), without repeats, in a stable order.
+--- The patterns made stale by a change to `tbl` (a table name, a list of
+-- them, or nil: every table) on `dates` (a list of YYYY-MM-DD), without
+-- repeats, in a stable order.
 function M.patterns(tbl, dates, rules)
   rules = rules or load_defs()
+  local tables = type(tbl) == "table" and {} or nil
+  for _, t in ipairs(tables and tbl or {}) do tables[t] = true end
   local seen, out = {}, {}
   for _, date in ipairs(dates) do
     if not M.check_date(date) then error(("not a date: '%s' (expected YYYY-MM-DD)"):format(tostring(date)), 2) end
     local fields = { date = date, month = date:sub(1, 7), year = date:sub(1, 4) }
     for _, rule in ipairs(rules) do
-      if tbl == nil or rule.table == tbl then
+      if tbl == nil or rule.table == tbl or (tables and tables[rule.table]) then
         for _, pattern in ipairs(rule.stale) do
           local p = pattern:gsub("{(%a+)}", fields)
           if not seen[p] then

@@ -281,6 +281,10 @@ describe("cache TTLs and invalidation", function()
     assert.has_error(function() rules.patterns(nil, { "2024-02-30" }) end)
     assert.are.same({ "2024-02-29" }, { rules.check_date("2024-02-29") })
     assert.is_nil(rules.check_date("2023-02-29"))
+    -- several tables at once: each stale pattern once
+    local defs = { { table = "a", stale = { "m:{month}:*" } }, { table = "b", stale = { "m:{month}:*", "y:{year}:*" } },
+                   { table = "c", stale = { "z:*" } } }
+    assert.are.same({ "m:2024-03:*", "y:2024:*" }, rules.patterns({ "a", "b" }, { "2024-03-01", "2024-03-02" }, defs))
   end)
 end)
 
