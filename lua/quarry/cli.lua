@@ -26,6 +26,13 @@ end
 
 local function fail(msg) io.stderr:write("quarry: ", msg, "\n") end
 
+-- An integer flag from 1 (to max); otherwise "FLAG must be WHAT", exit 2.
+local function int_flag(value, flag, what, max)
+  local n = math.tointeger(tonumber(value))
+  if not n or n < 1 or (max and n > max) then usage_error(("%s must be %s"):format(flag, what)) end
+  return n
+end
+
 -- The configuration and exit codes, for the end of `quarry --help`.
 local function epilog()
   local lines = { "Configuration (flag, then environment, then default):" }
@@ -229,8 +236,7 @@ end
 
 local function seed_command(args)
   local rules = require "quarry.rules"
-  local scale = math.tointeger(tonumber(args.scale))
-  if not scale or scale < 1 or scale > 100 then usage_error("--scale must be an integer from 1 to 100") end
+  local scale = int_flag(args.scale, "--scale", "an integer from 1 to 100", 100)
   for _, k in ipairs({ "from", "to" }) do
     if not rules.check_date(args[k]) then usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k])) end
   end
@@ -331,21 +337,17 @@ end
 
 function commands.partition(args)
   local partition = require "quarry.partition"
+  local sub = args.partition_command
+  local opts = {}
+  if args.batch_size then opts.batch_size = int_flag(args.batch_size, "--batch-size", "a positive integer") end
+  if args.lock_timeout then
+    opts.lock_timeout_ms = int_flag(args.lock_timeout, "--lock-timeout", "a positive integer (ms)")
+  end
+  local plans = partition.plans(args.table) -- an unknown table is bad input, before any connection
   local db = quarry.db
   require("quarry.migrate").require_current(db)
-  local sub = args.partition_command
-  local opts = { cache = cache_if_on() }
-  if args.batch_size then
-    opts.batch_size = math.tointeger(tonumber(args.batch_size))
-    if not opts.batch_size or opts.batch_size < 1 then usage_error("--batch-size must be a positive integer") end
-  end
-  if args.lock_timeout then
-    opts.lock_timeout_ms = math.tointeger(tonumber(args.lock_timeout))
-    if not opts.lock_timeout_ms or opts.lock_timeout_ms < 1 then
-      usage_error("--lock-timeout must be a positive integer (ms)")
-    end
-  end
-  for _, t in ipairs(partition.plans(args.table)) do
+  opts.cache = cache_if_on()
+  for _, t in ipairs(plans) do
     if sub == "plan" then
       for _, line in ipairs(partition.plan(db, t.name, t.plan)) do print(line) end
     elseif sub == "apply" then
@@ -382,8 +384,6 @@ end
 function commands.rollup(args)
   local rollup = require "quarry.rollup"
   local rules = require "quarry.rules"
-  local db = quarry.db
-  require("quarry.migrate").require_current(db)
   for _, k in ipairs({ "from", "to", "date" }) do
     if args[k] and not rules.check_date(args[k]) then
       usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k]))
@@ -394,6 +394,8 @@ function commands.rollup(args)
   if from and to and from > to then usage_error("--from is after --to") end
   local sub = args.rollup_command
   if sub == "refresh" and not (from or to) then usage_error("rollup refresh needs --date D or --from D --to D") end
+  local db = quarry.db
+  require("quarry.migrate").require_current(db)
   if sub == "verify" then
     local diffs = rollup.verify(db, from, to)
     if #diffs == 0 then
