@@ -59,9 +59,28 @@ pg_running() { [ -f "$data/pg/PG_VERSION" ] && as_svc "$pgbin/pg_ctl" -D "$data/
 redis_sock="$run/redis.sock"
 redis_running() { [ -S "$redis_sock" ] && redis-cli -s "$redis_sock" ping 2>/dev/null | grep -q PONG; }
 
+# Roles: the bootstrap superuser is "postgres" and only this script uses it.
+# quarry connects as "quarry", which owns its database but is no superuser,
+# and runs report plugins as "quarry_reader" (SELECT only, granted by
+# `quarry db migrate`). set_config() is kept from PUBLIC in every database
+# made from template1, so a plugin cannot switch itself back to another role.
+ROLES_SQL="
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quarry') THEN
+    CREATE ROLE quarry LOGIN CREATEDB;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quarry_reader') THEN
+    CREATE ROLE quarry_reader NOLOGIN;
+  END IF;
+END \$\$;
+GRANT quarry_reader TO quarry;"
+HARDEN_SQL="
+REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO quarry;"
+
 start_pg() {
     if [ ! -f "$data/pg/PG_VERSION" ]; then
-        as_svc "$pgbin/initdb" -D "$data/pg" -U quarry --auth=trust -E UTF8 --locale=C.UTF-8 \
+        as_svc "$pgbin/initdb" -D "$data/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
             --no-instructions >"$data/log/initdb.log" 2>&1 ||
             { echo "services: initdb failed, see $data/log/initdb.log" >&2; exit 3; }
         {
@@ -81,9 +100,21 @@ start_pg() {
     as_svc "$pgbin/pg_ctl" -D "$data/pg" -w -t 60 -l "$data/log/postgresql.log" \
         -o "-k $run" start >/dev/null ||
         { echo "services: PostgreSQL did not start, see $data/log/postgresql.log" >&2; exit 3; }
-    if ! "$pgbin/psql" -h "$run" -U quarry -d postgres -tAc \
+    local su=postgres
+    if ! "$pgbin/psql" -h "$run" -U postgres -d postgres -tAc "SELECT 1" >/dev/null 2>&1; then
+        su=quarry # a cluster made before the roles were split: quarry is its superuser
+        echo "services: this cluster ($data/pg) predates quarry's non-superuser role; remove it" \
+             "(quarry services down, then delete $data/pg) to get plugins run without superuser rights" >&2
+    fi
+    if [ "$su" = postgres ]; then
+        "$pgbin/psql" -h "$run" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 -c "$ROLES_SQL" >/dev/null
+    fi
+    if ! "$pgbin/psql" -h "$run" -U "$su" -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = 'quarry'" | grep -q 1; then
-        "$pgbin/createdb" -h "$run" -U quarry quarry
+        if [ "$su" = postgres ]; then
+            "$pgbin/psql" -h "$run" -U postgres -d template1 -qtA -v ON_ERROR_STOP=1 -c "$HARDEN_SQL" >/dev/null
+        fi
+        "$pgbin/createdb" -h "$run" -U "$su" -O quarry quarry
     fi
 }
 

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define POOL_MT "quarry.pool"
 #define CONN_MT "quarry.conn"
@@ -84,9 +85,44 @@ static const char *type_name(Oid oid)
     case 1184: return "timestamptz";
     case 1186: return "interval";
     case 1700: return "numeric";
+    case 1000: return "bool[]";
+    case 1005: return "int2[]";
+    case 1007: return "int4[]";
+    case 1016: return "int8[]";
+    case 1009: return "text[]";
+    case 1015: return "varchar[]";
+    case 1014: return "bpchar[]";
+    case 1021: return "float4[]";
+    case 1022: return "float8[]";
+    case 1231: return "numeric[]";
+    case 1182: return "date[]";
+    case 1115: return "timestamp[]";
+    case 1185: return "timestamptz[]";
     case 2950: return "uuid";
     case 3802: return "jsonb";
     default: return "unknown";
+    }
+}
+
+/* Array types whose elements decode like their scalars: array oid ->
+ * element oid (0 when not one of them). */
+static Oid array_element(Oid oid)
+{
+    switch (oid) {
+    case 1000: return 16;   /* bool[] */
+    case 1005: return 21;   /* int2[] */
+    case 1007: return 23;   /* int4[] */
+    case 1016: return 20;   /* int8[] */
+    case 1009: return 25;   /* text[] */
+    case 1015: return 1043; /* varchar[] */
+    case 1014: return 1042; /* bpchar[] */
+    case 1021: return 700;  /* float4[] */
+    case 1022: return 701;  /* float8[] */
+    case 1231: return 1700; /* numeric[] */
+    case 1182: return 1082; /* date[] */
+    case 1115: return 1114; /* timestamp[] */
+    case 1185: return 1184; /* timestamptz[] */
+    default: return 0;
     }
 }
 
@@ -98,9 +134,70 @@ static int hexval(char c)
     return 0;
 }
 
+static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode);
+
+/* Parse one {...} level of an array's text form at *pos into a Lua array;
+ * NULL elements become core.null (a light userdata equal to cjson.null). */
+static void push_array_level(lua_State *L, Oid elem, const char *v, int len, int *pos, int decode)
+{
+    luaL_checkstack(L, 6, "array nested too deep");
+    lua_newtable(L);
+    int i = *pos + 1, n = 0; /* past '{' */
+    while (i < len && v[i] != '}') {
+        if (v[i] == '{') {
+            push_array_level(L, elem, v, len, &i, decode);
+        } else {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            int quoted = v[i] == '"';
+            if (quoted) {
+                for (i++; i < len && v[i] != '"'; i++) {
+                    if (v[i] == '\\' && i + 1 < len) i++;
+                    luaL_addchar(&b, v[i]);
+                }
+                i++; /* the closing quote */
+            } else {
+                for (; i < len && v[i] != ',' && v[i] != '}'; i++) luaL_addchar(&b, v[i]);
+            }
+            luaL_pushresult(&b);
+            size_t sl;
+            const char *s = lua_tolstring(L, -1, &sl);
+            if (!quoted && sl == 4 && strncasecmp(s, "NULL", 4) == 0) {
+                lua_pop(L, 1);
+                lua_pushlightuserdata(L, NULL);
+            } else {
+                push_value(L, elem, s, (int)sl, decode);
+                lua_remove(L, -2);
+            }
+        }
+        lua_rawseti(L, -2, ++n);
+        if (i < len && v[i] == ',') i++;
+    }
+    *pos = i + 1; /* past '}' */
+}
+
+static void push_array(lua_State *L, Oid elem, const char *v, int len, int decode)
+{
+    int pos = 0;
+    if (len > 0 && v[0] == '[') { /* explicit bounds: "[0:2]={...}" */
+        while (pos < len && v[pos] != '=') pos++;
+        pos++;
+    }
+    if (pos >= len || v[pos] != '{') {
+        lua_pushlstring(L, v, (size_t)len);
+        return;
+    }
+    push_array_level(L, elem, v, len, &pos, decode);
+}
+
 /* Push one non-NULL value. decode is the stack index of cjson's decode. */
 static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode)
 {
+    Oid elem = array_element(oid);
+    if (elem) {
+        push_array(L, elem, v, len, decode);
+        return;
+    }
     switch (oid) {
     case 20: case 21: case 23: case 26:
         lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
@@ -178,7 +275,7 @@ static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
         }
         lua_setfield(L, -2, "fields");
     }
-    lua_replace(L, names); /* keep the result, drop the column names */
+    if (ncols > 0) lua_replace(L, names); /* keep the result, drop the column names */
     lua_settop(L, names);
 }
 
@@ -235,6 +332,7 @@ static int collect_params(lua_State *L, int first, params *pp, const char **sv, 
             break;
         case LUA_TBOOLEAN:
             pp->values[i] = lua_toboolean(L, arg) ? "t" : "f";
+            pp->lengths[i] = 1;
             break;
         case LUA_TNUMBER:
             if (lua_isinteger(L, arg))
@@ -242,11 +340,11 @@ static int collect_params(lua_State *L, int first, params *pp, const char **sv, 
             else
                 format_float(pp->text[i], 32, (double)lua_tonumber(L, arg));
             pp->values[i] = pp->text[i];
+            pp->lengths[i] = (int)strlen(pp->text[i]);
             break;
         case LUA_TSTRING:
-            pp->values[i] = lua_tolstring(L, arg, &len);
-            if (strlen(pp->values[i]) != len)
-                luaL_argerror(L, arg, "string holds a zero byte, which PostgreSQL text cannot");
+            pp->values[i] = lua_tolstring(L, arg, &len); /* zero bytes: only for bytea (pg.c) */
+            if (len > 0x7fffffff) luaL_argerror(L, arg, "string too long for a parameter");
             pp->lengths[i] = (int)len;
             break;
         default:
@@ -562,6 +660,13 @@ static int l_conn_depth(lua_State *L)
     return 1;
 }
 
+/* conn:restrict(on): only reading statements, one per call (pg.h). */
+static int l_conn_restrict(lua_State *L)
+{
+    qr_conn_restrict(check_conn(L)->c, lua_toboolean(L, 2));
+    return 0;
+}
+
 static int l_conn_pid(lua_State *L)
 {
     lua_pushinteger(L, PQbackendPID(qr_conn_pg(check_conn(L)->c)));
@@ -642,7 +747,7 @@ void qr_lua_open_pool(lua_State *L)
         {"begin", l_conn_begin}, {"commit", l_conn_commit},       {"rollback", l_conn_rollback},
         {"depth", l_conn_depth}, {"pid", l_conn_pid},             {"release", l_conn_release},
         {"expect_long_hold", l_conn_expect_long_hold},
-        {"copy_in", l_conn_copy_in},
+        {"copy_in", l_conn_copy_in}, {"restrict", l_conn_restrict},
         {NULL, NULL}};
     luaL_newmetatable(L, CONN_MT);
     lua_newtable(L);
@@ -679,5 +784,7 @@ void qr_lua_open_pool(lua_State *L)
 
     lua_pushcfunction(L, l_pool_new);
     lua_setfield(L, -3, "pool_new"); /* module table sits below decode */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -3, "null"); /* NULL inside arrays; equal to cjson.null */
     lua_pop(L, 1);
 }

@@ -3,11 +3,11 @@
 
 #include "log.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +17,18 @@
  * sides stays bounded. */
 #define STMTS_CAP 4096
 
+/* Parameter formats are chosen on the stack up to this many parameters;
+ * beyond, every parameter goes as text. */
+#define STACK_FORMATS 64
+
 struct qr_conn {
     PGconn *pg;
     unsigned char *prepared; /* bitmap by qr_stmt.id */
     size_t prepared_bytes;
     int broken;
     int tx_depth;
+    int restricted;  /* see qr_conn_restrict */
+    int stale_plans; /* a schema change outdated the prepared statements */
     qr_conn_meta meta;
 };
 
@@ -80,98 +86,16 @@ static void error_from(qr_error *err, qr_conn *c, const PGresult *r)
         if (p) err->position = atoi(p);
     }
     if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
-    int conn_lost = c->broken || (state && strncmp(state, "08", 2) == 0);
-    snprintf(err->code, sizeof err->code, "%s", conn_lost ? "connection" : "query");
-    err->retryable = conn_lost || (state && sqlstate_retryable(state));
+    /* 08P01 on a live connection is the server refusing what we sent (a
+     * parameter count that does not match): the caller's mistake, and the
+     * session goes on. Retrying it would only fail again. */
+    int misuse = !c->broken && state && strcmp(state, "08P01") == 0;
+    int conn_lost = c->broken || (state && strncmp(state, "08", 2) == 0 && !misuse);
+    snprintf(err->code, sizeof err->code, "%s", conn_lost ? "connection" : misuse ? "usage" : "query");
+    err->retryable = !misuse && (conn_lost || (state && sqlstate_retryable(state)));
 }
 
-/* ---- fingerprints and the statement registry ---- */
-
-void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap)
-{
-    size_t o = 0;
-    int space = 0;
-    for (size_t i = 0; i < len && o + 1 < cap; i++) {
-        unsigned char ch = (unsigned char)sql[i];
-        if (isspace(ch)) {
-            space = o > 0;
-            continue;
-        }
-        if (space && o + 2 < cap) out[o++] = ' ';
-        space = 0;
-        if (ch == '\'') { /* string literal -> ? */
-            for (i++; i < len; i++)
-                if (sql[i] == '\'' && !(i + 1 < len && sql[i + 1] == '\'' && ++i)) break;
-            out[o++] = '?';
-        } else if (isdigit(ch) && !(o > 0 && (isalnum((unsigned char)out[o - 1]) ||
-                                             out[o - 1] == '_' || out[o - 1] == '$'))) {
-            while (i + 1 < len && (isdigit((unsigned char)sql[i + 1]) || sql[i + 1] == '.' ||
-                                   ((sql[i + 1] == 'e' || sql[i + 1] == 'E') && i + 2 < len &&
-                                    (isdigit((unsigned char)sql[i + 2]) || sql[i + 2] == '-' ||
-                                     sql[i + 2] == '+'))))
-                i += (sql[i + 1] == 'e' || sql[i + 1] == 'E') ? 2 : 1;
-            out[o++] = '?';
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    out[o] = '\0';
-}
-
-/* Does sql hold more than one statement? A ';' outside quotes, comments and
- * dollar-quoted bodies followed by more than blanks says so. Such a script
- * cannot be prepared, and a failed PREPARE would abort an open transaction,
- * so it is recognised here, before it reaches the server. */
-static int is_ident(char c)
-{
-    return isalnum((unsigned char)c) || c == '_';
-}
-
-int qr_sql_is_script(const char *s, size_t n)
-{
-    int after_semicolon = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (isspace((unsigned char)c)) continue;
-        if (c == '-' && i + 1 < n && s[i + 1] == '-') {
-            while (i < n && s[i] != '\n') i++;
-            continue;
-        }
-        if (c == '/' && i + 1 < n && s[i + 1] == '*') { /* comments nest in PostgreSQL */
-            int depth = 1;
-            for (i += 2; i < n && depth > 0; i++) {
-                if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') depth++, i++;
-                else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') depth--, i++;
-            }
-            i--;
-            continue;
-        }
-        if (after_semicolon) return 1;
-        if (c == ';') {
-            after_semicolon = 1;
-        } else if (c == '\'') {
-            int backslash = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e');
-            for (i++; i < n; i++) {
-                if (backslash && s[i] == '\\') i++;
-                else if (s[i] == '\'' && i + 1 < n && s[i + 1] == '\'') i++;
-                else if (s[i] == '\'') break;
-            }
-        } else if (c == '"') {
-            for (i++; i < n && s[i] != '"'; i++) {
-            }
-        } else if (c == '$' && !(i > 0 && is_ident(s[i - 1]))) {
-            size_t t = i + 1;
-            while (t < n && is_ident(s[t]) && !(t == i + 1 && isdigit((unsigned char)s[t]))) t++;
-            if (t < n && s[t] == '$') { /* $tag$ ... $tag$ */
-                size_t taglen = t - i + 1;
-                size_t j = t + 1;
-                while (j + taglen <= n && memcmp(s + j, s + i, taglen) != 0) j++;
-                i = j + taglen <= n ? j + taglen - 1 : n;
-            }
-        }
-    }
-    return 0;
-}
+/* ---- the statement registry ---- */
 
 struct qr_stmts {
     pthread_mutex_t lock;
@@ -209,6 +133,7 @@ void qr_stmts_free(qr_stmts *s)
         if (!s->slots[i]) continue;
         free(s->slots[i]->sql);
         free(s->slots[i]->fingerprint);
+        free(atomic_load(&s->slots[i]->params));
         free(s->slots[i]);
     }
     free(s->slots);
@@ -399,11 +324,159 @@ static PGresult *checked(qr_conn *c, PGresult *r, qr_error *err)
     return NULL;
 }
 
+void qr_conn_restrict(qr_conn *c, int on)
+{
+    c->restricted = on != 0;
+}
+
+/* Learn st's parameters from the server (once per statement, whichever
+ * connection gets there first). NULL on failure: the caller then sends
+ * every parameter as text. */
+static qr_stmt_params *describe(qr_conn *c, qr_stmt *st, const char *name)
+{
+    qr_stmt_params *known = atomic_load(&st->params);
+    if (known) return known;
+    PGresult *r = PQdescribePrepared(c->pg, name);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        PQclear(r);
+        return NULL;
+    }
+    int n = PQnparams(r);
+    qr_stmt_params *p = malloc(sizeof *p + (size_t)n + 1);
+    if (p) {
+        p->n = n;
+        for (int i = 0; i < n; i++) p->bytea[i] = PQparamtype(r, i) == 17;
+        qr_stmt_params *none = NULL;
+        if (!atomic_compare_exchange_strong(&st->params, &none, p)) {
+            free(p); /* another connection described it meanwhile */
+            p = none;
+        }
+    }
+    PQclear(r);
+    return p;
+}
+
+/* A server that says a prepared plan no longer fits (a column changed type,
+ * a table was recreated) or has gone (DISCARD ALL) is answered by preparing
+ * again, as pgx and JDBC do. */
+static int plan_outdated(const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!state) return 0;
+    if (strcmp(state, "26000") == 0) return 1; /* prepared statement does not exist */
+    return strcmp(state, "0A000") == 0 && msg && strstr(msg, "cached plan must not change result type");
+}
+
+/* Forget every prepared statement of this connection, once it can run a
+ * command again (not inside a failed transaction). */
+static void drop_plans_if_stale(qr_conn *c)
+{
+    if (!c->stale_plans || PQtransactionStatus(c->pg) == PQTRANS_INERROR) return;
+    PGresult *r = PQexec(c->pg, "DEALLOCATE ALL");
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+        if (c->prepared) memset(c->prepared, 0, c->prepared_bytes);
+        c->stale_plans = 0;
+    }
+    PQclear(r);
+}
+
+static int check_restricted(qr_conn *c, const char *sql, size_t len, qr_error *err)
+{
+    (void)c;
+    if (qr_sql_is_script(sql, len)) {
+        qr_error_set(err, "denied", "one statement per query here: this SQL holds several");
+        return -1;
+    }
+    if (!qr_sql_reads_only(sql, len)) {
+        char w[32];
+        qr_sql_first_word(sql, len, w, sizeof w);
+        qr_error_set(err, "denied", "only reading statements (SELECT, WITH, VALUES, TABLE, SHOW, "
+                                   "EXPLAIN) may run here, not %s", *w ? w : "this statement");
+        return -1;
+    }
+    return 0;
+}
+
+static PGresult *exec_prepared(qr_conn *c, qr_stmt *st, int n, const char *const *values,
+                               const int *lengths, qr_error *err)
+{
+    char name[24];
+    snprintf(name, sizeof name, "qr_%u", st->id);
+    for (int attempt = 0;; attempt++) {
+        int was_idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+        drop_plans_if_stale(c);
+        if (!is_prepared(c, st->id)) {
+            PGresult *r = checked(c, PQprepare(c->pg, name, st->sql, 0, NULL), err);
+            if (!r) return NULL;
+            PQclear(r);
+            if (set_prepared(c, st->id) != 0) {
+                qr_error_set(err, "query", "out of memory");
+                return NULL;
+            }
+        }
+        qr_stmt_params *p = describe(c, st, name);
+        int formats[STACK_FORMATS], *fmt = NULL;
+        if (p && p->n != n) {
+            qr_error_set(err, "usage", "the statement takes %d parameter%s, %d given", p->n,
+                         p->n == 1 ? "" : "s", n);
+            return NULL;
+        }
+        if (p && n <= STACK_FORMATS) {
+            for (int i = 0; i < n; i++) formats[i] = p->bytea[i];
+            fmt = formats;
+        }
+        for (int i = 0; i < n; i++) {
+            if (values[i] && !(fmt && fmt[i]) && lengths && memchr(values[i], 0, (size_t)lengths[i])) {
+                qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
+                                           "parameter can take", i + 1);
+                return NULL;
+            }
+        }
+        PGresult *r = PQexecPrepared(c->pg, name, n, values, lengths, fmt, 0);
+        if (r && plan_outdated(r)) {
+            c->stale_plans = 1;
+            if (was_idle && attempt == 0) { /* nothing else was undone by the failure: retry */
+                PQclear(r);
+                continue;
+            }
+        }
+        return checked(c, r, err);
+    }
+}
+
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                        const int *lengths, qr_error *err)
 {
     if (st) sql = st->sql;
-    if (st ? st->simple : qr_sql_is_script(sql, strlen(sql))) {
+    size_t len = st ? st->len : strlen(sql);
+    PGresult *r;
+    if (c->restricted) {
+        if (check_restricted(c, sql, len, err) != 0) return NULL;
+        /* Never the simple protocol: even a text the lexer misjudged cannot
+         * carry a second statement through PQprepare or PQexecParams. */
+        r = st ? exec_prepared(c, st, n, values, lengths, err)
+               : checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
+        PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+        if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) {
+            if (r) PQclear(r);
+            c->broken = 1;
+            qr_error_set(err, "denied", "a statement here may not end its transaction "
+                                       "(the connection is discarded)");
+            return NULL;
+        }
+        return r;
+    }
+    if (!st && lengths) {
+        for (int i = 0; i < n; i++) {
+            if (values[i] && memchr(values[i], 0, (size_t)lengths[i])) {
+                qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
+                                           "parameter of a prepared statement can take", i + 1);
+                return NULL;
+            }
+        }
+    }
+    if (st ? st->simple : qr_sql_is_script(sql, len)) {
         if (n > 0) {
             qr_error_set(err, "usage", "a script of several statements cannot take parameters");
             return NULL;
@@ -411,19 +484,7 @@ PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const ch
         return checked(c, PQexec(c->pg, sql), err);
     }
     if (!st) return checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
-
-    char name[24];
-    snprintf(name, sizeof name, "qr_%u", st->id);
-    if (!is_prepared(c, st->id)) {
-        PGresult *r = checked(c, PQprepare(c->pg, name, st->sql, 0, NULL), err);
-        if (!r) return NULL;
-        PQclear(r);
-        if (set_prepared(c, st->id) != 0) {
-            qr_error_set(err, "query", "out of memory");
-            return NULL;
-        }
-    }
-    return checked(c, PQexecPrepared(c->pg, name, n, values, lengths, NULL, 0), err);
+    return exec_prepared(c, st, n, values, lengths, err);
 }
 
 long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void *ud, qr_error *err)

@@ -17,10 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sql.h"
 #include "timing.h"
 
 typedef struct qr_error {
-    char code[24];      /* "connection", "query", "timeout", "transaction", "usage" */
+    char code[24]; /* "connection", "query", "timeout", "transaction", "usage", "denied" */
     char sqlstate[6];   /* "" when not from the server */
     char message[1024]; /* one line */
     char detail[512];
@@ -36,8 +37,17 @@ void qr_error_set(qr_error *e, const char *code, const char *fmt, ...)
 
 /* ---- statement registry (thread-safe) ---- */
 
+/* What the server said of a prepared statement's parameters, learnt once
+ * (PQdescribePrepared) and shared by every connection: how many it takes,
+ * and which are bytea (sent in binary, so any byte string round-trips). */
+typedef struct qr_stmt_params {
+    int n;
+    unsigned char bytea[];
+} qr_stmt_params;
+
 typedef struct qr_stmt {
     unsigned id;       /* index in each connection's "prepared" bitmap */
+    _Atomic(qr_stmt_params *) params; /* NULL until first described */
     int simple;         /* several statements in one text: see qr_sql_is_script */
     char *sql;
     size_t len;
@@ -52,14 +62,6 @@ void qr_stmts_free(qr_stmts *s);
 /* The statement for this SQL, registered on first sight; NULL when out of
  * memory or past the registry's cap (the caller then runs it unprepared). */
 qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len);
-
-/* Normalised form of sql for timing names: whitespace runs collapsed, quoted
- * strings and numbers replaced by ?, cut to cap-1 bytes. */
-void qr_sql_fingerprint(const char *sql, size_t len, char *out, size_t cap);
-
-/* 1 when sql holds several statements (a script: run with the simple
- * protocol, no parameters), judged outside quotes, comments and $$ bodies. */
-int qr_sql_is_script(const char *sql, size_t len);
 
 /* ---- connections ---- */
 
@@ -91,6 +93,13 @@ typedef int (*qr_copy_source)(void *ud, const char **buf, size_t *len);
  * rows loaded, or -1 with err (code "usage" with message "aborted" when the
  * source aborted). The connection is left ready for the next statement. */
 long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void *ud, qr_error *err);
+
+/* Restricted (1) or not (0). A restricted connection runs only statements
+ * that read (qr_sql_reads_only), one per call, always through the extended
+ * protocol (which the server refuses to give several statements), and a
+ * statement that leaves the transaction it found (COMMIT, ROLLBACK) fails
+ * and discards the connection. For code that must not write: report plugins. */
+void qr_conn_restrict(qr_conn *c, int on);
 
 /* One parameterless command (BEGIN, SAVEPOINT, ...) with the simple protocol. */
 int qr_conn_command(qr_conn *c, const char *sql, qr_error *err);

@@ -448,8 +448,16 @@ local function write_output(text, path)
   assert(os.rename(tmp, path)) -- whole file or nothing
 end
 
-function commands.report(args, info)
+-- The report runner, with the plugin limits of the settings.
+local function reports()
   local report = require "quarry.report"
+  local cfg = quarry.settings()
+  report.limits.memory_mb, report.limits.seconds = cfg.plugin_memory_mb, cfg.plugin_timeout_s
+  return report
+end
+
+function commands.report(args, info)
+  local report = reports()
   local formats = require "quarry.formats"
   local plugin = report.find(info.root or services.root(), args.name)
   local raw = {}
@@ -466,7 +474,7 @@ function commands.report(args, info)
 end
 
 function commands.plugins(_, info)
-  local report = require "quarry.report"
+  local report = reports()
   local all = report.all(info.root or services.root())
   local names = {}
   for n in pairs(all) do names[#names + 1] = n end
@@ -487,7 +495,7 @@ function commands.plugins(_, info)
 end
 
 function commands.demo(_, info)
-  local report = require "quarry.report"
+  local report = reports()
   local formats = require "quarry.formats"
   local db = quarry.db
   io.stderr:write("demo: embedded services up, schema migrated\n")

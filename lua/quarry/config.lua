@@ -29,6 +29,10 @@ M.settings = {
     doc = "Redis connect and command timeout (ms)" },
   { key = "cache_l1", env = "QUARRY_CACHE_L1", default = 256, int = true, min = 0,
     doc = "values each process keeps in front of Redis (0: none)" },
+  { key = "plugin_memory_mb", env = "QUARRY_PLUGIN_MEMORY", default = 256, int = true, min = 1,
+    doc = "most memory a report plugin may use (MiB)" },
+  { key = "plugin_timeout_s", env = "QUARRY_PLUGIN_TIMEOUT", default = 300, int = true, min = 1,
+    doc = "longest a report plugin may run, its queries included (s)" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }

@@ -1,11 +1,20 @@
 --- quarry.report: find, load and run report plugins.
 --
 -- A plugin is a Lua file returning a table (see plugins/monthly.lua). It is
--- loaded as text only into its own environment built from an allow-list --
--- no os.execute, io, require, load, debug -- and runs under an instruction
--- limit, so a runaway loop stops with a clear error. It reaches the data only
--- through ctx: ctx.query / ctx.query_one (inside a read-only transaction)
--- and ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
+-- untrusted code, held in by four walls:
+--   * its own environment, built from an allow-list: no os.execute, io,
+--     require, load, debug; getmetatable hides the shared string metatable,
+--     so nothing it changes reaches the host or the next plugin;
+--   * limits on instructions, wall-clock time and memory (M.limits), while
+--     its file loads and while it runs; once a limit trips it stays tripped,
+--     so a pcall inside the plugin cannot catch it and carry on;
+--   * its SQL runs on a restricted connection (src/pg.h): reading
+--     statements only, one per call, through the extended protocol, inside a
+--     READ ONLY transaction it cannot end, with a statement_timeout;
+--   * as the role quarry_reader (SET LOCAL ROLE), which may only SELECT and
+--     cannot set_config() itself back to another role.
+-- It reaches the data only through ctx: ctx.query / ctx.query_one and
+-- ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
 local core = require "quarry.core"
 local rollup = require "quarry.rollup"
 local rules = require "quarry.rules"
@@ -13,7 +22,13 @@ local summaries_defs = require "quarry.defs.summaries"
 
 local M = {}
 
-M.INSTRUCTION_LIMIT = 200000000
+-- What a plugin may spend, loading and running (the CLI sets memory and
+-- seconds from QUARRY_PLUGIN_MEMORY and QUARRY_PLUGIN_TIMEOUT).
+M.limits = { instructions = 200000000, seconds = 300, memory_mb = 256 }
+M.READER_ROLE = "quarry_reader"
+
+-- The limits of the plugin running now: its pcall checks whether one tripped.
+local running
 
 local function usage(msg) error(core.error({ code = "usage", message = msg }), 0) end
 
@@ -25,12 +40,24 @@ local function plugin_dirs(root)
   return dirs
 end
 
+-- pcall and xpcall for plugins: a tripped limit passes through them.
+local function rethrow_if_tripped(...)
+  if running and (running.tripped or core.memory_tripped()) then
+    error(running.tripped or running.memory_message, 0)
+  end
+  return ...
+end
+
 local function sandbox_env()
   local env = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
-    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
-    setmetatable = setmetatable, getmetatable = getmetatable, rawequal = rawequal, rawget = rawget,
-    rawlen = rawlen, rawset = rawset, _VERSION = _VERSION,
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    pcall = function(...) return rethrow_if_tripped(pcall(...)) end,
+    xpcall = function(...) return rethrow_if_tripped(xpcall(...)) end,
+    select = select, tonumber = tonumber, tostring = tostring, type = type,
+    setmetatable = setmetatable, rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
+    -- The string metatable is the host's: its __index is the real string table.
+    getmetatable = function(v) if type(v) == "string" then return nil end return getmetatable(v) end,
+    _VERSION = _VERSION,
     math = {}, string = {}, table = {}, utf8 = {},
     os = { date = os.date, time = os.time, clock = os.clock, difftime = os.difftime },
   }
@@ -38,8 +65,45 @@ local function sandbox_env()
     for k, v in pairs(_G[lib]) do env[lib][k] = v end
   end
   env.string.dump = nil
+  env.math.randomseed = nil -- the generator is the host's too
   env._G = env
   return env
+end
+
+-- Run fn under M.limits; what names the plugin in messages.
+local function limited(what, fn)
+  local lim = M.limits
+  local state = { memory_message = ("%s stopped: it used more than %d MiB of memory (QUARRY_PLUGIN_MEMORY)")
+    :format(what, lim.memory_mb) }
+  local count, deadline = 0, core.now_ns() + lim.seconds * 1000000000
+  local function trip(msg)
+    state.tripped = state.tripped or msg
+    error(state.tripped, 0)
+  end
+  local outer = running
+  running = state
+  debug.sethook(function()
+    if state.tripped then error(state.tripped, 0) end
+    count = count + 1
+    if count * 1000 > lim.instructions then
+      trip(("%s stopped: it ran more than %d instructions"):format(what, lim.instructions))
+    end
+    if count % 64 == 0 and core.now_ns() > deadline then
+      trip(("%s stopped: it ran longer than %d s (QUARRY_PLUGIN_TIMEOUT)"):format(what, lim.seconds))
+    end
+  end, "", 1000)
+  core.memory_limit(lim.memory_mb * 1024 * 1024)
+  local r = table.pack(pcall(fn))
+  local out_of_memory = core.memory_tripped()
+  core.memory_limit(nil)
+  debug.sethook()
+  running = outer
+  if not r[1] then
+    if state.tripped then error(state.tripped, 0) end
+    if out_of_memory then error(state.memory_message, 0) end
+    error(r[2], 0)
+  end
+  return table.unpack(r, 2, r.n)
 end
 
 local PARAM_TYPES = { date = true, month = true, year = true, miner = true, farm = true, lead_party = true,
@@ -83,8 +147,11 @@ function M.load_file(path)
   f:close()
   local chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
   if not chunk then error(lerr, 0) end
-  local ok, p = pcall(chunk)
-  if not ok then error(("%s: %s"):format(path, tostring(p)), 0) end
+  local ok, p = pcall(limited, "plugin file " .. path, chunk)
+  if not ok then
+    local msg = tostring(p)
+    error(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg), 0)
+  end
   p = M.validate(p, path)
   p.file = path
   return p
@@ -294,21 +361,6 @@ local function breakdown(tx, by, p, miner, direct)
   return { fields = fields, rows = rows }
 end
 
-local function with_limit(plugin, fn)
-  local count = 0
-  debug.sethook(function()
-    count = count + 1
-    if count * 1000 > M.INSTRUCTION_LIMIT then
-      debug.sethook()
-      error(("report %s stopped: it ran more than %d instructions"):format(plugin.name, M.INSTRUCTION_LIMIT), 2)
-    end
-  end, "", 1000)
-  local r = table.pack(pcall(fn))
-  debug.sethook()
-  if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
-end
-
 -- Normalise what run returned into a result table.
 local function result_of(plugin, out, p)
   if type(out) ~= "table" then error(("report %s: run must return rows or a result table"):format(plugin.name), 0) end
@@ -331,6 +383,11 @@ function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
   local function compute()
     local ok, res = db:transaction(function(tx)
+      -- Set by the host before the plugin's first statement; integers we
+      -- made, and an identifier quoted.
+      tx:exec(("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000))
+      tx:exec("SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE))
+      tx:restrict(true)
       local ctx = {
         query = function(sql, ...) return tx:query(sql, ...) end,
         query_one = function(sql, ...) return tx:query_one(sql, ...) end,
@@ -339,7 +396,9 @@ function M.run(db, cache, plugin, p, opts)
         breakdown = function(by, params, miner) return breakdown(tx, by, params, miner, opts.direct) end,
         direct = opts.direct == true,
       }
-      return with_limit(plugin, function() return result_of(plugin, plugin.run(ctx, p), p) end)
+      local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)
+      tx:restrict(false)
+      return out
     end, { read_only = true })
     if not ok then error(res, 0) end
     return res

@@ -128,4 +128,53 @@ CREATE AGGREGATE quarry_array_union(text[]) (
 );
 ]],
   },
+  {
+    version = 5,
+    name = "the reading role report plugins run as, and the durable log of cache invalidations",
+    sql = [[
+-- Plugins run as quarry_reader: SELECT on quarry's tables and nothing else
+-- (no writes, no superuser, no server files or programs). Creating it needs
+-- CREATEROLE once; `quarry services up` has made it already for the embedded
+-- default. A superuser migrating also keeps set_config() from PUBLIC here,
+-- so a plugin cannot undo its SET LOCAL ROLE through set_config('role', ...).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quarry_reader') THEN
+    BEGIN
+      CREATE ROLE quarry_reader NOLOGIN;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION 'quarry needs the role quarry_reader for report plugins'
+        USING HINT = 'as a superuser: CREATE ROLE quarry_reader NOLOGIN; GRANT quarry_reader TO '
+                     || current_user || ';';
+    END;
+  END IF;
+  IF NOT pg_has_role(current_user, 'quarry_reader', 'MEMBER') THEN
+    EXECUTE format('GRANT quarry_reader TO %I', current_user);
+  END IF;
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
+  END IF;
+END $$;
+GRANT USAGE ON SCHEMA public TO quarry_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO quarry_reader;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO quarry_reader;
+
+-- Every dated write records, in its own transaction, the cache patterns it
+-- makes stale; seq follows commit order (writers take an advisory lock to
+-- number them). Redis holds the last seq applied: a process that finds it
+-- behind applies the rest before it trusts any cached value (cache.lua).
+CREATE TABLE quarry_cache_invalidations (
+  seq      bigint PRIMARY KEY,
+  patterns text[] NOT NULL,
+  at       timestamptz NOT NULL DEFAULT now()
+);
+-- Rows up to pruned_upto have been deleted (all applied, and old).
+CREATE TABLE quarry_cache_log_state (
+  id          int PRIMARY KEY CHECK (id = 1),
+  pruned_upto bigint NOT NULL DEFAULT 0
+);
+INSERT INTO quarry_cache_log_state VALUES (1, 0);
+GRANT SELECT ON quarry_cache_invalidations, quarry_cache_log_state TO quarry_reader;
+]],
+  },
 }

@@ -260,3 +260,96 @@ describe("db:explain", function()
     db:close()
   end)
 end)
+
+-- What drivers such as pgx, JDBC and node-postgres do, and quarry must too.
+describe("the query layer", function()
+  local db
+  local core = require "quarry.core"
+  setup(function() db = h.db({ max_size = 1 }) end) -- one connection: every call reuses it
+  teardown(function()
+    db:exec("DROP TABLE IF EXISTS ql_shape")
+    db:close()
+  end)
+
+  it("prepares again after the schema changes under a prepared statement", function()
+    db:exec("DROP TABLE IF EXISTS ql_shape")
+    db:exec("CREATE TABLE ql_shape (a int)")
+    db:exec("INSERT INTO ql_shape VALUES (1)")
+    local sql = "SELECT * FROM ql_shape"
+    assert.are.equal(1, db:query_one(sql).a)
+    db:exec("ALTER TABLE ql_shape ALTER COLUMN a TYPE text")
+    assert.are.equal("1", db:query_one(sql).a)
+    db:exec("DROP TABLE ql_shape")
+    db:exec("CREATE TABLE ql_shape (a int, b int)")
+    db:exec("INSERT INTO ql_shape VALUES (2, 3)")
+    assert.are.same({ a = 2, b = 3 }, db:query_one(sql))
+    db:exec("DEALLOCATE ALL")
+    assert.are.same({ a = 2, b = 3 }, db:query_one(sql))
+  end)
+
+  it("recovers the statement after a failed transaction that saw the change", function()
+    db:exec("DROP TABLE IF EXISTS ql_shape")
+    db:exec("CREATE TABLE ql_shape (a int)")
+    local sql = "SELECT a FROM ql_shape"
+    db:query(sql)
+    local ok, err = db:transaction(function(tx)
+      tx:exec("ALTER TABLE ql_shape ALTER COLUMN a TYPE bigint")
+      return tx:query(sql)
+    end)
+    assert.is_false(ok)
+    assert.matches("cached plan", tostring(err))
+    assert.are.equal(0, #db:query(sql)) -- the next use works
+  end)
+
+  it("calls a wrong parameter count a usage error, and the connection goes on", function()
+    local ok, err = pcall(db.query, db, "SELECT $1::int + $2::int AS s", 1)
+    assert.is_false(ok)
+    assert.are.equal("usage", err.code)
+    assert.is_false(err.retryable)
+    assert.matches("takes 2 parameters, 1 given", err.message)
+    local one = db:query_one("SELECT $1::int AS x", 5)
+    assert.are.equal(5, one.x)
+    ok, err = pcall(db.query, db, "SELECT $1::int AS x", 1, 2)
+    assert.are.equal("usage", err.code)
+  end)
+
+  it("round-trips any byte string as a bytea parameter", function()
+    local all = {}
+    for i = 0, 255 do all[#all + 1] = string.char(i) end
+    for _, bytes in ipairs({ "", "\0", "\\x41", "a\0b", "\255\254", table.concat(all) }) do
+      local r = db:query_one("SELECT $1::bytea AS b, length($1::bytea) AS n", bytes)
+      assert.are.equal(bytes, r.b)
+      assert.are.equal(#bytes, r.n)
+    end
+    local ok, err = pcall(db.query, db, "SELECT $1::text AS t", "a\0b")
+    assert.is_false(ok)
+    assert.matches("zero byte", err.message)
+  end)
+
+  it("returns an empty result for zero columns and for the empty query", function()
+    for _, sql in ipairs({ "SELECT", "", "SELECT FROM generate_series(1, 3)" }) do
+      local rows = db:query(sql)
+      assert.is_table(rows, sql)
+      assert.are.equal(0, #rows.fields)
+    end
+    assert.are.equal(3, #db:query("SELECT FROM generate_series(1, 3)"))
+  end)
+
+  it("decodes arrays of scalar types to Lua arrays, exact numerics and NULLs included", function()
+    local r = db:query_one([[SELECT ARRAY[1, NULL, 3]::int[] AS i, ARRAY[9007199254740993]::int8[] AS b,
+      ARRAY[1.10, 0.000000000001]::numeric[] AS n, ARRAY['a', 'b,c', '"q"', 'NULL', NULL, '{x}']::text[] AS t,
+      ARRAY[true, false]::bool[] AS tf, ARRAY[1.5]::float8[] AS f, ARRAY[DATE '2024-03-31']::date[] AS d,
+      '{{1,2},{3,4}}'::int[] AS m, '[0:1]={7,8}'::int[] AS lb, '{}'::int[] AS e]])
+    assert.are.same({ 1, core.null, 3 }, r.i)
+    assert.are.equal(r.i[2], require("cjson").null)
+    assert.are.equal(9007199254740993, r.b[1])
+    assert.are.same({ "1.10", "0.000000000001" }, r.n)
+    assert.are.same({ "a", "b,c", '"q"', "NULL", core.null, "{x}" }, r.t)
+    assert.are.same({ true, false }, r.tf)
+    assert.are.equal(1.5, r.f[1])
+    assert.are.same({ "2024-03-31" }, r.d)
+    assert.are.same({ { 1, 2 }, { 3, 4 } }, r.m)
+    assert.are.same({ 7, 8 }, r.lb)
+    assert.are.same({}, r.e)
+  end)
+end)

@@ -241,7 +241,116 @@ return { name = "%s", description = "test", params = {},
     plugin("sb_write", "return ctx.query('DELETE FROM curtailment_records RETURNING 1 AS x')")
     local _, err, code = run("sb_write")
     assert.are.equal(1, code)
+    assert.matches("only reading statements", err)
+    plugin("sb_cte", "return ctx.query('WITH d AS (DELETE FROM curtailment_records RETURNING 1 AS x) SELECT * FROM d')")
+    _, err, code = run("sb_cte")
+    assert.are.equal(1, code)
     assert.matches("read%-only transaction", err)
+  end)
+
+  -- Each of these was seen to drop a table, run a program or read a server
+  -- file from a plugin; each must fail and change nothing.
+  local ATTACKS = {
+    { "ROLLBACK; DROP TABLE sb_victim", "one statement per query" },
+    { "COMMIT", "only reading statements" },
+    { "END", "only reading statements" },
+    { "/* x */ (DROP TABLE sb_victim)", "only reading statements" },
+    { "SELECT 1; DROP TABLE sb_victim", "one statement per query" },
+    { "SELECT 1 AS x; COPY (SELECT 1) TO PROGRAM 'touch /tmp/quarry-pwned'", "one statement per query" },
+    { "RESET ROLE", "only reading statements" },
+    { "SET ROLE quarry", "only reading statements" },
+    { "SET SESSION AUTHORIZATION DEFAULT", "only reading statements" },
+    { "SELECT set_config('role', 'none', false) AS x", "permission denied for function set_config" },
+    { "SELECT query_to_xml('SELECT set_config(''role'', ''none'', false)', true, true, '') AS x",
+      "permission denied for function set_config" },
+    { "SELECT pg_read_file('/etc/passwd') AS x", "permission denied" },
+    { "SELECT pg_ls_dir('.') AS x", "permission denied" },
+    { "SELECT lo_import('/etc/passwd') AS x", "permission denied" },
+    { "SELECT nextval('curtailment_records_id_seq') AS x", "permission denied" },
+  }
+  for i, a in ipairs(ATTACKS) do
+    it("refuses " .. a[1], function()
+      db:exec("CREATE TABLE IF NOT EXISTS sb_victim (x int)")
+      local name = "sb_attack" .. i
+      plugin(name, ("ctx.query(%q) return { fields = {}, rows = {} }"):format(a[1]))
+      local _, err, code = run(name)
+      assert.are.equal(1, code, err)
+      assert.matches(a[2], err)
+      assert.is_not_nil(db:query_one("SELECT to_regclass('sb_victim') AS t").t, "the table is gone")
+      assert.is_nil(io.open("/tmp/quarry-pwned"))
+    end)
+  end
+
+  it("runs as a role that cannot write, read server files or run programs", function()
+    plugin("sb_role", [[return ctx.query("SELECT current_user AS who, " ..
+      "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super, " ..
+      "has_table_privilege('curtailment_records', 'INSERT') AS can_insert, " ..
+      "pg_has_role('pg_execute_server_program', 'MEMBER') AS programs, " ..
+      "pg_has_role('pg_read_server_files', 'MEMBER') AS files")]])
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    local out, err, code = h.quarry("report sb_role --format json --no-cache", env)
+    assert.are.equal(0, code, err)
+    local row = cjson.decode(out).rows[1]
+    assert.are.same({ who = "quarry_reader", super = false, can_insert = false, programs = false, files = false },
+      row)
+  end)
+
+  it("keeps the embedded default's everyday role from being a superuser", function()
+    assert.is_false(db:query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").rolsuper)
+  end)
+
+  it("stops a loop that catches the limit's error with pcall", function()
+    plugin("sb_pcall", "while true do pcall(function() while true do end end) end")
+    local _, err, code = run("sb_pcall")
+    assert.are.equal(1, code)
+    assert.matches("report sb_pcall stopped: it ran more than", err)
+  end)
+
+  it("stops a plugin that runs past its time, in Lua or in a query", function()
+    plugin("sb_slow", "ctx.query('SELECT pg_sleep(30)') return { fields = {}, rows = {} }")
+    local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "1" }
+    for k, v in pairs(ENV) do env[k] = v end
+    local _, err, code, secs = h.quarry("report sb_slow --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("statement timeout", err)
+    assert.is_true(secs < 20)
+  end)
+
+  it("ends a plugin that takes too much memory with a one-line error", function()
+    plugin("sb_rep", "local s = string.rep('x', 1 << 30) return { fields = {}, rows = { #s } }")
+    plugin("sb_grow", "local t = {} while true do pcall(function() for i = 1, 1e9 do t[#t + 1] = { i } end end) end")
+    for _, name in ipairs({ "sb_rep", "sb_grow" }) do
+      local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_MEMORY = "64" }
+      for k, v in pairs(ENV) do env[k] = v end
+      local _, err, code = h.quarry("report " .. name .. " --no-cache", env)
+      assert.are.equal(1, code, name)
+      assert.matches("^quarry: report " .. name .. " stopped: it used more than 64 MiB of memory", err)
+    end
+  end)
+
+  it("limits a plugin file while it loads, for plugins and report alike", function()
+    local ldir = h.tmpname(".loadloop")
+    os.execute("mkdir -p " .. ldir)
+    h.write(ldir .. "/sb_spin.lua", "while true do end")
+    for _, cmd in ipairs({ "plugins", "report sb_spin" }) do
+      local _, err, code = h.quarry(cmd, { QUARRY_PLUGIN_PATH = ldir })
+      assert.are_not.equal(0, code, cmd)
+      assert.matches("sb_spin.lua stopped: it ran more than", err)
+    end
+    os.execute("rm -rf " .. ldir)
+  end)
+
+  it("cannot change the string library the host and other plugins see", function()
+    plugin("sb_meta", "local mt = getmetatable('') if mt then mt.__index.rep = function() return 'pwned' end end "
+      .. "string.rep = function() return 'pwned' end return { fields = {}, rows = {} }")
+    local _, err, code = run("sb_meta")
+    assert.are.equal(0, code, err)
+    -- in this process: a plugin loaded and run by the runner itself
+    local runner = require "quarry.report"
+    runner.run(db, nil, runner.load_file(dir .. "/sb_meta.lua"), {}, { no_cache = true })
+    assert.are.equal("aa", ("a"):rep(2))
+    assert.are.equal("aa", string.rep("a", 2))
   end)
 
   it("names the file and key of a bad definition", function()
