@@ -4,7 +4,6 @@
 #include "log.h"
 #include "timing.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +17,6 @@ struct qr_cache {
     qr_redis_addr addr;
     char where[300];
     redisContext *ctx;
-    redisContext *sub; /* subscriber connection, or NULL */
     uint64_t retry_at_ns; /* no connection attempt before this */
     int backoff_ms;
     int down;   /* in an outage: warned already */
@@ -163,7 +161,6 @@ qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err)
 void qr_cache_free(qr_cache *c)
 {
     if (!c) return;
-    if (c->sub) redisFree(c->sub);
     if (c->ctx) redisFree(c->ctx);
     free(c);
 }
@@ -322,62 +319,3 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
     return r;
 }
 
-int qr_cache_subscribe(qr_cache *c, const char *channel, qr_error *err)
-{
-    if (c->sub) return 0;
-    if (c->tried && !c->ctx && qr_now_ns() < c->retry_at_ns) {
-        qr_error_set(err, "connection", "Redis at %s unavailable (retrying later)", c->where);
-        return -1;
-    }
-    char why[256];
-    redisContext *sub = open_ctx(c, why, sizeof why);
-    if (!sub) {
-        qr_error_set(err, "connection", "Redis at %s unreachable: %s", c->where, why);
-        return -1;
-    }
-    const char *argv[] = {"SUBSCRIBE", channel};
-    redisReply *r = redisCommandArgv(sub, 2, argv, NULL);
-    int ok = r && r->type == REDIS_REPLY_ARRAY;
-    if (r) freeReplyObject(r);
-    if (!ok) {
-        qr_error_set(err, "connection", "Redis at %s: cannot subscribe", c->where);
-        redisFree(sub);
-        return -1;
-    }
-    c->sub = sub;
-    return 0;
-}
-
-int qr_cache_poll(qr_cache *c, void (*fn)(void *, const char *, size_t), void *ud)
-{
-    if (!c->sub) return -1;
-    struct pollfd pfd = {c->sub->fd, POLLIN, 0};
-    int ready = poll(&pfd, 1, 0);
-    if (ready == 0) return 0;
-    if (ready < 0 || redisBufferRead(c->sub) != REDIS_OK) goto lost;
-    int n = 0;
-    for (;;) {
-        redisReply *r = NULL;
-        if (redisGetReplyFromReader(c->sub, (void **)&r) != REDIS_OK) goto lost;
-        if (!r) break;
-        /* ["message", channel, payload] */
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-            r->element[2]->type == REDIS_REPLY_STRING) {
-            fn(ud, r->element[2]->str, r->element[2]->len);
-            n++;
-        }
-        freeReplyObject(r);
-    }
-    return n;
-lost:
-    redisFree(c->sub);
-    c->sub = NULL;
-    return -1;
-}
-
-int qr_cache_pending(qr_cache *c)
-{
-    if (!c->sub) return -1;
-    struct pollfd pfd = {c->sub->fd, POLLIN, 0};
-    return poll(&pfd, 1, 0) != 0 ? 1 : 0; /* an error counts: qr_cache_poll will see it */
-}

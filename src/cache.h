@@ -58,21 +58,6 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
 int qr_cache_pipeline(qr_cache *c, int n, const int *argcs, const char *const *const *argvs,
                       const size_t *const *lens, redisReply **replies, qr_error *err);
 
-/* Subscribe a second connection of this cache to `channel` (messages
- * published there are read by qr_cache_poll). 0, or -1 with err when Redis
- * cannot be reached. */
-int qr_cache_subscribe(qr_cache *c, const char *channel, qr_error *err);
-
-/* Read the messages that have arrived, without waiting: fn is called for
- * each payload. Returns how many arrived, or -1 when there is no live
- * subscription (never made, or lost: then it is closed, and whatever the
- * caller kept on the strength of it must be dropped). */
-int qr_cache_poll(qr_cache *c, void (*fn)(void *ud, const char *msg, size_t len), void *ud);
-
-/* 1 when messages wait to be read by qr_cache_poll, 0 when none, -1 when
- * there is no subscription. Never blocks. */
-int qr_cache_pending(qr_cache *c);
-
 typedef struct qr_cache_stats {
     int up;              /* the last attempt succeeded */
     uint64_t errors;     /* commands that failed for want of Redis */

@@ -2,7 +2,7 @@
  *
  *   c = core.cache_new{url=, connect_timeout_ms=, command_timeout_ms=}
  *   c:call(cmd, ...)            -> reply | nil, err
- *   c:pipeline{{cmd, ...}, ...} -> {reply, ...} | nil, err
+ *   c:pipeline{{cmd, ...}, ...} -> {reply, ...} | nil, err (any error reply fails it)
  *   c:stats() -> {up=, errors=, outages=, connects=}     c:where()   c:close()
  *
  * Unlike the database API this never raises for an unreachable Redis or an
@@ -231,6 +231,17 @@ static int l_cache_pipeline(lua_State *L)
     /* The replies belong to box (anchored at `anchored`); only the per-command
      * argument tables and buffers above it are dropped. */
     lua_settop(L, anchored);
+    /* An error reply anywhere fails the whole pipeline, as a command's would:
+     * a caller that counted on every command (INCR, SET) must not be told
+     * they ran when one was refused (OOM, READONLY, WRONGTYPE). */
+    for (int i = 0; i < ncmd; i++) {
+        if (box->r[i]->type == REDIS_REPLY_ERROR) {
+            lua_pushnil(L);
+            push_reply(L, box->r[i], 0);
+            free_replies(box);
+            return 2;
+        }
+    }
     int failed = 0;
     lua_createtable(L, ncmd, 0);
     for (int i = 0; i < ncmd; i++) {
@@ -241,117 +252,6 @@ static int l_cache_pipeline(lua_State *L)
     free_replies(box);
     if (failed) return luaL_error(L, "reply too large");
     return 1;
-}
-
-/* c:get_value(name, magic) -> false (no such key)
- *                           | true, value, compute_ms, expires_ms
- *                           | nil, message (not ours, or corrupt)
- *                           | nil, err (Redis unavailable)
- * The hit path of the cache: GET and decode straight from the reply, with
- * the envelope (4-byte magic, uint32 compute ms, int64 expiry ms, all
- * little-endian) checked here, so a value is never copied into a Lua string
- * just to be decoded. */
-static int l_cache_get_value(lua_State *L)
-{
-    qr_cache *c = check_cache(L);
-    size_t nlen, mlen;
-    const char *name = luaL_checklstring(L, 2, &nlen);
-    const char *magic = luaL_checklstring(L, 3, &mlen);
-    if (mlen != 4) return luaL_argerror(L, 3, "magic must be 4 bytes");
-    replybox *box = new_reply_box(L, 1);
-    const char *argv[] = {"GET", name};
-    size_t lens[] = {3, nlen};
-    qr_error err;
-    box->r[0] = qr_cache_command(c, 2, argv, lens, &err);
-    if (!box->r[0]) return soft_fail(L, &err);
-    redisReply *r = box->r[0];
-    int n;
-    if (r->type == REDIS_REPLY_NIL) {
-        lua_pushboolean(L, 0);
-        n = 1;
-    } else if (r->type != REDIS_REPLY_STRING || r->len < 16 || memcmp(r->str, magic, 4) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, r->type == REDIS_REPLY_ERROR ? r->str : "not a quarry value");
-        n = 2;
-    } else {
-        const unsigned char *h = (const unsigned char *)r->str;
-        uint32_t compute_ms = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
-                              (uint32_t)h[7] << 24;
-        uint64_t expires = 0;
-        for (int i = 0; i < 8; i++) expires |= (uint64_t)h[8 + i] << (8 * i);
-        const char *why;
-        lua_pushboolean(L, 1);
-        if (qr_lua_decode(L, r->str + 16, r->len - 16, &why)) {
-            lua_pushinteger(L, (lua_Integer)compute_ms);
-            lua_pushinteger(L, (lua_Integer)expires);
-            n = 4;
-        } else {
-            lua_pop(L, 1);
-            lua_pushnil(L);
-            lua_pushstring(L, why);
-            n = 2;
-        }
-    }
-    free_replies(box);
-    return n;
-}
-
-/* c:subscribe(channel) -> true | nil, err */
-static int l_cache_subscribe(lua_State *L)
-{
-    qr_cache *c = check_cache(L);
-    const char *channel = luaL_checkstring(L, 2);
-    qr_error err;
-    if (qr_cache_subscribe(c, channel, &err) != 0) return soft_fail(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* Messages gathered by c:poll before any Lua value is made: a raise while
- * hiredis holds a reply would leak it, so out of memory is only noted. */
-typedef struct {
-    qr_lua_buf *buf;
-    int failed;
-} msgbuf;
-
-static void gather(void *ud, const char *msg, size_t len)
-{
-    msgbuf *m = ud;
-    if (qr_lua_buf_put(m->buf, &len, sizeof len) != 0 || qr_lua_buf_put(m->buf, msg, len) != 0)
-        m->failed = 1;
-}
-
-/* c:poll() -> n [, {message, ...}]: n = 0 nothing new, -1 no live
- * subscription (lost or never made), else the messages that arrived. */
-static int l_cache_poll(lua_State *L)
-{
-    qr_cache *c = check_cache(L);
-    int pending = qr_cache_pending(c);
-    if (pending <= 0) { /* the common case: nothing new, nothing allocated */
-        lua_pushinteger(L, pending);
-        return 1;
-    }
-    msgbuf mb = {qr_lua_buf_new(L), 0}, *m = &mb;
-    int n = qr_cache_poll(c, gather, m);
-    if (n <= 0 && !m->failed) {
-        lua_pushinteger(L, n);
-        return 1;
-    }
-    if (m->failed) n = -1; /* some messages lost: the caller must assume the worst */
-    lua_pushinteger(L, n);
-    lua_createtable(L, n > 0 ? n : 0, 0);
-    qr_lua_buf *b = m->buf;
-    size_t pos = 0;
-    for (int i = 1; pos + sizeof(size_t) <= b->len; i++) {
-        size_t len;
-        memcpy(&len, b->data + pos, sizeof len);
-        if (len > b->len - pos - sizeof len) break; /* cut short by out of memory */
-        lua_pushlstring(L, b->data + pos + sizeof len, len);
-        lua_rawseti(L, -2, i);
-        pos += sizeof len + len;
-    }
-    qr_lua_buf_free(b);
-    return 2;
 }
 
 static int l_cache_stats(lua_State *L)
@@ -383,9 +283,8 @@ void qr_lua_open_cache(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     static const luaL_Reg methods[] = {
-        {"call", l_cache_call},   {"pipeline", l_cache_pipeline}, {"subscribe", l_cache_subscribe},
-        {"get_value", l_cache_get_value},
-        {"poll", l_cache_poll},   {"stats", l_cache_stats},       {"where", l_cache_where},
+        {"call", l_cache_call},   {"pipeline", l_cache_pipeline},
+        {"stats", l_cache_stats}, {"where", l_cache_where},
         {"close", l_cache_close}, {NULL, NULL}};
     if (luaL_newmetatable(L, CACHE_MT)) {
         luaL_newlib(L, methods);

@@ -11,7 +11,8 @@
  * code, never raises on bad input and never reads past the buffer.
  *
  * Format: "Q" version(1) value, where value is one tag byte and its body:
- *   '0' nil  'T' true  'F' false
+ *   '0' nil  'T' true  'F' false  'N' JSON null (cjson.null, core.null: the
+ *   light userdata NULL, what json columns and arrays decode NULL to)
  *   'i' int64 little-endian   'd' IEEE double bits little-endian
  *   's' varint length, bytes
  *   't' varint n_array, varint n_hash, n_array values, n_hash key/value pairs
@@ -66,6 +67,10 @@ static void encode(lua_State *L, wbuf *b, int idx, int depth)
         break;
     case LUA_TBOOLEAN:
         put_byte(L, b, lua_toboolean(L, idx) ? 'T' : 'F');
+        break;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) != NULL) luaL_error(L, "cannot cache a userdata value");
+        put_byte(L, b, 'N');
         break;
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) {
@@ -187,6 +192,7 @@ static int decode(lua_State *L, reader *r, int depth)
     case '0': lua_pushnil(L); return 1;
     case 'T': lua_pushboolean(L, 1); return 1;
     case 'F': lua_pushboolean(L, 0); return 1;
+    case 'N': lua_pushlightuserdata(L, NULL); return 1;
     case 'i':
         if (!get_u64(r, &u)) return 0;
         lua_pushinteger(L, (lua_Integer)u);

@@ -1,15 +1,30 @@
 --- quarry.cache: one cache shared by every quarry process, in Redis.
 --
---   cache:get_or_compute(key, ttl, fn)   the value, computed at most once at a time
---   cache:get(key)  cache:set(key, value, ttl)
+--   cache:get_or_compute(key, ttl, fn [, opts])   the value, computed at most once at a time
+--   cache:get(key [, opts])  cache:set(key, value, ttl [, opts])
 --   cache:invalidate(pattern)  cache:clear()  cache:stats()   cache.TTL
+--   opts.depends: the data a value came from ({dates=}, {from=, to=},
+--   {months=}, {years=} or "all"), so every quarry write to it makes it stale.
 --
 -- Keys are readable with redis-cli: <prefix><key>@<generations>, e.g.
--- quarry:monthly_mining:2024-03:S19J_PRO:all@0.2.0. Every `:`-separated
+-- quarry:monthly_mining:2024-03:S19J_PRO:all@0.0.2.0. Every `:`-separated
 -- prefix of a key is a group with a generation counter (<prefix>gen:<group>);
--- the generations of a key's groups are part of its stored name, so
--- invalidating "monthly_mining:2024-03:*" is one INCR, however many keys
--- there are: readers compute the new name and miss. Old names expire by TTL.
+-- the generations of a key's groups (and of the groups it depends on, and
+-- the cache's epoch) are part of its stored name, so invalidating
+-- "monthly_mining:2024-03:*" is one INCR, however many keys there are:
+-- readers compute the new name and miss. Old names expire by TTL.
+--
+-- Every read is one script in Redis that computes the current name and reads
+-- the value atomically, so after one process's set or invalidate returns, no
+-- other process reads the older value. Nothing is kept in the process.
+--
+-- No stale value after a fault: the invalidations a write needs are logged
+-- in PostgreSQL with the write (lua/quarry/stale.lua). Redis keeps the last
+-- logged seq it has applied (<prefix>applied); with a log (opts.log), every
+-- read passes the log's latest seq to the script, which refuses to answer
+-- while Redis is behind, and the cache applies the missing entries first. A
+-- Redis that lost the mark, or restarted from a snapshot older than the
+-- log's pruned entries, starts a new epoch: every older value is left behind.
 --
 -- Values carry their compute time, so a hot key is refreshed early by one
 -- process with a probability that rises towards expiry (XFetch, Vattani et
@@ -17,17 +32,9 @@
 -- one process holding a lock (SET NX PX); the others wait for its value, and
 -- a holder that died blocks nobody past the lock's expiry.
 --
--- In front of Redis each process keeps a small LRU of decoded values (the
--- first level, l1_size entries, 256 by default). Every invalidation is also
--- published on <prefix>invalidate; each process reads those messages before
--- it serves from its first level, and drops the whole first level if its
--- subscription is lost, so it never serves a value another process
--- invalidated. Values served from it are shared within the process: treat
--- cached values as read-only.
---
--- The cache never fails a caller: with Redis down or slow every call
--- computes (or misses) at once, counts an error and logs one warning per
--- outage (src/cache.c).
+-- The cache never fails a caller and never serves what it cannot prove
+-- current: with Redis (or the log) down, slow or full, every call computes
+-- at once, uncached, counts an error and logs one warning per outage.
 local core = require "quarry.core"
 local log = require "quarry.log"
 
@@ -41,11 +48,19 @@ local HEADER = "<c4I4i8"
 local HEADER_LEN = string.packsize(HEADER)
 
 -- Runs in Redis: the current name of a key and its value, in one round trip.
--- ARGV: prefix, key, want_lock (0/1), lock token, lock ms, groups...
+-- ARGV: prefix, key, want_lock (0/1), lock token, lock ms, need (the log's
+-- latest seq, or -1 without a log), groups...
+-- Returns {name, value} | {name, false, -2, locked 1/0} | {false, false, applied or -1}
+-- when Redis has not applied the log up to need.
 local LOOKUP = [[
 local prefix, key = ARGV[1], ARGV[2]
-local gens = {}
-for i = 6, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
+local need = tonumber(ARGV[6])
+if need >= 0 then
+  local applied = tonumber(redis.call('GET', prefix .. 'applied'))
+  if not applied or applied < need then return {false, false, applied or -1} end
+end
+local gens = {redis.call('GET', prefix .. 'epoch') or '0'}
+for i = 7, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
 local name = prefix .. key .. '@' .. table.concat(gens, '.')
 local v = redis.call('GET', name)
 if v then return {name, v} end
@@ -62,16 +77,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ]]
 
+-- Apply logged invalidations atomically, once: only if the applied mark is
+-- still what the caller read (ARGV[2], '' for none), start a new epoch
+-- (ARGV[4] = '1': one never used before, from the server's clock) or bump
+-- the listed groups' generations, and set the mark to ARGV[3]. 0 when
+-- another process got there first.
+-- ARGV: prefix, expected mark, new mark, new epoch, groups...
+local CATCH_UP = [[
+local prefix = ARGV[1]
+if (redis.call('GET', prefix .. 'applied') or '') ~= ARGV[2] then return 0 end
+if ARGV[4] == '1' then
+  local t = redis.call('TIME')
+  redis.call('SET', prefix .. 'epoch', t[1] .. string.format('%06d', tonumber(t[2])))
+end
+for i = 5, #ARGV do redis.call('INCR', prefix .. 'gen:' .. ARGV[i]) end
+redis.call('SET', prefix .. 'applied', ARGV[3])
+return 1
+]]
+
 local Cache = {}
 Cache.__index = Cache
 Cache.TTL = M.TTL -- so scripts can write cache.TTL.MEDIUM
 
-local COUNTERS = { "hits", "l1_hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets" }
+local COUNTERS = { "hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets", "catch_ups" }
 
 --- A cache. opts: url (Redis URL), enabled (false = compute every time),
 -- prefix ("quarry:"), lock_ms (30000: longest compute a lock covers),
 -- wait_ms (how long waiters wait for another process's value; = lock_ms),
--- beta (XFetch eagerness, 1.0), timeouts (connect/command ms).
+-- beta (XFetch eagerness, 1.0), timeouts (connect/command ms), log (the
+-- invalidation log, quarry.stale.log(db): without one, only invalidations
+-- that reached Redis count).
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({
@@ -79,15 +114,11 @@ function M.new(opts)
     lock_ms = opts.lock_ms or 30000,
     beta = opts.beta or 1.0,
     enabled = opts.enabled ~= false,
+    log = opts.log,
     warned = {},
     local_stats = {},
     pending = {},
     last_flush = core.now_ns(),
-    l1_size = opts.l1_size or 256,
-    l1 = {}, l1_count = 0, l1_tick = 0,
-    l1_retry = 0, -- no subscription attempt before this (ns)
-    gens = {},    -- group -> generation, kept current by the subscription
-    names = {},   -- key -> stored name, valid while the generations are
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
   for _, k in ipairs(COUNTERS) do self.local_stats[k], self.pending[k] = 0, 0 end
@@ -99,104 +130,16 @@ function M.new(opts)
   return self
 end
 
--- ---- the first level ----
-
-local function l1_flush(self)
-  self.l1, self.l1_count = {}, 0
-end
-
--- Everything held on the strength of the subscription: values, generations
--- and the stored names built from them.
-local function forget_all(self)
-  l1_flush(self)
-  self.gens = {}
-  self.names = {}
-end
-
-local function l1_drop(self, key)
-  if self.l1[key] then
-    self.l1[key] = nil
-    self.l1_count = self.l1_count - 1
-  end
-end
-
--- Apply one invalidation message: "g\t<group>", "k\t<key>" or "*".
-local function l1_apply(self, msg)
-  local kind, arg = msg:match("^(%a)\t(.*)$")
-  if kind == "k" then
-    l1_drop(self, arg)
-  elseif kind == "g" then
-    self.gens[arg] = nil
-    self.names = {} -- names embed generations; rebuilt on next use
-    local head = arg .. ":"
-    for key in pairs(self.l1) do
-      if key:sub(1, #head) == head then l1_drop(self, key) end
-    end
-  else
-    forget_all(self)
-  end
-end
-
--- Catch up with what other processes invalidated. True when what this
--- process holds (first-level values, group generations) can be trusted:
--- the subscription is live and every message so far has been applied.
-local function sync(self)
-  if not self.conn then return false end
-  if not self.subscribed then
-    local now = core.now_ns()
-    if now < self.l1_retry then return false end
-    self.l1_retry = now + 1000000000
-    forget_all(self)
-    if not self.conn:subscribe(self.prefix .. "invalidate") then return false end
-    self.subscribed = true
-  end
-  local n, msgs = self.conn:poll()
-  if n == 0 then return true end
-  if n < 0 then -- subscription lost: nothing held can be trusted
-    self.subscribed = false
-    forget_all(self)
-    return false
-  end
-  for _, m in ipairs(msgs) do l1_apply(self, m) end
-  return true
-end
-
-local function l1_get(self, key)
-  if self.l1_size <= 0 then return nil end
-  local e = self.l1[key]
-  if not e then return nil end
-  if core.now_ns() >= e.expires then
-    l1_drop(self, key)
-    return nil
-  end
-  self.l1_tick = self.l1_tick + 1
-  e.used = self.l1_tick
-  return e
-end
-
-local function l1_put(self, key, value, ttl_ms, compute_ms)
-  if self.l1_size <= 0 or not self.subscribed or ttl_ms <= 0 then return end
-  if not self.l1[key] and self.l1_count >= self.l1_size then -- evict the least recently used
-    local oldest, when = nil, math.huge
-    for k, e in pairs(self.l1) do
-      if e.used < when then oldest, when = k, e.used end
-    end
-    l1_drop(self, oldest)
-  end
-  if not self.l1[key] then self.l1_count = self.l1_count + 1 end
-  self.l1_tick = self.l1_tick + 1
-  self.l1[key] = { value = value, expires = core.now_ns() + ttl_ms * 1000000, used = self.l1_tick,
-                   compute_ms = compute_ms or 0 }
-end
-
-local function publish(self, msg)
-  return self.conn:call("PUBLISH", self.prefix .. "invalidate", msg)
-end
-
 local function count(self, what, n)
   n = n or 1
   self.local_stats[what] = self.local_stats[what] + n
   self.pending[what] = self.pending[what] + n
+end
+
+local function warn_once(self, what, msg, context)
+  if self.warned[what] then return end
+  self.warned[what] = true
+  log.warn(msg, { module = "cache", context = context })
 end
 
 --- The group names of a key: each of its proper `:`-separated prefixes.
@@ -214,6 +157,22 @@ end
 local function check_key(key)
   if type(key) ~= "string" or key == "" then error("cache key must be a non-empty string", 3) end
   if key:find("[@%s]") then error("cache key must not contain '@' or whitespace: " .. key, 3) end
+end
+
+local function check_ttl(ttl)
+  if type(ttl) ~= "number" or ttl ~= ttl or ttl < 0.001 or ttl == math.huge then
+    error("cache ttl must be a number of seconds, at least 0.001", 3)
+  end
+end
+
+-- The groups a key's name is made of: its own, then those it depends on.
+local function groups_of(key, opts)
+  local groups = M.groups(key)
+  local depends = opts and opts.depends
+  if depends ~= nil then
+    for _, g in ipairs(require("quarry.rules").depends_groups(depends)) do groups[#groups + 1] = g end
+  end
+  return groups
 end
 
 -- Run a script by its SHA (loading it on first use, and again after a
@@ -235,54 +194,88 @@ local function script(self, body, ...)
   return nil
 end
 
--- The stored name of key from the generations this process holds (fetching
--- the ones it lacks), or nil when Redis is unavailable. Only valid while
--- sync() says the subscription is live.
-local function local_name(self, key)
-  local known = self.names[key]
-  if known then return known end
-  local groups, missing = M.groups(key), {}
-  for _, g in ipairs(groups) do
-    if not self.gens[g] then missing[#missing + 1] = { "GET", self.prefix .. "gen:" .. g } end
+local function redis_failed(self, what, err)
+  count(self, "errors")
+  if err and err.code == "redis" then
+    warn_once(self, "redis:" .. what, ("cache %s failed: %s"):format(what, tostring(err)))
   end
-  if #missing > 0 then
-    local r = self.conn:pipeline(missing)
-    if not r then return nil end
-    local i = 0
-    for _, g in ipairs(groups) do
-      if not self.gens[g] then
-        i = i + 1
-        self.gens[g] = r[i] or "0"
+  return nil
+end
+
+local function has_glob(s) return s:find("[%*%?%[\\]") ~= nil end
+
+-- ---- catching up with the invalidation log ----
+
+-- The log's latest seq: -1 without a log, nil when it cannot be read.
+local function need_of(self)
+  if not self.log then return -1 end
+  local ok, latest = pcall(self.log.latest, self.log)
+  if ok then
+    self.warned.log = nil
+    return latest
+  end
+  count(self, "errors")
+  warn_once(self, "log", "cache not used: the invalidation log in PostgreSQL cannot be read: " .. tostring(latest))
+  return nil
+end
+
+--- Bring Redis up to the log: apply every entry after Redis's applied mark,
+-- then raise the mark, in one script (so concurrent catch-ups apply once).
+-- True when Redis is current; false when it could not be made so (then
+-- nothing cached may be trusted).
+function Cache:catch_up()
+  if not self.enabled then return false end
+  if not self.log then return true end
+  local mark, err = self.conn:call("GET", self.prefix .. "applied")
+  if mark == nil and err then return redis_failed(self, "catch-up", err) and false end
+  local applied = tonumber(mark)
+  local ok, rows, pruned = pcall(self.log.since, self.log, applied or 0)
+  if not ok then
+    count(self, "errors")
+    warn_once(self, "log", "cache not used: the invalidation log in PostgreSQL cannot be read: " .. tostring(rows))
+    return false
+  end
+  local top, bump, groups = applied or 0, "0", {}
+  for _, row in ipairs(rows) do top = math.max(top, row.seq) end
+  if applied == nil or applied < pruned then
+    -- A namespace new to this log, or one that lost its mark (deleted,
+    -- evicted, flushed) while it may still hold values, or older than what
+    -- the log still holds: what it has cannot be checked entry by entry,
+    -- so a new epoch leaves all of it behind.
+    bump = "1"
+  else
+    for _, row in ipairs(rows) do
+      for _, p in ipairs(row.patterns) do
+        local group = p:match("^(.-):%*$")
+        if group and group ~= "" and not has_glob(group) then
+          groups[#groups + 1] = group
+        elseif self:invalidate(p) == nil then -- a key or glob: removed now, before the mark moves
+          return false
+        end
       end
     end
   end
-  local gens = {}
-  for i, g in ipairs(groups) do gens[i] = self.gens[g] end
-  local name = self.prefix .. key .. "@" .. table.concat(gens, ".")
-  self.names[key] = name
-  return name
+  local r, e = script(self, CATCH_UP, 0, self.prefix, mark or "", top, bump, table.unpack(groups))
+  if not r then return redis_failed(self, "catch-up", e) and false end
+  if r == 1 then count(self, "catch_ups") end
+  return true
 end
 
--- Redis's answer to LOOKUP (the script) for key: {name, raw value or false,
--- nil, locked (1/0)}, or nil when Redis is unavailable. The path used when
--- there is no live subscription to trust local generations.
-local function lookup(self, key, want_lock)
-  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms }
-  for _, g in ipairs(M.groups(key)) do args[#args + 1] = g end
-  local r, err = script(self, LOOKUP, table.unpack(args))
-  if not r then
-    count(self, "errors")
-    if err and err.code == "redis" then log.warn("cache lookup failed: " .. tostring(err), { module = "cache" }) end
-    return nil
+-- Redis's answer to LOOKUP for key: {name, raw value or false, nil, locked
+-- (1/0)}, or nil when Redis (or the log) cannot give a current answer.
+-- unchecked: just the current name, whatever the log says (for removing).
+local function lookup(self, key, want_lock, opts, unchecked)
+  local need = unchecked and -1 or need_of(self)
+  if need == nil then return nil end
+  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms, need }
+  for _, g in ipairs(groups_of(key, opts)) do args[#args + 1] = g end
+  for _ = 1, 3 do
+    local r, err = script(self, LOOKUP, table.unpack(args))
+    if not r then return redis_failed(self, "lookup", err) end
+    if r[1] then return r end
+    if not self:catch_up() then return nil end -- behind the log, and could not catch up
   end
-  return r
-end
-
---- The stored name of key, or nil when Redis is unavailable.
-local function name_of(self, key, trusted)
-  if trusted then return local_name(self, key) end
-  local r = lookup(self, key, false)
-  return r and r[1]
+  return nil
 end
 
 -- Decode a stored envelope: true, value, compute_ms, expires_ms | nil, why.
@@ -298,49 +291,21 @@ local function unwrap(raw)
   return nil, "not a quarry value"
 end
 
-local function corrupt(self, name)
-  count(self, "errors")
-  if not self.warned[name] then
-    self.warned[name] = true
-    log.warn("ignoring a corrupt or foreign value in the cache", { module = "cache", context = { key = name } })
-  end
-end
-
 -- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
 -- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
--- we took the compute lock); nil when Redis is unavailable. With a live
--- subscription (trusted) the name comes from local generations and the
--- value from one GET decoded straight from the reply.
-local function fetch(self, key, want_lock, trusted)
-  local name, ok, value, compute_ms, expires, locked
-  if trusted then
-    name = local_name(self, key)
-    if not name then
-      count(self, "errors")
-      return nil
-    end
-    ok, value, compute_ms, expires = self.conn:get_value(name, MAGIC)
-    if ok == nil and type(value) == "table" then -- Redis unavailable
-      count(self, "errors")
-      return nil
-    end
-    if ok == false and want_lock then
-      locked = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) ~= nil
-    end
-  else
-    local r = lookup(self, key, want_lock)
-    if not r then return nil end
-    name, locked = r[1], r[4] == 1
-    if r[2] then ok, value, compute_ms, expires = unwrap(r[2]) else ok = false end
-  end
+-- we took the compute lock); nil when Redis is unavailable or behind.
+local function fetch(self, key, want_lock, opts)
+  local r = lookup(self, key, want_lock, opts)
+  if not r then return nil end
+  local name = r[1]
+  if not r[2] then return { name = name, locked = r[4] == 1 } end
+  local ok, value, compute_ms, expires = unwrap(r[2])
   if ok then
     return { name = name, hit = true, value = value, compute_ms = compute_ms, pttl = expires - core.wall_ms() }
   end
-  if ok == nil then
-    corrupt(self, name)
-    return { name = name, corrupt = true }
-  end
-  return { name = name, locked = locked }
+  count(self, "errors")
+  warn_once(self, name, "ignoring a corrupt or foreign value in the cache", { key = name })
+  return { name = name, corrupt = true }
 end
 
 local function store(self, name, value, ttl, compute_ms)
@@ -349,10 +314,10 @@ local function store(self, name, value, ttl, compute_ms)
     log.warn("value not cached: " .. tostring(payload), { module = "cache", context = { key = name } })
     return false
   end
-  local secs = math.max(1, math.tointeger(ttl) or math.ceil(ttl))
-  local header = string.pack(HEADER, MAGIC, compute_ms, core.wall_ms() + secs * 1000)
-  local r = self.conn:call("SET", name, header .. payload, "EX", secs)
-  if r then count(self, "sets") else count(self, "errors") end
+  local ms = math.max(1, math.floor(ttl * 1000 + 0.5))
+  local header = string.pack(HEADER, MAGIC, compute_ms, core.wall_ms() + ms)
+  local r, err = self.conn:call("SET", name, header .. payload, "PX", ms)
+  if r then count(self, "sets") else redis_failed(self, "store", err) end
   return r ~= nil
 end
 
@@ -360,21 +325,29 @@ local function unlock(self, name)
   script(self, UNLOCK, 1, self.prefix .. "lock:" .. name, self.token)
 end
 
-local function check_ttl(ttl)
-  if type(ttl) ~= "number" or ttl <= 0 then error("cache ttl must be a positive number of seconds", 3) end
+local function lock(self, name)
+  return self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) ~= nil
 end
 
--- Run fn, time it, and store its value under name (lock held by us).
--- Returns the value, whether it was stored, and the compute time (ms).
+-- fn's value and error: a value of nil is an answer not to keep.
+local function call(self, fn)
+  count(self, "computes")
+  local v, err = fn()
+  if v == nil then return nil, err end
+  return v
+end
+
+-- Run fn, time it, and store its value under name (lock held by us, or no
+-- name: then it is not stored). Returns the value, or nil and fn's error.
 local function compute_and_store(self, name, ttl, fn)
   local t0 = core.now_ns()
-  local ok, value = pcall(fn)
+  local ok, value, ferr = pcall(call, self, fn)
   local ms = math.min((core.now_ns() - t0) // 1000000, 0xffffffff)
-  count(self, "computes")
-  local stored = ok and name ~= nil and store(self, name, value, ttl, ms)
+  if ok and value ~= nil and name ~= nil then store(self, name, value, ttl, ms) end
   if name then unlock(self, name) end
   if not ok then error(value, 0) end
-  return value, stored, ms
+  if value == nil then return nil, ferr end
+  return value
 end
 
 -- XFetch: is an early refresh due, for a value that took compute_ms to
@@ -384,63 +357,37 @@ local function early_due(self, compute_ms, pttl)
   return pttl > 0 and compute_ms * self.beta * -math.log(u > 0 and u or 1e-12) >= pttl
 end
 
---- The cached value of key, or fn()'s, stored for ttl seconds.
-function Cache:get_or_compute(key, ttl, fn)
+--- The cached value of key, or fn()'s, stored for ttl seconds. fn returning
+-- nil (and an error) is not cached: get_or_compute returns nil, err.
+function Cache:get_or_compute(key, ttl, fn, opts)
   check_key(key)
   check_ttl(ttl)
   if type(fn) ~= "function" then error("get_or_compute needs a function", 2) end
-  if not self.enabled then
-    count(self, "computes")
-    return fn()
-  end
-  local trusted = sync(self)
-  local force_early = false
-  if trusted then
-    local e = l1_get(self, key)
-    if e then
-      if not early_due(self, e.compute_ms, (e.expires - core.now_ns()) / 1000000) then
-        count(self, "hits")
-        count(self, "l1_hits")
-        return e.value
-      end
-      force_early = true -- refresh early: through Redis, where the lock is
-    end
-  end
+  if not self.enabled then return call(self, fn) end
   local deadline
   while true do
-    local rec = fetch(self, key, true, trusted)
-    if not rec then -- Redis unavailable: compute, uncached
-      count(self, "computes")
-      return fn()
-    end
+    local rec = fetch(self, key, true, opts)
+    if not rec then return call(self, fn) end -- Redis unavailable or not current: compute, uncached
     local name = rec.name
     if rec.hit then
       -- XFetch: refresh early, once, with a probability rising towards expiry.
-      if force_early or early_due(self, rec.compute_ms, rec.pttl) then
-        local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
-        if got then
-          count(self, "early_refreshes")
-          local v, stored, ms = compute_and_store(self, name, ttl, fn)
-          if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
-          return v
-        end
+      if early_due(self, rec.compute_ms, rec.pttl) and lock(self, name) then
+        count(self, "early_refreshes")
+        return compute_and_store(self, name, ttl, fn)
       end
       count(self, "hits")
-      if trusted then l1_put(self, key, rec.value, rec.pttl, rec.compute_ms) end
       self:flush_stats_if_due()
       return rec.value
     end
     if rec.corrupt then -- overwrite it, under the lock if we can get it
-      local got = self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms)
       count(self, "misses")
-      return (compute_and_store(self, got and name or nil, ttl, fn))
+      return compute_and_store(self, lock(self, name) and name or nil, ttl, fn)
     end
     if rec.locked then
       count(self, "misses")
-      local v, stored, ms = compute_and_store(self, name, ttl, fn)
-      if stored and trusted then l1_put(self, key, v, ttl * 1000, ms) end
+      local v, err = compute_and_store(self, name, ttl, fn)
       self:flush_stats_if_due()
-      return v
+      return v, err
     end
     -- Another process is computing it: wait for its value.
     if not deadline then
@@ -448,28 +395,19 @@ function Cache:get_or_compute(key, ttl, fn)
       deadline = core.now_ns() + self.wait_ms * 1000000
     elseif core.now_ns() > deadline then
       count(self, "misses")
-      count(self, "computes")
-      return fn() -- waited long enough: compute without caching
+      return call(self, fn) -- waited long enough: compute without caching
     end
     core.sleep(0.01)
   end
 end
 
 --- The cached value of key, or nil.
-function Cache:get(key)
+function Cache:get(key, opts)
   check_key(key)
   if not self.enabled then return nil end
-  local trusted = sync(self)
-  local e = trusted and l1_get(self, key)
-  if e then
-    count(self, "hits")
-    count(self, "l1_hits")
-    return e.value
-  end
-  local rec = fetch(self, key, false, trusted)
+  local rec = fetch(self, key, false, opts)
   if rec and rec.hit then
     count(self, "hits")
-    if trusted then l1_put(self, key, rec.value, rec.pttl, rec.compute_ms) end
     return rec.value
   end
   count(self, "misses")
@@ -477,48 +415,35 @@ function Cache:get(key)
 end
 
 --- Store value under key for ttl seconds; true if stored.
-function Cache:set(key, value, ttl)
+function Cache:set(key, value, ttl, opts)
   check_key(key)
   check_ttl(ttl)
   if not self.enabled then return false end
-  local name = name_of(self, key, sync(self))
-  local ok = name ~= nil and store(self, name, value, ttl, 0)
-  if ok then
-    l1_drop(self, key)
-    publish(self, "k\t" .. key) -- other processes drop the value this replaces
-  end
-  return ok
+  local r = lookup(self, key, false, opts)
+  return r ~= nil and store(self, r[1], value, ttl, 0)
 end
-
-local function has_glob(s) return s:find("[%*%?%[\\]") ~= nil end
 
 --- Make keys stale. "a:b:*" (a literal prefix then :*) bumps that group's
 -- generation: O(1). A key without wildcards is deleted. Any other pattern
 -- is found with SCAN and removed with UNLINK. Returns how many keys were
--- removed, or "group" for a generation bump; nil, err if Redis is down.
+-- removed, or "group" for a generation bump; nil, err if Redis did not do it.
 function Cache:invalidate(pattern)
   if type(pattern) ~= "string" or pattern == "" then error("invalidate needs a pattern", 2) end
   if not self.enabled then return 0 end
   local group = pattern:match("^(.-):%*$")
   if group and group ~= "" and not has_glob(group) then
-    l1_apply(self, "g\t" .. group) -- here at once; other processes by the message
-    local r, err = self.conn:pipeline({ { "INCR", self.prefix .. "gen:" .. group },
-                                        { "PUBLISH", self.prefix .. "invalidate", "g\t" .. group } })
-    if not r then count(self, "errors") return nil, err end
+    local r, err = self.conn:call("INCR", self.prefix .. "gen:" .. group)
+    if not r then return redis_failed(self, "invalidate", err), err end
     return "group"
   end
   if not has_glob(pattern) then
-    l1_drop(self, pattern)
-    local name = name_of(self, pattern, sync(self))
-    if not name then return nil end
-    local n = self.conn:call("UNLINK", name)
-    publish(self, "k\t" .. pattern)
+    local r = lookup(self, pattern, false, nil, true)
+    if not r then return nil, { code = "connection", message = "Redis at " .. self.conn:where() .. " unavailable" } end
+    local n, err = self.conn:call("UNLINK", r[1])
+    if not n then return redis_failed(self, "invalidate", err), err end
     return n
   end
-  forget_all(self)
-  local n, err = self:scan_unlink(self.prefix .. pattern .. "@*")
-  publish(self, "*")
-  return n, err
+  return self:scan_unlink(self.prefix .. pattern .. "@*")
 end
 
 --- UNLINK every key matching a raw Redis pattern, found with SCAN.
@@ -526,28 +451,29 @@ function Cache:scan_unlink(match)
   local cursor, removed = "0", 0
   repeat
     local r, err = self.conn:call("SCAN", cursor, "MATCH", match, "COUNT", 1000)
-    if not r then count(self, "errors") return nil, err end
+    if not r then return redis_failed(self, "scan", err), err end
     cursor = r[1]
     if #r[2] > 0 then
-      local n = self.conn:call("UNLINK", table.unpack(r[2]))
-      removed = removed + (n or 0)
+      local n, uerr = self.conn:call("UNLINK", table.unpack(r[2]))
+      if not n then return redis_failed(self, "unlink", uerr), uerr end
+      removed = removed + n
     end
   until cursor == "0"
   return removed
 end
 
---- Remove every key under this cache's prefix (values, generations, locks).
+--- Remove every key under this cache's prefix (values, generations, locks,
+-- the applied mark: the next read starts a new epoch).
 function Cache:clear()
   if not self.enabled then return 0 end
-  forget_all(self)
-  local n, err = self:scan_unlink(self.prefix .. "*")
-  publish(self, "*")
-  return n, err
+  return self:scan_unlink(self.prefix .. "*")
 end
 
--- Keep the entries of page whose generations are current (one pipeline).
+local INTERNAL = { "gen:", "lock:", "stats", "applied", "epoch" }
+
+-- The current stored name of each of page's logical keys (one pipeline).
 local function live_only(self, page)
-  local gens, cmds, index = {}, {}, {}
+  local cmds, index = { { "GET", self.prefix .. "epoch" } }, {}
   for _, e in ipairs(page) do
     e.logical, e.gens = e.key:sub(#self.prefix + 1):match("^(.*)@([%d.]*)$")
     for _, g in ipairs(e.logical and M.groups(e.logical) or {}) do
@@ -557,46 +483,51 @@ local function live_only(self, page)
       end
     end
   end
-  local replies = #cmds > 0 and self.conn:pipeline(cmds) or {}
-  for g, i in pairs(index) do gens[g] = replies[i] or "0" end
+  local replies, err = self.conn:pipeline(cmds)
+  if not replies then return nil, err end
   local out = {}
   for _, e in ipairs(page) do
     if e.logical then
-      local want = {}
-      for i, g in ipairs(M.groups(e.logical)) do want[i] = gens[g] end
-      if table.concat(want, ".") == e.gens then out[#out + 1] = e end
+      local want = { replies[1] or "0" }
+      for _, g in ipairs(M.groups(e.logical)) do want[#want + 1] = replies[index[g]] or "0" end
+      -- a key that depends on more groups has more generations: compare the head
+      local head = table.concat(want, ".")
+      if e.gens == head or e.gens:sub(1, #head + 1) == head .. "." then out[#out + 1] = e end
     end
   end
   return out
 end
 
 --- Every live value key matching pattern (superseded generations left out):
--- { {key=, logical=, ttl=, bytes=} }, sorted by key.
+-- { {key=, logical=, ttl=, bytes=} }, sorted by key. `logical` is what
+-- `cache invalidate` takes.
 function Cache:keys(pattern)
   local out, cursor = {}, "0"
-  local p = "^" .. self.prefix:gsub("%p", "%%%0")
-  local internal = { p .. "gen:", p .. "lock:", p .. "stats$" }
   repeat
     local r, err = self.conn:call("SCAN", cursor, "MATCH", self.prefix .. (pattern or "*"), "COUNT", 1000)
     if not r then return nil, err end
     cursor = r[1]
     local page = {}
     for _, k in ipairs(r[2]) do
-      local mine = true
-      for _, i in ipairs(internal) do if k:find(i) then mine = false end end
+      local rest, mine = k:sub(#self.prefix + 1), true
+      for _, i in ipairs(INTERNAL) do if rest:sub(1, #i) == i then mine = false end end
       if mine then page[#page + 1] = { key = k } end
     end
-    page = live_only(self, page)
-    local cmds = {}
-    for _, e in ipairs(page) do
-      cmds[#cmds + 1] = { "PTTL", e.key }
-      cmds[#cmds + 1] = { "STRLEN", e.key }
-    end
-    local replies = #cmds > 0 and self.conn:pipeline(cmds) or {}
-    for i, e in ipairs(page) do
-      e.ttl, e.bytes = (tonumber(replies[2 * i - 1]) or -1) / 1000, tonumber(replies[2 * i]) or 0
-      e.gens = nil
-      out[#out + 1] = e
+    if #page > 0 then
+      local perr
+      page, perr = live_only(self, page)
+      if not page then return nil, perr end
+      local cmds = {}
+      for _, e in ipairs(page) do
+        cmds[#cmds + 1] = { "PTTL", e.key }
+        cmds[#cmds + 1] = { "STRLEN", e.key }
+      end
+      local replies = #cmds > 0 and self.conn:pipeline(cmds) or {}
+      for i, e in ipairs(page) do
+        e.ttl, e.bytes = (tonumber(replies[2 * i - 1]) or -1) / 1000, tonumber(replies[2 * i]) or 0
+        e.gens = nil
+        out[#out + 1] = e
+      end
     end
   until cursor == "0"
   table.sort(out, function(a, b) return a.key < b.key end)

@@ -303,10 +303,11 @@ function commands.cache(args)
     end
   end
   if not c.enabled then usage_error("the cache is off (QUARRY_CACHE=off)") end
+  -- A refusal by Redis (OOM, READONLY) is a failure (exit 1); no answer at all is exit 3.
   local function need(v, err)
     if v == nil then
-      error(quarry.error({ code = "connection", message = tostring(err and err.message or err or
-        ("Redis at " .. c.conn:where() .. " unavailable")) }), 0)
+      error(quarry.error({ code = type(err) == "table" and err.code == "redis" and "cache" or "connection",
+        message = tostring(err and err.message or err or ("Redis at " .. c.conn:where() .. " unavailable")) }), 0)
     end
     return v
   end
@@ -321,11 +322,10 @@ function commands.cache(args)
     print(("%-16s %14d"):format("bytes", s.bytes))
   elseif sub == "keys" then
     local keys = need(c:keys(args.pattern))
-    for _, k in ipairs(keys) do print(("%-70s ttl %8.1fs %9d bytes"):format(k.key, k.ttl, k.bytes)) end
+    for _, k in ipairs(keys) do print(("%-60s ttl %8.1fs %9d bytes"):format(k.logical, k.ttl, k.bytes)) end
     io.stderr:write(("%d key(s)\n"):format(#keys))
   elseif sub == "invalidate" and args.date then
-    need(c.conn:call("PING"))
-    for _, p in ipairs(rules.apply(c, nil, { args.date })) do print("invalidated " .. p) end
+    for _, p in ipairs(need(rules.invalidate(c, nil, { args.date }))) do print("invalidated " .. p) end
   elseif sub == "invalidate" then
     local n = need(c:invalidate(args.pattern))
     print(n == "group" and ("invalidated group " .. args.pattern) or ("removed %d key(s)"):format(n))
@@ -416,10 +416,7 @@ function commands.rollup(args)
     end)
     show(done, done == total)
   end)
-  local c = cache_if_on()
-  if c and #dates > 0 then
-    rules.apply(c, { "curtailment_records", "historical_bitcoin_calculations" }, dates)
-  end
+  if #dates > 0 then rules.apply(cache_if_on(), { "curtailment_records", "historical_bitcoin_calculations" }, dates) end
   print(("rollups recomputed for %d date(s)"):format(#dates))
   return 0
 end

@@ -27,8 +27,6 @@ M.settings = {
     doc = "namespace of quarry's keys in Redis" },
   { key = "cache_timeout_ms", env = "QUARRY_CACHE_TIMEOUT", default = 250, int = true, min = 1,
     doc = "Redis connect and command timeout (ms)" },
-  { key = "cache_l1", env = "QUARRY_CACHE_L1", default = 256, int = true, min = 0,
-    doc = "values each process keeps in front of Redis (0: none)" },
   { key = "plugin_memory_mb", env = "QUARRY_PLUGIN_MEMORY", default = 256, int = true, min = 1,
     doc = "most memory a report plugin may use (MiB)" },
   { key = "plugin_timeout_s", env = "QUARRY_PLUGIN_TIMEOUT", default = 300, int = true, min = 1,

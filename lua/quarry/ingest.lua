@@ -154,7 +154,7 @@ end
 local lock_dates = rollup.lock_dates
 
 local function apply_rules(cache, tables, dates)
-  if not cache or #dates == 0 then return end
+  if #dates == 0 then return end
   rules.apply(cache, tables, dates) -- each stale pattern once, however many tables name it
 end
 
@@ -184,6 +184,7 @@ function M.curtailment(db, path, cache)
       FROM quarry_stage ORDER BY line]])
     result.bitcoin_rows = mining.recalculate(tx, dates)
     rollup.refresh(tx, dates)
+    rules.record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, dates)
   end)
   f:close()
   if not ok then error(err, 0) end
@@ -247,6 +248,7 @@ function M.difficulty(db, path, cache)
     lock_dates(tx, dates)
     result.bitcoin_rows = mining.recalculate(tx, dates)
     rollup.refresh(tx, dates, { "historical_bitcoin_calculations" })
+    rules.record(tx, { "historical_bitcoin_calculations" }, dates)
   end)
   f:close()
   if not ok then error(err, 0) end

@@ -54,8 +54,9 @@ local function open_cache()
     end
   end
   return require("quarry.cache").new({
-    url = cfg.redis_url, enabled = enabled, prefix = cfg.cache_prefix, l1_size = cfg.cache_l1,
+    url = cfg.redis_url, enabled = enabled, prefix = cfg.cache_prefix,
     connect_timeout_ms = cfg.cache_timeout_ms, command_timeout_ms = cfg.cache_timeout_ms,
+    log = require("quarry.stale").log(function() return M.db end), -- every value checked against it
   })
 end
 

@@ -820,9 +820,10 @@ function M.maintain(db, tname, p, opts)
           rollup.lock_dates(tx, d)
           tx:exec(("ALTER TABLE %s DETACH PARTITION %s"):format(ident(tname), ident(part.name)))
           rollup.refresh(tx, d, { tname })
+          require("quarry.rules").record(tx, tname, d)
           return d
         end)
-        if opts.cache and #dates > 0 then require("quarry.rules").apply(opts.cache, tname, dates) end
+        if #dates > 0 then require("quarry.rules").apply(opts.cache, tname, dates) end
         actions[#actions + 1] = ("detached %s (older than %d %s(s)); it stays as a plain table")
           :format(part.name, p.retain, p.interval)
       end

@@ -188,6 +188,7 @@ function M.rebuild(db, from, to, progress)
     local ok, err = conn:transaction(function(tx)
       M.lock_dates(tx, chunk)
       M.refresh(tx, chunk)
+      require("quarry.rules").record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, chunk)
     end)
     if not ok then error(err, 0) end
     i = i + #chunk

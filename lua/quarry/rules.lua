@@ -71,13 +71,98 @@ function M.patterns(tbl, dates, rules)
   return out
 end
 
---- Invalidate in `cache` what a change to `tbl` on `dates` makes stale.
--- Returns the patterns applied. The cache fails open: an unreachable Redis
--- is logged by the cache, not raised here.
-function M.apply(cache, tbl, dates, rules)
+--- In a write's transaction, as its last statement: log what the change to
+-- `tbl` on `dates` makes stale (lua/quarry/stale.lua), so the invalidation
+-- commits with the data whatever happens to Redis. Returns the patterns.
+function M.record(tx, tbl, dates, rules)
   local patterns = M.patterns(tbl, dates, rules)
-  for _, p in ipairs(patterns) do cache:invalidate(p) end
+  if #patterns > 0 then require("quarry.stale").record(tx, patterns) end
   return patterns
+end
+
+--- After the write's COMMIT: bring `cache` up to the log, which applies
+-- what M.record logged. True when applied; false when Redis could not take
+-- it now: then it stays in the log, and no process trusts a cached value
+-- until it is applied (cache.lua). A cache without a log (a script's own)
+-- gets the patterns directly.
+function M.apply(cache, tbl, dates, rules)
+  if not cache or not cache.enabled then return true end
+  local ok
+  if cache.log then
+    ok = cache:catch_up()
+  else
+    ok = true
+    for _, p in ipairs(M.patterns(tbl, dates, rules)) do ok = cache:invalidate(p) ~= nil and ok end
+  end
+  if not ok then
+    require("quarry.log").warn(("the cache could not take the invalidation of %d date(s) now; it is kept in "
+      .. "PostgreSQL and applied before any cached value is served again"):format(#dates), { module = "cache" })
+  end
+  return ok
+end
+
+--- Invalidate now, by hand (`quarry cache invalidate --date D`): the
+-- patterns applied, or nil, err when Redis did not take one of them.
+function M.invalidate(cache, tbl, dates, rules)
+  local patterns = M.patterns(tbl, dates, rules)
+  for _, p in ipairs(patterns) do
+    local r, err = cache:invalidate(p)
+    if r == nil then return nil, err end
+  end
+  return patterns
+end
+
+local function days_in(y, m)
+  return os.date("*t", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
+                                 hour = 12 }) - 86400).day
+end
+
+--- The groups a cached value that depends on some data must carry, so that
+-- every write the rules cover makes it stale. depends: {dates = {...}},
+-- {months = {"YYYY-MM", ...}}, {years = {"YYYY", ...}}, {from = D, to = D}
+-- or "all". They are the groups of the "data:" patterns in defs/rules.lua.
+function M.depends_groups(depends)
+  if depends == "all" then return { "data:all" } end
+  if type(depends) ~= "table" then error("depends must be a table of dates, months, years, from/to, or 'all'", 3) end
+  local out = {}
+  for _, d in ipairs(depends.dates or {}) do
+    if not M.check_date(d) then error(("depends: not a date: '%s'"):format(tostring(d)), 3) end
+    out[#out + 1] = "data:" .. d
+  end
+  for _, m in ipairs(depends.months or {}) do
+    if not (type(m) == "string" and M.check_date(m .. "-01")) then
+      error(("depends: not a month: '%s'"):format(tostring(m)), 3)
+    end
+    out[#out + 1] = "data:" .. m
+  end
+  for _, y in ipairs(depends.years or {}) do
+    if not (type(y) == "string" and M.check_date(y .. "-01-01")) then
+      error(("depends: not a year: '%s'"):format(tostring(y)), 3)
+    end
+    out[#out + 1] = "data:" .. y
+  end
+  if depends.from or depends.to then
+    local from, to = M.check_date(depends.from), M.check_date(depends.to)
+    if not (from and to) or from > to then error("depends: from and to must be dates, from <= to", 3) end
+    -- whole years, then whole months, then single days: the fewest groups
+    local y, m, d = tonumber(from:sub(1, 4)), tonumber(from:sub(6, 7)), tonumber(from:sub(9, 10))
+    while true do
+      local cur = ("%04d-%02d-%02d"):format(y, m, d)
+      if cur > to then break end
+      local year_end, month_end = ("%04d-12-31"):format(y), ("%04d-%02d-%02d"):format(y, m, days_in(y, m))
+      if m == 1 and d == 1 and year_end <= to then
+        out[#out + 1] = ("data:%04d"):format(y)
+        y, m, d = y + 1, 1, 1
+      elseif d == 1 and month_end <= to then
+        out[#out + 1] = ("data:%04d-%02d"):format(y, m)
+        if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+      else
+        out[#out + 1] = "data:" .. cur
+        if d < days_in(y, m) then d = d + 1 elseif m == 12 then y, m, d = y + 1, 1, 1 else m, d = m + 1, 1 end
+      end
+    end
+  end
+  return out
 end
 
 return M

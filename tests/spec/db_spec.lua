@@ -310,6 +310,7 @@ describe("the query layer", function()
     local one = db:query_one("SELECT $1::int AS x", 5)
     assert.are.equal(5, one.x)
     ok, err = pcall(db.query, db, "SELECT $1::int AS x", 1, 2)
+    assert.is_false(ok)
     assert.are.equal("usage", err.code)
   end)
 

@@ -9,6 +9,12 @@ local mining = {
   "daily_mining:{date}:*",
   "monthly_mining:{month}:*",
   "yearly_mining:{year}:*",
+  -- what script values declare they depend on (cache get_or_compute's
+  -- opts.depends): that day, its month, its year, or all the data
+  "data:{date}:*",
+  "data:{month}:*",
+  "data:{year}:*",
+  "data:all:*",
 }
 
 return {

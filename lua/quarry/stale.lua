@@ -1,0 +1,73 @@
+--- quarry.stale: the durable log of cache invalidations, in PostgreSQL.
+--
+-- A write that makes cached values stale records the patterns in
+-- quarry_cache_invalidations in its own transaction (record), so the
+-- invalidation commits or rolls back with the data. After the commit the
+-- writer applies them to Redis; if Redis is down, paused or full, they stay
+-- in the log, and the cache (lua/quarry/cache.lua) applies them itself
+-- before it trusts any value again: Redis keeps the last seq applied, and a
+-- cache that finds it behind the log's latest catches up first.
+--
+-- seq follows commit order: writers take a transaction-scoped advisory lock
+-- before numbering, so once seq N is visible every seq below it is too.
+local M = {}
+
+-- A text[] literal of strings, every element quoted.
+local function text_array(list)
+  local q = {}
+  for i, v in ipairs(list) do q[i] = '"' .. tostring(v):gsub('[\\"]', "\\%0") .. '"' end
+  return "{" .. table.concat(q, ",") .. "}"
+end
+
+local LOCK = "SELECT pg_advisory_xact_lock(hashtext('quarry.cache_invalidations'))"
+
+--- In the writer's transaction: log patterns (a list). Returns the seq.
+-- Call it as the transaction's last statement: the lock is held to COMMIT.
+function M.record(tx, patterns)
+  tx:exec(LOCK)
+  return tx:query_one([[
+    INSERT INTO quarry_cache_invalidations (seq, patterns)
+    SELECT coalesce(max(seq), 0) + 1, $1::text[] FROM quarry_cache_invalidations
+    RETURNING seq]], text_array(patterns)).seq
+end
+
+local Log = {}
+Log.__index = Log
+
+--- The log as the cache reads it; db() returns the Db to read it through
+-- (called on first use, so the pool opens only when the cache is used).
+function M.log(db)
+  return setmetatable({ db = db }, Log)
+end
+
+--- The latest seq committed (0 for an empty log).
+function Log:latest()
+  return self.db():query_one(
+    { name = "cache.log.latest", sql = "SELECT coalesce(max(seq), 0) AS s FROM quarry_cache_invalidations" }).s
+end
+
+--- Every entry after seq `after` ({seq=, patterns={...}}, in order), and the
+-- seq up to which entries have been pruned: a Redis whose applied mark is
+-- below that cannot be caught up entry by entry.
+function Log:since(after)
+  local rows = self.db():query({ name = "cache.log.since", sql = [[
+    SELECT seq, patterns FROM quarry_cache_invalidations WHERE seq > $1 ORDER BY seq]] }, after)
+  local state = self.db():query_one("SELECT pruned_upto FROM quarry_cache_log_state WHERE id = 1")
+  return rows, state and state.pruned_upto or 0
+end
+
+--- Drop entries applied (seq <= applied) and older than a day: the log stays
+-- small, and a Redis restored from a snapshot older than that starts afresh.
+function M.prune(db, applied)
+  db:transaction(function(tx)
+    tx:exec(LOCK)
+    local n = tx:exec("DELETE FROM quarry_cache_invalidations WHERE seq <= $1 AND at < now() - interval '1 day'"
+      .. " AND seq < (SELECT max(seq) FROM quarry_cache_invalidations)", applied)
+    if n > 0 then
+      tx:exec([[UPDATE quarry_cache_log_state SET pruned_upto =
+        (SELECT min(seq) - 1 FROM quarry_cache_invalidations) WHERE id = 1]])
+    end
+  end)
+end
+
+return M
