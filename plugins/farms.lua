@@ -6,7 +6,7 @@ return {
     date = { type = "date" }, month = { type = "month" }, year = { type = "year" },
     miner = { type = "miner", default = "S19J_PRO" },
     by = { type = "choice", choices = { "farm", "lead_party" }, default = "farm" },
-    limit = { type = "integer", default = 20 },
+    limit = { type = "integer", default = 20, min = 1, max = 10000 },
   },
   cache = { key = "farms:{by}:{miner}:{limit}", ttl = "LONG" },
   chart = { x = "key", y = "curtailed_mwh" },

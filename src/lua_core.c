@@ -1,8 +1,10 @@
 /* lua_core.c - require "quarry.core": the module table and the error object. */
 #include "lua_quarry.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* tostring(err) -> "message (SQLSTATE xxxxx at character n); detail: ...; hint: ..." */
 static int error_tostring(lua_State *L)
@@ -80,6 +82,39 @@ static int l_error_new(lua_State *L)
     return 1;
 }
 
+/* ---- Ctrl-C ----
+ * A long command (an ingest inside COPY, a seed, a partition copy) blocks in
+ * libpq where no Lua hook can run, so SIGINT is answered in the handler: one
+ * line, then _exit(130). The server sees the connection close and rolls the
+ * open transaction back; nothing half-done is committed. */
+static char interrupt_msg[256];
+static size_t interrupt_len;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    ssize_t w = write(STDERR_FILENO, interrupt_msg, interrupt_len); /* async-signal-safe */
+    (void)w;
+    _exit(130);
+}
+
+/* core.on_interrupt(message): from now on Ctrl-C prints message and exits 130. */
+static int l_on_interrupt(lua_State *L)
+{
+    size_t n;
+    const char *msg = luaL_checklstring(L, 1, &n);
+    if (n > sizeof interrupt_msg - 2) n = sizeof interrupt_msg - 2;
+    memcpy(interrupt_msg, msg, n);
+    interrupt_msg[n] = '\n';
+    interrupt_len = n + 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    return 0;
+}
+
 #define BUF_MT "quarry.buffer"
 
 static int buf_gc(lua_State *L)
@@ -135,6 +170,8 @@ int luaopen_quarry_core(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_error_new);
     lua_setfield(L, -2, "error");
+    lua_pushcfunction(L, l_on_interrupt);
+    lua_setfield(L, -2, "on_interrupt");
     luaL_getmetatable(L, QR_ERROR_MT);
     lua_setfield(L, -2, "error_mt");
     qr_lua_open_log(L);

@@ -2,6 +2,7 @@
 -- Exit codes: 0 ok; 1 runtime failure; 2 usage or bad input; 3 a service
 -- unreachable. Every failure is one line on stderr; --log-level debug adds
 -- the traceback of a script error.
+local core = require "quarry.core"
 local argparse = require "argparse"
 local quarry = require "quarry"
 local config = require "quarry.config"
@@ -238,7 +239,7 @@ local function seed_command(args)
   local rules = require "quarry.rules"
   local scale = int_flag(args.scale, "--scale", "an integer from 1 to 100", 100)
   for _, k in ipairs({ "from", "to" }) do
-    if not rules.check_date(args[k]) then usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k])) end
+    if not rules.check_date(args[k]) then usage_error(("--%s '%s' %s"):format(k, args[k], rules.DATE_HELP)) end
   end
   if args.from > args.to then usage_error("--from is after --to") end
   local migrate = require "quarry.migrate"
@@ -299,7 +300,7 @@ function commands.cache(args)
       usage_error("cache invalidate needs a PATTERN or --date D (one of them)")
     end
     if args.date and not rules.check_date(args.date) then
-      usage_error(("--date '%s' is not a date (YYYY-MM-DD)"):format(args.date))
+      usage_error(("--date '%s' %s"):format(args.date, rules.DATE_HELP))
     end
   end
   if not c.enabled then usage_error("the cache is off (QUARRY_CACHE=off)") end
@@ -386,7 +387,7 @@ function commands.rollup(args)
   local rules = require "quarry.rules"
   for _, k in ipairs({ "from", "to", "date" }) do
     if args[k] and not rules.check_date(args[k]) then
-      usage_error(("--%s '%s' is not a date (YYYY-MM-DD)"):format(k, args[k]))
+      usage_error(("--%s '%s' %s"):format(k, args[k], rules.DATE_HELP))
     end
   end
   if args.date and (args.from or args.to) then usage_error("give --date or --from/--to, not both") end
@@ -543,6 +544,12 @@ function M.main(argv, info)
     return real_exit(code, close ~= false)
   end
 
+  for i, a in ipairs(argv) do
+    if not utf8.len(a) then
+      fail(("argument %d is not valid UTF-8"):format(i))
+      return EXIT_USAGE
+    end
+  end
   local head, script_args = split_run(argv)
   local parser = build_parser(info)
   local ok, args = parser:pparse(head)
@@ -560,6 +567,12 @@ function M.main(argv, info)
                      idle_timeout_ms = args.idle_timeout, connect_timeout_ms = args.connection_timeout })
 
   local cmd = commands[args.command]
+  -- Ctrl-C stops at once with one line; the shell keeps its own handling.
+  local one_transaction = { ingest = true, db = args.db_command == "seed", demo = true }
+  if args.command ~= "shell" then
+    core.on_interrupt(one_transaction[args.command] and "quarry: interrupted; nothing was committed"
+      or "quarry: interrupted; the transaction in progress was rolled back, nothing of it was committed")
+  end
   local rok, code = xpcall(cmd, function(e)
     if quarry.log.enabled("debug") then
       return { err = e, traceback = debug.traceback("", 2) }

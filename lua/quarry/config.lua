@@ -78,6 +78,11 @@ function M.resolve(flags, getenv)
     end
     cfg[s.key], source[s.key] = v, from
   end
+  local scheme = type(cfg.database_url) == "string" and cfg.database_url:match("^(%a[%w+.-]*)://")
+  if scheme and scheme ~= "postgresql" and scheme ~= "postgres" then
+    config_error(("%s must be a postgresql:// URL (or key=value settings), not %s://"):format(
+      source.database_url == "flag" and "--database-url" or "DATABASE_URL", scheme))
+  end
   if cfg.cache ~= "on" and cfg.cache ~= "off" then
     config_error(("QUARRY_CACHE must be 'on' or 'off', got '%s'"):format(cfg.cache))
   end

@@ -54,15 +54,36 @@ local function progress(total)
   end)
 end
 
+-- The file line (1-based, header included) of the first line holding only
+-- \. -- PostgreSQL's end-of-data mark, which would end a COPY there and
+-- drop every line after it without an error.
+local function end_mark_line(f)
+  f:seek("set")
+  local n = 0
+  for line in f:lines() do
+    n = n + 1
+    if n > 1 and (line == "\\." or line == "\\.\r") then return n end
+  end
+  return nil
+end
+
+local END_MARK = {} -- raised by the COPY source to abort at an end-of-data mark
+
 --- Stream the rest of an open file into tx's COPY; returns rows staged.
+-- Raises END_MARK, before the COPY ends, if a line holds only \. .
 local function copy_file(tx, f, sql, size)
   local show = progress(size)
   local read = 0
+  local tail = "\n" -- the data starts at a line start, after the header
   local rows = tx:copy_in(sql, function()
     local chunk = f:read(256 * 1024)
     if chunk then
       read = read + #chunk
       show(read)
+      -- the mark may straddle two chunks: look at the end of the last one too
+      local seen = tail .. chunk
+      if seen:find("\n\\%.\r?\n") or (#chunk < 256 * 1024 and seen:find("\n\\%.\r?$")) then error(END_MARK) end
+      tail = seen:sub(-3)
     end
     return chunk
   end)
@@ -70,8 +91,10 @@ local function copy_file(tx, f, sql, size)
   return rows
 end
 
-local function open_csv(path, expected)
-  local f, err = io.open(path, "rb")
+-- path names the file in messages; file, when given, is already open.
+local function open_csv(path, expected, file)
+  local f, err = file, nil
+  if not f then f, err = io.open(path, "rb") end
   if not f then bad_input(("cannot open %s: %s"):format(path, err)) end
   local size = f:seek("end")
   f:seek("set")
@@ -99,38 +122,78 @@ end
 -- A number as PostgreSQL's numeric input takes it (no NaN or Infinity).
 local NUM = [['^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,4})?\s*$']]
 
+local bounds = require "quarry.defs.bounds"
+
+-- The definitions' bounds as SQL literals: numbers formatted by us, dates
+-- checked for their shape (lua/quarry/defs/bounds.lua is code we trust,
+-- and still nothing but a number or a date reaches the SQL text).
+local function sql_number(n)
+  assert(type(n) == "number" and n == n, "bounds: not a number")
+  return ("%.17g"):format(n)
+end
+local function sql_date(d)
+  assert(type(d) == "string" and d:match("^%d%d%d%d%-%d%d%-%d%d$"), "bounds: not a date")
+  return "DATE '" .. d .. "'"
+end
+local BOUNDS = {
+  NUM = NUM, DFROM = sql_date(bounds.dates.from), DTO = sql_date(bounds.dates.to),
+  VMIN = sql_number(bounds.volume_mwh.min), PRICEMAX = sql_number(bounds.price_gbp_per_mwh.max_abs),
+  PAYMAX = sql_number(bounds.payment_gbp.max_abs), PARTYMAX = sql_number(bounds.lead_party_chars.max),
+  DIFFMIN = sql_number(bounds.difficulty.min), DIFFMAX = sql_number(bounds.difficulty.max),
+  RANGE = ("'is outside the dates quarry takes (%s..%s)'"):format(bounds.dates.from, bounds.dates.to),
+}
+local function with_bounds(sql)
+  return (sql:gsub("%f[%w](%u+)%f[^%w]", function(name) return BOUNDS[name] end))
+end
+
 -- The first bad staged row: line (file line), field, value, problem. One
 -- pass over the rows, each row's first problem found by a CASE in column
--- order; dates are parsed once per distinct value.
-local CURTAILMENT_CHECK = ([[
-WITH bad_dates AS (
-  SELECT d FROM (SELECT DISTINCT settlement_date AS d FROM quarry_stage) x WHERE quarry_try_date(d) IS NULL
+-- order; dates (and how many settlement periods each has in Europe/London:
+-- 46 or 50 on clock-change days) are worked out once per distinct value.
+local CURTAILMENT_CHECK = with_bounds([[
+WITH days AS (
+  SELECT d, day, CASE WHEN day BETWEEN DFROM AND DTO THEN quarry_periods_in_day(day) END AS periods
+  FROM (SELECT d, quarry_try_date(d) AS day FROM (SELECT DISTINCT settlement_date AS d FROM quarry_stage) x) y
 ),
 checked AS (
   SELECT line, CASE
-    WHEN settlement_date IS NULL OR settlement_date IN (SELECT d FROM bad_dates)
-      THEN ARRAY['settlement_date', coalesce(settlement_date, ''), 'is not a date (YYYY-MM-DD)']
+    WHEN s.settlement_date IS NULL OR days.day IS NULL
+      THEN ARRAY['settlement_date', coalesce(s.settlement_date, ''), 'is not a date (YYYY-MM-DD)']
+    WHEN days.periods IS NULL THEN ARRAY['settlement_date', s.settlement_date, RANGE]
     WHEN NOT coalesce(CASE WHEN settlement_period ~ '^\s*\d{1,2}\s*$'
-                           THEN btrim(settlement_period)::int BETWEEN 1 AND 50 END, false)
-      THEN ARRAY['settlement_period', coalesce(settlement_period, ''), 'is not a settlement period (1..50)']
+                           THEN btrim(settlement_period)::int BETWEEN 1 AND days.periods END, false)
+      THEN ARRAY['settlement_period', coalesce(settlement_period, ''),
+                 'is not a settlement period of ' || days.d || ' (1..' || days.periods || ' in Europe/London)']
     WHEN farm_id IS NULL OR farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
       THEN ARRAY['farm_id', coalesce(farm_id, ''), 'is not a BMU id']
+    WHEN length(lead_party_name) > PARTYMAX
+      THEN ARRAY['lead_party_name', lead_party_name, 'is longer than PARTYMAX characters']
     WHEN volume IS NULL OR volume !~ NUM THEN ARRAY['volume', coalesce(volume, ''), 'is not a number']
     WHEN volume::numeric >= 0 THEN ARRAY['volume', volume, 'must be negative (the MWh given up)']
+    WHEN volume::numeric < VMIN
+      THEN ARRAY['volume', volume, 'is implausible: below VMIN MWh for one unit in one half hour']
     WHEN payment IS NULL OR payment !~ NUM THEN ARRAY['payment', coalesce(payment, ''), 'is not a number']
+    WHEN abs(payment::numeric) > PAYMAX
+      THEN ARRAY['payment', payment, 'is implausible: beyond PAYMAX GBP for one row']
     WHEN original_price IS NULL OR original_price !~ NUM
       THEN ARRAY['original_price', coalesce(original_price, ''), 'is not a number']
+    WHEN abs(original_price::numeric) > PRICEMAX
+      THEN ARRAY['original_price', original_price, 'is implausible: beyond PRICEMAX GBP/MWh']
     WHEN final_price IS NULL OR final_price !~ NUM
       THEN ARRAY['final_price', coalesce(final_price, ''), 'is not a number']
+    WHEN abs(final_price::numeric) > PRICEMAX
+      THEN ARRAY['final_price', final_price, 'is implausible: beyond PRICEMAX GBP/MWh']
     WHEN quarry_try_bool(so_flag) IS NULL
       THEN ARRAY['so_flag', coalesce(so_flag, ''), 'is not a boolean (true/false)']
     WHEN nullif(btrim(cadl_flag), '') IS NOT NULL AND quarry_try_bool(cadl_flag) IS NULL
       THEN ARRAY['cadl_flag', cadl_flag, 'is not a boolean (true/false, or empty)']
   END AS problem
-  FROM quarry_stage
+  FROM quarry_stage s LEFT JOIN days ON days.d = s.settlement_date
 )
-SELECT line + 1 AS line, problem[1] AS field, problem[2] AS value, problem[3] AS problem
-FROM checked WHERE problem IS NOT NULL ORDER BY line LIMIT 1]]):gsub("NUM", NUM)
+SELECT line + 1 AS line, problem[1] AS field,
+       CASE WHEN length(problem[2]) > 60 THEN left(problem[2], 57) || '...' ELSE problem[2] END AS value,
+       problem[3] AS problem
+FROM checked WHERE problem IS NOT NULL ORDER BY line LIMIT 1]])
 
 local function reject(path, bad)
   bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, bad.value or "", bad.problem))
@@ -142,9 +205,14 @@ end
 local function stage(tx, path, f, cols, size, expected, check)
   local defs = {}
   for i, c in ipairs(expected) do defs[i] = '"' .. c .. '" text' end -- names from a fixed list
+  tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_stage") -- a second load in one transaction (seed)
   tx:exec(("CREATE TEMP TABLE quarry_stage (line bigserial, %s) ON COMMIT DROP"):format(table.concat(defs, ", ")))
   local ok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
     :format(ident_list(cols)), size)
+  if not ok and rows == END_MARK then
+    bad_input(("%s:%d: a line holding only \\. would end the load there (PostgreSQL's end-of-data mark); "
+      .. "remove it, or quote it if it is a value"):format(path, end_mark_line(f) or 0))
+  end
   if not ok then copy_error(path, rows) end
   local bad = tx:query_one(check)
   if bad then reject(path, bad) end
@@ -159,9 +227,10 @@ local function apply_rules(cache, tables, dates)
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).
--- The dates present are replaced whole. Returns {rows=, dates={...}, bitcoin_rows=}.
-function M.curtailment(db, path, cache)
-  local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS)
+-- The dates present are replaced whole. file: an open file to read instead
+-- of opening path (then path only names it); it is closed. Returns {rows=, dates={...}, bitcoin_rows=}.
+function M.curtailment(db, path, cache, file)
+  local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
   local ok, err = db:transaction(function(tx)
     tx:expect_long_hold() -- a big file holds its connection for minutes, on purpose
@@ -194,20 +263,28 @@ function M.curtailment(db, path, cache)
   return result
 end
 
-local DIFFICULTY_CHECK = [[
-SELECT line + 1 AS line, field, value, problem FROM (
+local DIFFICULTY_CHECK = with_bounds([[
+SELECT line + 1 AS line, field,
+       CASE WHEN length(value) > 60 THEN left(value, 57) || '...' ELSE value END AS value, problem FROM (
   SELECT line, 1 AS ord, 'date' AS field, date AS value, 'is not a date (YYYY-MM-DD)' AS problem
     FROM quarry_stage WHERE quarry_try_date(date) IS NULL
   UNION ALL
+  SELECT line, 1, 'date', date, RANGE
+    FROM quarry_stage WHERE quarry_try_date(date) NOT BETWEEN DFROM AND DTO
+  UNION ALL
   SELECT line, 2, 'difficulty', difficulty, 'is not a positive number'
     FROM quarry_stage WHERE coalesce(quarry_try_numeric(difficulty) <= 0, true)
+  UNION ALL
+  SELECT line, 2, 'difficulty', difficulty, 'is implausible: outside DIFFMIN..DIFFMAX'
+    FROM quarry_stage WHERE quarry_try_numeric(difficulty) > 0
+      AND quarry_try_numeric(difficulty) NOT BETWEEN DIFFMIN AND DIFFMAX
   UNION ALL
   SELECT s.line, 1, 'date', s.date, 'appears twice in the file'
     FROM quarry_stage s
     WHERE quarry_try_date(s.date) IS NOT NULL
       AND EXISTS (SELECT 1 FROM quarry_stage o
                   WHERE o.line < s.line AND quarry_try_date(o.date) = quarry_try_date(s.date))
-) bad ORDER BY line, ord LIMIT 1]]
+) bad ORDER BY line, ord LIMIT 1]])
 
 -- The difficulty in force on every curtailment date from $1 on.
 local IN_FORCE = [[
@@ -219,8 +296,8 @@ local IN_FORCE = [[
 --- Load difficulty points (header: date,difficulty), each in force from its
 -- date. Dates whose difficulty in force changes get their bitcoin
 -- recalculated in the same transaction. Returns {points=, dates={...}}.
-function M.difficulty(db, path, cache)
-  local f, cols, size = open_csv(path, { "date", "difficulty" })
+function M.difficulty(db, path, cache, file)
+  local f, cols, size = open_csv(path, { "date", "difficulty" }, file)
   local result = {}
   local ok, err = db:transaction(function(tx)
     tx:expect_long_hold()
@@ -232,6 +309,7 @@ function M.difficulty(db, path, cache)
     end
     tx:exec("LOCK TABLE bitcoin_difficulty IN SHARE ROW EXCLUSIVE MODE")
     local from = tx:query_one("SELECT min(date::date)::text AS d FROM quarry_stage").d
+    tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_before")
     tx:exec("CREATE TEMP TABLE quarry_before ON COMMIT DROP AS " .. IN_FORCE, from)
     tx:exec([[
       INSERT INTO bitcoin_difficulty (effective_date, difficulty)

@@ -559,6 +559,18 @@ end
 
 --- Partition tname by plan p. opts: batch_size, lock_timeout_ms, lock_tries,
 -- after_batch(rows) (for tests and progress). Returns a summary table.
+-- One partition command per table at a time, across processes: a session
+-- advisory lock on the command's connection, released when the returned
+-- value goes out of scope (<close>), on any exit.
+local function exclusive(conn, tname)
+  local key = "SELECT %s(hashtext('quarry.partition'), hashtext($1)) AS ok"
+  if not conn:query_one(key:format("pg_try_advisory_lock"), tname).ok then
+    usage(("another quarry partition command (apply, rollback, maintain or finish) is working on %s; "
+      .. "run this one when it has ended"):format(tname))
+  end
+  return setmetatable({}, { __close = function() pcall(conn.query, conn, key:format("pg_advisory_unlock"), tname) end })
+end
+
 function M.apply(db, tname, p, opts)
   opts = opts or {}
   opts.batch_size = opts.batch_size or 50000
@@ -566,6 +578,7 @@ function M.apply(db, tname, p, opts)
   opts.lock_tries = opts.lock_tries or 10
   local conn <close> = db:acquire()
   conn:expect_long_hold() -- a big table's copy takes minutes
+  local _ <close> = exclusive(conn, tname)
   local kind = relkind(conn, tname)
   if not kind then usage(("table '%s' does not exist"):format(tname)) end
   local st = state(conn, tname)
@@ -665,6 +678,7 @@ end
 function M.rollback(db, tname, p, opts)
   opts = opts or {}
   local conn <close> = db:acquire()
+  local _ <close> = exclusive(conn, tname)
   local kind = relkind(conn, tname)
   local st = state(conn, tname)
   if not st then
@@ -720,6 +734,7 @@ end
 -- again, and rollback is no longer possible.
 function M.finish(db, tname)
   local conn <close> = db:acquire()
+  local _ <close> = exclusive(conn, tname)
   local st = state(conn, tname)
   if not st or st.phase ~= "swapped" then usage(("%s has no finished apply to keep or drop"):format(tname)) end
   checked(conn:transaction(function(tx)
@@ -767,6 +782,7 @@ end
 function M.maintain(db, tname, p, opts)
   opts = opts or {}
   local conn <close> = db:acquire()
+  local _ <close> = exclusive(conn, tname)
   local kind = relkind(conn, tname)
   if kind ~= "p" then
     return { ("%s is not partitioned (run 'quarry partition apply %s'); skipped"):format(tname, tname) },

@@ -124,6 +124,9 @@ function M.validate(p, file)
       bad("params." .. tostring(name), "needs a type: date, month, year, miner, farm, lead_party, integer, choice")
     end
     if spec.type == "choice" and type(spec.choices) ~= "table" then bad("params." .. name, "needs 'choices'") end
+    for _, k in ipairs({ "min", "max" }) do
+      if spec[k] ~= nil and math.type(spec[k]) ~= "integer" then bad("params." .. name .. "." .. k, "must be an integer") end
+    end
   end
   if p.cache ~= nil then
     if type(p.cache) ~= "table" or type(p.cache.key) ~= "string" then bad("cache", "needs a 'key' template") end
@@ -203,18 +206,22 @@ end
 
 local CHECKS = {
   date = function(v)
-    return rules.check_date(v), "is not a date (YYYY-MM-DD)"
+    return rules.check_date(v), rules.DATE_HELP
   end,
   month = function(v)
-    local y, m = tostring(v):match("^(%d%d%d%d)%-(%d%d)$")
-    return y and tonumber(m) >= 1 and tonumber(m) <= 12 and v or nil, "is not a month (YYYY-MM)"
+    local ok = tostring(v):match("^%d%d%d%d%-%d%d$") and rules.check_date(v .. "-01")
+    return ok and v or nil, "is not a month (YYYY-MM) of the dates quarry takes"
   end,
   year = function(v)
-    local y = tostring(v):match("^(%d%d%d%d)$")
-    return y and tonumber(y) >= 2000 and tonumber(y) <= 2100 and v or nil, "is not a year (YYYY)"
+    local ok = tostring(v):match("^%d%d%d%d$") and rules.check_date(v .. "-01-01")
+    return ok and v or nil, "is not a year (YYYY) of the dates quarry takes"
   end,
-  integer = function(v)
+  integer = function(v, spec)
     local n = math.tointeger(tonumber(v))
+    local lo, hi = spec.min or math.mininteger, spec.max or math.maxinteger
+    if n and (n < lo or n > hi) then
+      return nil, ("is out of range (%s..%s)"):format(spec.min or "", spec.max or "")
+    end
     return n, "is not an integer"
   end,
   farm = function(v)
@@ -247,7 +254,7 @@ function M.params(plugin, raw, db)
         for _, c in ipairs(spec.choices) do ok = ok or c == v end
         if not ok then usage(("%s '%s': expected one of %s"):format(flag, v, table.concat(spec.choices, ", "))) end
       else
-        local checked, problem = CHECKS[spec.type](v)
+        local checked, problem = CHECKS[spec.type](v, spec)
         if checked == nil then usage(("%s '%s' %s"):format(flag, tostring(v), problem)) end
         v = checked
       end

@@ -33,11 +33,18 @@ local function load_defs()
   return M.validate(require("quarry.defs.rules"), "lua/quarry/defs/rules.lua")
 end
 
---- A real calendar date "YYYY-MM-DD", or nil.
+local range = require("quarry.defs.bounds").dates
+
+--- What a date must be, for messages.
+M.DATE_HELP = ("is not a date (YYYY-MM-DD, %s..%s)"):format(range.from, range.to)
+
+--- A real calendar date "YYYY-MM-DD" within the dates quarry takes
+-- (lua/quarry/defs/bounds.lua), or nil.
 function M.check_date(s)
   if type(s) ~= "string" then return nil end
   local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
   if not y then return nil end
+  if s < range.from or s > range.to then return nil end
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
   local t = os.time({ year = y, month = m, day = d, hour = 12 })
   local back = os.date("*t", t)

@@ -177,4 +177,16 @@ INSERT INTO quarry_cache_log_state VALUES (1, 0);
 GRANT SELECT ON quarry_cache_invalidations, quarry_cache_log_state TO quarry_reader;
 ]],
   },
+  {
+    version = 6,
+    name = "settlement periods of a day in Europe/London: 46 or 50 on clock-change days",
+    sql = [[
+-- Half hours from local midnight to local midnight: 48, 46 on the spring
+-- clock change (2024-03-31), 50 on the autumn one (2024-10-27).
+CREATE OR REPLACE FUNCTION quarry_periods_in_day(d date) RETURNS int LANGUAGE sql STABLE STRICT AS $$
+  SELECT (extract(epoch FROM ((d + 1)::timestamp AT TIME ZONE 'Europe/London')
+                           - (d::timestamp AT TIME ZONE 'Europe/London')) / 1800)::int
+$$;
+]],
+  },
 }

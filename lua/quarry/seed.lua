@@ -94,7 +94,7 @@ local PRICE = {
 
 --- Write the curtailment CSV for from..to to path; returns rows written.
 function M.write_curtailment(path, from, to, scale)
-  local f = assert(io.open(path, "wb"))
+  local f = type(path) == "string" and assert(io.open(path, "wb")) or path -- a path or an open file
   f:write("settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,",
     "final_price,so_flag,cadl_flag\n")
   local rows, buf = 0, {}
@@ -110,7 +110,7 @@ function M.write_curtailment(path, from, to, scale)
           and (fm.kind ~= "seagreen" or date >= "2022-10-01")
         local nng_live = fm.kind ~= "nng" or date >= "2023-06-01"
         if viking_live and nng_live and r() < math.min(0.95, wind * 0.9) then
-          for period = 1, 48 do
+          for period = 1, M.periods_in_day(date) do
             local evening = period >= 39 and 1.0 or (period <= 8 and 0.6 or 0.15)
             if r() < math.min(0.98, wind * evening) then
               local fraction = 0.15 + 0.8 * r() * math.min(1, wind)
@@ -143,14 +143,14 @@ function M.write_curtailment(path, from, to, scale)
     end
   end
   f:write(table.concat(buf))
-  f:close()
+  if f ~= path then f:close() end
   return rows
 end
 
 --- Write the difficulty CSV (date,difficulty) covering from..to.
 function M.write_difficulty(path, from, to)
   local pts = M.DIFFICULTY_POINTS
-  local f = assert(io.open(path, "wb"))
+  local f = type(path) == "string" and assert(io.open(path, "wb")) or path -- a path or an open file
   f:write("date,difficulty\n")
   local first, last = day_number(from) - 31, day_number(to)
   for i = 1, #pts - 1 do
@@ -170,32 +170,55 @@ function M.write_difficulty(path, from, to)
   if day_number(lastp[1]) >= first and day_number(lastp[1]) <= last + 31 then
     f:write(("%s,%.0f\n"):format(lastp[1], lastp[2] * 1e12))
   end
-  f:close()
+  if f ~= path then f:close() end
 end
 
---- Seed the database: difficulty first, then curtailment, through ingest.
+-- The last Sunday of a month (day of month).
+local function last_sunday(y, m)
+  local last = os.date("!*t", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
+                                        hour = 12 }) - 86400)
+  return last.day - (last.wday - 1)
+end
+
+--- Settlement periods of a day in Europe/London: 46 on the last Sunday of
+-- March (the clocks go forward), 50 on the last Sunday of October, else 48.
+function M.periods_in_day(date)
+  local y, m, d = tonumber(date:sub(1, 4)), tonumber(date:sub(6, 7)), tonumber(date:sub(9, 10))
+  if m == 3 and d == last_sunday(y, 3) then return 46 end
+  if m == 10 and d == last_sunday(y, 10) then return 50 end
+  return 48
+end
+
+--- Seed the database: difficulty, then curtailment, through ingest, in one
+-- transaction: a seed stopped at any point (Ctrl-C, kill -9) leaves nothing
+-- of itself. The CSVs go through anonymous temporary files, which vanish
+-- with the process however it ends.
 -- opts: from, to (dates), scale (integer >= 1), cache. Returns a summary.
 function M.run(db, opts)
   local ingest = require "quarry.ingest"
+  local rules = require "quarry.rules"
   local from, to, scale = opts.from or "2022-01-01", opts.to or "2025-12-31", opts.scale or 1
-  local dir = os.tmpname()
-  os.remove(dir)
-  local diff, curt = dir .. "-difficulty.csv", dir .. "-curtailment.csv"
+  local diff, curt = assert(io.tmpfile()), assert(io.tmpfile())
   local t0 = core.now_ns()
   M.write_difficulty(diff, from, to)
-  local ok, err = pcall(function()
-    ingest.difficulty(db, diff, opts.cache)
-    local rows = M.write_curtailment(curt, from, to, scale)
-    local gen = (core.now_ns() - t0) / 1e9
-    local res = ingest.curtailment(db, curt, opts.cache)
-    require("quarry.rollup").analyze(db) -- a bulk load: the planner learns the new sizes now
-    return { rows = rows, dates = #res.dates, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
-             total_s = (core.now_ns() - t0) / 1e9 }
+  local rows = M.write_curtailment(curt, from, to, scale)
+  local gen = (core.now_ns() - t0) / 1e9
+  diff:seek("set")
+  curt:seek("set")
+  local res
+  local ok, err = db:transaction(function(tx)
+    tx:expect_long_hold()
+    ingest.difficulty(tx, "seed difficulty", nil, diff)
+    res = ingest.curtailment(tx, "seed curtailment", nil, curt)
   end)
-  os.remove(diff)
-  os.remove(curt)
+  for _, f in ipairs({ diff, curt }) do
+    if io.type(f) == "file" then f:close() end -- ingest closes what it read
+  end
   if not ok then error(err, 0) end
-  return err
+  rules.apply(opts.cache, { "curtailment_records", "historical_bitcoin_calculations" }, res.dates)
+  require("quarry.rollup").analyze(db) -- a bulk load: the planner learns the new sizes now
+  return { rows = rows, dates = #res.dates, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
+           total_s = (core.now_ns() - t0) / 1e9 }
 end
 
 return M

@@ -27,6 +27,27 @@ describe("quarry command line", function()
     end
   end)
 
+  it("calls bad input bad input (exit 2) in every command, never a raw server error", function()
+    local cases = {
+      { "db status", { DATABASE_URL = "mysql://u@h/db" }, "must be a postgresql:// URL" },
+      { "report daily --date 0000-01-01", nil, "is not a date" },
+      { "report monthly --month 0000-01", nil, "is not a month" },
+      { "report yearly --year 0000", nil, "is not a year" },
+      { "rollup refresh --date 0000-01-01", nil, "is not a date" },
+      { "cache invalidate --date 9999-12-31", nil, "is not a date" },
+      { "report farms --year 2024 --limit 0", nil, "out of range" },
+      { "report farms --year 2024 --limit=-5", nil, "out of range" },
+      { "report daily --date '\255\254'", nil, "not valid UTF%-8" },
+      { "report farms --year 2024 --lead-party \"$(printf 'a\\377b')\"", nil, "not valid UTF%-8" },
+    }
+    for _, c in ipairs(cases) do
+      local _, err, code = h.quarry(c[1], c[2])
+      assert.are.equal(2, code, c[1] .. ": " .. err)
+      assert.matches(c[3], err, 1, false)
+      assert.not_matches("SQLSTATE", err)
+    end
+  end)
+
   it("refuses a malformed DB_POOL_MAX with exit 2", function()
     local _, err, code = h.quarry("db status", { DB_POOL_MAX = "lots" })
     assert.are.equal(2, code)

@@ -59,11 +59,19 @@ describe("ingest curtailment", function()
   it("computes the domain check: 99,864.95 MWh on 2025-03-28", function()
     clear("2025-03-28", "2025-03-28")
     db:exec("INSERT INTO bitcoin_difficulty VALUES ('2025-03-28', 113757508810853) ON CONFLICT DO NOTHING")
-    local path = csv({ "2025-03-28,20,T_SGRWO-1,Seagreen Wind Energy Limited,-99864.95,-998649.5,-10,-10,true,false" })
-    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    -- the day's energy as a unit can give it: 25 periods, two acceptances of 1,997.299 MWh each
+    local rows = {}
+    for p = 1, 25 do
+      for _ = 1, 2 do
+        rows[#rows + 1] = ("2025-03-28,%d,T_SGRWO-1,Seagreen Wind Energy Limited,-1997.299,-19972.99,-10,-10,true,"
+          .. "false"):format(p)
+      end
+    end
+    assert.are.equal(0, select(3, ingest("curtailment", csv(rows))))
     local got = {}
-    for _, r in ipairs(db:query([[SELECT miner_model, round(bitcoin_mined, 2)::text AS btc
-        FROM historical_bitcoin_calculations WHERE settlement_date = '2025-03-28' AND farm_id = 'T_SGRWO-1']])) do
+    for _, r in ipairs(db:query([[SELECT miner_model, round(sum(bitcoin_mined), 2)::text AS btc
+        FROM historical_bitcoin_calculations WHERE settlement_date = '2025-03-28' AND farm_id = 'T_SGRWO-1'
+        GROUP BY miner_model]])) do
       got[r.miner_model] = r.btc
     end
     assert.are.same({ S19J_PRO = "75.39", S9 = "23.46", M20S = "46.54" }, got)
@@ -104,6 +112,21 @@ describe("ingest curtailment", function()
     { "2031-01-05,1,T_FARR-1,P,-1,-80,NaN,-80,true,false", ":2: original_price 'NaN' is not a number" },
     { "2031-01-05,1,T_FARR-1,P,-1,-80,-80,-80,maybe,false", ":2: so_flag 'maybe' is not a boolean" },
     { "2031-01-05,1,x'; DROP TABLE curtailment_records; --,P,-1,-80,-80,-80,true,false", ":2: farm_id" },
+    -- implausible magnitudes, bounded in lua/quarry/defs/bounds.lua
+    { "2031-01-05,1,T_FARR-1,P,-1e400,-80,-80,-80,true,false", ":2: volume '-1e400' is implausible" },
+    { "2031-01-05,1,T_FARR-1,P,-2500,-80,-80,-80,true,false", ":2: volume '-2500' is implausible" },
+    { "2031-01-05,1,T_FARR-1,P,-1,-1e12,-80,-80,true,false", ":2: payment '-1e12' is implausible" },
+    { "2031-01-05,1,T_FARR-1,P,-1,-80,-1e9,-80,true,false", ":2: original_price '-1e9' is implausible" },
+    { "2031-01-05,1,T_FARR-1,P,-1,-80,-80,1e6,true,false", ":2: final_price '1e6' is implausible" },
+    { "2031-01-05,1,T_FARR-1," .. ("L"):rep(2 * 1024 * 1024) .. ",-1,-80,-80,-80,true,false",
+      ":2: lead_party_name '" .. ("L"):rep(57) .. "...' is longer than 200 characters" },
+    { "0000-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '0000-01-05' is not a date" },
+    { "1999-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '1999-01-05' is outside the dates" },
+    -- settlement periods of the day in Europe/London
+    { "2031-01-05,49,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_period '49' is not a settlement "
+      .. "period of 2031-01-05 (1..48 in Europe/London)" },
+    { "2024-03-31,47,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_period '47' is not a settlement "
+      .. "period of 2024-03-31 (1..46 in Europe/London)" },
   }
   for _, case in ipairs(bad_rows) do
     it("rejects a bad row with exit 2, naming the line and field: " .. case[2], function()
@@ -117,6 +140,52 @@ describe("ingest curtailment", function()
       assert.is_not_nil(db:query_one("SELECT to_regclass('curtailment_records') AS t").t)
     end)
   end
+
+  it("takes 46 periods on the spring clock change and 50 on the autumn one, and the periods report shows them", function()
+    clear("2024-03-31", "2024-03-31")
+    clear("2024-10-27", "2024-10-27")
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2024-03-30', 83e12), ('2024-10-26', 95e12) ON CONFLICT DO NOTHING")
+    local rows = {}
+    for p = 1, 46 do rows[#rows + 1] = ("2024-03-31,%d,T_FARR-1,P,-1,-80,-80,-80,true,false"):format(p) end
+    for p = 1, 50 do rows[#rows + 1] = ("2024-10-27,%d,T_FARR-1,P,-1,-80,-80,-80,true,false"):format(p) end
+    local _, err, code = ingest("curtailment", csv(rows))
+    assert.are.equal(0, code, err)
+    for date, n in pairs({ ["2024-03-31"] = 46, ["2024-10-27"] = 50 }) do
+      local out
+      out, err, code = h.quarry("report periods --date " .. date .. " --format json --no-cache")
+      assert.are.equal(0, code, err)
+      local r = require("cjson").decode(out)
+      assert.are.equal(n, #r.rows, date)
+    end
+    clear("2024-03-31", "2024-03-31")
+    clear("2024-10-27", "2024-10-27")
+  end)
+
+  it("refuses a file with a line holding only \\. (which would end the load there), naming the line", function()
+    local before = count("SELECT count(*) AS n FROM curtailment_records")
+    for _, mark in ipairs({ "\\.", "\\.\r" }) do
+      local path = h.write(h.tmpname(".csv"), h.CURTAILMENT_HEADER .. "\n"
+        .. "2031-01-06,1,T_FARR-1,P,-1,-80,-80,-80,true,false\n" .. mark .. "\n"
+        .. "2031-01-06,2,T_FARR-1,P,-1,-80,-80,-80,true,false\n")
+      local _, err, code = ingest("curtailment", path)
+      assert.are.equal(2, code, err)
+      assert.matches(":3: a line holding only \\%. would end the load", err)
+    end
+    -- at the very end, with no newline after it, and past the first chunk
+    local big = {}
+    for i = 1, 9000 do big[i] = ("2031-01-06,%d,T_FARR-1,P,-1,-80,-80,-80,true,false"):format(i % 48 + 1) end
+    local path = h.write(h.tmpname(".csv"), h.CURTAILMENT_HEADER .. "\n" .. table.concat(big, "\n") .. "\n\\.")
+    local _, err, code = ingest("curtailment", path)
+    assert.are.equal(2, code, err)
+    assert.matches(":9002: a line holding only", err)
+    assert.are.equal(before, count("SELECT count(*) AS n FROM curtailment_records"))
+    -- inside a quoted value it is data
+    path = csv({ '2031-01-06,1,T_FARR-1,"\\.",-1,-80,-80,-80,true,false' })
+    _, err, code = ingest("curtailment", path)
+    assert.are.equal(0, code, err)
+    assert.are.equal("\\.", db:query_one("SELECT lead_party_name AS p FROM curtailment_records "
+      .. "WHERE settlement_date = '2031-01-06'").p)
+  end)
 
   it("rejects a bad header and a file with a wrong number of fields", function()
     local p = h.write(h.tmpname(".csv"), "settlement_date,period\n2031-01-01,1\n")
@@ -151,6 +220,16 @@ describe("ingest difficulty", function()
     assert.are.equal(before10, btc("2031-03-10"))
     assert.are.equal(db:query_one("SELECT ($1::numeric / 2)::text AS half", before20).half:sub(1, 12),
       btc("2031-03-20"):sub(1, 12))
+  end)
+
+  it("rejects implausible difficulties and dates out of range", function()
+    for _, case in ipairs({ { "2031-03-01,1e-400", "is implausible" }, { "2031-03-01,1e30", "is implausible" },
+                            { "1990-03-01,100e12", "is outside the dates" } }) do
+      local path = h.write(h.tmpname(".csv"), "date,difficulty\n" .. case[1] .. "\n")
+      local _, err, code = ingest("difficulty", path)
+      assert.are.equal(2, code, err)
+      assert.matches(":2: [a-z]+ '[^']*' " .. case[2], err)
+    end
   end)
 
   it("rejects bad points", function()

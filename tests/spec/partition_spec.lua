@@ -363,3 +363,22 @@ describe("partition", function()
     assert.matches("nothing to roll back", err)
   end)
 end)
+
+describe("partition commands at once", function()
+  it("refuse a second command on a table while one runs, with a clear message", function()
+    local url = h.database_url()
+    local holder = h.db({ max_size = 1 })
+    local conn <close> = holder:acquire()
+    -- what a running `quarry partition apply curtailment_records` holds
+    conn:query("SELECT pg_advisory_lock(hashtext('quarry.partition'), hashtext('curtailment_records'))")
+    for _, verb in ipairs({ "apply", "rollback", "maintain", "finish" }) do
+      local _, err, code = h.quarry("partition " .. verb .. " curtailment_records", { DATABASE_URL = url })
+      assert.are.equal(2, code, verb .. ": " .. err)
+      assert.matches("another quarry partition command .* is working on curtailment_records", err)
+      assert.not_matches("SQLSTATE", err)
+    end
+    conn:query("SELECT pg_advisory_unlock(hashtext('quarry.partition'), hashtext('curtailment_records'))")
+    conn:release()
+    holder:close()
+  end)
+end)

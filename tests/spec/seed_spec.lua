@@ -75,3 +75,50 @@ describe("seed", function()
     for _, row in ipairs(i.rows) do assert.not_matches("bitcoin", row.problem) end
   end)
 end)
+
+describe("a seed stopped part-way", function()
+  local url, sdb
+  setup(function() url, sdb = h.scratch_database("seed_stopped") end)
+  teardown(function()
+    sdb:close()
+    h.drop_database("seed_stopped")
+  end)
+
+  local function stop_after(signal, secs)
+    local out = h.tmpname(".out")
+    local pidfile = h.tmpname(".pid")
+    os.execute(("DATABASE_URL=%s %s db seed --from 2022-01-01 --to 2025-12-31 >%s 2>&1 </dev/null & "
+      .. "echo $! >%s; sleep %s; kill -%s $(cat %s); wait $(cat %s); echo \"rc=$?\" >>%s"):format(
+      h.shell_quote(url), h.shell_quote(h.bin), out, pidfile, secs, signal, pidfile, pidfile, out))
+    local text = h.read(out) or ""
+    os.remove(out)
+    os.remove(pidfile)
+    return text
+  end
+
+  local function nothing_kept()
+    for _, t in ipairs({ "bitcoin_difficulty", "curtailment_records", "historical_bitcoin_calculations" }) do
+      local r = sdb:query_one(("SELECT to_regclass(%s) IS NULL OR (SELECT count(*) = 0 FROM %s) AS empty")
+        :format("'" .. t .. "'", t))
+      assert.is_true(r.empty, t .. " holds rows of the stopped seed")
+    end
+  end
+
+  it("by Ctrl-C: one line, exit 130, nothing committed", function()
+    assert.are.equal(0, select(3, h.quarry("db migrate", { DATABASE_URL = url })))
+    local text = stop_after("INT", 2.5)
+    assert.matches("quarry: interrupted; nothing was committed\n", text)
+    assert.matches("rc=130", text)
+    nothing_kept()
+  end)
+
+  it("by kill -9: no difficulty without its curtailment, no temporary file left", function()
+    local before = io.popen("ls /tmp | wc -l"):read("a")
+    local text = stop_after("KILL", 2.5)
+    assert.matches("rc=137", text)
+    nothing_kept()
+    local after = io.popen("ls /tmp | wc -l"):read("a")
+    assert.are.equal(before, after)
+  end)
+end)
+
