@@ -125,7 +125,9 @@ function M.validate(p, file)
     end
     if spec.type == "choice" and type(spec.choices) ~= "table" then bad("params." .. name, "needs 'choices'") end
     for _, k in ipairs({ "min", "max" }) do
-      if spec[k] ~= nil and math.type(spec[k]) ~= "integer" then bad("params." .. name .. "." .. k, "must be an integer") end
+      if spec[k] ~= nil and math.type(spec[k]) ~= "integer" then
+        bad("params." .. name .. "." .. k, "must be an integer")
+      end
     end
   end
   if p.cache ~= nil then
