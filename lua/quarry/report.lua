@@ -48,15 +48,43 @@ local function rethrow_if_tripped(...)
   return ...
 end
 
+-- Metatables plugins set themselves: the only ones their getmetatable shows
+-- (the host's -- strings', error objects' -- stay out of reach).
+local own_metatables = setmetatable({}, { __mode = "k" })
+
+local function sandbox_setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("a plugin cannot set __gc (a finalizer would run outside its limits)", 2)
+  end
+  if mt ~= nil then own_metatables[mt] = true end
+  return setmetatable(t, mt)
+end
+
+local function sandbox_getmetatable(v)
+  local mt = getmetatable(v)
+  if own_metatables[mt] then return mt end
+  return nil
+end
+
+-- A copy of what a plugin handed over, made of plain tables (no metatables,
+-- read with next): nothing the host reads later can run plugin code.
+local function plain(v, depth)
+  if type(v) ~= "table" then return v end
+  depth = (depth or 0) + 1
+  if depth > 32 then error("nested more than 32 tables deep", 0) end
+  local out = {}
+  for k, x in next, v do out[plain(k, depth)] = plain(x, depth) end
+  return out
+end
+
 local function sandbox_env()
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
     pcall = function(...) return rethrow_if_tripped(pcall(...)) end,
     xpcall = function(...) return rethrow_if_tripped(xpcall(...)) end,
     select = select, tonumber = tonumber, tostring = tostring, type = type,
-    setmetatable = setmetatable, rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
-    -- The string metatable is the host's: its __index is the real string table.
-    getmetatable = function(v) if type(v) == "string" then return nil end return getmetatable(v) end,
+    setmetatable = sandbox_setmetatable, getmetatable = sandbox_getmetatable,
+    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
     _VERSION = _VERSION,
     math = {}, string = {}, table = {}, utf8 = {},
     os = { date = os.date, time = os.time, clock = os.clock, difftime = os.difftime },
@@ -101,7 +129,13 @@ local function limited(what, fn)
   if not r[1] then
     if state.tripped then error(state.tripped, 0) end
     if out_of_memory then error(state.memory_message, 0) end
-    error(r[2], 0)
+    local e = r[2]
+    -- only what the host made (a string, a quarry error) leaves: a table of
+    -- the plugin's could run its own __tostring outside the limits
+    if type(e) ~= "string" and getmetatable(e) ~= core.error_mt then
+      error(("%s failed: it raised a %s, not an error message"):format(what, type(e)), 0)
+    end
+    error(e, 0)
   end
   return table.unpack(r, 2, r.n)
 end
@@ -152,7 +186,7 @@ function M.load_file(path)
   f:close()
   local chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
   if not chunk then error(lerr, 0) end
-  local ok, p = pcall(limited, "plugin file " .. path, chunk)
+  local ok, p = pcall(limited, "plugin file " .. path, function() return plain(chunk()) end)
   if not ok then
     local msg = tostring(p)
     error(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg), 0)
@@ -373,16 +407,17 @@ end
 -- Normalise what run returned into a result table.
 local function result_of(plugin, out, p)
   if type(out) ~= "table" then error(("report %s: run must return rows or a result table"):format(plugin.name), 0) end
+  out = plain(out)
   local rows = out.rows or out
   local fields = out.fields or rows.fields
   if type(fields) ~= "table" then
     error(("report %s: the result has no fields"):format(plugin.name), 0)
   end
-  local plain = {}
-  for i, row in ipairs(rows) do plain[i] = row end
+  local list = {}
+  for i, row in ipairs(rows) do list[i] = row end
   local f = {}
   for i, fd in ipairs(fields) do f[i] = { name = fd.name, type = fd.type, label = fd.label } end
-  return { name = plugin.name, title = out.title or plugin.description, params = p, fields = f, rows = plain,
+  return { name = plugin.name, title = out.title or plugin.description, params = p, fields = f, rows = list,
            chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
 end
 

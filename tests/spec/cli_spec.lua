@@ -4,6 +4,8 @@ local h = require "spec.helper"
 local function script(text) return h.write(h.tmpname(".lua"), text) end
 
 describe("quarry command line", function()
+  setup(function() require("quarry.migrate").up(h.db()) end)
+
   it("prints help for itself and every command", function()
     for _, args in ipairs({ "--help", "run --help", "db --help", "db migrate --help", "db status --help",
                             "services --help", "services up --help", "services status --help" }) do

@@ -341,6 +341,68 @@ return { name = "%s", description = "test", params = {},
     os.execute("rm -rf " .. ldir)
   end)
 
+  -- Code a plugin leaves behind must not run later, outside its limits.
+  local LEFT_BEHIND = {
+    { "sb_gc", "setmetatable({}, { __gc = function() while true do end end }) return { fields = {}, rows = {} }",
+      "cannot set __gc" },
+    { "sb_tostring", "error(setmetatable({}, { __tostring = function() while true do end end }))",
+      "raised a table, not an error message" },
+    { "sb_rowmeta", "return { fields = { { name = 'x', type = 'text' } }, rows = { setmetatable({}, "
+      .. "{ __index = function() while true do end end }) } }", nil },
+    { "sb_errmt", "local ok, e = pcall(ctx.query, 'SELEC 1') local mt = getmetatable(e) "
+      .. "if mt then mt.__tostring = function() while true do end end end error(e)", "only reading statements" },
+  }
+  for _, c in ipairs(LEFT_BEHIND) do
+    it("leaves nothing of " .. c[1] .. " to run in the host", function()
+      plugin(c[1], c[2])
+      local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "5" }
+      for k, v in pairs(ENV) do env[k] = v end
+      local _, err, code, secs = h.quarry("report " .. c[1] .. " --no-cache", env)
+      assert.is_true(secs < 10, "hung")
+      if c[3] then
+        assert.are.equal(1, code, err)
+        assert.matches(c[3], err)
+      else
+        assert.are.equal(0, code, err)
+      end
+    end)
+  end
+
+  it("hides the host's metatables and loads a plugin table with metamethods as plain data", function()
+    h.write(dir .. "/sb_deftrap.lua", [[return setmetatable({ name = "sb_deftrap", description = "x",
+      run = function() return { fields = {}, rows = {} } end }, { __index = function() while true do end end })]])
+    local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "5" }
+    for k, v in pairs(ENV) do env[k] = v end
+    local _, err, code, secs = h.quarry("report sb_deftrap --no-cache", env)
+    assert.is_true(secs < 10, "hung")
+    assert.are.equal(0, code, err)
+    plugin("sb_peek", "return { fields = { { name = 'x', type = 'text' } }, rows = { { x = tostring(getmetatable('')) "
+      .. ".. tostring(getmetatable(select(2, pcall(ctx.query, 'SELEC 1')))) } } }")
+    local out
+    out, err, code = h.quarry("report sb_peek --no-cache --format csv", env)
+    assert.are.equal(0, code, err)
+    assert.matches("nilnil", out)
+  end)
+
+  it("runs as quarry_reader even when DATABASE_URL is a superuser's", function()
+    local url = h.database_url():gsub("//quarry@", "//postgres@")
+    plugin("sb_super", [[return ctx.query("SELECT current_user AS who")]])
+    local env = { QUARRY_PLUGIN_PATH = dir, DATABASE_URL = url }
+    for k, v in pairs(ENV) do env[k] = v end
+    local out, err, code = h.quarry("report sb_super --format csv --no-cache", env)
+    assert.are.equal(0, code, err)
+    assert.matches("quarry_reader", out)
+    plugin("sb_super2", [[ctx.query("SELECT set_config('role', 'postgres', false) AS x") return {}]])
+    local _
+    _, err, code = h.quarry("report sb_super2 --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("permission denied for function set_config", err)
+    plugin("sb_super3", [[ctx.query("RESET ROLE") return {}]])
+    _, err, code = h.quarry("report sb_super3 --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("only reading statements", err)
+  end)
+
   it("cannot change the string library the host and other plugins see", function()
     plugin("sb_meta", "local mt = getmetatable('') if mt then mt.__index.rep = function() return 'pwned' end end "
       .. "string.rep = function() return 'pwned' end return { fields = {}, rows = {} }")
