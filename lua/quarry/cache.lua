@@ -49,9 +49,11 @@ local HEADER_LEN = string.packsize(HEADER)
 
 -- Runs in Redis: the current name of a key and its value, in one round trip.
 -- ARGV: prefix, key, want_lock (0/1), lock token, lock ms, need (the log's
--- latest seq, or -1 without a log), groups...
--- Returns {name, value} | {name, false, -2, locked 1/0} | {false, false, applied or -1}
--- when Redis has not applied the log up to need.
+-- latest seq, or -1 without a log), with_value (0/1), groups...
+-- Returns {name, value} (with_value 0: {name, 1}, the caller having sent a
+-- GET of the name it expects in the same pipeline, which spares copying the
+-- value through the script) | {name, false, -2, locked 1/0} on a miss |
+-- {false, false, applied or -1} when Redis has not applied the log up to need.
 local LOOKUP = [[
 local prefix, key = ARGV[1], ARGV[2]
 local need = tonumber(ARGV[6])
@@ -60,10 +62,14 @@ if need >= 0 then
   if not applied or applied < need then return {false, false, applied or -1} end
 end
 local gens = {redis.call('GET', prefix .. 'epoch') or '0'}
-for i = 7, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
+for i = 8, #ARGV do gens[#gens + 1] = redis.call('GET', prefix .. 'gen:' .. ARGV[i]) or '0' end
 local name = prefix .. key .. '@' .. table.concat(gens, '.')
-local v = redis.call('GET', name)
-if v then return {name, v} end
+if ARGV[7] == '0' then
+  if redis.call('EXISTS', name) == 1 then return {name, 1} end
+else
+  local v = redis.call('GET', name)
+  if v then return {name, v} end
+end
 if ARGV[3] == '1' then
   local got = redis.call('SET', prefix .. 'lock:' .. name, ARGV[4], 'NX', 'PX', ARGV[5])
   return {name, false, -2, got and 1 or 0}
@@ -116,6 +122,7 @@ function M.new(opts)
     enabled = opts.enabled ~= false,
     log = opts.log,
     warned = {},
+    hints = {}, hint_count = 0, -- key -> the stored name it had last (a hint, checked on every read)
     local_stats = {},
     pending = {},
     last_flush = core.now_ns(),
@@ -165,14 +172,16 @@ local function check_ttl(ttl)
   end
 end
 
--- The groups a key's name is made of: its own, then those it depends on.
+-- The groups a key's name is made of: its own, then those it depends on
+-- (also returned on their own).
 local function groups_of(key, opts)
-  local groups = M.groups(key)
+  local groups, extra = M.groups(key), nil
   local depends = opts and opts.depends
   if depends ~= nil then
-    for _, g in ipairs(require("quarry.rules").depends_groups(depends)) do groups[#groups + 1] = g end
+    extra = require("quarry.rules").depends_groups(depends)
+    for _, g in ipairs(extra) do groups[#groups + 1] = g end
   end
-  return groups
+  return groups, extra
 end
 
 -- Run a script by its SHA (loading it on first use, and again after a
@@ -261,19 +270,51 @@ function Cache:catch_up()
   return true
 end
 
+-- One LOOKUP. With a hint (the name this key had last time) the script only
+-- says whether that name is still current, and a GET of it in the same
+-- pipeline brings the value: returns the script's reply, nil, the GET's.
+local function run_lookup(self, args, hint)
+  local sha = self.shas and self.shas[LOOKUP]
+  if hint and sha then
+    args[8] = 0
+    local rs, err = self.conn:pipeline({ { "EVALSHA", sha, table.unpack(args) }, { "GET", hint } })
+    if rs then return rs[1], nil, rs[2] end
+    if not (err and err.code == "redis" and err.message:find("^NOSCRIPT")) then return nil, err end
+    self.shas[LOOKUP] = nil -- Redis restarted and forgot it: the slow way loads it again
+  end
+  args[8] = 1
+  return script(self, LOOKUP, table.unpack(args))
+end
+
+local HINTS_MAX = 10000
+
 -- Redis's answer to LOOKUP for key: {name, raw value or false, nil, locked
 -- (1/0)}, or nil when Redis (or the log) cannot give a current answer.
 -- unchecked: just the current name, whatever the log says (for removing).
 local function lookup(self, key, want_lock, opts, unchecked)
   local need = unchecked and -1 or need_of(self)
   if need == nil then return nil end
-  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms, need }
-  for _, g in ipairs(groups_of(key, opts)) do args[#args + 1] = g end
-  for _ = 1, 3 do
-    local r, err = script(self, LOOKUP, table.unpack(args))
+  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms, need, 1 }
+  local groups, extra = groups_of(key, opts)
+  for _, g in ipairs(groups) do args[#args + 1] = g end
+  local hint_key = extra and (key .. "\0" .. table.concat(extra, "\0")) or key
+  local hint = not unchecked and self.hints[hint_key] or nil
+  for _ = 1, 4 do
+    local r, err, raw = run_lookup(self, args, hint)
     if not r then return redis_failed(self, "lookup", err) end
-    if r[1] then return r end
-    if not self:catch_up() then return nil end -- behind the log, and could not catch up
+    if r[1] then
+      if self.hint_count >= HINTS_MAX then self.hints, self.hint_count = {}, 0 end
+      if not self.hints[hint_key] then self.hint_count = self.hint_count + 1 end
+      self.hints[hint_key] = r[1]
+      if r[2] ~= 1 then return r end
+      if r[1] == hint and raw then -- the pipelined GET read the current name
+        r[2] = raw
+        return r
+      end
+      hint = nil -- the name moved on (or the value just expired): ask again, value and all
+    elseif not self:catch_up() then
+      return nil -- behind the log, and could not catch up
+    end
   end
   return nil
 end

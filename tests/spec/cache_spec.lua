@@ -487,6 +487,16 @@ c:get_or_compute("monthly_mining:2024-03:S9:all", 3600, function() return string
     assert.not_matches("pw@", err)
   end)
 
+  it("fails a pipeline when Redis refuses any one of its commands", function()
+    local c = new_cache()
+    c.conn:call("SET", c.prefix .. "str", "x")
+    local r, err = c.conn:pipeline({ { "INCR", c.prefix .. "n" }, { "INCR", c.prefix .. "str" }, { "GET", c.prefix .. "n" } })
+    assert.is_nil(r)
+    assert.are.equal("redis", err.code)
+    assert.matches("not an integer", err.message)
+    c:clear()
+  end)
+
   it("keeps a pipeline's replies alive while their Lua values are built, however often the GC runs", function()
     local c = new_cache()
     local big = ("x"):rep(4096)

@@ -213,10 +213,16 @@ return { name = "%s", description = "test", params = {},
          run = function(ctx, p) %s end }]]):format(name, body))
   end
 
-  local function run(name)
+  -- The spec's environment with the plugin folder, plus extra settings.
+  local function env_with(extra)
     local env = { QUARRY_PLUGIN_PATH = dir }
     for k, v in pairs(ENV) do env[k] = v end
-    return h.quarry("report " .. name, env)
+    for k, v in pairs(extra or {}) do env[k] = v end
+    return env
+  end
+
+  local function run(name)
+    return h.quarry("report " .. name, env_with())
   end
 
   it("has no os.execute, io, require, load or debug", function()
@@ -287,8 +293,7 @@ return { name = "%s", description = "test", params = {},
       "has_table_privilege('curtailment_records', 'INSERT') AS can_insert, " ..
       "pg_has_role('pg_execute_server_program', 'MEMBER') AS programs, " ..
       "pg_has_role('pg_read_server_files', 'MEMBER') AS files")]])
-    local env = { QUARRY_PLUGIN_PATH = dir }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_with()
     local out, err, code = h.quarry("report sb_role --format json --no-cache", env)
     assert.are.equal(0, code, err)
     local row = cjson.decode(out).rows[1]
@@ -309,8 +314,7 @@ return { name = "%s", description = "test", params = {},
 
   it("stops a plugin that runs past its time, in Lua or in a query", function()
     plugin("sb_slow", "ctx.query('SELECT pg_sleep(30)') return { fields = {}, rows = {} }")
-    local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "1" }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "1" })
     local _, err, code, secs = h.quarry("report sb_slow --no-cache", env)
     assert.are.equal(1, code)
     assert.matches("statement timeout", err)
@@ -321,8 +325,7 @@ return { name = "%s", description = "test", params = {},
     plugin("sb_rep", "local s = string.rep('x', 1 << 30) return { fields = {}, rows = { #s } }")
     plugin("sb_grow", "local t = {} while true do pcall(function() for i = 1, 1e9 do t[#t + 1] = { i } end end) end")
     for _, name in ipairs({ "sb_rep", "sb_grow" }) do
-      local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_MEMORY = "64" }
-      for k, v in pairs(ENV) do env[k] = v end
+      local env = env_with({ QUARRY_PLUGIN_MEMORY = "64" })
       local _, err, code = h.quarry("report " .. name .. " --no-cache", env)
       assert.are.equal(1, code, name)
       assert.matches("^quarry: report " .. name .. " stopped: it used more than 64 MiB of memory", err)
@@ -355,8 +358,7 @@ return { name = "%s", description = "test", params = {},
   for _, c in ipairs(LEFT_BEHIND) do
     it("leaves nothing of " .. c[1] .. " to run in the host", function()
       plugin(c[1], c[2])
-      local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "5" }
-      for k, v in pairs(ENV) do env[k] = v end
+      local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "5" })
       local _, err, code, secs = h.quarry("report " .. c[1] .. " --no-cache", env)
       assert.is_true(secs < 10, "hung")
       if c[3] then
@@ -371,8 +373,7 @@ return { name = "%s", description = "test", params = {},
   it("hides the host's metatables and loads a plugin table with metamethods as plain data", function()
     h.write(dir .. "/sb_deftrap.lua", [[return setmetatable({ name = "sb_deftrap", description = "x",
       run = function() return { fields = {}, rows = {} } end }, { __index = function() while true do end end })]])
-    local env = { QUARRY_PLUGIN_PATH = dir, QUARRY_PLUGIN_TIMEOUT = "5" }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "5" })
     local _, err, code, secs = h.quarry("report sb_deftrap --no-cache", env)
     assert.is_true(secs < 10, "hung")
     assert.are.equal(0, code, err)
@@ -387,8 +388,7 @@ return { name = "%s", description = "test", params = {},
   it("runs as quarry_reader even when DATABASE_URL is a superuser's", function()
     local url = h.database_url():gsub("//quarry@", "//postgres@")
     plugin("sb_super", [[return ctx.query("SELECT current_user AS who")]])
-    local env = { QUARRY_PLUGIN_PATH = dir, DATABASE_URL = url }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_with({ DATABASE_URL = url })
     local out, err, code = h.quarry("report sb_super --format csv --no-cache", env)
     assert.are.equal(0, code, err)
     assert.matches("quarry_reader", out)
