@@ -172,18 +172,6 @@ local function check_ttl(ttl)
   end
 end
 
--- The groups a key's name is made of: its own, then those it depends on
--- (also returned on their own).
-local function groups_of(key, opts)
-  local groups, extra = M.groups(key), nil
-  local depends = opts and opts.depends
-  if depends ~= nil then
-    extra = require("quarry.rules").depends_groups(depends)
-    for _, g in ipairs(extra) do groups[#groups + 1] = g end
-  end
-  return groups, extra
-end
-
 -- Run a script by its SHA (loading it on first use, and again after a
 -- Redis restart forgot it), so each call sends the arguments only.
 local function script(self, body, ...)
@@ -270,23 +258,42 @@ function Cache:catch_up()
   return true
 end
 
--- One LOOKUP. With a hint (the name this key had last time) the script only
--- says whether that name is still current, and a GET of it in the same
--- pipeline brings the value: returns the script's reply, nil, the GET's.
-local function run_lookup(self, args, hint)
+local HINTS_MAX = 10000
+
+-- What this process keeps per key: the LOOKUP command, built once, and the
+-- stored name the key had last (a hint, checked on every read).
+local function entry_of(self, key, opts)
+  local depends = opts and opts.depends
+  local extra = depends ~= nil and require("quarry.rules").depends_groups(depends) or nil
+  local hint_key = extra and (key .. "\0" .. table.concat(extra, "\0")) or key
+  local e = self.hints[hint_key]
+  if e then return e end
+  local groups = M.groups(key)
+  for _, g in ipairs(extra or {}) do groups[#groups + 1] = g end
+  -- EVALSHA sha numkeys prefix key want_lock token lock_ms need with_value groups...
+  e = { eval = { "EVALSHA", "", 0, self.prefix, key, 0, self.token, self.lock_ms, -1, 1, table.unpack(groups) } }
+  if self.hint_count >= HINTS_MAX then self.hints, self.hint_count = {}, 0 end
+  self.hints[hint_key], self.hint_count = e, self.hint_count + 1
+  return e
+end
+
+-- One LOOKUP. When the key's last name is known, the script only says
+-- whether it is still current, and a GET of it in the same pipeline brings
+-- the value (sparing its copy through the script): returns the script's
+-- reply, nil, the GET's. Otherwise the script returns the value itself.
+local function run_lookup(self, e, use_hint)
+  local cmd = e.eval
   local sha = self.shas and self.shas[LOOKUP]
-  if hint and sha then
-    args[8] = 0
-    local rs, err = self.conn:pipeline({ { "EVALSHA", sha, table.unpack(args) }, { "GET", hint } })
+  if use_hint and e.name and sha then
+    cmd[2], cmd[10] = sha, 0
+    local rs, err = self.conn:pipeline(e.both)
     if rs then return rs[1], nil, rs[2] end
     if not (err and err.code == "redis" and err.message:find("^NOSCRIPT")) then return nil, err end
     self.shas[LOOKUP] = nil -- Redis restarted and forgot it: the slow way loads it again
   end
-  args[8] = 1
-  return script(self, LOOKUP, table.unpack(args))
+  cmd[10] = 1
+  return script(self, LOOKUP, table.unpack(cmd, 3))
 end
-
-local HINTS_MAX = 10000
 
 -- Redis's answer to LOOKUP for key: {name, raw value or false, nil, locked
 -- (1/0)}, or nil when Redis (or the log) cannot give a current answer.
@@ -294,24 +301,24 @@ local HINTS_MAX = 10000
 local function lookup(self, key, want_lock, opts, unchecked)
   local need = unchecked and -1 or need_of(self)
   if need == nil then return nil end
-  local args = { 0, self.prefix, key, want_lock and 1 or 0, self.token, self.lock_ms, need, 1 }
-  local groups, extra = groups_of(key, opts)
-  for _, g in ipairs(groups) do args[#args + 1] = g end
-  local hint_key = extra and (key .. "\0" .. table.concat(extra, "\0")) or key
-  local hint = not unchecked and self.hints[hint_key] or nil
+  local e = entry_of(self, key, opts)
+  e.eval[6], e.eval[9] = want_lock and 1 or 0, need
+  local use_hint = not unchecked
   for _ = 1, 4 do
-    local r, err, raw = run_lookup(self, args, hint)
+    local r, err, raw = run_lookup(self, e, use_hint)
     if not r then return redis_failed(self, "lookup", err) end
     if r[1] then
-      if self.hint_count >= HINTS_MAX then self.hints, self.hint_count = {}, 0 end
-      if not self.hints[hint_key] then self.hint_count = self.hint_count + 1 end
-      self.hints[hint_key] = r[1]
+      local hinted = e.name
+      if r[1] ~= hinted then
+        e.name = r[1]
+        e.both = { e.eval, { "GET", r[1] } }
+      end
       if r[2] ~= 1 then return r end
-      if r[1] == hint and raw then -- the pipelined GET read the current name
+      if r[1] == hinted and raw then -- the pipelined GET read the current name
         r[2] = raw
         return r
       end
-      hint = nil -- the name moved on (or the value just expired): ask again, value and all
+      use_hint = false -- the name moved on (or the value just expired): ask again, value and all
     elseif not self:catch_up() then
       return nil -- behind the log, and could not catch up
     end

@@ -315,7 +315,7 @@ function commands.cache(args)
   if sub == "stats" then
     local s = c:stats()
     if not s.all then need(nil) end
-    local names = { "hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets" }
+    local names = { "hits", "misses", "computes", "lock_waits", "early_refreshes", "errors", "sets", "catch_ups" }
     print(("cache at %s (prefix %s)"):format(s.where, c.prefix))
     print(("%-16s %14s"):format("counter", "all processes"))
     for _, k in ipairs(names) do print(("%-16s %14d"):format(k, s.all[k] or 0)) end
