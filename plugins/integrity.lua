@@ -9,7 +9,7 @@ return {
     local span = ctx.query_one([[SELECT min(settlement_date)::text AS first, max(settlement_date)::text AS last
                                  FROM curtailment_records]])
     from, to = from or span.first or "1970-01-01", to or span.last or "1970-01-01"
-    local rows = ctx.query([[
+    local rows = ctx.query(([[
       WITH fp AS (  -- curtailment farm-periods
         SELECT DISTINCT settlement_date, settlement_period, farm_id FROM curtailment_records
         WHERE settlement_date BETWEEN $1::date AND $2::date
@@ -50,7 +50,7 @@ return {
                'stored ' || min(block_reward)::text, count(*)
         FROM historical_bitcoin_calculations
         WHERE settlement_date BETWEEN $1::date AND $2::date
-          AND block_reward <> CASE WHEN settlement_date >= DATE '2024-04-20' THEN 3.125 ELSE 6.25 END
+          AND block_reward <> REWARD
         GROUP BY settlement_date
       ),
       days AS (
@@ -71,7 +71,7 @@ return {
       )
       SELECT * FROM missing_bitcoin UNION ALL SELECT * FROM orphans UNION ALL SELECT * FROM stale_difficulty
       UNION ALL SELECT * FROM wrong_reward UNION ALL SELECT * FROM thin_days
-      ORDER BY 1, 2, 3]], from, to)
+      ORDER BY 1, 2, 3]]):gsub("REWARD", ctx.reward_sql("settlement_date")), from, to)
     -- Days whose rollup rows disagree with their raw rows (a write made
     -- outside quarry): 'quarry rollup refresh --date D' mends them.
     for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do

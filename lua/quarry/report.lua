@@ -437,6 +437,8 @@ function M.run(db, cache, plugin, p, opts)
         query_one = function(sql, ...) return tx:query_one(sql, ...) end,
         summaries = make_summaries(tx),
         range = M.range,
+        -- the block reward of a date column, from lua/quarry/defs/mining.lua
+        reward_sql = require("quarry.mining").reward_sql,
         breakdown = function(by, params, miner) return breakdown(tx, by, params, miner, opts.direct) end,
         direct = opts.direct == true,
       }

@@ -159,6 +159,24 @@ describe("the other reports", function()
     for _, row in ipairs(r.rows) do assert.not_matches("bitcoin", row.problem) end
   end)
 
+  it("integrity: judges the block reward by the reward history, before 2020 too", function()
+    db:exec("DELETE FROM curtailment_records WHERE settlement_date = '2019-06-01'")
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2019-05-25', 7.45e12) ON CONFLICT DO NOTHING")
+    load_data({ "2019-06-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false" })
+    local r = json_report("integrity --month 2019-06")
+    for _, row in ipairs(r.rows) do assert.not_matches("block reward", row.problem) end
+    assert.are.equal("12.5", db:query_one([[SELECT DISTINCT block_reward::text AS b
+      FROM historical_bitcoin_calculations WHERE settlement_date = '2019-06-01']]).b:match("^12%.50*$") and "12.5")
+    db:exec("UPDATE historical_bitcoin_calculations SET block_reward = 6.25 WHERE settlement_date = '2019-06-01'")
+    r = json_report("integrity --month 2019-06")
+    local flagged = false
+    for _, row in ipairs(r.rows) do flagged = flagged or row.problem:find("block reward") ~= nil end
+    assert.is_true(flagged)
+    db:exec("DELETE FROM curtailment_records WHERE settlement_date = '2019-06-01'")
+    db:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date = '2019-06-01'")
+    assert.are.equal(0, select(3, h.quarry("rollup refresh --date 2019-06-01", ENV)))
+  end)
+
   it("html: one page with an SVG bar per row", function()
     local out = report("monthly --month 2031-05 --format html --no-cache")
     assert.matches("^<!DOCTYPE html>", out)
