@@ -218,8 +218,8 @@ end
 
 --- Bring Redis up to the log: apply every entry after Redis's applied mark,
 -- then raise the mark, in one script (so concurrent catch-ups apply once).
--- True when Redis is current; false when it could not be made so (then
--- nothing cached may be trusted).
+-- True and the mark when Redis is current; false when it could not be made
+-- so (then nothing cached may be trusted).
 function Cache:catch_up()
   if not self.enabled then return false end
   if not self.log then return true end
@@ -255,7 +255,7 @@ function Cache:catch_up()
   local r, e = script(self, CATCH_UP, 0, self.prefix, mark or "", top, bump, table.unpack(groups))
   if not r then return redis_failed(self, "catch-up", e) and false end
   if r == 1 then count(self, "catch_ups") end
-  return true
+  return true, top
 end
 
 local HINTS_MAX = 10000

@@ -94,9 +94,11 @@ end
 -- gets the patterns directly.
 function M.apply(cache, tbl, dates, rules)
   if not cache or not cache.enabled then return true end
-  local ok
+  local ok, applied
   if cache.log then
-    ok = cache:catch_up()
+    ok, applied = cache:catch_up()
+    -- the writer keeps the log small; a failure to prune costs nothing now
+    if ok and applied then pcall(cache.log.prune, cache.log, applied) end
   else
     ok = true
     for _, p in ipairs(M.patterns(tbl, dates, rules)) do ok = cache:invalidate(p) ~= nil and ok end

@@ -58,8 +58,10 @@ end
 
 --- Drop entries applied (seq <= applied) and older than a day: the log stays
 -- small, and a Redis restored from a snapshot older than that starts afresh.
-function M.prune(db, applied)
-  db:transaction(function(tx)
+-- The latest entry always stays, so numbering never starts again below
+-- what Redis has applied.
+function Log:prune(applied)
+  local ok, err = self.db():transaction(function(tx)
     tx:exec(LOCK)
     local n = tx:exec("DELETE FROM quarry_cache_invalidations WHERE seq <= $1 AND at < now() - interval '1 day'"
       .. " AND seq < (SELECT max(seq) FROM quarry_cache_invalidations)", applied)
@@ -68,6 +70,7 @@ function M.prune(db, applied)
         (SELECT min(seq) - 1 FROM quarry_cache_invalidations) WHERE id = 1]])
     end
   end)
+  if not ok then error(err, 0) end
 end
 
 return M

@@ -156,4 +156,25 @@ describe("the invalidation log", function()
     end)
     assert.are.equal(seq, log:latest())
   end)
+
+  it("is pruned by writers to what Redis applied over a day ago, keeping the latest entry", function()
+    local stale = require "quarry.stale"
+    local log = stale.log(function() return db end)
+    for i = 1, 3 do
+      db:transaction(function(tx) return stale.record(tx, { "old" .. i .. ":*" }) end)
+    end
+    local latest = log:latest()
+    db:exec("UPDATE quarry_cache_invalidations SET at = now() - interval '2 days'")
+    log:prune(latest)
+    assert.are.equal(latest, log:latest(), "the latest entry stays")
+    local rows, pruned = log:since(0)
+    assert.are.equal(1, #rows)
+    assert.are.equal(latest - 1, pruned)
+    -- a Redis whose mark is older than the pruned entries starts a new epoch
+    redis_cli("SET quarry:applied " .. (pruned - 1))
+    local epoch = redis_cli("GET quarry:epoch")
+    assert.are.equal(10, (served()))
+    assert.are_not.equal(epoch, redis_cli("GET quarry:epoch"))
+    assert.are.equal(tostring(latest), redis_cli("GET quarry:applied"))
+  end)
 end)
