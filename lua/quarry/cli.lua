@@ -50,7 +50,19 @@ local function epilog()
   return table.concat(lines, "\n")
 end
 
-local function build_parser(info)
+local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
+
+-- The flag of a plugin param the fixed list lacks, with help from its type.
+local function param_help(spec)
+  if spec.type == "choice" then return "One of: " .. table.concat(spec.choices, ", ") .. "." end
+  if spec.type == "integer" then
+    local range = (spec.min or spec.max) and (" (%s..%s)"):format(spec.min or "", spec.max or "") or ""
+    return "An integer" .. range .. "."
+  end
+  return "A " .. spec.type:gsub("_", " ") .. "."
+end
+
+local function build_parser(info, plugin)
   local p = argparse("quarry",
     "Scriptable analytics for UK wind curtailment and the bitcoin it could have mined.")
     :epilog(epilog())
@@ -95,6 +107,18 @@ local function build_parser(info)
   report:option("--format", "table, csv, json or html.", "table"):choices({ "table", "csv", "json", "html" })
   report:option("-o --output", "Write to this file instead of standard output.")
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
+  -- The params of the report asked for that the list above lacks: a plugin's
+  -- own params are flags with no edit here.
+  local fixed = {}
+  for _, k in ipairs(REPORT_PARAMS) do fixed[k] = true end
+  local own = {}
+  for name in pairs(plugin and plugin.params or {}) do
+    if not fixed[name] and name:match("^[%a][%w_]*$") then own[#own + 1] = name end
+  end
+  table.sort(own)
+  for _, name in ipairs(own) do
+    report:option("--" .. name:gsub("_", "-"), param_help(plugin.params[name]))
+  end
   report:flag("--direct", "Read the raw rows instead of the day-grain rollups (slow; for checking). "
     .. "Implies --no-cache.")
   p:command("plugins", "List the reports with their descriptions and params.")
@@ -422,8 +446,6 @@ function commands.rollup(args)
   return 0
 end
 
-local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
-
 -- Write a report: whole file or nothing for ordinary files (a temporary
 -- beside it, then rename); straight through for "-" and devices.
 local function write_output(text, path)
@@ -460,6 +482,7 @@ function commands.report(args, info)
   local plugin = report.find(info.root or services.root(), args.name)
   local raw = {}
   for _, k in ipairs(REPORT_PARAMS) do raw[k] = args[k] end
+  for k in pairs(plugin.params) do raw[k] = args[k] end
   local db = quarry.db
   require("quarry.migrate").require_current(db)
   local p = report.params(plugin, raw, db)
@@ -534,6 +557,20 @@ local function print_timings()
   end
 end
 
+-- The plugin `quarry report NAME` names, loaded before the command line is
+-- parsed so that its own params become flags; nil when there is none or it
+-- does not load (the report command then says why).
+local function report_plugin(head, info)
+  local i = 1
+  while head[i] and head[i]:sub(1, 1) == "-" do
+    i = i + ((VALUED[head[i]] and not head[i]:find("=", 1, true)) and 2 or 1)
+  end
+  local name = head[i] == "report" and head[i + 1]
+  if not name or name:sub(1, 1) == "-" then return nil end
+  local ok, plugin = pcall(function() return reports().find(info.root or services.root(), name) end)
+  return ok and plugin or nil
+end
+
 function M.main(argv, info)
   info = info or {}
   local real_exit = os.exit
@@ -551,7 +588,7 @@ function M.main(argv, info)
     end
   end
   local head, script_args = split_run(argv)
-  local parser = build_parser(info)
+  local parser = build_parser(info, report_plugin(head, info))
   local ok, args = parser:pparse(head)
   if not ok then
     fail(args)

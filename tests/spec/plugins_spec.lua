@@ -217,6 +217,54 @@ describe("report parameters", function()
   end)
 end)
 
+describe("a plugin's own params", function()
+  it("are flags of quarry report, and params of report.run in a script, with no edit outside the plugin", function()
+    local dir = h.tmpname(".own")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/above.lua", [[return {
+      name = "above", description = "Days above a threshold",
+      params = { month = { type = "month", required = true }, min_mwh = { type = "integer", default = 0, min = 0 },
+                 unit = { type = "choice", choices = { "mwh", "gwh" }, default = "mwh" } },
+      cache = { key = "above:{month}:{min_mwh}:{unit}", ttl = "SHORT" },
+      run = function(ctx, p)
+        local from, to = ctx.range(p)
+        return ctx.query("SELECT settlement_date::text AS day, sum(-volume) / $4 AS curtailed FROM curtailment_records "
+          .. "WHERE settlement_date BETWEEN $1::date AND $2::date GROUP BY 1 HAVING sum(-volume) > $3 ORDER BY 1",
+          from, to, p.min_mwh, p.unit == "gwh" and 1000 or 1)
+      end }]])
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    local out, err, code = h.quarry("report above --month 2031-05 --min-mwh 31 --unit gwh --format json", env)
+    assert.are.equal(0, code, err)
+    local r = cjson.decode(out)
+    assert.are.equal(1, #r.rows) -- 2031-05-01 has 35 MWh, 2031-05-02 has 30
+    assert.are.equal("2031-05-01", r.rows[1].day)
+    assert.are.equal(0.035, tonumber(r.rows[1].curtailed))
+    local _
+    _, err, code = h.quarry("report above --month 2031-05 --unit tonnes", env)
+    assert.are.equal(2, code)
+    assert.matches("%-%-unit 'tonnes': expected one of mwh, gwh", err)
+    _, err, code = h.quarry("report above --month 2031-05 --min-mwh=-1", env)
+    assert.are.equal(2, code)
+    assert.matches("out of range", err)
+    out = h.quarry("report above --help", env)
+    assert.matches("%-%-min%-mwh", out)
+    assert.matches("One of: mwh, gwh", out)
+    -- the same plugin from a script, through the runner
+    local script = h.write(h.tmpname(".lua"), ([[
+local quarry = require "quarry"
+local report = require "quarry.report"
+local plugin = report.load_file(%q)
+local p = report.params(plugin, { month = "2031-05", min_mwh = "29" }, quarry.db)
+print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]):format(dir .. "/above.lua"))
+    out, err, code = h.quarry("run " .. script, env)
+    assert.are.equal(0, code, err)
+    assert.are.equal("2\n", out)
+    os.remove(script)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
 describe("plugin sandbox", function()
   local dir
   setup(function()
