@@ -244,7 +244,9 @@ function Cache:catch_up()
     for _, row in ipairs(rows) do
       for _, p in ipairs(row.patterns) do
         local group = p:match("^(.-):%*$")
-        if group and group ~= "" and not has_glob(group) then
+        if p == "*" then
+          bump = "1" -- everything is stale: a new epoch
+        elseif group and group ~= "" and not has_glob(group) then
           groups[#groups + 1] = group
         elseif self:invalidate(p) == nil then -- a key or glob: removed now, before the mark moves
           return false

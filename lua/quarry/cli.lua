@@ -441,7 +441,7 @@ function commands.rollup(args)
     end)
     show(done, done == total)
   end)
-  if #dates > 0 then rules.apply(cache_if_on(), { "curtailment_records", "historical_bitcoin_calculations" }, dates) end
+  require("quarry.write").after(cache_if_on(), { "curtailment_records", "historical_bitcoin_calculations" }, dates)
   print(("rollups recomputed for %d date(s)"):format(#dates))
   return 0
 end

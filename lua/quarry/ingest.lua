@@ -9,8 +9,7 @@
 local core = require "quarry.core"
 local log = require "quarry.log"
 local mining = require "quarry.mining"
-local rollup = require "quarry.rollup"
-local rules = require "quarry.rules"
+local write = require "quarry.write"
 
 local M = {}
 
@@ -219,45 +218,34 @@ local function stage(tx, path, f, cols, size, expected, check)
   return rows
 end
 
-local lock_dates = rollup.lock_dates
-
-local function apply_rules(cache, tables, dates)
-  if #dates == 0 then return end
-  rules.apply(cache, tables, dates) -- each stale pattern once, however many tables name it
-end
-
 --- Load a curtailment CSV (header: the columns of curtailment_records).
--- The dates present are replaced whole. file: an open file to read instead
--- of opening path (then path only names it); it is closed. Returns {rows=, dates={...}, bitcoin_rows=}.
+-- The dates present are replaced whole, through the dated-write path
+-- (lua/quarry/write.lua). file: an open file to read instead of opening
+-- path (then path only names it); it is closed.
+-- Returns {rows=, dates={...}, bitcoin_rows=}.
 function M.curtailment(db, path, cache, file)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
-  local ok, err = db:transaction(function(tx)
-    tx:expect_long_hold() -- a big file holds its connection for minutes, on purpose
-    result.rows = stage(tx, path, f, cols, size, M.CURTAILMENT_COLUMNS, CURTAILMENT_CHECK)
-    local dates = {}
-    local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
-    for _, r in ipairs(tx:query(distinct)) do
-      dates[#dates + 1] = r.d
-    end
-    result.dates = dates
-    lock_dates(tx, dates)
-    mining.require_difficulty(tx, dates)
-    tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
-    tx:exec([[
-      INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
-        payment, original_price, final_price, so_flag, cadl_flag)
-      SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
-             volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
-             quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), ''))
-      FROM quarry_stage ORDER BY line]])
-    result.bitcoin_rows = mining.recalculate(tx, dates)
-    rollup.refresh(tx, dates)
-    rules.record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, dates)
-  end)
+  local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
+    function(tx, w)
+      result.rows = stage(tx, path, f, cols, size, M.CURTAILMENT_COLUMNS, CURTAILMENT_CHECK)
+      local dates = {}
+      local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
+      for _, r in ipairs(tx:query(distinct)) do dates[#dates + 1] = r.d end
+      w:dates(dates)
+      mining.require_difficulty(tx, dates)
+      tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
+      tx:exec([[
+        INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
+          payment, original_price, final_price, so_flag, cadl_flag)
+        SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
+               volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
+               quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), ''))
+        FROM quarry_stage ORDER BY line]])
+    end)
   f:close()
   if not ok then error(err, 0) end
-  apply_rules(cache, { "curtailment_records", "historical_bitcoin_calculations" }, result.dates)
+  result.dates, result.bitcoin_rows = info.dates, info.bitcoin_rows
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
     dates = #result.dates, bitcoin_rows = result.bitcoin_rows } })
   return result
@@ -299,38 +287,31 @@ local IN_FORCE = [[
 function M.difficulty(db, path, cache, file)
   local f, cols, size = open_csv(path, { "date", "difficulty" }, file)
   local result = {}
-  local ok, err = db:transaction(function(tx)
-    tx:expect_long_hold()
-    local rows = stage(tx, path, f, cols, size, { "date", "difficulty" }, DIFFICULTY_CHECK)
-    result.points = rows
-    if rows == 0 then
-      result.dates = {}
-      return
-    end
-    tx:exec("LOCK TABLE bitcoin_difficulty IN SHARE ROW EXCLUSIVE MODE")
-    local from = tx:query_one("SELECT min(date::date)::text AS d FROM quarry_stage").d
-    tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_before")
-    tx:exec("CREATE TEMP TABLE quarry_before ON COMMIT DROP AS " .. IN_FORCE, from)
-    tx:exec([[
-      INSERT INTO bitcoin_difficulty (effective_date, difficulty)
-      SELECT date::date, quarry_try_numeric(difficulty) FROM quarry_stage
-      ON CONFLICT (effective_date) DO UPDATE SET difficulty = EXCLUDED.difficulty]])
-    local dates = {}
-    for _, r in ipairs(tx:query([[
-        SELECT a.settlement_date::text AS d FROM (]] .. IN_FORCE .. [[) a
-        JOIN quarry_before b USING (settlement_date)
-        WHERE a.difficulty IS DISTINCT FROM b.difficulty ORDER BY 1]], from)) do
-      dates[#dates + 1] = r.d
-    end
-    result.dates = dates
-    lock_dates(tx, dates)
-    result.bitcoin_rows = mining.recalculate(tx, dates)
-    rollup.refresh(tx, dates, { "historical_bitcoin_calculations" })
-    rules.record(tx, { "historical_bitcoin_calculations" }, dates)
-  end)
+  local ok, err, info = pcall(write.dated, db, cache,
+    { tables = { "historical_bitcoin_calculations" }, bitcoin = true, long = true }, function(tx, w)
+      local rows = stage(tx, path, f, cols, size, { "date", "difficulty" }, DIFFICULTY_CHECK)
+      result.points = rows
+      if rows == 0 then return end
+      tx:exec("LOCK TABLE bitcoin_difficulty IN SHARE ROW EXCLUSIVE MODE")
+      local from = tx:query_one("SELECT min(date::date)::text AS d FROM quarry_stage").d
+      tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_before")
+      tx:exec("CREATE TEMP TABLE quarry_before ON COMMIT DROP AS " .. IN_FORCE, from)
+      tx:exec([[
+        INSERT INTO bitcoin_difficulty (effective_date, difficulty)
+        SELECT date::date, quarry_try_numeric(difficulty) FROM quarry_stage
+        ON CONFLICT (effective_date) DO UPDATE SET difficulty = EXCLUDED.difficulty]])
+      local dates = {}
+      for _, r in ipairs(tx:query([[
+          SELECT a.settlement_date::text AS d FROM (]] .. IN_FORCE .. [[) a
+          JOIN quarry_before b USING (settlement_date)
+          WHERE a.difficulty IS DISTINCT FROM b.difficulty ORDER BY 1]], from)) do
+        dates[#dates + 1] = r.d
+      end
+      w:dates(dates) -- their bitcoin is recomputed by the write path
+    end)
   f:close()
   if not ok then error(err, 0) end
-  apply_rules(cache, { "historical_bitcoin_calculations" }, result.dates)
+  result.dates, result.bitcoin_rows = info.dates, info.bitcoin_rows
   log.info("ingested difficulty", { module = "ingest", context = { file = path, points = result.points,
     recalculated_dates = #result.dates } })
   return result

@@ -828,18 +828,17 @@ function M.maintain(db, tname, p, opts)
       if part.hi <= cutoff then
         -- The rollups of its dates go with it, in the same transaction,
         -- under the date locks every writer takes (first, as writers do).
-        local rollup = require "quarry.rollup"
+        local rollup, write = require "quarry.rollup", require "quarry.write"
         local dates = with_lock_retry(conn, "detach " .. part.name, opts.lock_tries or 10, function(tx)
           lock_timeout(tx, opts.lock_timeout_ms or 2000)
           local last = tx:query_one("SELECT ($1::date - 1)::text AS d", part.hi).d
           local d = rollup.dates_in(tx, part.lo, last)
           rollup.lock_dates(tx, d)
           tx:exec(("ALTER TABLE %s DETACH PARTITION %s"):format(ident(tname), ident(part.name)))
-          rollup.refresh(tx, d, { tname })
-          require("quarry.rules").record(tx, tname, d)
+          write.finish(tx, { tname }, d, { bitcoin = false }) -- the dated-write path's closing steps
           return d
         end)
-        if #dates > 0 then require("quarry.rules").apply(opts.cache, tname, dates) end
+        write.after(opts.cache, { tname }, dates)
         actions[#actions + 1] = ("detached %s (older than %d %s(s)); it stays as a plain table")
           :format(part.name, p.retain, p.interval)
       end

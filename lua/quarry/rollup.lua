@@ -185,12 +185,10 @@ function M.rebuild(db, from, to, progress)
   local i = 1
   while i <= #dates do
     local chunk = table.move(dates, i, math.min(i + 30, #dates), 1, {})
-    local ok, err = conn:transaction(function(tx)
-      M.lock_dates(tx, chunk)
-      M.refresh(tx, chunk)
-      require("quarry.rules").record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, chunk)
-    end)
-    if not ok then error(err, 0) end
+    -- a dated write of its own: the dates locked, their rollups refreshed and
+    -- the invalidation recorded; the caller's cache catches up at the end
+    require("quarry.write").dated(conn, nil, { tables = { "curtailment_records", "historical_bitcoin_calculations" },
+      bitcoin = false }, function(_, w) w:dates(chunk) end)
     i = i + #chunk
     if progress then progress(i - 1, #dates) end
   end

@@ -104,10 +104,18 @@ function M.apply(cache, tbl, dates, rules)
     for _, p in ipairs(M.patterns(tbl, dates, rules)) do ok = cache:invalidate(p) ~= nil and ok end
   end
   if not ok then
-    require("quarry.log").warn(("the cache could not take the invalidation of %d date(s) now; it is kept in "
-      .. "PostgreSQL and applied before any cached value is served again"):format(#dates), { module = "cache" })
+    require("quarry.log").warn("the cache could not take the invalidation now; it is kept in PostgreSQL and "
+      .. "applied before any cached value is served again", { module = "cache" })
   end
   return ok
+end
+
+--- After a write that makes every cached figure stale (it logged "*"): a
+-- cache with the log catches up (a new epoch); one without is cleared.
+function M.apply_all(cache)
+  if not cache or not cache.enabled then return true end
+  if cache.log then return M.apply(cache, nil, {}) end
+  return cache:clear() ~= nil
 end
 
 --- Invalidate now, by hand (`quarry cache invalidate --date D`): the

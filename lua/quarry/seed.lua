@@ -196,7 +196,6 @@ end
 -- opts: from, to (dates), scale (integer >= 1), cache. Returns a summary.
 function M.run(db, opts)
   local ingest = require "quarry.ingest"
-  local rules = require "quarry.rules"
   local from, to, scale = opts.from or "2022-01-01", opts.to or "2025-12-31", opts.scale or 1
   local diff, curt = assert(io.tmpfile()), assert(io.tmpfile())
   local t0 = core.now_ns()
@@ -215,7 +214,7 @@ function M.run(db, opts)
     if io.type(f) == "file" then f:close() end -- ingest closes what it read
   end
   if not ok then error(err, 0) end
-  rules.apply(opts.cache, { "curtailment_records", "historical_bitcoin_calculations" }, res.dates)
+  require("quarry.write").after(opts.cache, { "curtailment_records", "historical_bitcoin_calculations" }, res.dates)
   require("quarry.rollup").analyze(db) -- a bulk load: the planner learns the new sizes now
   return { rows = rows, dates = #res.dates, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
            total_s = (core.now_ns() - t0) / 1e9 }
