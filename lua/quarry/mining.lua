@@ -106,4 +106,61 @@ function M.recalculate(tx, dates)
     :format(M.defs.bitcoin_scale, M.reward_sql("d")) }, arr)
 end
 
+-- ---- miner models ----
+
+local function usage(msg) error(require("quarry.core").error({ code = "usage", message = msg }), 0) end
+
+--- Every miner model: { {name=, hashrate_th=, power_watts=, description=, j_per_th=} }.
+function M.models(db)
+  return db:query([[SELECT name, hashrate_th::text AS hashrate_th, power_watts::text AS power_watts,
+    description, round(power_watts / hashrate_th, 2)::text AS j_per_th FROM miner_models ORDER BY name]])
+end
+
+local DATES = "SELECT DISTINCT settlement_date::text AS d FROM curtailment_records "
+  .. "WHERE settlement_date BETWEEN $1::date AND $2::date ORDER BY 1"
+
+--- Add a miner model and compute its bitcoin for every stored date, in one
+-- dated write (every cached figure goes stale: reports list every model).
+-- Returns {dates=, bitcoin_rows=}.
+function M.add(db, cache, name, hashrate, watts, description)
+  local bounds = require("quarry.defs.bounds")
+  if type(name) ~= "string" or not name:match("^[A-Z0-9_]+$") or #name > 32 then
+    usage(("miner name '%s' must be 1 to 32 of A-Z, 0-9 and _ (e.g. S21_PRO)"):format(tostring(name)))
+  end
+  local th, w = tonumber(hashrate), tonumber(watts)
+  if not th or th <= 0 or th > bounds.miner_hashrate_th.max then
+    usage(("--hashrate-th '%s' must be a number of TH/s above 0 and at most %g"):format(tostring(hashrate),
+      bounds.miner_hashrate_th.max))
+  end
+  if not w or w <= 0 or w > bounds.miner_watts.max then
+    usage(("--watts '%s' must be a number of watts above 0 and at most %g"):format(tostring(watts),
+      bounds.miner_watts.max))
+  end
+  local _, info = require("quarry.write").dated(db, cache,
+    { tables = { "historical_bitcoin_calculations" }, bitcoin = true, everything = true, long = true },
+    function(tx, wr)
+      if tx:query_one("SELECT 1 AS x FROM miner_models WHERE name = $1", name) then
+        usage(("miner model %s exists already (quarry miners lists them)"):format(name))
+      end
+      tx:exec("INSERT INTO miner_models (name, hashrate_th, power_watts, description) VALUES ($1, $2, $3, $4)",
+        name, tostring(hashrate), tostring(watts), description)
+      local dates = {}
+      for _, r in ipairs(tx:query(DATES, "0001-01-01", "9999-12-31")) do dates[#dates + 1] = r.d end
+      wr:dates(dates)
+    end)
+  return info
+end
+
+--- Recompute the bitcoin of the stored dates in from..to (all by default),
+-- as a dated write. Returns {dates=, bitcoin_rows=}.
+function M.recalculate_range(db, cache, from, to)
+  local _, info = require("quarry.write").dated(db, cache,
+    { tables = { "historical_bitcoin_calculations" }, bitcoin = true, long = true }, function(tx, wr)
+      local dates = {}
+      for _, r in ipairs(tx:query(DATES, from or "0001-01-01", to or "9999-12-31")) do dates[#dates + 1] = r.d end
+      wr:dates(dates)
+    end)
+  return info
+end
+
 return M

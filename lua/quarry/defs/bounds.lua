@@ -21,6 +21,11 @@ return {
   -- Bitcoin difficulty: 1 at the start; about 1.1e14 in 2025.
   difficulty = { min = 1, max = 1e18 },
 
+  -- A miner model (quarry miners add): the fastest machines sold are
+  -- around 1,000 TH/s at 5-10 kW.
+  miner_hashrate_th = { max = 100000 },
+  miner_watts = { max = 1000000 },
+
   -- Lead party (company) names: the longest real one is under 100 characters.
   lead_party_chars = { max = 200 },
 }

@@ -1,0 +1,85 @@
+-- lua/quarry/mining.lua through `quarry miners`: a model added by command
+-- has its bitcoin for every stored date, checked against the formula in
+-- independent SQL, and every report shows it at once (no stale cache).
+local h = require "spec.helper"
+local cjson = require "cjson"
+
+local NAME = "quarry_mining_spec"
+local url, db
+local ENV
+
+local function q(args) return h.quarry(args, ENV) end
+
+setup(function()
+  url, db = h.seeded_database(NAME, "2024-03-01", "2024-03-10")
+  ENV = { DATABASE_URL = url, QUARRY_CACHE_PREFIX = "mining-spec:" }
+end)
+
+teardown(function()
+  db:close()
+  h.drop_database(NAME)
+end)
+
+describe("quarry miners", function()
+  it("lists the models", function()
+    local out, err, code = q("miners")
+    assert.are.equal(0, code, err)
+    assert.matches("S19J_PRO%s+100%s+3050%s+30.50", out)
+  end)
+
+  it("adds a model with its bitcoin on every stored date, shown by reports at once", function()
+    local before = cjson.decode((q("report monthly --month 2024-03 --format json")))
+    assert.is_nil(before.rows[1].btc_S21_PRO)
+    local _, out, err, code
+    out, err, code = q("miners add S21_PRO --hashrate-th 234 --watts 3510 --description 'Antminer S21 Pro'")
+    assert.are.equal(0, code, err)
+    local dates = db:query_one("SELECT count(DISTINCT settlement_date) AS n FROM curtailment_records").n
+    assert.matches(("on %d date%%(s%%)"):format(dates), out)
+    -- every farm-period has its row, equal to the formula computed here
+    local r = db:query_one([[
+      SELECT count(*) AS n,
+             count(*) FILTER (WHERE h.bitcoin_mined <> round(h.curtailed_energy * 3600000000 * 234 * 1e12
+               * h.block_reward / (3510 * h.difficulty * 4294967296), 12)) AS wrong
+      FROM historical_bitcoin_calculations h WHERE miner_model = 'S21_PRO']])
+    local fp = db:query_one([[SELECT count(*) AS n FROM (SELECT DISTINCT settlement_date, settlement_period, farm_id
+      FROM curtailment_records) x]]).n
+    assert.are.equal(fp, r.n)
+    assert.are.equal(0, r.wrong)
+    -- the cached report is stale now: the new column is there
+    local after = cjson.decode((q("report monthly --month 2024-03 --format json")))
+    local mwh = 0
+    for _, row in ipairs(after.rows) do
+      assert.is_not_nil(row.btc_S21_PRO, row.key)
+      mwh = mwh + tonumber(row.curtailed_mwh)
+    end
+    assert.is_true(mwh > 0)
+    _, err, code = q("report monthly --month 2024-03 --miner S21_PRO --format json --no-cache")
+    assert.are.equal(0, code, err)
+    _, err, code = q("rollup verify")
+    assert.are.equal(0, code, err)
+  end)
+
+  it("refuses a bad or duplicate model and changes nothing", function()
+    local count = db:query_one("SELECT count(*) AS n FROM miner_models").n
+    for _, args in ipairs({ "S19J_PRO --hashrate-th 1 --watts 1", "'s21; drop' --hashrate-th 1 --watts 1",
+                            "X1 --hashrate-th 0 --watts 100", "X1 --hashrate-th 1e9 --watts 100",
+                            "X1 --hashrate-th 10 --watts lots" }) do
+      local _, err, code = q("miners add " .. args)
+      assert.are.equal(2, code, args .. ": " .. err)
+    end
+    assert.are.equal(count, db:query_one("SELECT count(*) AS n FROM miner_models").n)
+  end)
+
+  it("recalculates a range through the write path", function()
+    local day = db:query_one("SELECT max(settlement_date)::text AS d FROM curtailment_records").d
+    db:exec("UPDATE historical_bitcoin_calculations SET bitcoin_mined = 0 WHERE settlement_date = $1", day)
+    local _, out, err, code
+    out, err, code = q(("miners recalculate --from %s --to %s"):format(day, day))
+    assert.are.equal(0, code, err)
+    assert.matches("on 1 date", out)
+    assert.are.equal(0, db:query_one([[SELECT count(*) AS n FROM historical_bitcoin_calculations
+      WHERE settlement_date = $1 AND bitcoin_mined = 0]], day).n)
+    _, err, code = q("rollup verify")
+    assert.are.equal(0, code, err)
+  end)
+end)
