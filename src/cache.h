@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pg.h" /* qr_error */
+#include "error.h"
 
 typedef struct qr_cache qr_cache;
 

@@ -17,6 +17,7 @@
  */
 #include "lua_quarry.h"
 
+#include "oid.h"
 #include "pool.h"
 #include "tx.h"
 
@@ -62,70 +63,6 @@ static int result_gc(lua_State *L)
     return 0;
 }
 
-static const char *type_name(Oid oid)
-{
-    switch (oid) {
-    case 16: return "bool";
-    case 17: return "bytea";
-    case 18: return "char";
-    case 19: return "name";
-    case 20: return "int8";
-    case 21: return "int2";
-    case 23: return "int4";
-    case 25: return "text";
-    case 26: return "oid";
-    case 114: return "json";
-    case 700: return "float4";
-    case 701: return "float8";
-    case 1042: return "bpchar";
-    case 1043: return "varchar";
-    case 1082: return "date";
-    case 1083: return "time";
-    case 1114: return "timestamp";
-    case 1184: return "timestamptz";
-    case 1186: return "interval";
-    case 1700: return "numeric";
-    case 1000: return "bool[]";
-    case 1005: return "int2[]";
-    case 1007: return "int4[]";
-    case 1016: return "int8[]";
-    case 1009: return "text[]";
-    case 1015: return "varchar[]";
-    case 1014: return "bpchar[]";
-    case 1021: return "float4[]";
-    case 1022: return "float8[]";
-    case 1231: return "numeric[]";
-    case 1182: return "date[]";
-    case 1115: return "timestamp[]";
-    case 1185: return "timestamptz[]";
-    case 2950: return "uuid";
-    case 3802: return "jsonb";
-    default: return "unknown";
-    }
-}
-
-/* Array types whose elements decode like their scalars: array oid ->
- * element oid (0 when not one of them). */
-static Oid array_element(Oid oid)
-{
-    switch (oid) {
-    case 1000: return 16;   /* bool[] */
-    case 1005: return 21;   /* int2[] */
-    case 1007: return 23;   /* int4[] */
-    case 1016: return 20;   /* int8[] */
-    case 1009: return 25;   /* text[] */
-    case 1015: return 1043; /* varchar[] */
-    case 1014: return 1042; /* bpchar[] */
-    case 1021: return 700;  /* float4[] */
-    case 1022: return 701;  /* float8[] */
-    case 1231: return 1700; /* numeric[] */
-    case 1182: return 1082; /* date[] */
-    case 1115: return 1114; /* timestamp[] */
-    case 1185: return 1184; /* timestamptz[] */
-    default: return 0;
-    }
-}
-
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -134,11 +71,12 @@ static int hexval(char c)
     return 0;
 }
 
-static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode);
+static void push_value(lua_State *L, const qr_oid_info *t, const char *v, int len, int decode);
 
 /* Parse one {...} level of an array's text form at *pos into a Lua array;
  * NULL elements become core.null (a light userdata equal to cjson.null). */
-static void push_array_level(lua_State *L, Oid elem, const char *v, int len, int *pos, int decode)
+static void push_array_level(lua_State *L, const qr_oid_info *elem, const char *v, int len, int *pos,
+                             int decode)
 {
     luaL_checkstack(L, 6, "array nested too deep");
     lua_newtable(L);
@@ -176,7 +114,7 @@ static void push_array_level(lua_State *L, Oid elem, const char *v, int len, int
     *pos = i + 1; /* past '}' */
 }
 
-static void push_array(lua_State *L, Oid elem, const char *v, int len, int decode)
+static void push_array(lua_State *L, const qr_oid_info *elem, const char *v, int len, int decode)
 {
     int pos = 0;
     if (len > 0 && v[0] == '[') { /* explicit bounds: "[0:2]={...}" */
@@ -190,25 +128,24 @@ static void push_array(lua_State *L, Oid elem, const char *v, int len, int decod
     push_array_level(L, elem, v, len, &pos, decode);
 }
 
-/* Push one non-NULL value. decode is the stack index of cjson's decode. */
-static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode)
+/* Push one non-NULL value of type t (NULL: unknown, as text). decode is the
+ * stack index of cjson's decode. */
+static void push_value(lua_State *L, const qr_oid_info *t, const char *v, int len, int decode)
 {
-    Oid elem = array_element(oid);
-    if (elem) {
-        push_array(L, elem, v, len, decode);
-        return;
-    }
-    switch (oid) {
-    case 20: case 21: case 23: case 26:
+    switch (t ? t->decode : QR_DECODE_TEXT) {
+    case QR_DECODE_ARRAY:
+        push_array(L, qr_oid_lookup(t->elem), v, len, decode);
+        break;
+    case QR_DECODE_INT:
         lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
         break;
-    case 700: case 701:
+    case QR_DECODE_FLOAT:
         lua_pushnumber(L, (lua_Number)strtod(v, NULL));
         break;
-    case 16:
+    case QR_DECODE_BOOL:
         lua_pushboolean(L, v[0] == 't');
         break;
-    case 114: case 3802:
+    case QR_DECODE_JSON:
         if (lua_isfunction(L, decode)) {
             lua_pushvalue(L, decode);
             lua_pushlstring(L, v, (size_t)len);
@@ -217,7 +154,7 @@ static void push_value(lua_State *L, Oid oid, const char *v, int len, int decode
             lua_pushlstring(L, v, (size_t)len);
         }
         break;
-    case 17:
+    case QR_DECODE_BYTEA:
         if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
             luaL_Buffer b;
             luaL_buffinit(L, &b);
@@ -245,7 +182,10 @@ static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
         lua_pushnil(L);
         return;
     }
-    luaL_checkstack(L, ncols + 4, "too many columns");
+    luaL_checkstack(L, ncols + 5, "too many columns");
+    /* each column's type, looked up once (anchored below the names) */
+    const qr_oid_info **types = lua_newuserdatauv(L, sizeof *types * (size_t)(ncols > 0 ? ncols : 1), 0);
+    for (int c = 0; c < ncols; c++) types[c] = qr_oid_lookup(PQftype(r, c));
     int names = lua_gettop(L) + 1;
     for (int c = 0; c < ncols; c++) lua_pushstring(L, PQfname(r, c));
     if (mode == ROWS) lua_createtable(L, nrows, 1);
@@ -255,7 +195,7 @@ static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
         for (int c = 0; c < ncols; c++) {
             if (PQgetisnull(r, i, c)) continue;
             lua_pushvalue(L, names + c);
-            push_value(L, PQftype(r, c), PQgetvalue(r, i, c), PQgetlength(r, i, c), decode);
+            push_value(L, types[c], PQgetvalue(r, i, c), PQgetlength(r, i, c), decode);
             lua_rawset(L, -3);
         }
         if (mode == ONE) break;
@@ -267,7 +207,7 @@ static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
             lua_createtable(L, 0, 3);
             lua_pushvalue(L, names + c);
             lua_setfield(L, -2, "name");
-            lua_pushstring(L, type_name(PQftype(r, c)));
+            lua_pushstring(L, types[c] ? types[c]->name : "unknown");
             lua_setfield(L, -2, "type");
             lua_pushinteger(L, (lua_Integer)PQftype(r, c));
             lua_setfield(L, -2, "oid");
@@ -277,6 +217,7 @@ static void push_result(lua_State *L, PGresult *r, enum mode mode, int decode)
     }
     if (ncols > 0) lua_replace(L, names); /* keep the result, drop the column names */
     lua_settop(L, names);
+    lua_remove(L, names - 1); /* and the types */
 }
 
 /* ---- parameters ---- */

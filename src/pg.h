@@ -1,4 +1,4 @@
-/* pg.h - one PostgreSQL connection, the statements run on it, and errors.
+/* pg.h - one PostgreSQL connection and the statements run on it.
  *
  * A qr_conn is used by one thread at a time (the pool hands it out). Every
  * parameter travels apart from the SQL text (extended protocol); SQL seen
@@ -17,51 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sql.h"
-#include "timing.h"
-
-typedef struct qr_error {
-    char code[24]; /* "connection", "query", "timeout", "transaction", "usage", "denied" */
-    char sqlstate[6];   /* "" when not from the server */
-    char message[1024]; /* one line */
-    char detail[512];
-    char hint[512];
-    char context[512]; /* where in the server it happened, e.g. "COPY t, line 5" */
-    int position; /* 1-based character in the SQL, 0 when absent */
-    int retryable; /* connection lost, serialization failure, deadlock, ... */
-} qr_error;
-
-void qr_error_clear(qr_error *e);
-void qr_error_set(qr_error *e, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* ---- statement registry (thread-safe) ---- */
-
-/* What the server said of a prepared statement's parameters, learnt once
- * (PQdescribePrepared) and shared by every connection: how many it takes,
- * and which are bytea (sent in binary, so any byte string round-trips). */
-typedef struct qr_stmt_params {
-    int n;
-    unsigned char bytea[];
-} qr_stmt_params;
-
-typedef struct qr_stmt {
-    unsigned id;       /* index in each connection's "prepared" bitmap */
-    _Atomic(qr_stmt_params *) params; /* NULL until first described */
-    int simple;         /* several statements in one text: see qr_sql_is_script */
-    char *sql;
-    size_t len;
-    char *fingerprint; /* whitespace collapsed, literals as ?, at most 100 bytes */
-    qr_hist *hist;     /* where this statement's timings go (by fingerprint) */
-} qr_stmt;
-
-typedef struct qr_stmts qr_stmts;
-
-qr_stmts *qr_stmts_new(qr_timings *timings); /* timings is borrowed, outlives the registry */
-void qr_stmts_free(qr_stmts *s);
-/* The statement for this SQL, registered on first sight; NULL when out of
- * memory or past the registry's cap (the caller then runs it unprepared). */
-qr_stmt *qr_stmts_get(qr_stmts *s, const char *sql, size_t len);
+#include "error.h"
+#include "stmts.h"
 
 /* ---- connections ---- */
 
