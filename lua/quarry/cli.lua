@@ -50,17 +50,13 @@ local function epilog()
   return table.concat(lines, "\n")
 end
 
-local REPORT_PARAMS = { "date", "month", "year", "miner", "farm", "lead_party", "by", "limit" }
-
--- The flag of a plugin param the fixed list lacks, with help from its type.
-local function param_help(spec)
-  if spec.type == "choice" then return "One of: " .. table.concat(spec.choices, ", ") .. "." end
-  if spec.type == "integer" then
-    local range = (spec.min or spec.max) and (" (%s..%s)"):format(spec.min or "", spec.max or "") or ""
-    return "An integer" .. range .. "."
-  end
-  return "A " .. spec.type:gsub("_", " ") .. "."
-end
+-- The params of the shipped reports: the flags `quarry report --help` shows
+-- when no report is named (with one, its own params are the flags).
+local REPORT_PARAMS = {
+  date = { type = "date" }, month = { type = "month" }, year = { type = "year" }, miner = { type = "miner" },
+  farm = { type = "farm" }, lead_party = { type = "lead_party" },
+  by = { type = "choice", choices = { "farm", "lead_party" } }, limit = { type = "integer", min = 1 },
+}
 
 local function build_parser(info, plugin)
   local p = argparse("quarry",
@@ -96,29 +92,18 @@ local function build_parser(info, plugin)
 
   local report = p:command("report", "Run a report plugin (see 'quarry plugins').")
   report:argument("name", "The report.")
-  report:option("--date", "A settlement date (YYYY-MM-DD).")
-  report:option("--month", "A month (YYYY-MM).")
-  report:option("--year", "A year (YYYY).")
-  report:option("--miner", "A miner model (S19J_PRO, S9, M20S, ...).")
-  report:option("--farm", "A farm (BMU id, e.g. T_SGRWO-1).")
-  report:option("--lead-party", "A lead party (e.g. 'SSE Generation Ltd').")
-  report:option("--by", "How a leaderboard groups: farm or lead_party.")
-  report:option("--limit", "How many rows a leaderboard shows.")
   report:option("--format", "table, csv, json or html.", "table"):choices({ "table", "csv", "json", "html" })
   report:option("-o --output", "Write to this file instead of standard output.")
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
-  -- The params of the report asked for that the list above lacks: a plugin's
-  -- own params are flags with no edit here.
-  local fixed = {}
-  for _, k in ipairs(REPORT_PARAMS) do fixed[k] = true end
-  local own = {}
-  for name in pairs(plugin and plugin.params or {}) do
-    if not fixed[name] and name:match("^[%a][%w_]*$") then own[#own + 1] = name end
+  -- The params of the report asked for are its flags (lua/quarry/params.lua
+  -- gives their help): a plugin's own params need no edit here.
+  local params = require "quarry.params"
+  local own, names = plugin and plugin.params or REPORT_PARAMS, {}
+  for name, spec in pairs(own) do
+    if not params.problem(name, spec) then names[#names + 1] = name end
   end
-  table.sort(own)
-  for _, name in ipairs(own) do
-    report:option("--" .. name:gsub("_", "-"), param_help(plugin.params[name]))
-  end
+  table.sort(names)
+  for _, name in ipairs(names) do report:option(params.flag(name), params.help(own[name])) end
   report:flag("--direct", "Read the raw rows instead of the day-grain rollups (slow; for checking). "
     .. "Implies --no-cache.")
   p:command("plugins", "List the reports with their descriptions and params.")
@@ -520,7 +505,6 @@ function commands.report(args, info)
   local formats = require "quarry.formats"
   local plugin = report.find(info.root or services.root(), args.name)
   local raw = {}
-  for _, k in ipairs(REPORT_PARAMS) do raw[k] = args[k] end
   for k in pairs(plugin.params) do raw[k] = args[k] end
   local db = quarry.db
   require("quarry.migrate").require_current(db)

@@ -17,7 +17,7 @@
 -- ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
 local core = require "quarry.core"
 local rollup = require "quarry.rollup"
-local rules = require "quarry.rules"
+local params = require "quarry.params"
 local summaries_defs = require "quarry.defs.summaries"
 
 local M = {}
@@ -140,8 +140,6 @@ local function limited(what, fn)
   return table.unpack(r, 2, r.n)
 end
 
-local PARAM_TYPES = { date = true, month = true, year = true, miner = true, farm = true, lead_party = true,
-                      integer = true, choice = true }
 local TTL_TIERS = { SHORT = true, MEDIUM = true, LONG = true, VERY_LONG = true }
 
 --- Check a plugin table; errors name the file and the key.
@@ -154,15 +152,8 @@ function M.validate(p, file)
   p.params = p.params or {}
   if type(p.params) ~= "table" then bad("params", "must be a table") end
   for name, spec in pairs(p.params) do
-    if type(spec) ~= "table" or not PARAM_TYPES[spec.type] then
-      bad("params." .. tostring(name), "needs a type: date, month, year, miner, farm, lead_party, integer, choice")
-    end
-    if spec.type == "choice" and type(spec.choices) ~= "table" then bad("params." .. name, "needs 'choices'") end
-    for _, k in ipairs({ "min", "max" }) do
-      if spec[k] ~= nil and math.type(spec[k]) ~= "integer" then
-        bad("params." .. name .. "." .. k, "must be an integer")
-      end
-    end
+    local field, problem = params.problem(name, spec)
+    if problem then bad("params." .. tostring(name) .. field, problem) end
   end
   if p.cache ~= nil then
     if type(p.cache) ~= "table" or type(p.cache.key) ~= "string" then bad("cache", "needs a 'key' template") end
@@ -238,72 +229,10 @@ function M.find(root, name)
   return p
 end
 
--- ---- parameters ----
+-- ---- parameters (lua/quarry/params.lua) ----
 
-local CHECKS = {
-  date = function(v)
-    return rules.check_date(v), rules.DATE_HELP
-  end,
-  month = function(v)
-    local ok = tostring(v):match("^%d%d%d%d%-%d%d$") and rules.check_date(v .. "-01")
-    return ok and v or nil, "is not a month (YYYY-MM) of the dates quarry takes"
-  end,
-  year = function(v)
-    local ok = tostring(v):match("^%d%d%d%d$") and rules.check_date(v .. "-01-01")
-    return ok and v or nil, "is not a year (YYYY) of the dates quarry takes"
-  end,
-  integer = function(v, spec)
-    local n = math.tointeger(tonumber(v))
-    local lo, hi = spec.min or math.mininteger, spec.max or math.maxinteger
-    if n and (n < lo or n > hi) then
-      return nil, ("is out of range (%s..%s)"):format(spec.min or "", spec.max or "")
-    end
-    return n, "is not an integer"
-  end,
-  farm = function(v)
-    return tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40 and v or nil, "is not a BMU id"
-  end,
-  lead_party = function(v)
-    return #tostring(v) <= 200 and v or nil, "is too long"
-  end,
-}
-
---- Validate raw params (strings from the command line) against a plugin.
-function M.params(plugin, raw, db)
-  local out = {}
-  for name, spec in pairs(plugin.params) do
-    local v = raw[name]
-    if v == nil then v = spec.default end
-    if v == nil and spec.required then usage(("report %s needs --%s"):format(plugin.name, name:gsub("_", "-"))) end
-    if v ~= nil then
-      local flag = "--" .. name:gsub("_", "-")
-      if spec.type == "miner" then
-        local known = {}
-        for _, r in ipairs(db:query("SELECT name FROM miner_models ORDER BY name")) do known[#known + 1] = r.name end
-        local ok = false
-        for _, k in ipairs(known) do ok = ok or k == v end
-        if not ok then
-          usage(("%s '%s': unknown miner model (known: %s)"):format(flag, v, table.concat(known, ", ")))
-        end
-      elseif spec.type == "choice" then
-        local ok = false
-        for _, c in ipairs(spec.choices) do ok = ok or c == v end
-        if not ok then usage(("%s '%s': expected one of %s"):format(flag, v, table.concat(spec.choices, ", "))) end
-      else
-        local checked, problem = CHECKS[spec.type](v, spec)
-        if checked == nil then usage(("%s '%s' %s"):format(flag, tostring(v), problem)) end
-        v = checked
-      end
-      out[name] = v
-    end
-  end
-  for name in pairs(raw) do
-    if not plugin.params[name] then
-      usage(("report %s takes no --%s"):format(plugin.name, name:gsub("_", "-")))
-    end
-  end
-  return out
-end
+M.params = params.check
+M.range = params.range
 
 local FAMILIES = { "daily_mining", "monthly_mining", "yearly_mining" }
 
@@ -321,26 +250,10 @@ function M.cache_key(plugin, p)
   for _, f in ipairs(FAMILIES) do
     if key:sub(1, #f + 1) == f .. ":" then return key end
   end
-  local family = p.date and ("daily_mining:" .. p.date) or p.month and ("monthly_mining:" .. p.month)
-    or p.year and ("yearly_mining:" .. p.year) or "report"
-  return family .. ":" .. plugin.name .. ":" .. key
+  return params.family(p) .. ":" .. plugin.name .. ":" .. key
 end
 
 -- ---- running ----
-
---- The date range a params table covers (date, month or year).
-function M.range(p)
-  if p.date then return p.date, p.date end
-  if p.month then
-    local y, m = p.month:match("^(%d+)-(%d+)$")
-    y, m = tonumber(y), tonumber(m)
-    local last = os.date("!%d", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
-                                          hour = 12 }) - 86400)
-    return p.month .. "-01", ("%s-%s"):format(p.month, last)
-  end
-  if p.year then return p.year .. "-01-01", p.year .. "-12-31" end
-  return nil
-end
 
 local function make_summaries(tx)
   local s = {}
@@ -439,7 +352,7 @@ function M.run(db, cache, plugin, p, opts)
         range = M.range,
         -- the block reward of a date column, from lua/quarry/defs/mining.lua
         reward_sql = require("quarry.mining").reward_sql,
-        breakdown = function(by, params, miner) return breakdown(tx, by, params, miner, opts.direct) end,
+        breakdown = function(by, bp, miner) return breakdown(tx, by, bp, miner, opts.direct) end,
         direct = opts.direct == true,
       }
       local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)

@@ -197,7 +197,7 @@ describe("report parameters", function()
     { "yearly --year 31", "is not a year" },
     { "farms --month 2031-05 --limit ten", "is not an integer" },
     { "farms --month 2031-05 --by colour", "expected one of farm, lead_party" },
-    { "monthly --month 2031-05 --date 2031-05-01", "takes no --date" },
+    { "monthly --month 2031-05 --date 2031-05-01", "unknown option '--date'" },
     { "nosuchreport", "unknown report 'nosuchreport'" },
     { "farms", "needs --date, --month or --year" },
   }

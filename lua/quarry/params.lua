@@ -1,0 +1,168 @@
+--- quarry.params: the types of report params, in one registry.
+--
+-- Each type says what a raw value (a string from the command line, a value
+-- from a script) must be and what it becomes (check), the help its flag
+-- shows, and, for the types that are periods, the dates a value covers and
+-- the cache family it belongs to (so the invalidation rules reach it). A
+-- plugin declares params by type; the command line, report.run and the
+-- cache key all read them from here:
+--
+--   params = { month = { type = "month", required = true },
+--              min_mwh = { type = "integer", min = 0, default = 0 },
+--              unit = { type = "choice", choices = { "mwh", "gwh" } } }
+local rules = require "quarry.rules"
+
+local M = {}
+
+local function last_day(month)
+  local y, m = month:match("^(%d+)-(%d+)$")
+  y, m = tonumber(y), tonumber(m)
+  return os.date("!%d", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
+                                  hour = 12 }) - 86400)
+end
+
+-- check(value, spec, db) -> the value to use | nil, what is wrong with it
+M.types = {
+  date = {
+    help = "A settlement date (YYYY-MM-DD).",
+    check = function(v) return rules.check_date(v), rules.DATE_HELP end,
+    covers = function(v) return v, v end, family = "daily_mining", grain = 1,
+  },
+  month = {
+    help = "A month (YYYY-MM).",
+    check = function(v)
+      local ok = tostring(v):match("^%d%d%d%d%-%d%d$") and rules.check_date(v .. "-01")
+      return ok and v or nil, "is not a month (YYYY-MM) of the dates quarry takes"
+    end,
+    covers = function(v) return v .. "-01", ("%s-%s"):format(v, last_day(v)) end,
+    family = "monthly_mining", grain = 2,
+  },
+  year = {
+    help = "A year (YYYY).",
+    check = function(v)
+      local ok = tostring(v):match("^%d%d%d%d$") and rules.check_date(v .. "-01-01")
+      return ok and v or nil, "is not a year (YYYY) of the dates quarry takes"
+    end,
+    covers = function(v) return v .. "-01-01", v .. "-12-31" end, family = "yearly_mining", grain = 3,
+  },
+  miner = {
+    help = "A miner model (quarry miners lists them).",
+    check = function(v, _, db)
+      local known = {}
+      for _, r in ipairs(db:query("SELECT name FROM miner_models ORDER BY name")) do
+        if r.name == v then return v end
+        known[#known + 1] = r.name
+      end
+      return nil, ": unknown miner model (known: " .. table.concat(known, ", ") .. ")"
+    end,
+  },
+  farm = {
+    help = "A farm (BMU id, e.g. T_SGRWO-1).",
+    check = function(v)
+      return tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40 and v or nil, "is not a BMU id"
+    end,
+  },
+  lead_party = {
+    help = "A lead party (e.g. 'SSE Generation Ltd').",
+    check = function(v) return #tostring(v) <= 200 and v or nil, "is too long" end,
+  },
+  integer = {
+    help = function(spec)
+      return "An integer" .. ((spec.min or spec.max) and (" (%s..%s)"):format(spec.min or "", spec.max or "") or "")
+        .. "."
+    end,
+    check = function(v, spec)
+      local n = math.tointeger(tonumber(v))
+      if n and (n < (spec.min or math.mininteger) or n > (spec.max or math.maxinteger)) then
+        return nil, ("is out of range (%s..%s)"):format(spec.min or "", spec.max or "")
+      end
+      return n, "is not an integer"
+    end,
+  },
+  choice = {
+    help = function(spec) return "One of: " .. table.concat(spec.choices, ", ") .. "." end,
+    check = function(v, spec)
+      for _, c in ipairs(spec.choices) do if c == v then return v end end
+      return nil, ": expected one of " .. table.concat(spec.choices, ", ")
+    end,
+  },
+}
+
+local function type_names()
+  local names = {}
+  for k in pairs(M.types) do names[#names + 1] = k end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+--- What is wrong with a param declaration, or nil: (field, problem).
+function M.problem(name, spec)
+  if type(name) ~= "string" or not name:match("^[%a][%w_]*$") then return "", "must be named like an identifier" end
+  if type(spec) ~= "table" or not M.types[spec.type] then return "", "needs a type: " .. type_names() end
+  if spec.type == "choice" and (type(spec.choices) ~= "table" or #spec.choices == 0) then
+    return "", "needs 'choices', a list of strings"
+  end
+  for _, k in ipairs({ "min", "max" }) do
+    if spec[k] ~= nil and math.type(spec[k]) ~= "integer" then return "." .. k, "must be an integer" end
+  end
+  return nil
+end
+
+--- The help of a param's flag.
+function M.help(spec)
+  local h = M.types[spec.type].help
+  return type(h) == "function" and h(spec) or h
+end
+
+--- The flag of a param: min_mwh -> --min-mwh.
+function M.flag(name) return "--" .. name:gsub("_", "-") end
+
+local function usage(msg) error(require("quarry.core").error({ code = "usage", message = msg }), 0) end
+
+--- Check raw values (strings from the command line, or values from a
+-- script) against a plugin's params; the values to run it with. Bad input
+-- is a usage error naming the flag.
+function M.check(plugin, raw, db)
+  local out = {}
+  for name, spec in pairs(plugin.params) do
+    local v = raw[name]
+    if v == nil then v = spec.default end
+    if v == nil and spec.required then usage(("report %s needs %s"):format(plugin.name, M.flag(name))) end
+    if v ~= nil then
+      local checked, problem = M.types[spec.type].check(v, spec, db)
+      if checked == nil then
+        usage(("%s '%s'%s%s"):format(M.flag(name), tostring(v), problem:sub(1, 1) == ":" and "" or " ", problem))
+      end
+      out[name] = checked
+    end
+  end
+  for name in pairs(raw) do
+    if not plugin.params[name] then usage(("report %s takes no %s"):format(plugin.name, M.flag(name))) end
+  end
+  return out
+end
+
+-- The set period param of p with the finest grain: its type and value.
+local function period_of(p)
+  local best, value
+  for name, v in pairs(p) do
+    local t = M.types[name]
+    if t and t.covers and (not best or t.grain < best.grain) then best, value = t, v end
+  end
+  return best, value
+end
+
+--- The first and last date the params cover (their date, month or year), or nil.
+function M.range(p)
+  local t, v = period_of(p)
+  if t then return t.covers(v) end
+  return nil
+end
+
+--- The cache family of the period the params cover ("monthly_mining:2024-03"), or "report".
+function M.family(p)
+  local t, v = period_of(p)
+  return t and (t.family .. ":" .. v) or "report"
+end
+
+return M
