@@ -92,7 +92,8 @@ local function build_parser(info, plugin)
 
   local report = p:command("report", "Run a report plugin (see 'quarry plugins').")
   report:argument("name", "The report.")
-  report:option("--format", "table, csv, json or html.", "table"):choices({ "table", "csv", "json", "html" })
+  local formats = require("quarry.formats").NAMES
+  report:option("--format", table.concat(formats, ", ") .. ".", formats[1]):choices(formats)
   report:option("-o --output", "Write to this file instead of standard output.")
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
   -- The params of the report asked for are its flags (lua/quarry/params.lua

@@ -1,4 +1,6 @@
---- quarry.formats: a report result as table, csv, json or html text.
+--- quarry.formats: a report result as text, by format, and what formats share.
+-- Each format is a file of its own, lua/quarry/formats/NAME.lua, returning
+-- function(result) -> text; M.NAMES lists them (and is what --format takes).
 -- A result is { title=, params=, fields = {{name=, type=}...}, rows = {...},
 -- chart = {x=, y=} }. Numbers stay exact: a numeric column arrives as the
 -- string of digits PostgreSQL sent and leaves unquoted in csv and json; only
@@ -9,6 +11,7 @@ local NUMERIC = { int2 = true, int4 = true, int8 = true, oid = true, numeric = t
                   float8 = true, number = true, integer = true }
 
 local function is_numeric_field(f) return NUMERIC[f.type or ""] == true end
+M.is_numeric_field = is_numeric_field
 
 --- Round a decimal string to `places` digits (half away from zero), exactly.
 function M.round_decimal(s, places)
@@ -97,55 +100,16 @@ local function json_value(v, exact_numeric)
   return json_string(tostring(v))
 end
 M.json_value = json_value
+M.number_text = number_text
+M.json_string = json_string
 
-function M.json(r)
-  local rows = {}
-  for i, row in ipairs(r.rows) do
-    local parts = {}
-    for _, f in ipairs(r.fields) do
-      parts[#parts + 1] = json_string(f.name) .. ":" .. json_value(row[f.name], is_numeric_field(f))
-    end
-    rows[i] = "{" .. table.concat(parts, ",") .. "}"
-  end
-  local fields = {}
-  for i, f in ipairs(r.fields) do fields[i] = json_value({ name = f.name, type = f.type }) end
-  return ("{\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],\"rows\":[%s]}\n"):format(
-    json_string(r.name or ""), json_string(r.title or ""), json_value(r.params or {}),
-    table.concat(fields, ","), table.concat(rows, ",\n"))
-end
-
--- ---- csv (RFC 4180) ----
-
-local function csv_cell(v, f)
+--- A value as the table and html formats show it: numbers rounded (to the
+-- plugin's decimals for the column, else 2 places) and grouped by thousands.
+function M.display(v, f, places)
   if v == nil then return "" end
-  local s
-  if type(v) == "table" then s = json_value(v)
-  elseif type(v) == "number" then s = number_text(v) or ""
-  else s = tostring(v) end
-  if f and is_numeric_field(f) and s:match("^-?%d+%.?%d*$") then return s end
-  if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
-  return s
-end
-
-function M.csv(r)
-  local lines, head = {}, {}
-  for i, f in ipairs(r.fields) do head[i] = csv_cell(f.name) end
-  lines[1] = table.concat(head, ",")
-  for _, row in ipairs(r.rows) do
-    local cells = {}
-    for i, f in ipairs(r.fields) do cells[i] = csv_cell(row[f.name], f) end
-    lines[#lines + 1] = table.concat(cells, ",")
-  end
-  return table.concat(lines, "\r\n") .. "\r\n"
-end
-
--- ---- table (for a terminal) ----
-
-local function display(v, f, places)
-  if v == nil then return "" end
-  if type(v) == "table" then return json_value(v) end
-  if is_numeric_field(f) or type(v) == "number" then
-    local s = type(v) == "number" and (number_text(v) or tostring(v)) or tostring(v)
+  if type(v) == "table" then return M.json_value(v) end
+  if M.is_numeric_field(f) or type(v) == "number" then
+    local s = type(v) == "number" and (M.number_text(v) or tostring(v)) or tostring(v)
     if not s:match("^[-+]?%d+%.?%d*$") then return s end
     local p = places[f.name]
     if p == nil and s:find("%.") then p = 2 end
@@ -155,135 +119,24 @@ local function display(v, f, places)
   return tostring(v)
 end
 
-function M.table(r)
-  local places = r.decimals or {}
-  local w, cells, right = {}, {}, {}
-  for i, f in ipairs(r.fields) do
-    w[i] = #(f.label or f.name)
-    right[i] = is_numeric_field(f)
-  end
-  for ri, row in ipairs(r.rows) do
-    cells[ri] = {}
-    for i, f in ipairs(r.fields) do
-      local s = display(row[f.name], f, places)
-      cells[ri][i] = s
-      w[i] = math.max(w[i], utf8.len(s) or #s)
-    end
-  end
-  local function line(vals)
-    local parts = {}
-    for i, s in ipairs(vals) do
-      local pad = string.rep(" ", w[i] - (utf8.len(s) or #s))
-      parts[i] = right[i] and (pad .. s) or (s .. pad)
-    end
-    return (table.concat(parts, "  "):gsub("%s+$", ""))
-  end
-  local out = {}
-  if r.title then out[#out + 1] = r.title end
-  local head, rule = {}, {}
-  for i, f in ipairs(r.fields) do
-    head[i] = f.label or f.name
-    rule[i] = string.rep("-", w[i])
-  end
-  out[#out + 1] = line(head)
-  out[#out + 1] = line(rule)
-  for _, c in ipairs(cells) do out[#out + 1] = line(c) end
-  if #r.rows == 0 then out[#out + 1] = "(no rows)" end
-  if r.footer then out[#out + 1] = r.footer end
-  return table.concat(out, "\n") .. "\n"
+--- The formats, in the order --help shows them: a new one is its file plus
+-- its name here.
+M.NAMES = { "table", "csv", "json", "html" }
+
+local known = {}
+for _, n in ipairs(M.NAMES) do known[n] = true end
+
+--- The function of a format (loaded on first use); nil for an unknown name.
+function M.get(name)
+  if not known[name] then return nil end
+  return require("quarry.formats." .. name)
 end
-
--- ---- html: one self-contained page with an SVG chart ----
-
-local function esc(s)
-  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
-                                          ["'"] = "&#39;" }))
-end
-
-local function svg_chart(r)
-  local c = r.chart
-  if not c or #r.rows == 0 then return "" end
-  local W, H, L, B = 900, 320, 70, 40
-  local ys, maxy = {}, 0
-  for i, row in ipairs(r.rows) do
-    ys[i] = tonumber(row[c.y]) or 0
-    maxy = math.max(maxy, ys[i])
-  end
-  if maxy == 0 then maxy = 1 end
-  local n = #r.rows
-  local bw = (W - L - 10) / n
-  local parts = { ('<svg xmlns="http://www.w3.org/2000/svg" id="chart" viewBox="0 0 %d %d" width="%d" height="%d" '
-    .. 'role="img" aria-label="%s by %s">'):format(W, H, W, H, esc(c.y), esc(c.x)) }
-  parts[#parts + 1] = ('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#555"/>'):format(L, H - B, W - 5, H - B)
-  parts[#parts + 1] = ('<line x1="%d" y1="10" x2="%d" y2="%d" stroke="#555"/>'):format(L, L, H - B)
-  for t = 0, 4 do
-    local y = H - B - (H - B - 10) * t / 4
-    parts[#parts + 1] = ('<text x="%d" y="%.1f" font-size="11" text-anchor="end">%s</text>')
-      :format(L - 6, y + 4, esc(M.group_thousands(M.round_decimal(number_text(maxy * t / 4), 4))))
-  end
-  for i, y in ipairs(ys) do
-    local h = (H - B - 10) * y / maxy
-    local x = L + (i - 1) * bw
-    parts[#parts + 1] = ('<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#2b7bb9">'
-      .. '<title>%s: %s</title></rect>'):format(x + bw * 0.1, H - B - h, bw * 0.8, h,
-        esc(r.rows[i][c.x]), esc(r.rows[i][c.y]))
-    if n <= 16 or i % math.ceil(n / 12) == 1 then
-      parts[#parts + 1] = ('<text x="%.1f" y="%d" font-size="10" text-anchor="middle">%s</text>')
-        :format(x + bw / 2, H - B + 14, esc(r.rows[i][c.x]))
-    end
-  end
-  local label = {}
-  for _, f in ipairs(r.fields) do label[f.name] = f.label or f.name end
-  parts[#parts + 1] = ('<text x="%d" y="%d" font-size="12">%s</text>'):format(L, H - 6,
-    esc((label[c.y] or c.y) .. " by " .. (label[c.x] or c.x)))
-  parts[#parts + 1] = "</svg>"
-  return table.concat(parts, "\n")
-end
-
-function M.html(r)
-  local places = r.decimals or {}
-  local rows = {}
-  for _, row in ipairs(r.rows) do
-    local cells = {}
-    for i, f in ipairs(r.fields) do
-      local cls = is_numeric_field(f) and ' class="num"' or ""
-      cells[i] = ("<td%s>%s</td>"):format(cls, esc(display(row[f.name], f, places)))
-    end
-    rows[#rows + 1] = "<tr>" .. table.concat(cells) .. "</tr>"
-  end
-  local head = {}
-  for i, f in ipairs(r.fields) do head[i] = "<th>" .. esc(f.label or f.name) .. "</th>" end
-  local params = {}
-  for k, v in pairs(r.params or {}) do params[#params + 1] = esc(k) .. " = " .. esc(v) end
-  table.sort(params)
-  return ([[<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%s</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin-top: 1em; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; }
-th { text-align: left; background: #f4f4f4; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.params { color: #666; }
-</style></head><body>
-<h1>%s</h1>
-<p class="params">%s</p>
-%s
-<table>
-<thead><tr>%s</tr></thead>
-<tbody>
-%s
-</tbody></table>
-<p class="params">%s</p>
-</body></html>
-]]):format(esc(r.title or r.name or "quarry report"), esc(r.title or r.name or "quarry report"),
-    table.concat(params, " · "), svg_chart(r), table.concat(head), table.concat(rows, "\n"), esc(r.footer or ""))
-end
-
-M.NAMES = { table = true, csv = true, json = true, html = true }
 
 function M.render(result, format)
-  return M[format](result)
+  local f = M.get(format) or error(("unknown format '%s' (formats: %s)"):format(tostring(format),
+    table.concat(M.NAMES, ", ")), 2)
+  return f(result)
 end
 
-return M
+-- formats.csv(result) and the like, as before.
+return setmetatable(M, { __index = function(_, k) return M.get(k) end })

@@ -1,0 +1,26 @@
+--- quarry.formats.csv: the result as RFC 4180 CSV, exact digits.
+-- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
+local F = require "quarry.formats"
+
+local function csv_cell(v, f)
+  if v == nil then return "" end
+  local s
+  if type(v) == "table" then s = F.json_value(v)
+  elseif type(v) == "number" then s = F.number_text(v) or ""
+  else s = tostring(v) end
+  if f and F.is_numeric_field(f) and s:match("^-?%d+%.?%d*$") then return s end
+  if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+  return s
+end
+
+return function(r)
+  local lines, head = {}, {}
+  for i, f in ipairs(r.fields) do head[i] = csv_cell(f.name) end
+  lines[1] = table.concat(head, ",")
+  for _, row in ipairs(r.rows) do
+    local cells = {}
+    for i, f in ipairs(r.fields) do cells[i] = csv_cell(row[f.name], f) end
+    lines[#lines + 1] = table.concat(cells, ",")
+  end
+  return table.concat(lines, "\r\n") .. "\r\n"
+end
