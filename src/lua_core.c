@@ -82,6 +82,20 @@ static int l_error_new(lua_State *L)
     return 1;
 }
 
+/* core.usage(message): raise the error of bad input ({code = "usage"}: exit
+ * 2), the one constructor every module uses for it. */
+static int l_usage(lua_State *L)
+{
+    const char *msg = luaL_checkstring(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "usage");
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    luaL_setmetatable(L, QR_ERROR_MT);
+    return lua_error(L);
+}
+
 /* ---- Ctrl-C ----
  * A long command (an ingest inside COPY, a seed, a partition copy) blocks in
  * libpq where no Lua hook can run, so SIGINT is answered in the handler: one
@@ -172,6 +186,8 @@ int luaopen_quarry_core(lua_State *L)
     lua_setfield(L, -2, "error");
     lua_pushcfunction(L, l_on_interrupt);
     lua_setfield(L, -2, "on_interrupt");
+    lua_pushcfunction(L, l_usage);
+    lua_setfield(L, -2, "usage");
     luaL_getmetatable(L, QR_ERROR_MT);
     lua_setfield(L, -2, "error_mt");
     qr_lua_open_log(L);

@@ -21,9 +21,7 @@ local function exit_code(err)
   return EXIT_RUNTIME
 end
 
-local function usage_error(msg)
-  error(quarry.error({ code = "usage", message = msg }), 0)
-end
+local usage_error = core.usage
 
 local function fail(msg) io.stderr:write("quarry: ", msg, "\n") end
 

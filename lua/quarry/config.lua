@@ -35,9 +35,7 @@ M.settings = {
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }
 
-local function config_error(msg)
-  error(require("quarry.core").error({ code = "usage", message = msg }), 0)
-end
+local config_error = require("quarry.core").usage
 
 --- Hide the password in a PostgreSQL/Redis URL or a key=value conninfo.
 function M.mask(s)

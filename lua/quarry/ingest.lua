@@ -16,9 +16,7 @@ local M = {}
 M.CURTAILMENT_COLUMNS = { "settlement_date", "settlement_period", "farm_id", "lead_party_name", "volume",
   "payment", "original_price", "final_price", "so_flag", "cadl_flag" }
 
-local function bad_input(msg)
-  error(core.error({ code = "usage", message = msg }), 0)
-end
+local bad_input = core.usage
 
 local function split_header(line)
   line = line:gsub("^\239\187\191", ""):gsub("\r$", "") -- UTF-8 BOM, CRLF

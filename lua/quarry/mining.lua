@@ -2,29 +2,30 @@
 -- from lua/quarry/defs/mining.lua. Every function takes an open
 -- transaction handle (tx) so callers decide what commits together.
 local rules_mod = require "quarry.rules"
+local usage = require("quarry.core").usage -- a bad definition is bad input: exit 2
 
 local M = {}
 
 local function validate(defs)
   local src = "lua/quarry/defs/mining.lua"
   if type(defs.rewards) ~= "table" or #defs.rewards == 0 then
-    error(src .. ": 'rewards' must be a non-empty list", 0)
+    usage(src .. ": 'rewards' must be a non-empty list")
   end
   local last
   for i, r in ipairs(defs.rewards) do
-    if not rules_mod.check_date(r.from) then error(("%s: rewards[%d].from must be a date"):format(src, i), 0) end
+    if not rules_mod.check_date(r.from) then usage(("%s: rewards[%d].from must be a date"):format(src, i)) end
     if not tostring(r.btc):match("^%d+%.?%d*$") then
-      error(("%s: rewards[%d].btc must be a number"):format(src, i), 0)
+      usage(("%s: rewards[%d].btc must be a number"):format(src, i))
     end
-    if last and r.from <= last then error(("%s: rewards must be in date order"):format(src), 0) end
+    if last and r.from <= last then usage(("%s: rewards must be in date order"):format(src)) end
     last = r.from
   end
   local age = defs.difficulty_max_age_days
   if math.type(age) ~= "integer" or age < 1 then
-    error(src .. ": 'difficulty_max_age_days' must be a positive integer", 0)
+    usage(src .. ": 'difficulty_max_age_days' must be a positive integer")
   end
   if math.type(defs.bitcoin_scale) ~= "integer" or defs.bitcoin_scale < 8 or defs.bitcoin_scale > 30 then
-    error(src .. ": 'bitcoin_scale' must be an integer from 8 to 30", 0)
+    usage(src .. ": 'bitcoin_scale' must be an integer from 8 to 30")
   end
   return defs
 end
@@ -108,7 +109,6 @@ end
 
 -- ---- miner models ----
 
-local function usage(msg) error(require("quarry.core").error({ code = "usage", message = msg }), 0) end
 
 --- Every miner model: { {name=, hashrate_th=, power_watts=, description=, j_per_th=} }.
 function M.models(db)

@@ -117,7 +117,7 @@ end
 --- The flag of a param: min_mwh -> --min-mwh.
 function M.flag(name) return "--" .. name:gsub("_", "-") end
 
-local function usage(msg) error(require("quarry.core").error({ code = "usage", message = msg }), 0) end
+local usage = require("quarry.core").usage
 
 --- Check raw values (strings from the command line, or values from a
 -- script) against a plugin's params; the values to run it with. Bad input

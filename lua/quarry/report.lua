@@ -30,7 +30,7 @@ M.READER_ROLE = "quarry_reader"
 -- The limits of the plugin running now: its pcall checks whether one tripped.
 local running
 
-local function usage(msg) error(core.error({ code = "usage", message = msg }), 0) end
+local usage = core.usage
 
 -- ---- finding and loading ----
 
@@ -144,8 +144,8 @@ local TTL_TIERS = { SHORT = true, MEDIUM = true, LONG = true, VERY_LONG = true }
 
 --- Check a plugin table; errors name the file and the key.
 function M.validate(p, file)
-  local function bad(key, what) error(("%s: '%s' %s"):format(file, key, what), 0) end
-  if type(p) ~= "table" then error(file .. ": a plugin must return a table", 0) end
+  local function bad(key, what) usage(("%s: '%s' %s"):format(file, key, what)) end
+  if type(p) ~= "table" then usage(file .. ": a plugin must return a table") end
   if type(p.name) ~= "string" or not p.name:match("^[%a_][%w_]*$") then bad("name", "must be an identifier") end
   if type(p.description) ~= "string" then bad("description", "must be a string") end
   if type(p.run) ~= "function" then bad("run", "must be a function(ctx, params)") end
@@ -172,15 +172,15 @@ end
 --- Load one plugin file in its sandbox.
 function M.load_file(path)
   local f, err = io.open(path, "rb")
-  if not f then error(("cannot read plugin %s: %s"):format(path, err), 0) end
+  if not f then usage(("cannot read plugin %s: %s"):format(path, err)) end
   local text = f:read("a")
   f:close()
   local chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
-  if not chunk then error(lerr, 0) end
+  if not chunk then usage(lerr) end -- a syntax error names the file and line
   local ok, p = pcall(limited, "plugin file " .. path, function() return plain(chunk()) end)
   if not ok then
-    local msg = tostring(p)
-    error(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg), 0)
+    local msg = type(p) == "table" and p.message or tostring(p)
+    usage(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg))
   end
   p = M.validate(p, path)
   p.file = path

@@ -1,27 +1,29 @@
 --- quarry.rules: apply lua/quarry/defs/rules.lua to the cache.
 local M = {}
 
+local bad = require("quarry.core").usage -- a bad definition is bad input: exit 2
+
 local PLACEHOLDERS = { date = true, month = true, year = true }
 
 --- Check a rules table; raises an error naming the file and the entry.
 function M.validate(rules, source)
   source = source or "rules"
-  if type(rules) ~= "table" then error(("%s: must return a list of rules"):format(source), 0) end
+  if type(rules) ~= "table" then bad(("%s: must return a list of rules"):format(source)) end
   for i, rule in ipairs(rules) do
     local where = ("%s: rule %d"):format(source, i)
     if type(rule.table) ~= "string" or not rule.table:match("^[%a_][%w_]*$") then
-      error(where .. ": 'table' must be a table name", 0)
+      bad(where .. ": 'table' must be a table name")
     end
     if type(rule.stale) ~= "table" or #rule.stale == 0 then
-      error(where .. ": 'stale' must be a non-empty list of key patterns", 0)
+      bad(where .. ": 'stale' must be a non-empty list of key patterns")
     end
     for j, pattern in ipairs(rule.stale) do
       if type(pattern) ~= "string" or pattern == "" then
-        error(("%s: stale[%d] must be a string"):format(where, j), 0)
+        bad(("%s: stale[%d] must be a string"):format(where, j))
       end
       for name in pattern:gmatch("{([^}]*)}") do
         if not PLACEHOLDERS[name] then
-          error(("%s: stale[%d] uses unknown placeholder {%s} (date, month, year)"):format(where, j, name), 0)
+          bad(("%s: stale[%d] uses unknown placeholder {%s} (date, month, year)"):format(where, j, name))
         end
       end
     end

@@ -379,6 +379,10 @@ describe("cache TTLs and invalidation", function()
     assert.has_error(function() rules.validate({ { table = "x; drop", stale = { "a" } } }, "r.lua") end,
       "r.lua: rule 1: 'table' must be a table name")
     assert.has_error(function() rules.patterns(nil, { "2024-02-30" }) end)
+    local ok, err = pcall(rules.validate, { { table = "x", stale = {} } }, "r.lua")
+    assert.is_false(ok)
+    assert.are.equal("usage", err.code) -- a bad definition file is bad input: exit 2
+    assert.are.equal("r.lua: rule 1: 'stale' must be a non-empty list of key patterns", err.message)
     assert.are.same({ "2024-02-29" }, { rules.check_date("2024-02-29") })
     assert.is_nil(rules.check_date("2023-02-29"))
     -- several tables at once: each stale pattern once

@@ -481,11 +481,11 @@ return { name = "%s", description = "test", params = {},
     assert.are.equal("aa", string.rep("a", 2))
   end)
 
-  it("names the file and key of a bad definition", function()
+  it("names the file and key of a bad definition, as bad input (exit 2)", function()
     h.write(dir .. "/sb_bad.lua", [[return { name = "sb_bad", description = "x", run = function() end,
       params = { when = { type = "weekday" } } }]])
     local _, err, code = run("sb_bad")
-    assert.are.equal(1, code)
+    assert.are.equal(2, code)
     assert.matches("sb_bad.lua: 'params.when' needs a type", err)
     os.remove(dir .. "/sb_bad.lua")
   end)
