@@ -64,7 +64,8 @@ int qr_conn_command(qr_conn *c, const char *sql, qr_error *err);
 /* A round trip that proves the connection works; 0 if it does. */
 int qr_conn_ping(qr_conn *c);
 
-/* Transaction nesting depth kept by tx.c. */
+/* Where tx.c keeps a connection's transaction depth: only tx.c uses it
+ * (everyone else asks qr_tx_depth). */
 int *qr_conn_tx_depth(qr_conn *c);
 
 /* Pool bookkeeping, kept on the connection so the pool needs no side table. */

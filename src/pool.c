@@ -6,6 +6,7 @@
  * exceeds max_size even while connects run outside the lock.
  */
 #include "pool.h"
+#include "tx.h"
 
 #include "log.h"
 
@@ -296,7 +297,7 @@ void qr_pool_release(qr_pool *p, qr_conn *c)
             fate = BROKEN;
         }
     }
-    *qr_conn_tx_depth(c) = 0;
+    qr_tx_forget(c);
     uint64_t now = qr_now_ns();
     qr_conn_meta *m = qr_conn_meta_of(c);
     if (fate == KEEP && m->expires_ns && now >= m->expires_ns) fate = LIFETIME;

@@ -19,6 +19,11 @@ int qr_tx_depth(qr_conn *c)
     return *qr_conn_tx_depth(c);
 }
 
+void qr_tx_forget(qr_conn *c)
+{
+    *qr_conn_tx_depth(c) = 0;
+}
+
 int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err)
 {
     int *depth = qr_conn_tx_depth(c);

@@ -33,4 +33,7 @@ int qr_tx_commit(qr_conn *c, qr_error *err);
 int qr_tx_rollback(qr_conn *c, qr_error *err);
 int qr_tx_depth(qr_conn *c);
 
+/* The connection left every transaction (the pool rolled it back): depth 0. */
+void qr_tx_forget(qr_conn *c);
+
 #endif
