@@ -301,8 +301,6 @@ describe("cache semantics users porting code expect", function()
     assert.are.equal(6, c:get_or_compute("my:yearly", 60, fn, year))
     assert.are.equal(3, c:get_or_compute("my:day", 60, fn, day))         -- another date: kept
     assert.are.equal(7, c:get_or_compute("my:all", 60, fn, { depends = "all" }))
-    assert.are.same({ "data:2024" }, rules.depends_groups({ from = "2024-01-01", to = "2024-12-31" }))
-    assert.are.same({ "data:2024-02", "data:2024-03-01" }, rules.depends_groups({ from = "2024-02-01", to = "2024-03-01" }))
     assert.has_error(function() c:get_or_compute("x", 60, fn, { depends = { dates = { "2024-02-30" } } }) end)
     c:clear()
   end)
@@ -372,24 +370,6 @@ describe("cache TTLs and invalidation", function()
     assert.are.same({}, cached(c, keys))
   end)
 
-  it("validates rules, naming the entry", function()
-    local rules = require "quarry.rules"
-    assert.has_error(function() rules.validate({ { table = "x", stale = { "a:{week}:*" } } }, "r.lua") end,
-      "r.lua: rule 1: stale[1] uses unknown placeholder {week} (date, month, year)")
-    assert.has_error(function() rules.validate({ { table = "x; drop", stale = { "a" } } }, "r.lua") end,
-      "r.lua: rule 1: 'table' must be a table name")
-    assert.has_error(function() rules.patterns(nil, { "2024-02-30" }) end)
-    local ok, err = pcall(rules.validate, { { table = "x", stale = {} } }, "r.lua")
-    assert.is_false(ok)
-    assert.are.equal("usage", err.code) -- a bad definition file is bad input: exit 2
-    assert.are.equal("r.lua: rule 1: 'stale' must be a non-empty list of key patterns", err.message)
-    assert.are.same({ "2024-02-29" }, { rules.check_date("2024-02-29") })
-    assert.is_nil(rules.check_date("2023-02-29"))
-    -- several tables at once: each stale pattern once
-    local defs = { { table = "a", stale = { "m:{month}:*" } }, { table = "b", stale = { "m:{month}:*", "y:{year}:*" } },
-                   { table = "c", stale = { "z:*" } } }
-    assert.are.same({ "m:2024-03:*", "y:2024:*" }, rules.patterns({ "a", "b" }, { "2024-03-01", "2024-03-02" }, defs))
-  end)
 end)
 
 describe("cache failing open", function()

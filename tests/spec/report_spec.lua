@@ -1,0 +1,345 @@
+-- lua/quarry/report.lua: the report runner -- params from the command line
+-- and from scripts, and the sandbox every plugin runs in, tried as an
+-- attacker would. The shipped reports' figures are in plugins_spec.
+local h = require "spec.helper"
+local quarry = require "quarry"
+local cjson = require "cjson"
+
+local db = quarry.db
+local ROWS = {
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-5,-25,-5,-5,true,false",
+  "2031-05-01,41,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false",
+  "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-30,-2400,-80,-80,true,false",
+}
+local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
+
+local function load_data(rows)
+  local path = h.curtailment_csv(rows)
+  local _, err, code = h.quarry("ingest curtailment " .. path, ENV)
+  os.remove(path)
+  assert(code == 0, err)
+end
+
+local function report(args)
+  local out, err, code = h.quarry("report " .. args, ENV)
+  return out, err, code
+end
+
+local function json_report(args)
+  local out, err, code = report(args .. " --format json --no-cache")
+  assert(code == 0, err)
+  return cjson.decode(out)
+end
+
+setup(function()
+  require("quarry.migrate").up(db)
+  db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'")
+  db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-05-01', 100e12) ON CONFLICT (effective_date) DO UPDATE SET difficulty = 100e12")
+  load_data(ROWS)
+  h.quarry("cache clear", ENV)
+end)
+
+describe("report parameters", function()
+  local cases = {
+    { "monthly --month 2031-13", "not a month" },
+    { "monthly", "needs --month" },
+    { "monthly --month 2031-05 --miner NOPE", "unknown miner model (known: M20S, S19J_PRO, S9)" },
+    { "monthly --month 2031-05 --farm \"x'; DROP TABLE curtailment_records; --\"", "is not a BMU id" },
+    { "daily --date 2031-02-30", "is not a date" },
+    { "yearly --year 31", "is not a year" },
+    { "farms --month 2031-05 --limit ten", "is not an integer" },
+    { "farms --month 2031-05 --by colour", "expected one of farm, lead_party" },
+    { "monthly --month 2031-05 --date 2031-05-01", "unknown option '--date'" },
+    { "nosuchreport", "unknown report 'nosuchreport'" },
+    { "farms", "needs --date, --month or --year" },
+  }
+  for _, c in ipairs(cases) do
+    it("refuses " .. c[1] .. " with exit 2", function()
+      local _, err, code = report(c[1])
+      assert.are.equal(2, code, err)
+      assert.matches(c[2]:gsub("%p", "%%%0"), err)
+    end)
+  end
+
+  it("treats a SQL-looking lead party as a plain value", function()
+    local r = json_report("monthly --month 2031-05 --lead-party \"'; DROP TABLE curtailment_records; --\"")
+    assert.are.equal(0, #r.rows)
+    assert.are.equal(4, db:query_one([[SELECT count(*) AS n FROM curtailment_records
+      WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31']]).n)
+  end)
+end)
+
+describe("a plugin's own params", function()
+  it("are flags of quarry report, and params of report.run in a script, with no edit outside the plugin", function()
+    local dir = h.tmpname(".own")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/above.lua", [[return {
+      name = "above", description = "Days above a threshold",
+      params = { month = { type = "month", required = true }, min_mwh = { type = "integer", default = 0, min = 0 },
+                 unit = { type = "choice", choices = { "mwh", "gwh" }, default = "mwh" } },
+      cache = { key = "above:{month}:{min_mwh}:{unit}", ttl = "SHORT" },
+      run = function(ctx, p)
+        local from, to = ctx.range(p)
+        return ctx.query("SELECT settlement_date::text AS day, sum(-volume) / $4 AS curtailed FROM curtailment_records "
+          .. "WHERE settlement_date BETWEEN $1::date AND $2::date GROUP BY 1 HAVING sum(-volume) > $3 ORDER BY 1",
+          from, to, p.min_mwh, p.unit == "gwh" and 1000 or 1)
+      end }]])
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    local out, err, code = h.quarry("report above --month 2031-05 --min-mwh 31 --unit gwh --format json", env)
+    assert.are.equal(0, code, err)
+    local r = cjson.decode(out)
+    assert.are.equal(1, #r.rows) -- 2031-05-01 has 35 MWh, 2031-05-02 has 30
+    assert.are.equal("2031-05-01", r.rows[1].day)
+    assert.are.equal(0.035, tonumber(r.rows[1].curtailed))
+    local _
+    _, err, code = h.quarry("report above --month 2031-05 --unit tonnes", env)
+    assert.are.equal(2, code)
+    assert.matches("%-%-unit 'tonnes': expected one of mwh, gwh", err)
+    _, err, code = h.quarry("report above --month 2031-05 --min-mwh=-1", env)
+    assert.are.equal(2, code)
+    assert.matches("out of range", err)
+    out = h.quarry("report above --help", env)
+    assert.matches("%-%-min%-mwh", out)
+    assert.matches("One of: mwh, gwh", out)
+    -- the same plugin from a script, through the runner
+    local script = h.write(h.tmpname(".lua"), ([[
+local quarry = require "quarry"
+local report = require "quarry.report"
+local plugin = report.load_file(%q)
+local p = report.params(plugin, { month = "2031-05", min_mwh = "29" }, quarry.db)
+print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]):format(dir .. "/above.lua"))
+    out, err, code = h.quarry("run " .. script, env)
+    assert.are.equal(0, code, err)
+    assert.are.equal("2\n", out)
+    os.remove(script)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("plugin sandbox", function()
+  local dir
+  setup(function()
+    dir = h.tmpname(".plugins")
+    os.execute("mkdir -p " .. dir)
+  end)
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  local function plugin(name, body)
+    h.write(dir .. "/" .. name .. ".lua", ([[
+return { name = "%s", description = "test", params = {},
+         run = function(ctx, p) %s end }]]):format(name, body))
+  end
+
+  -- The spec's environment with the plugin folder, plus extra settings.
+  local function env_with(extra)
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    for k, v in pairs(extra or {}) do env[k] = v end
+    return env
+  end
+
+  local function run(name)
+    return h.quarry("report " .. name, env_with())
+  end
+
+  it("has no os.execute, io, require, load or debug", function()
+    for name, body in pairs({ sb_exec = "os.execute('touch /tmp/quarry-pwned')", sb_io = "io.open('/etc/passwd')",
+                              sb_req = "require('os')", sb_load = "load('return 1')", sb_dbg = "debug.sethook()" }) do
+      plugin(name, body)
+      local _, err, code = run(name)
+      assert.are.equal(1, code, name)
+      assert.matches("nil value", err)
+    end
+    assert.is_nil(io.open("/tmp/quarry-pwned"))
+  end)
+
+  it("stops a runaway loop with a clear error", function()
+    plugin("sb_loop", "while true do end")
+    local _, err, code = run("sb_loop")
+    assert.are.equal(1, code)
+    assert.matches("report sb_loop stopped: it ran more than", err)
+  end)
+
+  it("runs read-only", function()
+    plugin("sb_write", "return ctx.query('DELETE FROM curtailment_records RETURNING 1 AS x')")
+    local _, err, code = run("sb_write")
+    assert.are.equal(1, code)
+    assert.matches("only reading statements", err)
+    plugin("sb_cte", "return ctx.query('WITH d AS (DELETE FROM curtailment_records RETURNING 1 AS x) SELECT * FROM d')")
+    _, err, code = run("sb_cte")
+    assert.are.equal(1, code)
+    assert.matches("read%-only transaction", err)
+  end)
+
+  -- Each of these was seen to drop a table, run a program or read a server
+  -- file from a plugin; each must fail and change nothing.
+  local ATTACKS = {
+    { "ROLLBACK; DROP TABLE sb_victim", "one statement per query" },
+    { "COMMIT", "only reading statements" },
+    { "END", "only reading statements" },
+    { "/* x */ (DROP TABLE sb_victim)", "only reading statements" },
+    { "SELECT 1; DROP TABLE sb_victim", "one statement per query" },
+    { "SELECT 1 AS x; COPY (SELECT 1) TO PROGRAM 'touch /tmp/quarry-pwned'", "one statement per query" },
+    { "RESET ROLE", "only reading statements" },
+    { "SET ROLE quarry", "only reading statements" },
+    { "SET SESSION AUTHORIZATION DEFAULT", "only reading statements" },
+    { "SELECT set_config('role', 'none', false) AS x", "permission denied for function set_config" },
+    { "SELECT query_to_xml('SELECT set_config(''role'', ''none'', false)', true, true, '') AS x",
+      "permission denied for function set_config" },
+    { "SELECT pg_read_file('/etc/passwd') AS x", "permission denied" },
+    { "SELECT pg_ls_dir('.') AS x", "permission denied" },
+    { "SELECT lo_import('/etc/passwd') AS x", "permission denied" },
+    { "SELECT nextval('curtailment_records_id_seq') AS x", "permission denied" },
+  }
+  for i, a in ipairs(ATTACKS) do
+    it("refuses " .. a[1], function()
+      db:exec("CREATE TABLE IF NOT EXISTS sb_victim (x int)")
+      local name = "sb_attack" .. i
+      plugin(name, ("ctx.query(%q) return { fields = {}, rows = {} }"):format(a[1]))
+      local _, err, code = run(name)
+      assert.are.equal(1, code, err)
+      assert.matches(a[2], err)
+      assert.is_not_nil(db:query_one("SELECT to_regclass('sb_victim') AS t").t, "the table is gone")
+      assert.is_nil(io.open("/tmp/quarry-pwned"))
+    end)
+  end
+
+  it("runs as a role that cannot write, read server files or run programs", function()
+    plugin("sb_role", [[return ctx.query("SELECT current_user AS who, " ..
+      "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super, " ..
+      "has_table_privilege('curtailment_records', 'INSERT') AS can_insert, " ..
+      "pg_has_role('pg_execute_server_program', 'MEMBER') AS programs, " ..
+      "pg_has_role('pg_read_server_files', 'MEMBER') AS files")]])
+    local env = env_with()
+    local out, err, code = h.quarry("report sb_role --format json --no-cache", env)
+    assert.are.equal(0, code, err)
+    local row = cjson.decode(out).rows[1]
+    assert.are.same({ who = "quarry_reader", super = false, can_insert = false, programs = false, files = false },
+      row)
+  end)
+
+  it("keeps the embedded default's everyday role from being a superuser", function()
+    assert.is_false(db:query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").rolsuper)
+  end)
+
+  it("stops a loop that catches the limit's error with pcall", function()
+    plugin("sb_pcall", "while true do pcall(function() while true do end end) end")
+    local _, err, code = run("sb_pcall")
+    assert.are.equal(1, code)
+    assert.matches("report sb_pcall stopped: it ran more than", err)
+  end)
+
+  it("stops a plugin that runs past its time, in Lua or in a query", function()
+    plugin("sb_slow", "ctx.query('SELECT pg_sleep(30)') return { fields = {}, rows = {} }")
+    local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "1" })
+    local _, err, code, secs = h.quarry("report sb_slow --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("statement timeout", err)
+    assert.is_true(secs < 20)
+  end)
+
+  it("ends a plugin that takes too much memory with a one-line error", function()
+    plugin("sb_rep", "local s = string.rep('x', 1 << 30) return { fields = {}, rows = { #s } }")
+    plugin("sb_grow", "local t = {} while true do pcall(function() for i = 1, 1e9 do t[#t + 1] = { i } end end) end")
+    for _, name in ipairs({ "sb_rep", "sb_grow" }) do
+      local env = env_with({ QUARRY_PLUGIN_MEMORY = "64" })
+      local _, err, code = h.quarry("report " .. name .. " --no-cache", env)
+      assert.are.equal(1, code, name)
+      assert.matches("^quarry: report " .. name .. " stopped: it used more than 64 MiB of memory", err)
+    end
+  end)
+
+  it("limits a plugin file while it loads, for plugins and report alike", function()
+    local ldir = h.tmpname(".loadloop")
+    os.execute("mkdir -p " .. ldir)
+    h.write(ldir .. "/sb_spin.lua", "while true do end")
+    for _, cmd in ipairs({ "plugins", "report sb_spin" }) do
+      local _, err, code = h.quarry(cmd, { QUARRY_PLUGIN_PATH = ldir })
+      assert.are_not.equal(0, code, cmd)
+      assert.matches("sb_spin.lua stopped: it ran more than", err)
+    end
+    os.execute("rm -rf " .. ldir)
+  end)
+
+  -- Code a plugin leaves behind must not run later, outside its limits.
+  local LEFT_BEHIND = {
+    { "sb_gc", "setmetatable({}, { __gc = function() while true do end end }) return { fields = {}, rows = {} }",
+      "cannot set __gc" },
+    { "sb_tostring", "error(setmetatable({}, { __tostring = function() while true do end end }))",
+      "raised a table, not an error message" },
+    { "sb_rowmeta", "return { fields = { { name = 'x', type = 'text' } }, rows = { setmetatable({}, "
+      .. "{ __index = function() while true do end end }) } }", nil },
+    { "sb_errmt", "local ok, e = pcall(ctx.query, 'SELEC 1') local mt = getmetatable(e) "
+      .. "if mt then mt.__tostring = function() while true do end end end error(e)", "only reading statements" },
+  }
+  for _, c in ipairs(LEFT_BEHIND) do
+    it("leaves nothing of " .. c[1] .. " to run in the host", function()
+      plugin(c[1], c[2])
+      local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "5" })
+      local _, err, code, secs = h.quarry("report " .. c[1] .. " --no-cache", env)
+      assert.is_true(secs < 10, "hung")
+      if c[3] then
+        assert.are.equal(1, code, err)
+        assert.matches(c[3], err)
+      else
+        assert.are.equal(0, code, err)
+      end
+    end)
+  end
+
+  it("hides the host's metatables and loads a plugin table with metamethods as plain data", function()
+    h.write(dir .. "/sb_deftrap.lua", [[return setmetatable({ name = "sb_deftrap", description = "x",
+      run = function() return { fields = {}, rows = {} } end }, { __index = function() while true do end end })]])
+    local env = env_with({ QUARRY_PLUGIN_TIMEOUT = "5" })
+    local _, err, code, secs = h.quarry("report sb_deftrap --no-cache", env)
+    assert.is_true(secs < 10, "hung")
+    assert.are.equal(0, code, err)
+    plugin("sb_peek", "return { fields = { { name = 'x', type = 'text' } }, rows = { { x = tostring(getmetatable('')) "
+      .. ".. tostring(getmetatable(select(2, pcall(ctx.query, 'SELEC 1')))) } } }")
+    local out
+    out, err, code = h.quarry("report sb_peek --no-cache --format csv", env)
+    assert.are.equal(0, code, err)
+    assert.matches("nilnil", out)
+  end)
+
+  it("runs as quarry_reader even when DATABASE_URL is a superuser's", function()
+    local url = h.database_url():gsub("//quarry@", "//postgres@")
+    plugin("sb_super", [[return ctx.query("SELECT current_user AS who")]])
+    local env = env_with({ DATABASE_URL = url })
+    local out, err, code = h.quarry("report sb_super --format csv --no-cache", env)
+    assert.are.equal(0, code, err)
+    assert.matches("quarry_reader", out)
+    plugin("sb_super2", [[ctx.query("SELECT set_config('role', 'postgres', false) AS x") return {}]])
+    local _
+    _, err, code = h.quarry("report sb_super2 --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("permission denied for function set_config", err)
+    plugin("sb_super3", [[ctx.query("RESET ROLE") return {}]])
+    _, err, code = h.quarry("report sb_super3 --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("only reading statements", err)
+  end)
+
+  it("cannot change the string library the host and other plugins see", function()
+    plugin("sb_meta", "local mt = getmetatable('') if mt then mt.__index.rep = function() return 'pwned' end end "
+      .. "string.rep = function() return 'pwned' end return { fields = {}, rows = {} }")
+    local _, err, code = run("sb_meta")
+    assert.are.equal(0, code, err)
+    -- in this process: a plugin loaded and run by the runner itself
+    local runner = require "quarry.report"
+    runner.run(db, nil, runner.load_file(dir .. "/sb_meta.lua"), {}, { no_cache = true })
+    assert.are.equal("aa", ("a"):rep(2))
+    assert.are.equal("aa", string.rep("a", 2))
+  end)
+
+  it("names the file and key of a bad definition, as bad input (exit 2)", function()
+    h.write(dir .. "/sb_bad.lua", [[return { name = "sb_bad", description = "x", run = function() end,
+      params = { when = { type = "weekday" } } }]])
+    local _, err, code = run("sb_bad")
+    assert.are.equal(2, code)
+    assert.matches("sb_bad.lua: 'params.when' needs a type", err)
+    os.remove(dir .. "/sb_bad.lua")
+  end)
+end)
