@@ -269,17 +269,23 @@ local function make_summaries(tx)
   return s
 end
 
-local BY_LABEL = { day = "settlement_date", month = "month", farm = "farm_id", lead_party = "lead_party",
-                   period = "settlement_period", all = "total" }
 
 -- ctx.breakdown(by, p [, miner]): curtailment and bitcoin over the period
--- of p grouped `by` (day, month, farm, lead_party, period, all), with one
+-- of p grouped `by` (a shape of defs/summaries.lua: day, week, month, farm,
+-- lead_party, period, all), with one
 -- bitcoin column per miner model (or just `miner`).
 -- Read from the day-grain rollups unless direct is asked for or the grouping
 -- needs finer grain (settlement period) or lead parties mix within a farm-day.
 local function breakdown(tx, by, p, miner, direct)
   local from, to = M.range(p)
   if not from then usage("this report needs --date, --month or --year") end
+  if not summaries_defs.shapes[by] then
+    local names = {}
+    for n in pairs(summaries_defs.shapes) do names[#names + 1] = n end
+    table.sort(names)
+    usage(("no breakdown by '%s' (lua/quarry/defs/summaries.lua has %s)"):format(tostring(by),
+      table.concat(names, ", ")))
+  end
   local sql = not direct and summaries_defs.breakdown_rollup_sql(by, p.lead_party ~= nil, p.farm ~= nil) or nil
   if sql and sql.party and rollup.mixed_parties(tx, from, to) then sql = nil end
   sql = sql or summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
@@ -300,7 +306,7 @@ local function breakdown(tx, by, p, miner, direct)
     if row then row["btc_" .. r.miner_model] = r.bitcoin end
   end
   local key_type = c.fields[1].type
-  local fields = { { name = "key", type = key_type, label = BY_LABEL[by] },
+  local fields = { { name = "key", type = key_type, label = summaries_defs.shapes[by].label },
     { name = "farms", type = "int8" }, { name = "periods", type = "int8" },
     { name = "farm_periods", type = "int8" }, { name = "curtailed_mwh", type = "numeric" },
     { name = "paid_gbp", type = "numeric" } }

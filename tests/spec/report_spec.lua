@@ -118,6 +118,43 @@ print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]
   end)
 end)
 
+describe("summary shapes", function()
+  it("take a new shape from one declaration: week, from the rollups and the raw rows alike", function()
+    local dir = h.tmpname(".shape")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/weekly.lua", [[return { name = "weekly", description = "By ISO week",
+      params = { month = { type = "month", required = true }, farm = { type = "farm" } },
+      run = function(ctx, p) return ctx.breakdown("week", p, "S9") end }]])
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    local rolled = select(1, h.quarry("report weekly --month 2031-05 --format json --no-cache", env))
+    local direct, err, code = h.quarry("report weekly --month 2031-05 --format json --direct", env)
+    assert.are.equal(0, code, err)
+    assert.are.equal(direct, rolled)
+    local r = cjson.decode(rolled)
+    assert.are.equal(1, #r.rows) -- 2031-05-01 and 02 are in one ISO week
+    assert.are.equal("2031-W18", r.rows[1].key)
+    assert.are.equal(65, tonumber(r.rows[1].curtailed_mwh))
+    local by_farm = select(1, h.quarry("report weekly --month 2031-05 --farm T_DOREW-1 --format json --no-cache", env))
+    assert.are.equal(50, tonumber(cjson.decode(by_farm).rows[1].curtailed_mwh))
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("refuses a breakdown by a shape that is not declared, naming the ones that are", function()
+    local dir = h.tmpname(".shape")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/bad_shape.lua", [[return { name = "bad_shape", description = "x",
+      params = { month = { type = "month", required = true } },
+      run = function(ctx, p) return ctx.breakdown("fortnight", p) end }]])
+    local env = { QUARRY_PLUGIN_PATH = dir }
+    for k, v in pairs(ENV) do env[k] = v end
+    local _, err, code = h.quarry("report bad_shape --month 2031-05 --no-cache", env)
+    assert.are.equal(2, code, err)
+    assert.matches("no breakdown by 'fortnight' %(lua/quarry/defs/summaries.lua has all, day, farm", err)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
 describe("plugin sandbox", function()
   local dir
   setup(function()

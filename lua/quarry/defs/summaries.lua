@@ -298,23 +298,35 @@ M.daily_rows = {
 -- by day, month, farm, lead party or settlement period, optionally for one
 -- farm ($3) or lead party ($4). Bitcoin comes per miner model, in rows, so
 -- numeric values stay exact (no JSON on the way).
-local GROUPS = {
-  day = "settlement_date::text",
-  month = "to_char(settlement_date, 'YYYY-MM')",
-  farm = "farm_id",
-  lead_party = "coalesce(lead_party_name, '(none)')",
-  period = "settlement_period",
-  all = "'total'",
+--
+-- The shapes a breakdown can take, one declaration each: the label of the
+-- first column, the SQL of its key (over the raw rows and the rollups
+-- alike: both have these columns), and the columns that key reads, which
+-- decide which rollup can answer (checked below when this file loads). A
+-- new shape is one entry here; plugins use it as ctx.breakdown(NAME, p).
+M.shapes = {
+  day = { label = "settlement_date", key = "settlement_date::text", columns = { "settlement_date" } },
+  week = { label = "week", key = [[to_char(settlement_date, 'IYYY-"W"IW')]], columns = { "settlement_date" } },
+  month = { label = "month", key = "to_char(settlement_date, 'YYYY-MM')", columns = { "settlement_date" } },
+  farm = { label = "farm_id", key = "farm_id", columns = { "farm_id" } },
+  lead_party = { label = "lead_party", key = "coalesce(lead_party_name, '(none)')", columns = { "lead_party_name" } },
+  period = { label = "settlement_period", key = "settlement_period", columns = { "settlement_period" } },
+  all = { label = "total", key = "'total'", columns = {} },
 }
-M.breakdown_groups = GROUPS
 
 --- The two queries of a breakdown. Parameters: $1 first date, $2 last
 -- date, $3 farm or NULL, and -- only when party is true -- $4 lead party or
 -- NULL. Bitcoin rows carry no lead party, so they are joined to curtailment
 -- only when a lead party is asked for.
+local function reads(shape, column)
+  for _, c in ipairs(shape.columns) do if c == column then return true end end
+  return false
+end
+
 function M.breakdown_sql(by, party)
-  local g = assert(GROUPS[by], "unknown breakdown")
-  party = party or by == "lead_party"
+  local shape = assert(M.shapes[by], "unknown breakdown")
+  local g = shape.key
+  party = party or reads(shape, "lead_party_name")
   local curtailment = ([[
       WITH fp AS (  -- farm-periods first: acceptances of one farm in one period become one row
         SELECT %s AS key, settlement_date, settlement_period, farm_id,
@@ -352,14 +364,6 @@ end
 -- one farm or lead party). Without a farm or lead party, the per-date (or
 -- per-period) rollups answer; otherwise the per-farm ones. Farm-periods and periods come from
 -- the period bitmasks: OR-ed per farm and day (or per day), then counted.
-local ROLLUP_GROUPS = {
-  day = "settlement_date::text",
-  month = "to_char(settlement_date, 'YYYY-MM')",
-  farm = "farm_id",
-  lead_party = "coalesce(lead_party_name, '(none)')",
-  all = "'total'",
-}
-
 local function by_day_sql(g)
   return {
     curtailment = ([[
@@ -386,11 +390,11 @@ end
 -- Per settlement period (no farm or lead party): one rollup row is one
 -- (date, period), so the distinct (date, period) pairs are its rows and the
 -- farm-periods are its farm counts.
-local function by_period_sql()
+local function by_period_sql(g)
   return {
     curtailment = ([[
       WITH r AS (
-        SELECT settlement_period AS key, * FROM rollup_period_day
+        SELECT %s AS key, * FROM rollup_period_day
         WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
       ),
       fc AS (
@@ -398,26 +402,27 @@ local function by_period_sql()
       )
       SELECT key, fc.farms, COUNT(*) AS periods, SUM(cardinality(r.farms))::bigint AS farm_periods,
              SUM(volume_abs) AS curtailed_mwh, SUM(payment_abs) AS paid_gbp, SUM(acceptances) AS acceptances
-      FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]),
-    bitcoin = [[
-      SELECT settlement_period AS key, miner_model, SUM(bitcoin) AS bitcoin
+      FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]):format(g),
+    bitcoin = ([[
+      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
       FROM rollup_period_miner_day
       WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
-      GROUP BY 1, 2 ORDER BY 1, 2]],
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g),
     party = false,
     rollup = "period",
   }
 end
 
 function M.breakdown_rollup_sql(by, party, farm)
-  party = party or by == "lead_party"
-  if by == "period" then
+  local shape = M.shapes[by]
+  if not shape then return nil end
+  local g = shape.key
+  party = party or reads(shape, "lead_party_name")
+  if reads(shape, "settlement_period") then
     if party or farm then return nil end -- finer than any rollup: the raw rows answer
-    return by_period_sql()
+    return by_period_sql(g)
   end
-  local g = ROLLUP_GROUPS[by]
-  if not g then return nil end
-  if not party and not farm and by ~= "farm" then return by_day_sql(g) end
+  if not party and not farm and not reads(shape, "farm_id") then return by_day_sql(g) end
   local curtailment = ([[
       WITH f AS (  -- one row per key, day and farm
         SELECT %s AS key, settlement_date, farm_id, bit_or(period_mask) AS mask,
@@ -453,6 +458,43 @@ function M.breakdown_rollup_sql(by, party, farm)
       GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
   end
   return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = "farm" }
+end
+
+-- ---- checked when this file loads ----
+
+-- A shape's columns must be columns of the raw rows, and every column a
+-- rollup answers a shape from must be in that rollup's grain.
+do
+  local src = "lua/quarry/defs/summaries.lua"
+  local raw = { settlement_date = true, settlement_period = true, farm_id = true, lead_party_name = true }
+  local grains = {}
+  for _, r in ipairs(M.rollups) do
+    grains[r.table] = {}
+    for _, c in ipairs(r.grain) do grains[r.table][c[1]] = true end
+  end
+  -- the rollups a shape is answered from, by the columns it reads (see breakdown_rollup_sql)
+  local serving = { "rollup_day", "rollup_farm_day", "rollup_period_day" }
+  for name, shape in pairs(M.shapes) do
+    local field = "shapes." .. name
+    if type(shape.label) ~= "string" or type(shape.key) ~= "string" or type(shape.columns) ~= "table" then
+      require("quarry.core").usage(("%s: '%s' needs label, key and columns"):format(src, field))
+    end
+    for _, c in ipairs(shape.columns) do
+      if not raw[c] then
+        require("quarry.core").usage(("%s: '%s.columns' names '%s', not a column of the rows it groups"):format(
+          src, field, c))
+      end
+    end
+  end
+  for _, t in ipairs(serving) do
+    if not grains[t] then
+      require("quarry.core").usage(("%s: 'rollups' lacks %s, which breakdowns read"):format(src, t))
+    end
+  end
+  if not (grains.rollup_farm_day.farm_id and grains.rollup_farm_day.lead_party_name
+          and grains.rollup_period_day.settlement_period) then
+    require("quarry.core").usage(src .. ": 'rollups' grains lack the columns breakdowns group by")
+  end
 end
 
 return M
