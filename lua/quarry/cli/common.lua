@@ -1,0 +1,87 @@
+--- quarry.cli.common: what the command groups share: exit codes, the
+-- usage error, flags, the cache when it is on, the report runner, output.
+local core = require "quarry.core"
+local quarry = require "quarry"
+local services = require "quarry.services"
+
+local M = {}
+
+M.EXIT_RUNTIME, M.EXIT_USAGE, M.EXIT_SERVICE = 1, 2, 3
+
+-- Global options that take a value: where the command word is, and where
+-- `run SCRIPT` starts.
+M.VALUED = { ["--database-url"] = true, ["--redis-url"] = true, ["--pool-max"] = true,
+             ["--idle-timeout"] = true, ["--connection-timeout"] = true,
+             ["--log-level"] = true, ["--log-format"] = true }
+
+function M.exit_code(err)
+  if type(err) == "table" then
+    if err.code == "connection" then return M.EXIT_SERVICE end
+    if err.code == "usage" then return M.EXIT_USAGE end
+  end
+  return M.EXIT_RUNTIME
+end
+
+M.usage_error = core.usage
+
+function M.fail(msg) io.stderr:write("quarry: ", msg, "\n") end
+
+-- An integer flag from 1 (to max); otherwise "FLAG must be WHAT", exit 2.
+function M.int_flag(value, flag, what, max)
+  local n = math.tointeger(tonumber(value))
+  if not n or n < 1 or (max and n > max) then M.usage_error(("%s must be %s"):format(flag, what)) end
+  return n
+end
+
+-- The shared cache, or nil when QUARRY_CACHE=off.
+function M.cache_if_on()
+  local c = quarry.cache
+  return c.enabled and c or nil
+end
+
+-- Write a report: whole file or nothing for ordinary files (a temporary
+-- beside it, then rename); straight through for "-" and devices.
+function M.write_output(text, path)
+  if not path or path == "-" then
+    io.write(text)
+    return
+  end
+  if path:match("^/dev/") or path:match("^/proc/") then
+    local f, err = io.open(path, "wb")
+    if not f then M.usage_error(("cannot write %s: %s"):format(path, err)) end
+    f:write(text)
+    f:close()
+    return
+  end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then M.usage_error(("cannot write %s: %s"):format(path, err)) end
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path)) -- whole file or nothing
+end
+
+-- The report runner, with the plugin limits of the settings.
+function M.reports()
+  local report = require "quarry.report"
+  local cfg = quarry.settings()
+  report.limits.memory_mb, report.limits.seconds = cfg.plugin_memory_mb, cfg.plugin_timeout_s
+  return report
+end
+
+-- The plugin `quarry report NAME` names, loaded before the command line is
+-- parsed so that its own params become flags; nil when there is none or it
+-- does not load (the report command then says why).
+function M.report_plugin(head, info)
+  local i = 1
+  while head[i] and head[i]:sub(1, 1) == "-" do
+    i = i + ((M.VALUED[head[i]] and not head[i]:find("=", 1, true)) and 2 or 1)
+  end
+  local name = head[i] == "report" and head[i + 1]
+  if not name or name:sub(1, 1) == "-" then return nil end
+  local ok, plugin = pcall(function() return M.reports().find(info.root or services.root(), name) end)
+  return ok and plugin or nil
+end
+
+
+return M

@@ -1,0 +1,64 @@
+--- quarry.cli.db: the schema and the seed
+-- A command group: define(p, info, plugin) adds its commands to the parser,
+-- commands[name](args, info, extra) runs one (lua/quarry/cli.lua dispatches).
+local cli = require "quarry.cli.common"
+local quarry = require "quarry"
+local config = require "quarry.config"
+
+local M = { commands = {} }
+local commands = M.commands
+
+function M.define(p, info, plugin) -- luacheck: ignore 212
+  local db = p:command("db", "The database schema."):command_target("db_command")
+  db:command("migrate", "Apply the schema migrations that are missing (safe to repeat).")
+  db:command("status", "Show the database quarry uses and which migrations are applied.")
+  local seed = db:command("seed", "Load deterministic, realistic synthetic data through the ingest path "
+    .. "(scale 1 is about 500k curtailment rows for 2022-2025).")
+  seed:option("--scale", "Multiply the acceptances (rows) by N.", "1")
+  seed:option("--from", "First settlement date (YYYY-MM-DD).", "2022-01-01")
+  seed:option("--to", "Last settlement date (YYYY-MM-DD).", "2025-12-31")
+end
+
+local function seed_command(args)
+  local rules = require "quarry.rules"
+  local scale = cli.int_flag(args.scale, "--scale", "an integer from 1 to 100", 100)
+  for _, k in ipairs({ "from", "to" }) do
+    if not rules.check_date(args[k]) then cli.usage_error(("--%s '%s' %s"):format(k, args[k], rules.DATE_HELP)) end
+  end
+  if args.from > args.to then cli.usage_error("--from is after --to") end
+  local migrate = require "quarry.migrate"
+  migrate.up(quarry.db)
+  local r = require("quarry.seed").run(quarry.db, { from = args.from, to = args.to, scale = scale,
+    cache = cli.cache_if_on() })
+  print(("seeded %s..%s: %d curtailment row(s) on %d date(s), %d bitcoin row(s), in %.1f s"):format(
+    args.from, args.to, r.rows, r.dates, r.bitcoin_rows, r.total_s))
+  return 0
+end
+
+function commands.db(args)
+  if args.db_command == "seed" then return seed_command(args) end
+  local migrate = require "quarry.migrate"
+  local db = quarry.db
+  if args.db_command == "migrate" then
+    local ran = migrate.up(db, function(m)
+      quarry.log.info(m.version > 0 and ("applying migration %d: %s"):format(m.version, m.name) or m.name,
+        { module = "migrate" })
+    end)
+    local st = migrate.status(db)
+    print(("schema at version %d (%d applied now)"):format(st[#st].version, #ran))
+    return 0
+  end
+  local cfg = quarry.settings()
+  local v = db:query_one("SELECT current_setting('server_version') AS v, current_database() AS d")
+  print(("database: %s (%s, PostgreSQL %s)"):format(config.mask(cfg.database_url or "libpq PG* environment"),
+    cfg.source.database_url, v.v))
+  local pending = 0
+  for _, m in ipairs(migrate.status(db)) do
+    print(("  %3d  %-10s %s"):format(m.version, m.applied_at and "applied" or "PENDING", m.name))
+    if not m.applied_at then pending = pending + 1 end
+  end
+  if pending > 0 then print(("%d migration(s) pending: run 'quarry db migrate'"):format(pending)) end
+  return 0
+end
+
+return M

@@ -1,0 +1,100 @@
+--- quarry.cli.report: reports, the list of plugins, and the demo
+-- A command group: define(p, info, plugin) adds its commands to the parser,
+-- commands[name](args, info, extra) runs one (lua/quarry/cli.lua dispatches).
+local cli = require "quarry.cli.common"
+local quarry = require "quarry"
+local services = require "quarry.services"
+
+local M = { commands = {} }
+local commands = M.commands
+-- The params of the shipped reports: the flags `quarry report --help` shows
+-- when no report is named (with one, its own params are the flags).
+local REPORT_PARAMS = {
+  date = { type = "date" }, month = { type = "month" }, year = { type = "year" }, miner = { type = "miner" },
+  farm = { type = "farm" }, lead_party = { type = "lead_party" },
+  by = { type = "choice", choices = { "farm", "lead_party" } }, limit = { type = "integer", min = 1 },
+}
+
+
+function M.define(p, info, plugin) -- luacheck: ignore 212
+  local report = p:command("report", "Run a report plugin (see 'quarry plugins').")
+  report:argument("name", "The report.")
+  local formats = require("quarry.formats").NAMES
+  report:option("--format", table.concat(formats, ", ") .. ".", formats[1]):choices(formats)
+  report:option("-o --output", "Write to this file instead of standard output.")
+  report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
+  -- The params of the report asked for are its flags (lua/quarry/params.lua
+  -- gives their help): a plugin's own params need no edit here.
+  local params = require "quarry.params"
+  local own, names = plugin and plugin.params or REPORT_PARAMS, {}
+  for name, spec in pairs(own) do
+    if not params.problem(name, spec) then names[#names + 1] = name end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do report:option(params.flag(name), params.help(own[name])) end
+  report:flag("--direct", "Read the raw rows instead of the day-grain rollups (slow; for checking). "
+    .. "Implies --no-cache.")
+  p:command("plugins", "List the reports with their descriptions and params.")
+  p:command("demo", "Start the embedded services, migrate, seed three months, print the monthly report "
+    .. "and write it as HTML.")
+end
+
+function commands.report(args, info)
+  local report = cli.reports()
+  local formats = require "quarry.formats"
+  local plugin = report.find(info.root or services.root(), args.name)
+  local raw = {}
+  for k in pairs(plugin.params) do raw[k] = args[k] end
+  local db = quarry.db
+  require("quarry.migrate").require_current(db)
+  local p = report.params(plugin, raw, db)
+  local run = report.run(db, cli.cache_if_on(), plugin, p, { no_cache = args.no_cache, direct = args.direct })
+  cli.write_output(formats.render(run.result, args.format), args.output)
+  if args.output then
+    io.stderr:write(("wrote %s (%s)\n"):format(args.output, run.cached and "cached" or "computed"))
+  end
+  return 0
+end
+
+function commands.plugins(_, info)
+  local report = cli.reports()
+  local all = report.all(info.root or services.root())
+  local names = {}
+  for n in pairs(all) do names[#names + 1] = n end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    local pl = all[n]
+    local params = {}
+    for pname, spec in pairs(pl.params) do
+      params[#params + 1] = ("--%s %s%s%s"):format(pname:gsub("_", "-"), spec.type:upper(),
+        spec.required and " (required)" or "", spec.default ~= nil and (" (default " .. tostring(spec.default) .. ")")
+        or "")
+    end
+    table.sort(params)
+    print(("%-10s %s"):format(n, pl.description))
+    for _, line in ipairs(params) do print("           " .. line) end
+  end
+  return 0
+end
+
+function commands.demo(_, info)
+  local report = cli.reports()
+  local formats = require "quarry.formats"
+  local db = quarry.db
+  io.stderr:write("demo: embedded services up, schema migrated\n")
+  require("quarry.migrate").up(db)
+  local r = require("quarry.seed").run(db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
+                                             cache = cli.cache_if_on() })
+  io.stderr:write(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s\n")
+    :format(r.rows, r.bitcoin_rows, r.total_s))
+  local plugin = report.find(info.root or services.root(), "monthly")
+  local p = report.params(plugin, { month = "2024-03" }, db)
+  local run = report.run(db, cli.cache_if_on(), plugin, p, {})
+  io.write(formats.render(run.result, "table"))
+  local html = services.home(quarry.settings()) .. "/demo-monthly-2024-03.html"
+  cli.write_output(formats.render(run.result, "html"), html)
+  io.stderr:write(("demo: wrote %s\n"):format(html))
+  return 0
+end
+
+return M
