@@ -121,7 +121,7 @@ end
 
 --- The formats, in the order --help shows them: a new one is its file plus
 -- its name here.
-M.NAMES = { "table", "csv", "json", "html" }
+M.NAMES = { "table", "csv", "tsv", "json", "html" }
 
 local known = {}
 for _, n in ipairs(M.NAMES) do known[n] = true end

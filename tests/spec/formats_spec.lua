@@ -24,6 +24,12 @@ describe("formats", function()
     assert.are.equal('key,mwh,n\r\n"a, ""quoted""\nname",1234567.8915,3\r\nplain,-0.0001,1000000\r\n', out)
   end)
 
+  it("writes tsv for spreadsheets: tabs, exact digits, no value breaking a line", function()
+    local out = formats.tsv(result)
+    assert.are.equal('key\tmwh\tn\na, "quoted" name\t1234567.8915\t3\nplain\t-0.0001\t1000000\n', out)
+    assert.are.same({ "table", "csv", "tsv", "json", "html" }, formats.NAMES) -- what --format takes
+  end)
+
   it("writes json with numeric columns as exact, unquoted numbers", function()
     local out = formats.json(result)
     assert.matches('"mwh":1234567.8915', out, 1, true)

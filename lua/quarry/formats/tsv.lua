@@ -1,0 +1,26 @@
+--- quarry.formats.tsv: the result as tab-separated values, what a
+-- spreadsheet takes from the clipboard: a header line, one line per row,
+-- exact digits; a tab or line break inside a value becomes a space, since
+-- TSV has no quoting.
+local F = require "quarry.formats"
+
+local function cell(v)
+  if v == nil then return "" end
+  local s
+  if type(v) == "table" then s = F.json_value(v)
+  elseif type(v) == "number" then s = F.number_text(v) or ""
+  else s = tostring(v) end
+  return (s:gsub("[\t\r\n]", " "))
+end
+
+return function(r)
+  local lines, head = {}, {}
+  for i, f in ipairs(r.fields) do head[i] = cell(f.name) end
+  lines[1] = table.concat(head, "\t")
+  for _, row in ipairs(r.rows) do
+    local cells = {}
+    for i, f in ipairs(r.fields) do cells[i] = cell(row[f.name]) end
+    lines[#lines + 1] = table.concat(cells, "\t")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
