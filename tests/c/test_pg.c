@@ -1,0 +1,127 @@
+/* src/pg.c and src/tx.c against the real PostgreSQL the test run started:
+ * the restricted mode plugins run in, prepared statements across a schema
+ * change, parameter counts, transactions and savepoints. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "pg.h"
+#include "test_urls.h"
+#include "tx.h"
+
+static char database_url[1200];
+
+static int setup(void **state)
+{
+    (void)state;
+    return test_url("DATABASE_URL", database_url, sizeof database_url);
+}
+
+static qr_conn *connect_now(void)
+{
+    qr_error err;
+    qr_conn *c = qr_conn_open(database_url, qr_now_ns() + 5000000000ull, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static PGresult *run(qr_conn *c, qr_stmts *s, const char *sql, int n, const char *const *v, qr_error *err)
+{
+    qr_stmt *st = s ? qr_stmts_get(s, sql, strlen(sql)) : NULL;
+    int lens[4] = {0};
+    for (int i = 0; i < n; i++) lens[i] = v[i] ? (int)strlen(v[i]) : 0;
+    return qr_conn_exec(c, st, sql, n, v, lens, err);
+}
+
+static void test_restricted_reads_only(void **state)
+{
+    (void)state;
+    qr_conn *c = connect_now();
+    qr_stmts *s = qr_stmts_new(NULL);
+    qr_error err;
+    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
+    qr_conn_restrict(c, 1);
+    PGresult *r = run(c, s, "SELECT 1", 0, NULL, &err);
+    assert_non_null(r);
+    PQclear(r);
+    const char *refused[] = {"ROLLBACK; SELECT 1", "COMMIT", "SET ROLE postgres", "RESET ROLE",
+                             "DROP TABLE x", "/* x */ END"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        assert_null(run(c, s, refused[i], 0, NULL, &err));
+        assert_string_equal(err.code, "denied");
+    }
+    assert_int_equal(PQtransactionStatus(qr_conn_pg(c)), PQTRANS_INTRANS); /* still in it */
+    qr_conn_restrict(c, 0);
+    assert_int_equal(qr_tx_rollback(c, &err), 0);
+    qr_stmts_free(s);
+    qr_conn_close(c);
+}
+
+static void test_prepared_statements_survive_a_schema_change(void **state)
+{
+    (void)state;
+    qr_conn *c = connect_now();
+    qr_stmts *s = qr_stmts_new(NULL);
+    qr_error err;
+    PGresult *r = run(c, NULL, "DROP TABLE IF EXISTS pg_test_t; CREATE TABLE pg_test_t (a int); "
+                               "INSERT INTO pg_test_t VALUES (1)", 0, NULL, &err);
+    PQclear(r);
+    r = run(c, s, "SELECT * FROM pg_test_t", 0, NULL, &err);
+    assert_non_null(r);
+    PQclear(r);
+    PQclear(run(c, NULL, "ALTER TABLE pg_test_t ALTER COLUMN a TYPE text", 0, NULL, &err));
+    r = run(c, s, "SELECT * FROM pg_test_t", 0, NULL, &err);
+    assert_non_null(r); /* re-prepared, not "cached plan must not change result type" */
+    assert_string_equal(PQgetvalue(r, 0, 0), "1");
+    PQclear(r);
+    PQclear(run(c, NULL, "DROP TABLE pg_test_t", 0, NULL, &err));
+    qr_stmts_free(s);
+    qr_conn_close(c);
+}
+
+static void test_a_wrong_parameter_count_is_usage(void **state)
+{
+    (void)state;
+    qr_conn *c = connect_now();
+    qr_stmts *s = qr_stmts_new(NULL);
+    qr_error err;
+    const char *one[] = {"1"};
+    assert_null(run(c, s, "SELECT $1::int + $2::int", 1, one, &err));
+    assert_string_equal(err.code, "usage");
+    assert_int_equal(err.retryable, 0);
+    assert_false(qr_conn_broken(c));
+    qr_stmts_free(s);
+    qr_conn_close(c);
+}
+
+static void test_savepoints_nest(void **state)
+{
+    (void)state;
+    qr_conn *c = connect_now();
+    qr_error err;
+    assert_int_equal(qr_tx_begin(c, NULL, &err), 0);
+    assert_int_equal(qr_tx_begin(c, NULL, &err), 0);
+    assert_int_equal(qr_tx_depth(c), 2);
+    assert_int_equal(qr_tx_rollback(c, &err), 0); /* the savepoint only */
+    assert_int_equal(qr_tx_depth(c), 1);
+    assert_int_equal(qr_tx_commit(c, &err), 0);
+    assert_int_equal(qr_tx_depth(c), 0);
+    assert_int_equal(qr_tx_commit(c, &err), -1); /* nothing open */
+    qr_conn_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_restricted_reads_only),
+        cmocka_unit_test(test_prepared_statements_survive_a_schema_change),
+        cmocka_unit_test(test_a_wrong_parameter_count_is_usage),
+        cmocka_unit_test(test_savepoints_nest),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
