@@ -83,6 +83,33 @@ function M.curtailment_csv(rows)
   return M.write(M.tmpname(".csv"), M.CURTAILMENT_HEADER .. "\n" .. table.concat(rows, "\n") .. "\n")
 end
 
+-- The curtailment of 2031-05 the report specs know the figures of: two farms,
+-- two days, a farm with two acceptances in one period.
+M.MAY_2031 = {
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
+  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-5,-25,-5,-5,true,false",
+  "2031-05-01,41,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false",
+  "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-30,-2400,-80,-80,true,false",
+}
+
+--- Ingest curtailment rows (strings) through `quarry ingest curtailment`.
+function M.ingest_rows(rows, env)
+  local path = M.curtailment_csv(rows)
+  local _, err, code = M.quarry("ingest curtailment " .. path, env)
+  os.remove(path)
+  assert(code == 0, err)
+end
+
+--- Migrate db and load M.MAY_2031 afresh (difficulty 100e12), for env's cache.
+function M.load_may_2031(db, env)
+  require("quarry.migrate").up(db)
+  db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'")
+  db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-05-01', 100e12) ON CONFLICT (effective_date) "
+    .. "DO UPDATE SET difficulty = 100e12")
+  M.ingest_rows(M.MAY_2031, env)
+  M.quarry("cache clear", env)
+end
+
 --- Run `quarry ARGS` (a shell fragment); env is a table of extra variables.
 -- Returns stdout, stderr, exit code, seconds taken.
 function M.quarry(args, env)

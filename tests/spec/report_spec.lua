@@ -6,20 +6,7 @@ local quarry = require "quarry"
 local cjson = require "cjson"
 
 local db = quarry.db
-local ROWS = {
-  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
-  "2031-05-01,40,T_SGRWO-1,Seagreen Wind Energy Limited,-5,-25,-5,-5,true,false",
-  "2031-05-01,41,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false",
-  "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-30,-2400,-80,-80,true,false",
-}
 local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
-
-local function load_data(rows)
-  local path = h.curtailment_csv(rows)
-  local _, err, code = h.quarry("ingest curtailment " .. path, ENV)
-  os.remove(path)
-  assert(code == 0, err)
-end
 
 local function report(args)
   local out, err, code = h.quarry("report " .. args, ENV)
@@ -32,13 +19,7 @@ local function json_report(args)
   return cjson.decode(out)
 end
 
-setup(function()
-  require("quarry.migrate").up(db)
-  db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'")
-  db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-05-01', 100e12) ON CONFLICT (effective_date) DO UPDATE SET difficulty = 100e12")
-  load_data(ROWS)
-  h.quarry("cache clear", ENV)
-end)
+setup(function() h.load_may_2031(db, ENV) end)
 
 describe("report parameters", function()
   local cases = {
