@@ -143,25 +143,28 @@ function M.check(plugin, raw, db)
 end
 
 -- The set period param of p with the finest grain: its type and value.
-local function period_of(p)
+-- specs (a plugin's params) give each param's type; without them a param's
+-- name is taken for its type (date, month, year).
+local function period_of(p, specs)
   local best, value
   for name, v in pairs(p) do
-    local t = M.types[name]
+    local spec = specs and specs[name]
+    local t = M.types[spec and spec.type or name]
     if t and t.covers and (not best or t.grain < best.grain) then best, value = t, v end
   end
   return best, value
 end
 
 --- The first and last date the params cover (their date, month or year), or nil.
-function M.range(p)
-  local t, v = period_of(p)
+function M.range(p, specs)
+  local t, v = period_of(p, specs)
   if t then return t.covers(v) end
   return nil
 end
 
 --- The cache family of the period the params cover ("monthly_mining:2024-03"), or "report".
-function M.family(p)
-  local t, v = period_of(p)
+function M.family(p, specs)
+  local t, v = period_of(p, specs)
   return t and (t.family .. ":" .. v) or "report"
 end
 

@@ -250,7 +250,7 @@ function M.cache_key(plugin, p)
   for _, f in ipairs(FAMILIES) do
     if key:sub(1, #f + 1) == f .. ":" then return key end
   end
-  return params.family(p) .. ":" .. plugin.name .. ":" .. key
+  return params.family(p, plugin.params) .. ":" .. plugin.name .. ":" .. key
 end
 
 -- ---- running ----
@@ -276,8 +276,8 @@ end
 -- bitcoin column per miner model (or just `miner`).
 -- Read from the day-grain rollups unless direct is asked for or the grouping
 -- needs finer grain (settlement period) or lead parties mix within a farm-day.
-local function breakdown(tx, by, p, miner, direct)
-  local from, to = M.range(p)
+local function breakdown(tx, by, p, miner, direct, specs)
+  local from, to = params.range(p, specs)
   if not from then usage("this report needs --date, --month or --year") end
   if not summaries_defs.shapes[by] then
     local names = {}
@@ -355,10 +355,10 @@ function M.run(db, cache, plugin, p, opts)
         query = function(sql, ...) return tx:query(sql, ...) end,
         query_one = function(sql, ...) return tx:query_one(sql, ...) end,
         summaries = make_summaries(tx),
-        range = M.range,
+        range = function(pp) return params.range(pp, plugin.params) end,
         -- the block reward of a date column, from lua/quarry/defs/mining.lua
         reward_sql = require("quarry.mining").reward_sql,
-        breakdown = function(by, bp, miner) return breakdown(tx, by, bp, miner, opts.direct) end,
+        breakdown = function(by, bp, miner) return breakdown(tx, by, bp, miner, opts.direct, plugin.params) end,
         direct = opts.direct == true,
       }
       local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)

@@ -42,6 +42,10 @@ describe("params", function()
     assert.is_nil(params.range({ farm = "T_X" }))
     assert.are.equal("monthly_mining:2024-03", params.family({ month = "2024-03", unit = "mwh" }))
     assert.are.equal("report", params.family({}))
+    -- by type, whatever the param is called
+    local specs = { period = { type = "month" }, day = { type = "date" } }
+    assert.are.same({ "2024-03-01", "2024-03-31" }, { params.range({ period = "2024-03" }, specs) })
+    assert.are.equal("daily_mining:2024-03-02", params.family({ period = "2024-03", day = "2024-03-02" }, specs))
   end)
 
   it("says what is wrong with a declaration, and gives each flag its help", function()

@@ -1,7 +1,8 @@
 --- The summary queries, as data: SQL with bound parameters ($1, $2, ...),
 -- never text spliced from input. The daily and monthly summaries are the
 -- seed platform's CTEs (its miner list is ordered here, so output is
--- stable); yearly follows the same shape. Each entry names its parameters.
+-- stable); yearly follows the same shape. Each entry's SQL says its
+-- parameters ($1 ...) in the comment above it.
 local M = {}
 
 --- The seed's curtailmentBitcoinJoinCTE, with the date range bound:
@@ -34,7 +35,7 @@ local DAILY_SELECT = [[
     GROUP BY dc.settlement_date, dc.period_count, dc.farm_count, dc.total_volume, dc.total_payment]]
 
 local PERIOD_SELECT = [[
-    SELECT TO_CHAR(pc.period, '%s') AS %s, pc.day_count, pc.period_count, pc.farm_count,
+    SELECT TO_CHAR(pc.period, '{fmt}') AS {label}, pc.day_count, pc.period_count, pc.farm_count,
            pc.total_volume, pc.total_payment,
            json_agg(json_build_object('minerModel', pb.miner_model, 'bitcoinMined', pb.total_bitcoin,
                                       'avgDifficulty', pb.avg_difficulty) ORDER BY pb.miner_model) AS miner_data
@@ -43,7 +44,6 @@ local PERIOD_SELECT = [[
     GROUP BY pc.period, pc.day_count, pc.period_count, pc.farm_count, pc.total_volume, pc.total_payment]]
 
 M.daily = {
-  params = { "date" },
   sql = [[
     WITH daily_curtailment AS (
       SELECT settlement_date, COUNT(DISTINCT settlement_period) AS period_count,
@@ -66,26 +66,24 @@ M.daily = {
 -- prunes partitions other than the month's or year's.
 local function period_summary(unit, label, fmt)
   return {
-    params = { unit },
     sql = ([[
     WITH period_curtailment AS (
-      SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
+      SELECT DATE_TRUNC('{unit}', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
              COUNT(DISTINCT settlement_period) AS period_count, COUNT(DISTINCT farm_id) AS farm_count,
              SUM(ABS(volume)) AS total_volume, SUM(payment) AS total_payment
       FROM curtailment_records
-      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
-      GROUP BY DATE_TRUNC('%s', settlement_date)
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 {unit}' - interval '1 day')::date
+      GROUP BY DATE_TRUNC('{unit}', settlement_date)
     ),
     period_bitcoin AS (
-      SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
+      SELECT DATE_TRUNC('{unit}', settlement_date) AS period, miner_model,
              COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin_mined) AS total_bitcoin,
              AVG(difficulty) AS avg_difficulty
       FROM historical_bitcoin_calculations
-      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date
-      GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
+      WHERE settlement_date BETWEEN $1::date AND ($1::date + interval '1 {unit}' - interval '1 day')::date
+      GROUP BY DATE_TRUNC('{unit}', settlement_date), miner_model
     )
-  ]] .. PERIOD_SELECT)
-      :format(unit, unit, unit, unit, unit, unit, fmt, label),
+  ]] .. PERIOD_SELECT):gsub("{(%a+)}", { unit = unit, fmt = fmt, label = label }),
   }
 end
 
@@ -96,22 +94,22 @@ M.yearly = period_summary("year", "year", "YYYY")
 -- the farms of one lead party ($4): energy, bitcoin, bitcoin per GWh.
 local function miners_sql(source, energy, bitcoin, party_source)
   return {
-    params = { "from", "to", "farm", "lead_party" },
     sql = ([[
       SELECT m.name AS miner_model, m.hashrate_th, m.power_watts,
              round(m.power_watts / m.hashrate_th, 3) AS joules_per_th,
-             coalesce(sum(h.%s), 0) AS curtailed_mwh,
-             coalesce(sum(h.%s), 0) AS bitcoin_mined,
-             CASE WHEN sum(h.%s) > 0
-                  THEN round(sum(h.%s) / sum(h.%s) * 1000, 9) END AS btc_per_gwh
+             coalesce(sum(h.{energy}), 0) AS curtailed_mwh,
+             coalesce(sum(h.{bitcoin}), 0) AS bitcoin_mined,
+             CASE WHEN sum(h.{energy}) > 0
+                  THEN round(sum(h.{bitcoin}) / sum(h.{energy}) * 1000, 9) END AS btc_per_gwh
       FROM miner_models m
-      LEFT JOIN %s h ON h.miner_model = m.name
+      LEFT JOIN {source} h ON h.miner_model = m.name
         AND h.settlement_date BETWEEN $1::date AND $2::date
         AND ($3::text IS NULL OR h.farm_id = $3)
-        AND ($4::text IS NULL OR h.farm_id IN (SELECT farm_id FROM %s
+        AND ($4::text IS NULL OR h.farm_id IN (SELECT farm_id FROM {party_source}
                                                WHERE lead_party_name = $4 AND settlement_date BETWEEN $1 AND $2))
       GROUP BY m.name, m.hashrate_th, m.power_watts
-      ORDER BY bitcoin_mined DESC, m.name]]):format(energy, bitcoin, energy, bitcoin, energy, source, party_source),
+      ORDER BY bitcoin_mined DESC, m.name]]):gsub("{([%a_]+)}",
+      { energy = energy, bitcoin = bitcoin, source = source, party_source = party_source }),
   }
 end
 
@@ -220,27 +218,26 @@ local function period_summary_rollup(unit, label, fmt)
   local range = ("settlement_date BETWEEN $1::date AND ($1::date + interval '1 %s' - interval '1 day')::date")
     :format(unit)
   return {
-    params = { unit },
     sql = ([[
-    WITH days AS (SELECT * FROM rollup_day WHERE %s),
+    WITH days AS (SELECT * FROM rollup_day WHERE {range}),
     period_curtailment AS (
-      SELECT DATE_TRUNC('%s', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
-             %s AS period_count,
+      SELECT DATE_TRUNC('{unit}', settlement_date) AS period, COUNT(DISTINCT settlement_date) AS day_count,
+             {periods} AS period_count,
              (SELECT COUNT(*) FROM (SELECT DISTINCT f FROM days, unnest(days.farms) AS f) x) AS farm_count,
              SUM(volume_abs) AS total_volume, SUM(payment) AS total_payment
       FROM days
-      GROUP BY DATE_TRUNC('%s', settlement_date)
+      GROUP BY DATE_TRUNC('{unit}', settlement_date)
     ),
     period_bitcoin AS (
-      SELECT DATE_TRUNC('%s', settlement_date) AS period, miner_model,
+      SELECT DATE_TRUNC('{unit}', settlement_date) AS period, miner_model,
              COUNT(DISTINCT settlement_date) AS day_count, SUM(bitcoin) AS total_bitcoin,
              SUM(difficulty_sum) / SUM(calculations) AS avg_difficulty
       FROM rollup_miner_day
-      WHERE %s
-      GROUP BY DATE_TRUNC('%s', settlement_date), miner_model
+      WHERE {range}
+      GROUP BY DATE_TRUNC('{unit}', settlement_date), miner_model
     )
-  ]] .. PERIOD_SELECT)
-      :format(range, unit, periods("bit_or(period_mask)"), unit, unit, range, unit, fmt, label),
+  ]] .. PERIOD_SELECT):gsub("{(%a+)}", { range = range, unit = unit, periods = periods("bit_or(period_mask)"),
+                                         fmt = fmt, label = label }),
   }
 end
 
@@ -248,7 +245,6 @@ M.monthly_rollup = period_summary_rollup("month", "year_month", "YYYY-MM")
 M.yearly_rollup = period_summary_rollup("year", "year", "YYYY")
 
 M.daily_rollup = {
-  params = { "date" },
   sql = ([[
     WITH daily_curtailment AS (
       SELECT settlement_date, %s AS period_count, cardinality(farms)::bigint AS farm_count,
@@ -267,7 +263,6 @@ M.daily_rollup = {
 --- Mining potential per day over $1..$2 for miner $3, optionally one farm
 -- ($4) or one lead party ($5): the breakdown rows of the reports.
 M.daily_rows = {
-  params = { "from", "to", "miner", "farm", "lead_party" },
   sql = [[
     WITH c AS (
       SELECT settlement_date, COUNT(DISTINCT (settlement_period, farm_id)) AS farm_periods,
