@@ -16,6 +16,7 @@ return {
     table.sort(r.rows, function(a, b) return tonumber(a.curtailed_mwh) > tonumber(b.curtailed_mwh) end)
     local t = ctx.breakdown("all", p).rows[1]
     r.title = "Curtailment and bitcoin on " .. p.date
+    r.totals = t
     r.footer = t and ("total: %s MWh curtailed over %d farm-periods, £%s paid, %s BTC (%s)"):format(
       t.curtailed_mwh, t.farm_periods, t.paid_gbp, t["btc_" .. p.miner], p.miner) or "no curtailment on this day"
     return r

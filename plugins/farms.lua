@@ -19,6 +19,7 @@ return {
     r.rows = top
     r.title = ("Top %d %s by curtailed energy, %s"):format(p.limit, p.by == "farm" and "farms" or "lead parties",
       p.date or p.month or p.year)
+    r.totals = ctx.breakdown("all", p, p.miner).rows[1] -- of the whole period, not just the rows shown
     return r
   end,
 }

@@ -1,5 +1,5 @@
 -- One month, day by day: curtailed energy, payments and the bitcoin it could
--- have mined per miner model. Totals in the footer.
+-- have mined per miner model, with the month's totals.
 local function fmt_total(t, miner)
   return ("total: %s MWh curtailed, £%s paid, %s BTC (%s)"):format(t.curtailed_mwh, t.paid_gbp,
     t["btc_" .. miner] or "0", miner)
@@ -23,6 +23,7 @@ return {
     r.title = ("Curtailment and bitcoin, %s%s"):format(p.month, p.farm and (", farm " .. p.farm) or
       p.lead_party and (", " .. p.lead_party) or "")
     r.chart = { x = "key", y = "btc_" .. p.miner }
+    r.totals = total
     r.footer = total and fmt_total(total, p.miner) or "no curtailment in this month"
     return r
   end,

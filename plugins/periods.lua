@@ -13,6 +13,7 @@ return {
   run = function(ctx, p)
     local r = ctx.breakdown("period", p, p.miner)
     r.title = "Curtailment by settlement period, " .. (p.date or p.month)
+    r.totals = ctx.breakdown("all", p, p.miner).rows[1] -- of the whole period, not just the rows shown
     return r
   end,
 }

@@ -16,6 +16,7 @@ return {
     local t = ctx.breakdown("all", p).rows[1]
     r.title = "Curtailment and bitcoin, " .. p.year
     r.chart = { x = "key", y = "btc_" .. p.miner }
+    r.totals = t
     r.footer = t and ("total: %s MWh curtailed, £%s paid, %s BTC (%s)"):format(t.curtailed_mwh, t.paid_gbp,
       t["btc_" .. p.miner], p.miner) or "no curtailment in this year"
     return r

@@ -13,6 +13,9 @@ local NUMERIC = { int2 = true, int4 = true, int8 = true, oid = true, numeric = t
 local function is_numeric_field(f) return NUMERIC[f.type or ""] == true end
 M.is_numeric_field = is_numeric_field
 
+--- The name csv, tsv and json give a field: its column, else its name.
+function M.column(f) return f.column or f.name end
+
 --- Round a decimal string to `places` digits (half away from zero), exactly.
 function M.round_decimal(s, places)
   s = tostring(s)

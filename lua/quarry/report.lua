@@ -241,12 +241,16 @@ local FAMILIES = { "daily_mining", "monthly_mining", "yearly_mining" }
 -- not start with a mining family is put in the family of the period it
 -- covers (monthly_mining:2024-03:farms:...), so the invalidation rules
 -- (lua/quarry/defs/rules.lua) reach every report of a changed date.
+-- The shape of a result (fields, rows, totals, ...): part of every key, so a
+-- cached result of an older shape is never served after an upgrade.
+M.RESULT_SHAPE = "r2"
+
 function M.cache_key(plugin, p)
   local key = plugin.cache.key:gsub("{([^}]*)}", function(name)
     local v = p[name]
     if v == nil then return "all" end
     return (tostring(v):gsub("[^%w_.-]", function(c) return ("%%%02X"):format(c:byte()) end))
-  end)
+  end) .. ":" .. M.RESULT_SHAPE
   for _, f in ipairs(FAMILIES) do
     if key:sub(1, #f + 1) == f .. ":" then return key end
   end
@@ -306,12 +310,15 @@ local function breakdown(tx, by, p, miner, direct, specs)
     if row then row["btc_" .. r.miner_model] = r.bitcoin end
   end
   local key_type = c.fields[1].type
-  local fields = { { name = "key", type = key_type, label = summaries_defs.shapes[by].label },
+  -- `column` is the name csv and json give a field (the key is named after
+  -- what it holds); `unit` travels with it.
+  local label = summaries_defs.shapes[by].label
+  local fields = { { name = "key", type = key_type, label = label, column = label },
     { name = "farms", type = "int8" }, { name = "periods", type = "int8" },
-    { name = "farm_periods", type = "int8" }, { name = "curtailed_mwh", type = "numeric" },
-    { name = "paid_gbp", type = "numeric" } }
+    { name = "farm_periods", type = "int8" }, { name = "curtailed_mwh", type = "numeric", unit = "MWh" },
+    { name = "paid_gbp", type = "numeric", unit = "GBP" } }
   for _, m in ipairs(models) do
-    fields[#fields + 1] = { name = "btc_" .. m, type = "numeric", label = "btc " .. m }
+    fields[#fields + 1] = { name = "btc_" .. m, type = "numeric", label = "btc " .. m, unit = "BTC" }
   end
   for _, row in ipairs(c) do
     for _, m in ipairs(models) do
@@ -335,9 +342,15 @@ local function result_of(plugin, out, p)
   local list = {}
   for i, row in ipairs(rows) do list[i] = row end
   local f = {}
-  for i, fd in ipairs(fields) do f[i] = { name = fd.name, type = fd.type, label = fd.label } end
+  for i, fd in ipairs(fields) do
+    f[i] = { name = fd.name, type = fd.type, label = fd.label, column = fd.column, unit = fd.unit }
+  end
+  local totals = out.totals
+  if totals ~= nil and type(totals) ~= "table" then
+    error(("report %s: totals must be a row (a table keyed by field name)"):format(plugin.name), 0)
+  end
   return { name = plugin.name, title = out.title or plugin.description, params = p, fields = f, rows = list,
-           chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
+           totals = totals, chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
 end
 
 --- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw

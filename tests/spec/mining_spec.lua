@@ -49,7 +49,7 @@ describe("quarry miners", function()
     local after = cjson.decode((q("report monthly --month 2024-03 --format json")))
     local mwh = 0
     for _, row in ipairs(after.rows) do
-      assert.is_not_nil(row.btc_S21_PRO, row.key)
+      assert.is_not_nil(row.btc_S21_PRO, row.settlement_date)
       mwh = mwh + tonumber(row.curtailed_mwh)
     end
     assert.is_true(mwh > 0)

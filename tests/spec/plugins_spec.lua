@@ -35,7 +35,7 @@ describe("monthly", function()
     local r = json_report("monthly --month 2031-05")
     assert.are.equal(2, #r.rows)
     local d1, d2 = r.rows[1], r.rows[2]
-    assert.are.equal("2031-05-01", d1.key)
+    assert.are.equal("2031-05-01", d1.settlement_date) -- the key column is named after what it holds
     assert.are.same({ 2, 2, 2 }, { d1.farms, d1.periods, d1.farm_periods })
     assert.are.equal(35, d1.curtailed_mwh)
     assert.are.equal(1675, d1.paid_gbp)
@@ -87,7 +87,7 @@ end)
 describe("the other reports", function()
   it("daily: one day by farm, largest first", function()
     local r = json_report("daily --date 2031-05-01")
-    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].key, r.rows[2].key })
+    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].farm_id, r.rows[2].farm_id })
     assert.are.same({ 20, 15 }, { r.rows[1].curtailed_mwh, r.rows[2].curtailed_mwh })
     assert.are.equal(2, r.rows[2].farm_periods + 1) -- SGRWO: one farm-period, two acceptances
   end)
@@ -95,23 +95,23 @@ describe("the other reports", function()
   it("yearly: a month's row equals the monthly total", function()
     local r = json_report("yearly --year 2031")
     local may
-    for _, row in ipairs(r.rows) do if row.key == "2031-05" then may = row end end
+    for _, row in ipairs(r.rows) do if row.month == "2031-05" then may = row end end
     assert.are.equal(65, may.curtailed_mwh)
     assert.are.equal(4075, may.paid_gbp)
   end)
 
   it("farms: a leaderboard by farm or lead party", function()
     local r = json_report("farms --month 2031-05")
-    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].key, r.rows[2].key })
+    assert.are.same({ "T_DOREW-1", "T_SGRWO-1" }, { r.rows[1].farm_id, r.rows[2].farm_id })
     assert.are.equal(50, r.rows[1].curtailed_mwh)
     r = json_report("farms --month 2031-05 --by lead_party --limit 1")
     assert.are.equal(1, #r.rows)
-    assert.are.equal("Dorenell Windfarm Limited", r.rows[1].key)
+    assert.are.equal("Dorenell Windfarm Limited", r.rows[1].lead_party)
   end)
 
   it("periods: the half-hour profile", function()
     local r = json_report("periods --date 2031-05-01")
-    assert.are.same({ 40, 41 }, { r.rows[1].key, r.rows[2].key })
+    assert.are.same({ 40, 41 }, { r.rows[1].settlement_period, r.rows[2].settlement_period })
     assert.are.same({ 15, 20 }, { r.rows[1].curtailed_mwh, r.rows[2].curtailed_mwh })
   end)
 
@@ -169,5 +169,61 @@ describe("the other reports", function()
     assert.are.equal(2, bars)
     assert.not_matches("<script", out)
   end)
+end)
+
+-- docs/OUTPUT.md: every shipped report's json is of shape quarry.report/1,
+-- and its csv has the same columns and, with totals, the total row last.
+describe("every shipped report's output", function()
+  local RUNS = {
+    daily = "--date 2031-05-01", monthly = "--month 2031-05", yearly = "--year 2031", farms = "--month 2031-05",
+    miners = "--month 2031-05", periods = "--month 2031-05", integrity = "--month 2031-05",
+  }
+  local NUMERIC = { numeric = true, int8 = true, int4 = true, int2 = true, float8 = true, float4 = true }
+  for name, args in pairs(RUNS) do
+    it(name .. " follows quarry.report/1", function()
+      local out, err, code = report(name .. " " .. args .. " --format json --no-cache")
+      assert.are.equal(0, code, err)
+      local r = cjson.decode(out)
+      assert.are.equal("quarry.report/1", r.schema)
+      assert.are.equal(name, r.report)
+      assert.are.equal("string", type(r.title))
+      assert.are.equal("table", type(r.params))
+      assert.is_true(#r.fields > 0)
+      local names = {}
+      for _, f in ipairs(r.fields) do
+        assert.are.equal("string", type(f.name))
+        assert.are.equal("string", type(f.type))
+        assert.are.equal("string", type(f.label))
+        assert.is_true(f.unit == cjson.null or type(f.unit) == "string")
+        assert.are_not.equal("key", f.name) -- named after what it holds
+        names[f.name] = f
+      end
+      local function check_row(row)
+        for k, v in pairs(row) do
+          local f = names[k]
+          assert.is_not_nil(f, "a column that is not a field: " .. k)
+          if NUMERIC[f.type] and v ~= cjson.null and k ~= r.fields[1].name then
+            assert.are.equal("number", type(v), k)
+          end
+        end
+      end
+      for _, row in ipairs(r.rows) do check_row(row) end
+      assert.is_true(r.totals == cjson.null or type(r.totals) == "table")
+      if r.totals ~= cjson.null then
+        check_row(r.totals)
+        assert.are.equal("total", r.totals[r.fields[1].name])
+      end
+      assert.is_true(r.footer == cjson.null or type(r.footer) == "string")
+      -- csv: the same columns, the total row last
+      local csv = report(name .. " " .. args .. " --format csv --no-cache")
+      local lines = {}
+      for line in csv:gmatch("([^\r\n]*)\r\n") do lines[#lines + 1] = line end
+      local header = {}
+      for i, f in ipairs(r.fields) do header[i] = f.name end
+      assert.are.equal(table.concat(header, ","), lines[1])
+      assert.are.equal(#r.rows + 1 + (r.totals ~= cjson.null and 1 or 0), #lines)
+      if r.totals ~= cjson.null then assert.matches("^total,", lines[#lines]) end
+    end)
+  end
 end)
 

@@ -99,6 +99,27 @@ print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]
   end)
 end)
 
+describe("-o FILE", function()
+  it("takes the format from the extension unless --format says otherwise, and refuses a contradiction", function()
+    local dir = h.tmpname(".out")
+    os.execute("mkdir -p " .. dir)
+    for ext, start in pairs({ csv = "^settlement_date,", json = '^{"schema":"quarry.report/1"', html = "^<!DOCTYPE html>",
+                              tsv = "^settlement_date\t", txt = "^Curtailment and bitcoin" }) do
+      local path = dir .. "/monthly." .. ext
+      local _, err, code = report("monthly --month 2031-05 --no-cache -o " .. path)
+      assert.are.equal(0, code, err)
+      assert.matches(start, h.read(path), 1, false)
+    end
+    local _, err, code = report("monthly --month 2031-05 --format json -o " .. dir .. "/x.csv")
+    assert.are.equal(2, code)
+    assert.matches("%-%-format json does not match .*x%.csv %(%.csv is csv%)", err)
+    _, err, code = report("monthly --month 2031-05 --format json -o " .. dir .. "/x.data")
+    assert.are.equal(0, code, err)
+    assert.matches('^{"schema"', h.read(dir .. "/x.data"))
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
 describe("summary shapes", function()
   it("take a new shape from one declaration: week, from the rollups and the raw rows alike", function()
     local dir = h.tmpname(".shape")
@@ -114,7 +135,7 @@ describe("summary shapes", function()
     assert.are.equal(direct, rolled)
     local r = cjson.decode(rolled)
     assert.are.equal(1, #r.rows) -- 2031-05-01 and 02 are in one ISO week
-    assert.are.equal("2031-W18", r.rows[1].key)
+    assert.are.equal("2031-W18", r.rows[1].week)
     assert.are.equal(65, tonumber(r.rows[1].curtailed_mwh))
     local by_farm = select(1, h.quarry("report weekly --month 2031-05 --farm T_DOREW-1 --format json --no-cache", env))
     assert.are.equal(50, tonumber(cjson.decode(by_farm).rows[1].curtailed_mwh))

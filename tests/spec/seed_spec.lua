@@ -51,22 +51,22 @@ describe("seed", function()
     local r = json_report("report monthly --month 2023-02")
     for _, row in ipairs(r.rows) do
       local direct = db:query_one([[SELECT sum(abs(volume)) AS mwh, sum(abs(payment)) AS paid,
-          count(DISTINCT farm_id) AS farms FROM curtailment_records WHERE settlement_date = $1]], row.key)
-      assert.are.equal(tonumber(direct.mwh), row.curtailed_mwh, row.key)
-      assert.are.equal(tonumber(direct.paid), row.paid_gbp, row.key)
-      assert.are.equal(direct.farms, row.farms, row.key)
+          count(DISTINCT farm_id) AS farms FROM curtailment_records WHERE settlement_date = $1]], row.settlement_date)
+      assert.are.equal(tonumber(direct.mwh), row.curtailed_mwh, row.settlement_date)
+      assert.are.equal(tonumber(direct.paid), row.paid_gbp, row.settlement_date)
+      assert.are.equal(direct.farms, row.farms, row.settlement_date)
       local btc = db:query_one([[SELECT sum(bitcoin_mined) AS b FROM historical_bitcoin_calculations
-        WHERE settlement_date = $1 AND miner_model = 'S9']], row.key).b
-      assert.are.equal(tonumber(btc), row.btc_S9, row.key)
+        WHERE settlement_date = $1 AND miner_model = 'S9']], row.settlement_date).b
+      assert.are.equal(tonumber(btc), row.btc_S9, row.settlement_date)
     end
-    local day = r.rows[1].key
+    local day = r.rows[1].settlement_date
     local d = json_report("report daily --date " .. day)
     local sum = 0
     for _, row in ipairs(d.rows) do sum = sum + row.curtailed_mwh end
     assert.is_true(math.abs(sum - r.rows[1].curtailed_mwh) < 1e-6)
     local y = json_report("report yearly --year 2023")
     local feb
-    for _, row in ipairs(y.rows) do if row.key == "2023-02" then feb = row end end
+    for _, row in ipairs(y.rows) do if row.month == "2023-02" then feb = row end end
     local direct = db:query_one([[SELECT sum(abs(volume)) AS mwh FROM curtailment_records
       WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
     assert.are.equal(tonumber(direct.mwh), feb.curtailed_mwh)

@@ -20,7 +20,9 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   local report = p:command("report", "Run a report plugin (see 'quarry plugins').")
   report:argument("name", "The report.")
   local formats = require("quarry.formats").NAMES
-  report:option("--format", table.concat(formats, ", ") .. ".", formats[1]):choices(formats)
+  report:option("--format", table.concat(formats, ", ") .. " (default: from the -o file's extension, else "
+    .. formats[1] .. ").")
+    :choices(formats)
   report:option("-o --output", "Write to this file instead of standard output.")
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
   -- The params of the report asked for are its flags (lua/quarry/params.lua
@@ -39,9 +41,25 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
     .. "and write it as HTML.")
 end
 
+-- What -o FILE's extension says the format is (nil: it says nothing).
+local BY_EXTENSION = { csv = "csv", tsv = "tsv", json = "json", html = "html", htm = "html", txt = "table" }
+
+-- The format to write: --format, else the -o file's extension, else table;
+-- a --format the extension contradicts is refused before any work.
+local function output_format(format, path)
+  local ext = path and path:match("%.(%w+)$")
+  local implied = ext and BY_EXTENSION[ext:lower()]
+  if format and implied and format ~= implied then
+    cli.usage_error(("--format %s does not match %s (.%s is %s): change one of them"):format(format, path, ext,
+      implied))
+  end
+  return format or implied or "table"
+end
+
 function commands.report(args, info)
   local report = cli.reports()
   local formats = require "quarry.formats"
+  args.format = output_format(args.format, args.output)
   local plugin = report.find(info.root or services.root(), args.name)
   local raw = {}
   for k in pairs(plugin.params) do raw[k] = args[k] end

@@ -1,19 +1,30 @@
---- quarry.formats.json: the result as one JSON document: numbers exact and unquoted.
+--- quarry.formats.json: the result as one JSON document, shape
+-- "quarry.report/1" (docs/OUTPUT.md): numbers exact and unquoted, the
+-- fields with their types and units, the rows, and the totals.
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
+
+local function object(row, fields)
+  local parts = {}
+  for _, f in ipairs(fields) do
+    parts[#parts + 1] = F.json_string(F.column(f)) .. ":" .. F.json_value(row[f.name], F.is_numeric_field(f))
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 return function(r)
   local rows = {}
-  for i, row in ipairs(r.rows) do
-    local parts = {}
-    for _, f in ipairs(r.fields) do
-      parts[#parts + 1] = F.json_string(f.name) .. ":" .. F.json_value(row[f.name], F.is_numeric_field(f))
-    end
-    rows[i] = "{" .. table.concat(parts, ",") .. "}"
-  end
+  for i, row in ipairs(r.rows) do rows[i] = object(row, r.fields) end
   local fields = {}
-  for i, f in ipairs(r.fields) do fields[i] = F.json_value({ name = f.name, type = f.type }) end
-  return ("{\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],\"rows\":[%s]}\n"):format(
+  for i, f in ipairs(r.fields) do
+    fields[i] = ("{%s:%s,%s:%s,%s:%s,%s:%s}"):format(F.json_string("name"), F.json_string(F.column(f)),
+      F.json_string("type"), F.json_string(f.type or "unknown"), F.json_string("unit"),
+      f.unit and F.json_string(f.unit) or "null", F.json_string("label"), F.json_string(f.label or F.column(f)))
+  end
+  return ("{\"schema\":\"quarry.report/1\",\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],"
+    .. "\"rows\":[%s],\"totals\":%s,\"footer\":%s}\n"):format(
     F.json_string(r.name or ""), F.json_string(r.title or ""), F.json_value(r.params or {}),
-    table.concat(fields, ","), table.concat(rows, ",\n"))
+    table.concat(fields, ","), table.concat(rows, ",\n"), r.totals and object(r.totals, r.fields) or "null",
+    r.footer and F.json_string(r.footer) or "null")
 end

@@ -15,11 +15,16 @@ end
 
 return function(r)
   local lines, head = {}, {}
-  for i, f in ipairs(r.fields) do head[i] = cell(f.name) end
+  for i, f in ipairs(r.fields) do head[i] = cell(F.column(f)) end
   lines[1] = table.concat(head, "\t")
   for _, row in ipairs(r.rows) do
     local cells = {}
     for i, f in ipairs(r.fields) do cells[i] = cell(row[f.name]) end
+    lines[#lines + 1] = table.concat(cells, "\t")
+  end
+  if r.totals then
+    local cells = {}
+    for i, f in ipairs(r.fields) do cells[i] = i == 1 and "total" or cell(r.totals[f.name]) end
     lines[#lines + 1] = table.concat(cells, "\t")
   end
   return table.concat(lines, "\n") .. "\n"
