@@ -87,6 +87,12 @@ int qr_redis_parse_url(const char *url, qr_redis_addr *a, qr_error *err)
     }
     if (strncmp(s, "redis://", 8) != 0) return bad_url(err, "has an unknown scheme");
     char *rest = s + 8;
+    char *query = strchr(rest, '?'); /* redis://host:port?db=N, as other clients take it */
+    if (query) {
+        *query++ = '\0';
+        if (strncmp(query, "db=", 3) != 0 || parse_int(query + 3, 0, 1000000, &a->db) != 0)
+            return bad_url(err, "has a bad ?db= number");
+    }
     char *at = strrchr(rest, '@');
     if (at) {
         *at = '\0';

@@ -89,7 +89,8 @@ qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
 {
     /* Later keywords override what the URL says: every session speaks ISO
      * dates in UTC, whatever the server's defaults are. */
-    const char *keys[] = {"dbname", "application_name", "options", "client_encoding", NULL};
+    /* fallback_application_name: PGAPPNAME or the URL's application_name win */
+    const char *keys[] = {"dbname", "fallback_application_name", "options", "client_encoding", NULL};
     const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, "quarry",
                           "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601",
                           "UTF8", NULL};

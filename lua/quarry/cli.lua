@@ -52,7 +52,7 @@ local function build_parser(info, plugin)
   p:option("--log-level", "debug, info, warn or error.", "info")
     :choices({ "debug", "info", "warn", "error", "off" })
   p:option("--log-format", "text or json.", "text"):choices({ "text", "json" })
-  p:flag("--version", "Print the version and exit."):action(function()
+  p:flag("-V --version", "Print the version and exit."):action(function()
     print(("quarry %s (%s)"):format(info.version or "?", _VERSION))
     os.exit(0)
   end)
@@ -124,6 +124,14 @@ function M.main(argv, info)
   quarry.log.configure(args.log_level, args.log_format)
   quarry.configure({ database_url = args.database_url, redis_url = args.redis_url, pool_max = args.pool_max,
                      idle_timeout_ms = args.idle_timeout, connect_timeout_ms = args.connection_timeout })
+  -- Every setting is checked before any work: a bad --pool-max is bad input
+  -- now, not the first query's failure (or nothing, for a script that never
+  -- queries).
+  local sok, serr = pcall(quarry.settings)
+  if not sok then
+    fail(config.mask(tostring(type(serr) == "table" and serr.message or serr)))
+    return EXIT_USAGE
+  end
 
   local cmd = commands[args.command]
   -- Ctrl-C stops at once with one line; the shell keeps its own handling.

@@ -46,12 +46,18 @@ static void parses_the_url_forms(void **state)
     assert_string_equal(a.password, "secret");
     assert_int_equal(a.db, 2);
 
+    assert_int_equal(qr_redis_parse_url("redis://cache.example:6380?db=4", &a, &err), 0);
+    assert_string_equal(a.host, "cache.example");
+    assert_int_equal(a.port, 6380);
+    assert_int_equal(a.db, 4);
+
     assert_int_equal(qr_redis_parse_url("unix:///run/redis.sock?db=5", &a, &err), 0);
     assert_string_equal(a.path, "/run/redis.sock");
     assert_int_equal(a.db, 5);
 
     const char *bad[] = {"", "http://x", "redis://", "redis://host:0", "redis://host:99999",
-                         "redis://host/x", "unix://relative", "unix:///s?db=x"};
+                         "redis://host/x", "unix://relative", "unix:///s?db=x", "redis://host?db=",
+                         "redis://host?x=1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(qr_redis_parse_url(bad[i], &a, &err), -1);
         assert_string_equal(err.code, "usage");

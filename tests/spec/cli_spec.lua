@@ -50,6 +50,39 @@ describe("quarry command line", function()
     end
   end)
 
+  it("checks every setting before any work, even for a script that never queries", function()
+    local path = script([[print("ran")]])
+    for _, case in ipairs({ { "--pool-max 0 run " .. path, nil }, { "run " .. path, { DB_POOL_MAX = "0" } },
+                            { "--idle-timeout soon run " .. path, nil } }) do
+      local out, err, code = h.quarry(case[1], case[2])
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out) -- the script did not run
+      assert.matches("must be an integer", err)
+    end
+    os.remove(path)
+  end)
+
+  it("has the small habits: -V, quarry help CMD, JSON error lines, PGAPPNAME", function()
+    local out, _, code = h.quarry("-V")
+    assert.are.equal(0, code)
+    assert.matches("^quarry %d", out)
+    out, _, code = h.quarry("help miners")
+    assert.are.equal(0, code)
+    assert.matches("Usage: quarry miners", out)
+    local err
+    _, err, code = h.quarry("--log-format json report nosuch")
+    assert.are.equal(2, code)
+    local line = require("cjson").decode(err)
+    assert.are.equal("error", line.level)
+    assert.matches("unknown report 'nosuch'", line.msg)
+    local path = script([[print(require("quarry").db:query_one("SELECT current_setting('application_name') AS a").a)]])
+    out = h.quarry("run " .. path)
+    assert.are.equal("quarry\n", out)
+    out = h.quarry("run " .. path, { PGAPPNAME = "nightly-report" })
+    assert.are.equal("nightly-report\n", out)
+    os.remove(path)
+  end)
+
   it("refuses a malformed DB_POOL_MAX with exit 2", function()
     local _, err, code = h.quarry("db status", { DB_POOL_MAX = "lots" })
     assert.are.equal(2, code)

@@ -24,7 +24,16 @@ end
 
 M.usage_error = core.usage
 
-function M.fail(msg) io.stderr:write("quarry: ", msg, "\n") end
+--- The one line of a failure on stderr: "quarry: msg", or a JSON line with
+-- --log-format json (every stderr line is JSON then).
+function M.fail(msg)
+  local _, json = core.log_config()
+  if json then
+    quarry.log.error(msg, { module = "quarry" })
+  else
+    io.stderr:write("quarry: ", msg, "\n")
+  end
+end
 
 -- An integer flag from 1 (to max); otherwise "FLAG must be WHAT", exit 2.
 function M.int_flag(value, flag, what, max)

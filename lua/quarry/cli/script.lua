@@ -9,6 +9,8 @@ local M = { commands = {} }
 local commands = M.commands
 
 function M.define(p, info, plugin) -- luacheck: ignore 212
+  p:command("help", "Show the help of a command (quarry help report = quarry report --help).")
+    :argument("topic", "The command."):args("?")
   local run = p:command("run", "Run an analyst script with quarry preloaded; it sees its arguments in `arg`.")
   run:argument("script", "The Lua script.")
   run:argument("args", "Arguments for the script."):args("*")
@@ -43,6 +45,11 @@ end
 
 function commands.shell()
   return require("quarry.shell").run(quarry)
+end
+
+function commands.help(args, info)
+  local argv = args.topic and { args.topic, "--help" } or { "--help" }
+  return require("quarry.cli").main(argv, info)
 end
 
 return M
