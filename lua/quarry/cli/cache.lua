@@ -52,7 +52,7 @@ function commands.cache(args)
   elseif sub == "keys" then
     local keys = need(c:keys(args.pattern))
     for _, k in ipairs(keys) do print(("%-60s ttl %8.1fs %9d bytes"):format(k.logical, k.ttl, k.bytes)) end
-    io.stderr:write(("%d key(s)\n"):format(#keys))
+    cli.note(("%d key(s)"):format(#keys))
   elseif sub == "invalidate" and args.date then
     for _, p in ipairs(need(rules.invalidate(c, nil, { args.date }))) do print("invalidated " .. p) end
   elseif sub == "invalidate" then

@@ -24,6 +24,23 @@ end
 
 M.usage_error = core.usage
 
+--- A line of news on stderr ("wrote FILE"): as it is, or a JSON line with
+-- --log-format json.
+function M.note(msg)
+  local _, json = core.log_config()
+  if json then
+    quarry.log.info(msg, { module = "quarry" })
+  else
+    io.stderr:write(msg, "\n")
+  end
+end
+
+--- A script's error line (file:line: message): as it is, or JSON.
+function M.fail_as_is(msg)
+  local _, json = core.log_config()
+  if json then quarry.log.error(msg, { module = "script" }) else io.stderr:write(msg, "\n") end
+end
+
 --- The one line of a failure on stderr: "quarry: msg", or a JSON line with
 -- --log-format json (every stderr line is JSON then).
 function M.fail(msg)

@@ -69,7 +69,7 @@ function commands.report(args, info)
   local run = report.run(db, cli.cache_if_on(), plugin, p, { no_cache = args.no_cache, direct = args.direct })
   cli.write_output(formats.render(run.result, args.format), args.output)
   if args.output then
-    io.stderr:write(("wrote %s (%s)\n"):format(args.output, run.cached and "cached" or "computed"))
+    cli.note(("wrote %s (%s)"):format(args.output, run.cached and "cached" or "computed"))
   end
   return 0
 end
@@ -99,11 +99,11 @@ function commands.demo(_, info)
   local report = cli.reports()
   local formats = require "quarry.formats"
   local db = quarry.db
-  io.stderr:write("demo: embedded services up, schema migrated\n")
+  cli.note("demo: embedded services up, schema migrated")
   require("quarry.migrate").up(db)
   local r = require("quarry.seed").run(db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
                                              cache = cli.cache_if_on() })
-  io.stderr:write(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s\n")
+  cli.note(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s")
     :format(r.rows, r.bitcoin_rows, r.total_s))
   local plugin = report.find(info.root or services.root(), "monthly")
   local p = report.params(plugin, { month = "2024-03" }, db)
@@ -111,7 +111,7 @@ function commands.demo(_, info)
   io.write(formats.render(run.result, "table"))
   local html = services.home(quarry.settings()) .. "/demo-monthly-2024-03.html"
   cli.write_output(formats.render(run.result, "html"), html)
-  io.stderr:write(("demo: wrote %s\n"):format(html))
+  cli.note(("demo: wrote %s"):format(html))
   return 0
 end
 

@@ -38,7 +38,7 @@ function commands.run(args, _, script_args)
   local e = r[2]
   local msg = tostring(e.err)
   if e.where and not msg:find(e.where, 1, true) then msg = e.where .. ": " .. msg end
-  io.stderr:write(msg, "\n")
+  cli.fail_as_is(msg)
   if quarry.log.enabled("debug") then io.stderr:write(e.traceback:gsub("^\n", ""), "\n") end
   return cli.exit_code(e.err)
 end
