@@ -106,8 +106,9 @@ M.json_value = json_value
 M.number_text = number_text
 M.json_string = json_string
 
---- A value as the table and html formats show it: numbers rounded (to the
--- plugin's decimals for the column, else 2 places) and grouped by thousands.
+--- A value as the table and html formats show it: the digits PostgreSQL
+-- sent, grouped by thousands; rounded only where the plugin declares display
+-- decimals for the column (0.0025 BTC is never shown as 0.00).
 function M.display(v, f, places)
   if v == nil then return "" end
   if type(v) == "table" then return M.json_value(v) end
@@ -115,7 +116,6 @@ function M.display(v, f, places)
     local s = type(v) == "number" and (M.number_text(v) or tostring(v)) or tostring(v)
     if not s:match("^[-+]?%d+%.?%d*$") then return s end
     local p = places[f.name]
-    if p == nil and s:find("%.") then p = 2 end
     if p then s = M.round_decimal(s, p) end
     return M.group_thousands(s)
   end

@@ -41,7 +41,14 @@ describe("formats", function()
 
   it("aligns a table for the terminal, with thousands separators", function()
     local out = formats.table({ fields = result.fields, rows = { { key = "x", mwh = "1234567.8915", n = 3 } } })
-    assert.are.equal("key           mwh  n\n---  ------------  -\nx    1,234,567.89  3\n", out)
+    assert.are.equal("key             mwh  n\n---  --------------  -\nx    1,234,567.8915  3\n", out)
+    -- rounded only where the report declares decimals; small figures keep their digits
+    out = formats.table({ fields = result.fields, rows = { { key = "x", mwh = "0.0025", n = 3 } },
+      decimals = {} })
+    assert.matches("0%.0025", out)
+    out = formats.table({ fields = result.fields, rows = { { key = "x", mwh = "1234567.8915", n = 3 } },
+      decimals = { mwh = 1 } })
+    assert.matches("1,234,567%.9", out)
   end)
 
   it("makes one self-contained html page, escaped, with an SVG chart", function()

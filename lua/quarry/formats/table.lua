@@ -1,4 +1,4 @@
---- quarry.formats.table: the result as an aligned table for a terminal, rounded for reading.
+--- quarry.formats.table: the result as an aligned table for a terminal, digits grouped.
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
