@@ -202,6 +202,28 @@ describe("ingest curtailment", function()
   end)
 end)
 
+describe("ingest --template", function()
+  it("prints files that ingest takes as they are (into a scratch database)", function()
+    local url, sdb = h.scratch_database("ingest_template")
+    local env = { DATABASE_URL = url, QUARRY_CACHE = "off" }
+    assert.are.equal(0, select(3, h.quarry("db migrate", env)))
+    for _, kind in ipairs({ "difficulty", "curtailment" }) do
+      local path = h.tmpname(".csv")
+      local _, err, code = h.quarry(("ingest %s --template > %s"):format(kind, path), env)
+      assert.are.equal(0, code, err)
+      _, err, code = h.quarry(("ingest %s %s"):format(kind, path), env)
+      os.remove(path)
+      assert.are.equal(0, code, err)
+    end
+    assert.are.equal(3, sdb:query_one("SELECT count(*) AS n FROM curtailment_records").n)
+    local _, err, code = h.quarry("ingest curtailment", env)
+    assert.are.equal(2, code)
+    assert.matches("needs a FILE", err)
+    sdb:close()
+    h.drop_database("ingest_template")
+  end)
+end)
+
 describe("ingest difficulty", function()
   it("recalculates the bitcoin of the dates whose difficulty changes, and only those", function()
     local path = csv({ "2031-03-10,1,T_FARR-1,P,-10,-800,-80,-80,true,false",

@@ -17,6 +17,26 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   seed:option("--scale", "Multiply the acceptances (rows) by N.", "1")
   seed:option("--from", "First settlement date (YYYY-MM-DD).", "2022-01-01")
   seed:option("--to", "Last settlement date (YYYY-MM-DD).", "2025-12-31")
+  db:command("psql", "Open psql on the database quarry uses (the embedded default too); arguments after -- "
+    .. "go to psql: quarry db psql -- -c 'SELECT count(*) FROM curtailment_records'.")
+    :argument("psql_args", "Arguments for psql."):args("*")
+end
+
+-- psql on quarry's database: the same URL quarry connects with (libpq's PG*
+-- variables when that is what quarry uses), with the caller's terminal.
+local function psql_command(args)
+  local cfg = quarry.settings()
+  local url = cfg.database_url
+  if cfg.embedded_db then url = require("quarry.services").ensure(cfg).DATABASE_URL end
+  local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+  local cmd = { "psql" }
+  if url then cmd[#cmd + 1] = q(url) end
+  for _, a in ipairs(args.psql_args or {}) do cmd[#cmd + 1] = q(a) end
+  io.stdout:flush()
+  local ok, how, code = os.execute(table.concat(cmd, " "))
+  if ok then return 0 end
+  if how == "exit" and code == 127 then cli.usage_error("psql is not installed (apt-get install postgresql-client)") end
+  return how == "exit" and code or 1
 end
 
 local function seed_command(args)
@@ -37,6 +57,7 @@ end
 
 function commands.db(args)
   if args.db_command == "seed" then return seed_command(args) end
+  if args.db_command == "psql" then return psql_command(args) end
   local migrate = require "quarry.migrate"
   local db = quarry.db
   if args.db_command == "migrate" then
