@@ -33,7 +33,9 @@ setup(function() h.load_may_2031(db, ENV) end)
 describe("monthly", function()
   it("gives each day's figures exactly", function()
     local r = json_report("monthly --month 2031-05")
-    assert.are.equal(2, #r.rows)
+    assert.are.equal(31, #r.rows) -- every day of the month, in order
+    assert.are.equal("2031-05-31", r.rows[31].settlement_date)
+    assert.are.same({ 0, 0, 0 }, { r.rows[3].farms, r.rows[3].curtailed_mwh, r.rows[3].btc_S9 })
     local d1, d2 = r.rows[1], r.rows[2]
     assert.are.equal("2031-05-01", d1.settlement_date) -- the key column is named after what it holds
     assert.are.same({ 2, 2, 2 }, { d1.farms, d1.periods, d1.farm_periods })
@@ -54,10 +56,16 @@ describe("monthly", function()
     assert.matches(btc(30, "S9"):gsub("%p", "%%%0"), out)
   end)
 
+  local function curtailed_days(r)
+    local n = 0
+    for _, row in ipairs(r.rows) do if row.curtailed_mwh > 0 then n = n + 1 end end
+    return n
+  end
+
   it("filters by farm and by lead party", function()
-    assert.are.equal(1, #json_report("monthly --month 2031-05 --farm T_SGRWO-1").rows)
+    assert.are.equal(1, curtailed_days(json_report("monthly --month 2031-05 --farm T_SGRWO-1")))
     local r = json_report("monthly --month 2031-05 --lead-party 'Dorenell Windfarm Limited'")
-    assert.are.equal(2, #r.rows)
+    assert.are.equal(2, curtailed_days(r))
     assert.are.equal(20, r.rows[1].curtailed_mwh)
   end)
 
@@ -111,8 +119,10 @@ describe("the other reports", function()
 
   it("periods: the half-hour profile", function()
     local r = json_report("periods --date 2031-05-01")
-    assert.are.same({ 40, 41 }, { r.rows[1].settlement_period, r.rows[2].settlement_period })
-    assert.are.same({ 15, 20 }, { r.rows[1].curtailed_mwh, r.rows[2].curtailed_mwh })
+    assert.are.equal(48, #r.rows) -- every period of the day
+    assert.are.same({ 40, 41 }, { r.rows[40].settlement_period, r.rows[41].settlement_period })
+    assert.are.same({ 15, 20 }, { r.rows[40].curtailed_mwh, r.rows[41].curtailed_mwh })
+    assert.are.equal(0, r.rows[1].curtailed_mwh)
   end)
 
   it("miners: the models side by side on the same energy", function()
@@ -166,7 +176,7 @@ describe("the other reports", function()
     assert.matches("^<!DOCTYPE html>", out)
     assert.matches("<svg", out)
     local _, bars = out:gsub('class="bar"', "")
-    assert.are.equal(2, bars)
+    assert.are.equal(31, bars) -- a bar a day: calm days are there, at zero
     assert.not_matches("<script", out)
   end)
 end)

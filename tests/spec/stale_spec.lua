@@ -62,7 +62,7 @@ local function served()
   assert.are.equal(0, code, err)
   local r = cjson.decode(h.read(file))
   os.remove(file)
-  return tonumber(r.rows[1].curtailed_mwh), err:find("(cached)", 1, true) ~= nil
+  return tonumber(r.totals.curtailed_mwh), err:find("(cached)", 1, true) ~= nil
 end
 
 setup(function()

@@ -11,7 +11,7 @@ local ENV = { QUARRY_CACHE_PREFIX = "write-spec:" }
 local function monthly_mwh()
   local out, err, code = h.quarry("report monthly --month 2033-09 --format json", ENV)
   assert(code == 0, err)
-  return tonumber(cjson.decode(out).rows[1].curtailed_mwh)
+  return tonumber(cjson.decode(out).totals.curtailed_mwh)
 end
 
 setup(function()

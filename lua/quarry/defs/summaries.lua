@@ -297,17 +297,36 @@ M.daily_rows = {
 -- The shapes a breakdown can take, one declaration each: the label of the
 -- first column, the SQL of its key (over the raw rows and the rollups
 -- alike: both have these columns), and the columns that key reads, which
--- decide which rollup can answer (checked below when this file loads). A
--- new shape is one entry here; plugins use it as ctx.breakdown(NAME, p).
+-- decide which rollup can answer (checked below when this file loads).
+-- `calendar` shapes list every key of the period, with zeros where nothing
+-- was curtailed: "dates" (every day, week or month the range touches),
+-- "periods" (every settlement period of its days, 46/48/50 aware). A new
+-- shape is one entry here; plugins use it as ctx.breakdown(NAME, p).
 M.shapes = {
-  day = { label = "settlement_date", key = "settlement_date::text", columns = { "settlement_date" } },
-  week = { label = "week", key = [[to_char(settlement_date, 'IYYY-"W"IW')]], columns = { "settlement_date" } },
-  month = { label = "month", key = "to_char(settlement_date, 'YYYY-MM')", columns = { "settlement_date" } },
+  day = { label = "settlement_date", key = "settlement_date::text", columns = { "settlement_date" },
+          calendar = "dates" },
+  week = { label = "week", key = [[to_char(settlement_date, 'IYYY-"W"IW')]], columns = { "settlement_date" },
+           calendar = "dates" },
+  month = { label = "month", key = "to_char(settlement_date, 'YYYY-MM')", columns = { "settlement_date" },
+            calendar = "dates" },
   farm = { label = "farm_id", key = "farm_id", columns = { "farm_id" } },
   lead_party = { label = "lead_party", key = "coalesce(lead_party_name, '(none)')", columns = { "lead_party_name" } },
-  period = { label = "settlement_period", key = "settlement_period", columns = { "settlement_period" } },
+  period = { label = "settlement_period", key = "settlement_period", columns = { "settlement_period" },
+             calendar = "periods" },
   all = { label = "total", key = "'total'", columns = {} },
 }
+
+--- The keys a calendar shape has over $1..$2, in order: SQL.
+function M.calendar_sql(shape)
+  if shape.calendar == "dates" then
+    return ("SELECT DISTINCT %s AS key FROM (SELECT d::date AS settlement_date FROM generate_series($1::date, "
+      .. "$2::date, interval '1 day') AS d) days ORDER BY 1"):format(shape.key)
+  elseif shape.calendar == "periods" then
+    return "SELECT generate_series(1, (SELECT max(quarry_periods_in_day(d::date)) FROM generate_series($1::date, "
+      .. "$2::date, interval '1 day') AS d)) AS key"
+  end
+  return nil
+end
 
 --- The two queries of a breakdown. Parameters: $1 first date, $2 last
 -- date, $3 farm or NULL, and -- only when party is true -- $4 lead party or
