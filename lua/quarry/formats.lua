@@ -13,6 +13,15 @@ local NUMERIC = { int2 = true, int4 = true, int8 = true, oid = true, numeric = t
 local function is_numeric_field(f) return NUMERIC[f.type or ""] == true end
 M.is_numeric_field = is_numeric_field
 
+--- A value as the text csv and tsv write: tables as json, numbers with
+-- every digit, nil as nothing.
+function M.text(v)
+  if v == nil then return "" end
+  if type(v) == "table" then return M.json_value(v) end
+  if type(v) == "number" then return M.number_text(v) or "" end
+  return tostring(v)
+end
+
 --- The name csv, tsv and json give a field: its column, else its name.
 function M.column(f) return f.column or f.name end
 

@@ -110,6 +110,18 @@ function M.load_may_2031(db, env)
   M.quarry("cache clear", env)
 end
 
+--- report(args) and json_report(args) for a spec's environment: the
+-- command's output, error and exit code; the decoded json (no cache).
+function M.reporter(env)
+  local function report(args) return M.quarry("report " .. args, env) end
+  local function json_report(args)
+    local out, err, code = report(args .. " --format json --no-cache")
+    assert(code == 0, err)
+    return require("cjson").decode(out)
+  end
+  return report, json_report
+end
+
 --- Run `quarry ARGS` (a shell fragment); env is a table of extra variables.
 -- Returns stdout, stderr, exit code, seconds taken.
 function M.quarry(args, env)

@@ -10,16 +10,7 @@ local ENV = { QUARRY_CACHE_PREFIX = "plugins-spec:" }
 
 local function load_data(rows) h.ingest_rows(rows, ENV) end
 
-local function report(args)
-  local out, err, code = h.quarry("report " .. args, ENV)
-  return out, err, code
-end
-
-local function json_report(args)
-  local out, err, code = report(args .. " --format json --no-cache")
-  assert(code == 0, err)
-  return cjson.decode(out)
-end
+local report, json_report = h.reporter(ENV)
 
 -- Bitcoin of E MWh at difficulty 100e12 after the halving, by the formula,
 -- rounded as stored (12 places), computed by PostgreSQL independently.

@@ -8,16 +8,7 @@ local cjson = require "cjson"
 local db = quarry.db
 local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
 
-local function report(args)
-  local out, err, code = h.quarry("report " .. args, ENV)
-  return out, err, code
-end
-
-local function json_report(args)
-  local out, err, code = report(args .. " --format json --no-cache")
-  assert(code == 0, err)
-  return cjson.decode(out)
-end
+local report, json_report = h.reporter(ENV)
 
 setup(function() h.load_may_2031(db, ENV) end)
 

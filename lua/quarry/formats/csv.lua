@@ -5,11 +5,7 @@
 local F = require "quarry.formats"
 
 local function csv_cell(v, f)
-  if v == nil then return "" end
-  local s
-  if type(v) == "table" then s = F.json_value(v)
-  elseif type(v) == "number" then s = F.number_text(v) or ""
-  else s = tostring(v) end
+  local s = F.text(v)
   if f and F.is_numeric_field(f) and s:match("^-?%d+%.?%d*$") then return s end
   if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
   return s

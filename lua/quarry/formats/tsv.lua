@@ -4,14 +4,7 @@
 -- TSV has no quoting.
 local F = require "quarry.formats"
 
-local function cell(v)
-  if v == nil then return "" end
-  local s
-  if type(v) == "table" then s = F.json_value(v)
-  elseif type(v) == "number" then s = F.number_text(v) or ""
-  else s = tostring(v) end
-  return (s:gsub("[\t\r\n]", " "))
-end
+local function cell(v) return (F.text(v):gsub("[\t\r\n]", " ")) end
 
 return function(r)
   local lines, head = {}, {}
