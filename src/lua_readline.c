@@ -2,6 +2,7 @@
  * build found it.
  *
  *   core.readline(prompt) -> line | nil (end of input)
+ *   core.history_load(path), core.history_save(path)  the shell's history file
  *   core.has_readline     -> boolean
  */
 #include "lua_quarry.h"
@@ -40,12 +41,38 @@ static int l_readline(lua_State *L)
     *box = NULL;
     return 1;
 }
+
+static int l_history_load(lua_State *L)
+{
+    read_history(luaL_checkstring(L, 1)); /* a missing file is a first session */
+    return 0;
+}
+
+static int l_history_save(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    stifle_history(1000);
+    lua_pushboolean(L, write_history(path) == 0);
+    return 1;
+}
 #else
 static int l_readline(lua_State *L)
 {
     lua_pushnil(L);
     lua_pushliteral(L, "this quarry was built without libedit");
     return 2;
+}
+
+static int l_history_load(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
+static int l_history_save(lua_State *L)
+{
+    lua_pushboolean(L, 0);
+    return 1;
 }
 #endif
 
@@ -63,4 +90,8 @@ void qr_lua_open_readline(lua_State *L)
     lua_setfield(L, -2, "has_readline");
     lua_pushcfunction(L, l_readline);
     lua_setfield(L, -2, "readline");
+    lua_pushcfunction(L, l_history_load);
+    lua_setfield(L, -2, "history_load");
+    lua_pushcfunction(L, l_history_save);
+    lua_setfield(L, -2, "history_save");
 }

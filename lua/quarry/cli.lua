@@ -68,7 +68,9 @@ local function split_run(argv)
   while argv[i] and argv[i]:sub(1, 1) == "-" do
     i = i + ((cli.VALUED[argv[i]] and not argv[i]:find("=", 1, true)) and 2 or 1)
   end
-  if argv[i] ~= "run" or not argv[i + 1] or argv[i + 1]:sub(1, 1) == "-" then return argv, nil end
+  if argv[i] ~= "run" or not argv[i + 1] or (argv[i + 1]:sub(1, 1) == "-" and argv[i + 1] ~= "-") then
+    return argv, nil
+  end
   local head, rest = {}, {}
   for j = 1, i + 1 do head[j] = argv[j] end
   for j = i + 2, #argv do rest[#rest + 1] = argv[j] end

@@ -12,15 +12,22 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   p:command("help", "Show the help of a command (quarry help report = quarry report --help).")
     :argument("topic", "The command."):args("?")
   local run = p:command("run", "Run an analyst script with quarry preloaded; it sees its arguments in `arg`.")
-  run:argument("script", "The Lua script.")
+  run:argument("script", "The Lua script (- reads it from standard input).")
   run:argument("args", "Arguments for the script."):args("*")
 
-  p:command("shell", "An interactive Lua prompt with quarry loaded; query results print as tables.")
+  p:command("shell", "An interactive Lua prompt with quarry loaded; query results print as tables; "
+    .. "piped input stops at its first error (exit 1).")
+    :option("-c", "Run this Lua as the shell would (an expression prints its value), then exit."):target("code")
 end
 
 function commands.run(args, _, script_args)
   local script = args.script
-  local chunk, err = loadfile(script)
+  local chunk, err
+  if script == "-" then
+    chunk, err = load(io.read("a"), "=stdin", "t")
+  else
+    chunk, err = loadfile(script)
+  end
   if not chunk then
     local missing = not io.open(script, "r")
     cli.usage_error(missing and ("cannot open script '" .. script .. "'") or err)
@@ -43,7 +50,8 @@ function commands.run(args, _, script_args)
   return cli.exit_code(e.err)
 end
 
-function commands.shell()
+function commands.shell(args)
+  if args.code then return require("quarry.shell").eval(quarry, args.code) end
   return require("quarry.shell").run(quarry)
 end
 
