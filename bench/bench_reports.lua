@@ -26,7 +26,7 @@ if mode == "reports" then
       cold[i] = ms_since(t0)
     end
     report.run(db, quarry.cache, plugin, p, {}) -- fill the cache
-    local redis_only = require("quarry.cache").new({ url = quarry.settings().redis_url, l1_size = 0,
+    local redis_only = require("quarry.cache").new({ url = quarry.settings().redis_url,
                                                      prefix = quarry.cache.prefix })
     for i = 1, 200 do
       local t0 = core.now_ns()

@@ -283,8 +283,12 @@ end
 -- whether it is still current, and a GET of it in the same pipeline brings
 -- the value (sparing its copy through the script): returns the script's
 -- reply, nil, the GET's. Otherwise the script returns the value itself.
-local function run_lookup(self, e, use_hint)
+local function run_lookup(self, e, use_hint, name_only)
   local cmd = e.eval
+  if name_only then -- the name, and whether a value is there: no value moved
+    cmd[10] = 0
+    return script(self, LOOKUP, table.unpack(cmd, 3))
+  end
   local sha = self.shas and self.shas[LOOKUP]
   if use_hint and e.name and sha then
     cmd[2], cmd[10] = sha, 0
@@ -299,15 +303,16 @@ end
 
 -- Redis's answer to LOOKUP for key: {name, raw value or false, nil, locked
 -- (1/0)}, or nil when Redis (or the log) cannot give a current answer.
--- unchecked: just the current name, whatever the log says (for removing).
-local function lookup(self, key, want_lock, opts, unchecked)
+-- unchecked: the current name whatever the log says (for removing);
+-- name_only: the name without the value (for storing or removing).
+local function lookup(self, key, want_lock, opts, unchecked, name_only)
   local need = unchecked and -1 or need_of(self)
   if need == nil then return nil end
   local e = entry_of(self, key, opts)
   e.eval[6], e.eval[9] = want_lock and 1 or 0, need
   local use_hint = not unchecked
   for _ = 1, 4 do
-    local r, err, raw = run_lookup(self, e, use_hint)
+    local r, err, raw = run_lookup(self, e, use_hint, name_only)
     if not r then return redis_failed(self, "lookup", err) end
     if r[1] then
       local hinted = e.name
@@ -315,7 +320,7 @@ local function lookup(self, key, want_lock, opts, unchecked)
         e.name = r[1]
         e.both = { e.eval, { "GET", r[1] } }
       end
-      if r[2] ~= 1 then return r end
+      if r[2] ~= 1 or name_only then return r end
       if r[1] == hinted and raw then -- the pipelined GET read the current name
         r[2] = raw
         return r
@@ -469,7 +474,7 @@ function Cache:set(key, value, ttl, opts)
   check_key(key)
   check_ttl(ttl)
   if not self.enabled then return false end
-  local r = lookup(self, key, false, opts)
+  local r = lookup(self, key, false, opts, false, true)
   return r ~= nil and store(self, r[1], value, ttl, 0)
 end
 
@@ -487,7 +492,7 @@ function Cache:invalidate(pattern)
     return "group"
   end
   if not has_glob(pattern) then
-    local r = lookup(self, pattern, false, nil, true)
+    local r = lookup(self, pattern, false, nil, true, true)
     if not r then return nil, { code = "connection", message = "Redis at " .. self.conn:where() .. " unavailable" } end
     local n, err = self.conn:call("UNLINK", r[1])
     if not n then return redis_failed(self, "invalidate", err), err end

@@ -144,21 +144,14 @@ function M.depends_groups(depends)
   if depends == "all" then return { "data:all" } end
   if type(depends) ~= "table" then error("depends must be a table of dates, months, years, from/to, or 'all'", 3) end
   local out = {}
-  for _, d in ipairs(depends.dates or {}) do
-    if not M.check_date(d) then error(("depends: not a date: '%s'"):format(tostring(d)), 3) end
-    out[#out + 1] = "data:" .. d
-  end
-  for _, m in ipairs(depends.months or {}) do
-    if not (type(m) == "string" and M.check_date(m .. "-01")) then
-      error(("depends: not a month: '%s'"):format(tostring(m)), 3)
+  -- dates, months and years: each checked as the first day it stands for
+  for _, kind in ipairs({ { "dates", "date", "" }, { "months", "month", "-01" }, { "years", "year", "-01-01" } }) do
+    for _, v in ipairs(depends[kind[1]] or {}) do
+      if not (type(v) == "string" and M.check_date(v .. kind[3])) then
+        error(("depends: not a %s: '%s'"):format(kind[2], tostring(v)), 3)
+      end
+      out[#out + 1] = "data:" .. v
     end
-    out[#out + 1] = "data:" .. m
-  end
-  for _, y in ipairs(depends.years or {}) do
-    if not (type(y) == "string" and M.check_date(y .. "-01-01")) then
-      error(("depends: not a year: '%s'"):format(tostring(y)), 3)
-    end
-    out[#out + 1] = "data:" .. y
   end
   if depends.from or depends.to then
     local from, to = M.check_date(depends.from), M.check_date(depends.to)

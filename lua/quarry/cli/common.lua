@@ -24,33 +24,21 @@ end
 
 M.usage_error = core.usage
 
---- A line of news on stderr ("wrote FILE"): as it is, or a JSON line with
--- --log-format json.
-function M.note(msg)
+-- One line on stderr: `text` as it is, or with --log-format json a JSON
+-- line of `level` from `module` carrying msg.
+local function line(level, module, msg, text)
   local _, json = core.log_config()
-  if json then
-    quarry.log.info(msg, { module = "quarry" })
-  else
-    io.stderr:write(msg, "\n")
-  end
+  if json then quarry.log[level](msg, { module = module }) else io.stderr:write(text, "\n") end
 end
 
---- A script's error line (file:line: message): as it is, or JSON.
-function M.fail_as_is(msg)
-  local _, json = core.log_config()
-  if json then quarry.log.error(msg, { module = "script" }) else io.stderr:write(msg, "\n") end
-end
+--- A line of news ("wrote FILE").
+function M.note(msg) line("info", "quarry", msg, msg) end
 
---- The one line of a failure on stderr: "quarry: msg", or a JSON line with
--- --log-format json (every stderr line is JSON then).
-function M.fail(msg)
-  local _, json = core.log_config()
-  if json then
-    quarry.log.error(msg, { module = "quarry" })
-  else
-    io.stderr:write("quarry: ", msg, "\n")
-  end
-end
+--- A script's error line (file:line: message).
+function M.fail_as_is(msg) line("error", "script", msg, msg) end
+
+--- The one line of a failure: "quarry: msg".
+function M.fail(msg) line("error", "quarry", msg, "quarry: " .. msg) end
 
 -- An integer flag from 1 (to max); otherwise "FLAG must be WHAT", exit 2.
 function M.int_flag(value, flag, what, max)
