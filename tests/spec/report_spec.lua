@@ -10,6 +10,14 @@ local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
 
 local report, json_report = h.reporter(ENV)
 
+-- The spec's environment with a folder of plugins, plus extra settings.
+local function env_for(dir, extra)
+  local env = { QUARRY_PLUGIN_PATH = dir }
+  for k, v in pairs(ENV) do env[k] = v end
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
 setup(function() h.load_may_2031(db, ENV) end)
 
 describe("report parameters", function()
@@ -57,8 +65,7 @@ describe("a plugin's own params", function()
           .. "WHERE settlement_date BETWEEN $1::date AND $2::date GROUP BY 1 HAVING sum(-volume) > $3 ORDER BY 1",
           from, to, p.min_mwh, p.unit == "gwh" and 1000 or 1)
       end }]])
-    local env = { QUARRY_PLUGIN_PATH = dir }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_for(dir)
     local out, err, code = h.quarry("report above --month 2031-05 --min-mwh 31 --unit gwh --format json", env)
     assert.are.equal(0, code, err)
     local r = cjson.decode(out)
@@ -118,8 +125,7 @@ describe("summary shapes", function()
     h.write(dir .. "/weekly.lua", [[return { name = "weekly", description = "By ISO week",
       params = { month = { type = "month", required = true }, farm = { type = "farm" } },
       run = function(ctx, p) return ctx.breakdown("week", p, "S9") end }]])
-    local env = { QUARRY_PLUGIN_PATH = dir }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_for(dir)
     local rolled = select(1, h.quarry("report weekly --month 2031-05 --format json --no-cache", env))
     local direct, err, code = h.quarry("report weekly --month 2031-05 --format json --direct", env)
     assert.are.equal(0, code, err)
@@ -140,8 +146,7 @@ describe("summary shapes", function()
     h.write(dir .. "/bad_shape.lua", [[return { name = "bad_shape", description = "x",
       params = { month = { type = "month", required = true } },
       run = function(ctx, p) return ctx.breakdown("fortnight", p) end }]])
-    local env = { QUARRY_PLUGIN_PATH = dir }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_for(dir)
     local _, err, code = h.quarry("report bad_shape --month 2031-05 --no-cache", env)
     assert.are.equal(2, code, err)
     assert.matches("no breakdown by 'fortnight' %(lua/quarry/defs/summaries.lua has all, day, farm", err)
@@ -165,8 +170,7 @@ return { name = "%s", description = "test", params = {},
 
   -- The spec's environment with the plugin folder, plus extra settings.
   local function env_with(extra)
-    local env = { QUARRY_PLUGIN_PATH = dir }
-    for k, v in pairs(ENV) do env[k] = v end
+    local env = env_for(dir)
     for k, v in pairs(extra or {}) do env[k] = v end
     return env
   end
