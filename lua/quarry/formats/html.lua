@@ -2,49 +2,15 @@
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
-local function esc(s)
-  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
-                                          ["'"] = "&#39;" }))
-end
+local chart = require "quarry.chart"
+local esc = chart.esc
 
-local function svg_chart(r)
-  local c = r.chart
-  if not c or #r.rows == 0 then return "" end
-  local W, H, L, B = 900, 320, 70, 40
-  local ys, maxy = {}, 0
-  for i, row in ipairs(r.rows) do
-    ys[i] = tonumber(row[c.y]) or 0
-    maxy = math.max(maxy, ys[i])
-  end
-  if maxy == 0 then maxy = 1 end
-  local n = #r.rows
-  local bw = (W - L - 10) / n
-  local parts = { ('<svg xmlns="http://www.w3.org/2000/svg" id="chart" viewBox="0 0 %d %d" width="%d" height="%d" '
-    .. 'role="img" aria-label="%s by %s">'):format(W, H, W, H, esc(c.y), esc(c.x)) }
-  parts[#parts + 1] = ('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#555"/>'):format(L, H - B, W - 5, H - B)
-  parts[#parts + 1] = ('<line x1="%d" y1="10" x2="%d" y2="%d" stroke="#555"/>'):format(L, L, H - B)
-  for t = 0, 4 do
-    local y = H - B - (H - B - 10) * t / 4
-    parts[#parts + 1] = ('<text x="%d" y="%.1f" font-size="11" text-anchor="end">%s</text>')
-      :format(L - 6, y + 4, esc(F.group_thousands(F.round_decimal(F.number_text(maxy * t / 4), 4))))
-  end
-  for i, y in ipairs(ys) do
-    local h = (H - B - 10) * y / maxy
-    local x = L + (i - 1) * bw
-    parts[#parts + 1] = ('<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#2b7bb9">'
-      .. '<title>%s: %s</title></rect>'):format(x + bw * 0.1, H - B - h, bw * 0.8, h,
-        esc(r.rows[i][c.x]), esc(r.rows[i][c.y]))
-    if n <= 16 or i % math.ceil(n / 12) == 1 then
-      parts[#parts + 1] = ('<text x="%.1f" y="%d" font-size="10" text-anchor="middle">%s</text>')
-        :format(x + bw / 2, H - B + 14, esc(r.rows[i][c.x]))
-    end
-  end
-  local label = {}
-  for _, f in ipairs(r.fields) do label[f.name] = f.label or f.name end
-  parts[#parts + 1] = ('<text x="%d" y="%d" font-size="12">%s</text>'):format(L, H - 6,
-    esc((label[c.y] or c.y) .. " by " .. (label[c.x] or c.x)))
-  parts[#parts + 1] = "</svg>"
-  return table.concat(parts, "\n")
+-- The chart twice: 900 wide for screens, 420 for phones (the CSS shows one),
+-- so that text stays readable at both without scrolling.
+local function charts(r)
+  local wide = chart.svg(r)
+  if wide == "" then return "" end
+  return ('<div class="chart wide">%s</div>\n<div class="chart narrow">%s</div>'):format(wide, chart.svg(r, 420))
 end
 
 return function(r)
@@ -64,11 +30,17 @@ return function(r)
   for k, v in pairs(r.params or {}) do params[#params + 1] = esc(k) .. " = " .. esc(v) end
   table.sort(params)
   return ([[<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%s</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>%s</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+@media (max-width: 600px) { body { margin: 1em; } }
+.rows { overflow-x: auto; }
+.chart svg { display: block; width: 100%%; max-width: 900px; height: auto; }
+.chart.narrow { display: none; }
+@media (max-width: 640px) { .chart.wide { display: none; } .chart.narrow { display: block; } }
 table { border-collapse: collapse; margin-top: 1em; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; white-space: nowrap; }
 th { text-align: left; background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .params { color: #666; }
@@ -76,13 +48,13 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <h1>%s</h1>
 <p class="params">%s</p>
 %s
-<table>
+<div class="rows"><table>
 <thead><tr>%s</tr></thead>
 <tbody>
 %s
-</tbody></table>
+</tbody></table></div>
 <p class="params">%s</p>
 </body></html>
 ]]):format(esc(r.title or r.name or "quarry report"), esc(r.title or r.name or "quarry report"),
-    table.concat(params, " · "), svg_chart(r), table.concat(head), table.concat(rows, "\n"), esc(r.footer or ""))
+    table.concat(params, " · "), charts(r), table.concat(head), table.concat(rows, "\n"), esc(r.footer or ""))
 end
