@@ -64,7 +64,7 @@ redis_running() { [ -S "$redis_sock" ] && redis-cli -s "$redis_sock" ping 2>/dev
 # and runs report plugins as "quarry_reader" (SELECT only, granted by
 # `quarry db migrate`). set_config() is kept from PUBLIC in every database
 # made from template1, so a plugin cannot switch itself back to another role.
-ROLES_SQL="
+ROLES_SQL="SET client_min_messages = warning;
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quarry') THEN
     CREATE ROLE quarry LOGIN CREATEDB;

@@ -1,17 +1,83 @@
-/* lua_readline.c - line editing for `quarry shell`, through libedit when the
- * build found it.
+/* lua_readline.c - the terminal side of `quarry shell`: line editing through
+ * libedit when the build found it, and Ctrl-C as psql answers it.
  *
- *   core.readline(prompt) -> line | nil (end of input)
+ *   core.readline(prompt) -> line | false (Ctrl-C: the line is dropped) | nil (end of input)
  *   core.history_load(path), core.history_save(path)  the shell's history file
  *   core.has_readline     -> boolean
+ *   core.shell_interrupts()  from now on Ctrl-C cancels instead of exiting:
+ *   core.interruptible(f, ...) -> pcall(f, ...), where Ctrl-C cancels the
+ *       running statement (libpq cancel) and stops Lua code with an error
+ *       "interrupted (Ctrl-C)"; outside readline and interruptible, Ctrl-C
+ *       does nothing.
  */
 #include "lua_quarry.h"
 
+#include "pg.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef QUARRY_HAVE_EDITLINE
 #include <editline/readline.h>
+#endif
 
+/* What a SIGINT meets. The handler leaves readline with siglongjmp (as psql
+ * does; no Lua frame lies between the jump and its target), and inside
+ * interruptible it sends the server a cancel and sets a hook that raises at
+ * the next Lua instruction, the way lua.c stops a script. */
+static sigjmp_buf readline_jump;
+static volatile sig_atomic_t in_readline, in_eval;
+static lua_State *volatile eval_L;
+
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted (Ctrl-C)");
+}
+
+static void on_shell_sigint(int sig)
+{
+    (void)sig;
+    if (in_readline) siglongjmp(readline_jump, 1);
+    if (in_eval) {
+        qr_conn_cancel_running();
+        lua_sethook(eval_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    }
+}
+
+static int l_shell_interrupts(lua_State *L)
+{
+    (void)L;
+#ifdef QUARRY_HAVE_EDITLINE
+    rl_catch_signals = 0; /* libedit's own handler would re-raise SIGINT to the process group */
+#endif
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_shell_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    return 0;
+}
+
+static int l_interruptible(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int n = lua_gettop(L) - 1;
+    eval_L = L;
+    in_eval = 1;
+    int st = lua_pcall(L, n, LUA_MULTRET, 0);
+    in_eval = 0;
+    lua_sethook(L, NULL, 0, 0); /* a Ctrl-C that came as the call ended must not fire later */
+    lua_pushboolean(L, st == LUA_OK);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+#ifdef QUARRY_HAVE_EDITLINE
 #define LINE_MT "quarry.readline.line"
 
 /* The line libedit allocated, owned by a userdata until it is a Lua string,
@@ -30,7 +96,16 @@ static int l_readline(lua_State *L)
     char **box = lua_newuserdatauv(L, sizeof *box, 0);
     *box = NULL;
     luaL_setmetatable(L, LINE_MT);
+    if (sigsetjmp(readline_jump, 1)) { /* Ctrl-C: the line is dropped, as in psql */
+        in_readline = 0;
+        fputs("\n", stdout);
+        fflush(stdout);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    in_readline = 1;
     *box = readline(prompt);
+    in_readline = 0;
     if (!*box) {
         lua_pushnil(L);
         return 1;
@@ -94,4 +169,8 @@ void qr_lua_open_readline(lua_State *L)
     lua_setfield(L, -2, "history_load");
     lua_pushcfunction(L, l_history_save);
     lua_setfield(L, -2, "history_save");
+    lua_pushcfunction(L, l_shell_interrupts);
+    lua_setfield(L, -2, "shell_interrupts");
+    lua_pushcfunction(L, l_interruptible);
+    lua_setfield(L, -2, "interruptible");
 }

@@ -16,6 +16,7 @@
 
 struct qr_conn {
     PGconn *pg;
+    PGcancel *cancel; /* for qr_conn_cancel_running, from a signal handler */
     unsigned char *prepared; /* bitmap by qr_stmt.id */
     size_t prepared_bytes;
     int broken;
@@ -133,6 +134,7 @@ qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
         st = PQconnectPoll(c->pg);
     }
     PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
+    c->cancel = PQgetCancel(c->pg);
     return c;
 fail:
     PQfinish(c->pg);
@@ -143,6 +145,7 @@ fail:
 void qr_conn_close(qr_conn *c)
 {
     if (!c) return;
+    if (c->cancel) PQfreeCancel(c->cancel);
     PQfinish(c->pg);
     free(c->prepared);
     free(c);
@@ -338,8 +341,32 @@ static PGresult *exec_prepared(qr_conn *c, qr_stmt *st, int n, const char *const
     }
 }
 
+/* The cancel handle of the statement running now, if any: the process runs
+ * one statement at a time, and a signal handler may read this at any moment
+ * (qr_conn_cancel_running), so it is an atomic pointer set around the call. */
+static _Atomic(PGcancel *) running;
+
+int qr_conn_cancel_running(void)
+{
+    PGcancel *cn = atomic_load(&running);
+    char buf[256];
+    return cn && PQcancel(cn, buf, sizeof buf); /* PQcancel is safe in a signal handler */
+}
+
+static PGresult *exec_any(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
+                          const int *lengths, qr_error *err);
+
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                        const int *lengths, qr_error *err)
+{
+    PGcancel *outer = atomic_exchange(&running, c->cancel);
+    PGresult *r = exec_any(c, st, sql, n, values, lengths, err);
+    atomic_store(&running, outer);
+    return r;
+}
+
+static PGresult *exec_any(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
+                          const int *lengths, qr_error *err)
 {
     if (st) sql = st->sql;
     size_t len = st ? st->len : strlen(sql);

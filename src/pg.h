@@ -42,6 +42,11 @@ const char *qr_conn_where(qr_conn *c, char *buf, size_t cap);
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n,
                        const char *const *values, const int *lengths, qr_error *err);
 
+/* Ask the server to cancel the statement qr_conn_exec runs now (it then
+ * fails with SQLSTATE 57014). Async-signal-safe: for a SIGINT handler.
+ * Returns 1 if a cancel request was sent. */
+int qr_conn_cancel_running(void);
+
 /* Where COPY FROM STDIN data comes from: 1 with the next chunk in *buf, *len,
  * 0 at the end, -1 to abort the COPY (nothing is loaded). */
 typedef int (*qr_copy_source)(void *ud, const char **buf, size_t *len);

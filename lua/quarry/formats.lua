@@ -116,9 +116,9 @@ M.number_text = number_text
 M.json_string = json_string
 
 --- A value as the table and html formats show it: the digits PostgreSQL
--- sent, grouped by thousands; rounded only where the plugin declares display
+-- sent, grouped by thousands (unless `ungrouped`); rounded only where the plugin declares display
 -- decimals for the column (0.0025 BTC is never shown as 0.00).
-function M.display(v, f, places)
+function M.display(v, f, places, ungrouped)
   if v == nil then return "" end
   if type(v) == "table" then return M.json_value(v) end
   if M.is_numeric_field(f) or type(v) == "number" then
@@ -126,7 +126,7 @@ function M.display(v, f, places)
     if not s:match("^[-+]?%d+%.?%d*$") then return s end
     local p = places[f.name]
     if p then s = M.round_decimal(s, p) end
-    return M.group_thousands(s)
+    return ungrouped and s or M.group_thousands(s)
   end
   return tostring(v)
 end

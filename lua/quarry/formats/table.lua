@@ -1,4 +1,5 @@
---- quarry.formats.table: the result as an aligned table for a terminal, digits grouped.
+--- quarry.formats.table: the result as an aligned table for a terminal, digits
+-- grouped by thousands unless result.grouping is false (the shell's tables).
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
@@ -12,7 +13,7 @@ return function(r)
   for ri, row in ipairs(r.rows) do
     cells[ri] = {}
     for i, f in ipairs(r.fields) do
-      local s = F.display(row[f.name], f, places)
+      local s = F.display(row[f.name], f, places, r.grouping == false)
       cells[ri][i] = s
       w[i] = math.max(w[i], utf8.len(s) or #s)
     end
