@@ -11,7 +11,8 @@ packages=(
     postgresql redis-server                  # the embedded default services
     libcmocka-dev lua-busted lua-check       # the tests
     chromium fonts-liberation                # the html report opened in a real browser
-    bsdutils                                 # script(1): progress output checked on a terminal
+    bsdutils                                 # script(1): progress output and the shell on a terminal
+    luarocks groff-base                      # the install: the rockspec and the man page checked
 )
 
 missing=()

@@ -22,18 +22,19 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$pgbin/initdb" ] || { echo "services: PostgreSQL server binaries not found (install postgresql)" >&2; exit 3; }
 command -v redis-server >/dev/null || { echo "services: redis-server not found (install redis-server)" >&2; exit 3; }
 
-# Unix socket paths are limited to 107 bytes: a deep checkout gets its
-# sockets in /tmp, named after the state folder.
-run="$home/run"
-if [ $(( ${#run} + 20 )) -gt 100 ]; then
-    run="/tmp/quarry-$(printf '%s' "$home" | md5sum | cut -c1-12)"
-fi
-
 svc_user=""
 if [ "$(id -u)" = 0 ]; then
     if id postgres >/dev/null 2>&1; then svc_user=postgres; else svc_user=nobody; fi
 fi
 as_svc() { if [ -n "$svc_user" ]; then runuser -u "$svc_user" -- "$@"; else "$@"; fi; }
+
+# Unix socket paths are limited to 107 bytes: a deep checkout gets its
+# sockets in /tmp, named after the state folder; so does a state folder the
+# service user cannot reach (root's ~/.local/state behind a private /root).
+run="$home/run"
+if [ $(( ${#run} + 20 )) -gt 100 ] || ! as_svc test -x "$home"; then
+    run="/tmp/quarry-$(printf '%s' "$home" | md5sum | cut -c1-12)"
+fi
 
 # The data must live where the service user can write: the state folder when
 # it can reach it, otherwise a folder of its own under /var/tmp.

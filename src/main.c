@@ -17,24 +17,25 @@
 #include "lua_quarry.h"
 #include "paths.h"
 
-/* Where lua/, plugins/ and scripts/ are: the source tree for a binary run
- * from its build tree; else share/quarry beside the binary's bin/ (so an
- * install under any prefix, or moved whole, works); else the configured
- * install prefix. Never the current directory. */
-static const char *find_root(void)
+/* Where quarry's Lua modules are: the source tree for a binary run from its
+ * build tree; else share/lua/5.4 beside the binary's bin/ (an install under
+ * any prefix, or moved whole); else the configured install directory. Never
+ * the current directory. Plugins and scripts are found from there by
+ * quarry.paths. */
+static const char *find_lua_dir(void)
 {
-    static char exe[PATH_MAX], root[PATH_MAX + 32];
+    static char exe[PATH_MAX], dir[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = '\0';
-        const char *dir = dirname(exe);
-        if (strcmp(dir, QUARRY_BINARY_DIR) == 0) return QUARRY_SOURCE_DIR;
-        snprintf(root, sizeof root, "%s/../share/quarry", dir);
+        const char *bin = dirname(exe);
+        if (strcmp(bin, QUARRY_BINARY_DIR) == 0) return QUARRY_SOURCE_DIR "/lua";
+        snprintf(dir, sizeof dir, "%s/../share/lua/5.4", bin);
         char probe[PATH_MAX + 64];
-        snprintf(probe, sizeof probe, "%s/lua/quarry/cli.lua", root);
-        if (access(probe, R_OK) == 0) return root;
+        snprintf(probe, sizeof probe, "%s/quarry/cli.lua", dir);
+        if (access(probe, R_OK) == 0) return dir;
     }
-    return QUARRY_DATADIR;
+    return QUARRY_LUADIR;
 }
 
 /* lua_WarnFunction: pieces of one warning arrive with tocont set. */
@@ -98,11 +99,11 @@ static int boot(lua_State *L)
 {
     int argc = (int)lua_tointeger(L, 1);
     char **argv = lua_touserdata(L, 2);
-    const char *root = find_root();
+    const char *lua_dir = find_lua_dir();
     luaL_openlibs(L);
 
     push_absolute_entries(L, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", root, root, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", lua_dir, lua_dir, lua_tostring(L, -1));
     push_absolute_entries(L, "cpath");
     lua_getglobal(L, "package");
     lua_pushvalue(L, -2);
@@ -123,9 +124,7 @@ static int boot(lua_State *L)
         lua_pushstring(L, argv[i]);
         lua_rawseti(L, -2, i);
     }
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, root);
-    lua_setfield(L, -2, "root");
+    lua_createtable(L, 0, 2);
     lua_pushstring(L, QUARRY_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, argv[0]);

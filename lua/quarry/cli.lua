@@ -16,7 +16,8 @@ local EXIT_USAGE = cli.EXIT_USAGE
 
 -- The command groups, one file each (lua/quarry/cli/NAME.lua), in the order
 -- --help lists them: a new command is a file here and its name in this list.
-local GROUPS = { "script", "db", "report", "ingest", "partition", "miners", "rollup", "cache", "services" }
+local GROUPS = { "script", "db", "report", "ingest", "partition", "miners", "rollup", "cache", "services",
+                 "manual" }
 
 local commands = {}
 for _, g in ipairs(GROUPS) do
@@ -112,7 +113,7 @@ function M.main(argv, info)
     end
   end
   local head, script_args = split_run(argv)
-  local parser = build_parser(info, cli.report_plugin(head, info))
+  local parser = build_parser(info, cli.report_plugin(head))
   local ok, args = parser:pparse(head)
   if not ok then
     fail(args)

@@ -3,11 +3,10 @@
 -- runs the script and reads back the URLs it wrote.
 local M = {}
 
---- The code root (holding lua/, plugins/, scripts/), from this file's path.
-function M.root()
-  local src = debug.getinfo(1, "S").source
-  return (src:match("^@(.*)/lua/quarry/services%.lua$")) or "."
-end
+local paths = require "quarry.paths"
+
+--- Where plugins/ and scripts/ are: the checkout, or the install's share/quarry.
+function M.root() return paths.root end
 
 local function writable(dir)
   local probe = dir .. "/.quarry-probe"
@@ -22,10 +21,7 @@ end
 -- (an installed quarry) the user's XDG state folder.
 function M.home(cfg)
   if cfg and cfg.home then return cfg.home end
-  local root = M.root()
-  local checkout = io.open(root .. "/CMakeLists.txt", "r")
-  if checkout then checkout:close() end
-  if checkout and writable(root) then return root .. "/.quarry" end
+  if paths.checkout and writable(paths.root) then return paths.root .. "/.quarry" end
   local state = os.getenv("XDG_STATE_HOME") or ((os.getenv("HOME") or "/tmp") .. "/.local/state")
   return state .. "/quarry"
 end
@@ -34,9 +30,22 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
---- Run scripts/services.sh VERB; returns true or false, exit code.
+-- Whether anything is at path (a socket cannot be opened as a file):
+-- renaming it to itself fails with ENOENT (2) only when nothing is there.
+local function exists(path)
+  local ok, _, code = os.rename(path, path)
+  return ok or code ~= 2
+end
+
+--- Run scripts/services.sh VERB; returns true or false, exit code. The
+-- first `up` in a state folder says where it is.
 function M.run(verb, cfg, quiet)
-  local cmd = ("QUARRY_HOME=%s %s %s%s"):format(shell_quote(M.home(cfg)),
+  local home = M.home(cfg)
+  if verb == "up" and not exists(home) then
+    io.stderr:write(("quarry: the embedded PostgreSQL and Redis keep their data in %s (QUARRY_HOME moves it)\n")
+      :format(home))
+  end
+  local cmd = ("QUARRY_HOME=%s %s %s%s"):format(shell_quote(home),
     shell_quote(M.root() .. "/scripts/services.sh"), verb, quiet and " >/dev/null" or "")
   local ok, _, code = os.execute(cmd)
   return ok == true, code
@@ -61,8 +70,7 @@ local function socket_alive(path)
   -- caller will try anyway. Checking the file keeps the common case at one stat.
   local f = io.open(path, "r")
   if f then f:close() return true end
-  local ok, _, code = os.rename(path, path)
-  return ok or code ~= 2
+  return exists(path)
 end
 
 --- URLs of running embedded services, starting them when needed.

@@ -86,14 +86,14 @@ end
 -- The plugin `quarry report NAME` names, loaded before the command line is
 -- parsed so that its own params become flags; nil when there is none or it
 -- does not load (the report command then says why).
-function M.report_plugin(head, info)
+function M.report_plugin(head)
   local i = 1
   while head[i] and head[i]:sub(1, 1) == "-" do
     i = i + ((M.VALUED[head[i]] and not head[i]:find("=", 1, true)) and 2 or 1)
   end
   local name = head[i] == "report" and head[i + 1]
   if not name or name:sub(1, 1) == "-" then return nil end
-  local ok, plugin = pcall(function() return M.reports().find(info.root or services.root(), name) end)
+  local ok, plugin = pcall(function() return M.reports().find(services.root(), name) end)
   return ok and plugin or nil
 end
 

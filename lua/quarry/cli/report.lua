@@ -56,11 +56,11 @@ local function output_format(format, path)
   return format or implied or "table"
 end
 
-function commands.report(args, info)
+function commands.report(args)
   local report = cli.reports()
   local formats = require "quarry.formats"
   args.format = output_format(args.format, args.output)
-  local plugin = report.find(info.root or services.root(), args.name)
+  local plugin = report.find(services.root(), args.name)
   local raw = {}
   for k in pairs(plugin.params) do raw[k] = args[k] end
   local db = quarry.db
@@ -74,9 +74,9 @@ function commands.report(args, info)
   return 0
 end
 
-function commands.plugins(_, info)
+function commands.plugins()
   local report = cli.reports()
-  local all = report.all(info.root or services.root())
+  local all = report.all(services.root())
   local names = {}
   for n in pairs(all) do names[#names + 1] = n end
   table.sort(names)
@@ -95,7 +95,7 @@ function commands.plugins(_, info)
   return 0
 end
 
-function commands.demo(_, info)
+function commands.demo()
   local report = cli.reports()
   local formats = require "quarry.formats"
   local db = quarry.db
@@ -105,7 +105,7 @@ function commands.demo(_, info)
                                              cache = cli.cache_if_on() })
   cli.note(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s")
     :format(r.rows, r.bitcoin_rows, r.total_s))
-  local plugin = report.find(info.root or services.root(), "monthly")
+  local plugin = report.find(services.root(), "monthly")
   local p = report.params(plugin, { month = "2024-03" }, db)
   local run = report.run(db, cli.cache_if_on(), plugin, p, {})
   io.write(formats.render(run.result, "table"))
