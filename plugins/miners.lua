@@ -2,8 +2,8 @@
 return {
   name = "miners",
   description = "Miner models side by side: bitcoin from the same curtailed energy",
-  params = { date = { type = "date" }, month = { type = "month" }, year = { type = "year" },
-             farm = { type = "farm" }, lead_party = { type = "lead_party" } },
+  params = { date = { type = "date" }, month = { type = "month" }, quarter = { type = "quarter" },
+             year = { type = "year" }, farm = { type = "farm" }, lead_party = { type = "lead_party" } },
   cache = { key = "miners:{farm}:{lead_party}", ttl = "LONG" },
   chart = { x = "miner_model", y = "bitcoin_mined" },
   decimals = { curtailed_mwh = 1, joules_per_th = 1, btc_per_gwh = 6 },
@@ -11,6 +11,7 @@ return {
     local from, to = ctx.range(p)
     -- read from the rollups (ctx.direct: from the raw rows, for checking)
     local rows = ctx.summaries[ctx.direct and "miners" or "miners_rollup"](from, to, p.farm, p.lead_party)
-    return { rows = rows, fields = rows.fields, title = "Miner models compared, " .. (p.date or p.month or p.year) }
+    local period = p.date or p.month or p.quarter or p.year
+    return { rows = rows, fields = rows.fields, title = "Miner models compared, " .. period }
   end,
 }

@@ -13,6 +13,7 @@ packages=(
     chromium fonts-liberation                # the html report opened in a real browser
     bsdutils                                 # script(1): progress output and the shell on a terminal
     luarocks groff-base                      # the install: the rockspec and the man page checked
+    python3                                  # the README's first analysis opens its JSON in Python
 )
 
 missing=()

@@ -37,6 +37,21 @@ M.types = {
     covers = function(v) return v .. "-01", ("%s-%s"):format(v, last_day(v)) end,
     family = "monthly_mining", grain = 2,
   },
+  quarter = {
+    help = "A calendar quarter (YYYY-Qn, e.g. 2024-Q1 for January to March).",
+    check = function(v)
+      local y, q = tostring(v):match("^(%d%d%d%d)%-[Qq]([1-4])$")
+      local ok = y and rules.check_date(y .. "-01-01")
+      return ok and (y .. "-Q" .. q) or nil, "is not a quarter (YYYY-Qn, n 1 to 4) of the dates quarry takes"
+    end,
+    covers = function(v)
+      local y, q = v:match("^(%d+)%-Q(%d)$")
+      local first, last = (tonumber(q) - 1) * 3 + 1, tonumber(q) * 3
+      local m = ("%s-%02d"):format(y, last)
+      return ("%s-%02d-01"):format(y, first), ("%s-%s"):format(m, last_day(m))
+    end,
+    family = "quarterly_mining", grain = 2.5,
+  },
   year = {
     help = "A year (YYYY).",
     check = function(v)
@@ -153,6 +168,21 @@ local function period_of(p, specs)
     if t and t.covers and (not best or t.grain < best.grain) then best, value = t, v end
   end
   return best, value
+end
+
+--- "--date, --month, --quarter or --year": the period flags of a plugin's
+-- params, finest first.
+function M.period_flags(specs)
+  local found = {}
+  for name, spec in pairs(specs or {}) do
+    local t = M.types[spec.type]
+    if t.covers then found[#found + 1] = { grain = t.grain, flag = M.flag(name) } end
+  end
+  table.sort(found, function(a, b) return a.grain < b.grain end)
+  local flags = {}
+  for i, f in ipairs(found) do flags[i] = f.flag end
+  if #flags < 2 then return flags[1] or "a period" end
+  return table.concat(flags, ", ", 1, #flags - 1) .. " or " .. flags[#flags]
 end
 
 --- The first and last date the params cover (their date, month or year), or nil.

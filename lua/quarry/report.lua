@@ -234,7 +234,7 @@ end
 M.params = params.check
 M.range = params.range
 
-local FAMILIES = { "daily_mining", "monthly_mining", "yearly_mining" }
+local FAMILIES = { "daily_mining", "monthly_mining", "quarterly_mining", "yearly_mining" }
 
 -- Fill a cache key template; values are percent-encoded so no two param
 -- sets share a key and keys stay free of '@' and spaces. A key that does
@@ -245,12 +245,27 @@ local FAMILIES = { "daily_mining", "monthly_mining", "yearly_mining" }
 -- cached result of an older shape is never served after an upgrade.
 M.RESULT_SHAPE = "r2"
 
+local function key_part(v)
+  return (tostring(v):gsub("[^%w_.-]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
 function M.cache_key(plugin, p)
+  local named = {}
   local key = plugin.cache.key:gsub("{([^}]*)}", function(name)
+    named[name] = true
     local v = p[name]
     if v == nil then return "all" end
-    return (tostring(v):gsub("[^%w_.-]", function(c) return ("%%%02X"):format(c:byte()) end))
-  end) .. ":" .. M.RESULT_SHAPE
+    return key_part(v)
+  end)
+  -- A param the template forgot still tells results apart: a key that
+  -- left out --sort would serve one ranking for another.
+  local extra = {}
+  for name in pairs(plugin.params or {}) do
+    if not named[name] and p[name] ~= nil then extra[#extra + 1] = name end
+  end
+  table.sort(extra)
+  for _, name in ipairs(extra) do key = key .. ":" .. name .. "=" .. key_part(p[name]) end
+  key = key .. ":" .. M.RESULT_SHAPE
   for _, f in ipairs(FAMILIES) do
     if key:sub(1, #f + 1) == f .. ":" then return key end
   end
@@ -282,7 +297,7 @@ end
 -- needs finer grain (settlement period) or lead parties mix within a farm-day.
 local function breakdown(tx, by, p, miner, direct, specs)
   local from, to = params.range(p, specs)
-  if not from then usage("this report needs --date, --month or --year") end
+  if not from then usage("this report needs " .. params.period_flags(specs)) end
   if not summaries_defs.shapes[by] then
     local names = {}
     for n in pairs(summaries_defs.shapes) do names[#names + 1] = n end

@@ -3,7 +3,12 @@ local M = {}
 
 local bad = require("quarry.core").usage -- a bad definition is bad input: exit 2
 
-local PLACEHOLDERS = { date = true, month = true, year = true }
+local PLACEHOLDERS = { date = true, month = true, quarter = true, year = true }
+
+--- The quarter of a date: "2024-02-10" -> "2024-Q1".
+function M.quarter(date)
+  return ("%s-Q%d"):format(date:sub(1, 4), (tonumber(date:sub(6, 7)) - 1) // 3 + 1)
+end
 
 --- Check a rules table; raises an error naming the file and the entry.
 function M.validate(rules, source)
@@ -23,7 +28,7 @@ function M.validate(rules, source)
       end
       for name in pattern:gmatch("{([^}]*)}") do
         if not PLACEHOLDERS[name] then
-          bad(("%s: stale[%d] uses unknown placeholder {%s} (date, month, year)"):format(where, j, name))
+          bad(("%s: stale[%d] uses unknown placeholder {%s} (date, month, quarter, year)"):format(where, j, name))
         end
       end
     end
@@ -64,7 +69,7 @@ function M.patterns(tbl, dates, rules)
   local seen, out = {}, {}
   for _, date in ipairs(dates) do
     if not M.check_date(date) then error(("not a date: '%s' (expected YYYY-MM-DD)"):format(tostring(date)), 2) end
-    local fields = { date = date, month = date:sub(1, 7), year = date:sub(1, 4) }
+    local fields = { date = date, month = date:sub(1, 7), quarter = M.quarter(date), year = date:sub(1, 4) }
     for _, rule in ipairs(rules) do
       if tbl == nil or rule.table == tbl or (tables and tables[rule.table]) then
         for _, pattern in ipairs(rule.stale) do

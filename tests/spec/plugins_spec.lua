@@ -166,7 +166,9 @@ describe("the other reports", function()
     local out = report("monthly --month 2031-05 --format html --no-cache")
     assert.matches("^<!DOCTYPE html>", out)
     assert.matches("<svg", out)
-    local _, bars = out:gsub('class="bar"', "")
+    local _, charts = out:gsub("<svg", "")
+    assert.are.equal(2, charts) -- one for screens, one for phones
+    local _, bars = out:match('<div class="chart wide">(.-)</svg>'):gsub('class="bar"', "")
     assert.are.equal(31, bars) -- a bar a day: calm days are there, at zero
     assert.not_matches("<script", out)
   end)
@@ -228,3 +230,72 @@ describe("every shipped report's output", function()
   end
 end)
 
+
+-- README's first analysis, as a new analyst runs it: the top farms by
+-- payment in a quarter with S9 bitcoin, to CSV for a spreadsheet and to
+-- JSON for Python; rankings cached apart, and a write in the quarter seen.
+describe("a first analysis", function()
+  local Q3 = {
+    "2034-07-03,10,T_VKNGW-1,Viking Energy Wind Farm LLP,-100,-100,-1,-1,true,false",
+    "2034-08-14,20,T_DOREW-1,Dorenell Windfarm Limited,-50,-4000,-80,-80,true,false",
+    "2034-09-30,47,T_SGRWO-1,Seagreen Wind Energy Limited,-15,-75,-5,-5,true,false",
+    "2034-08-20,30,T_SGRWO-1,Seagreen Wind Energy Limited,-1,-1,-1,-1,true,false", -- the day the last test rewrites
+    "2034-10-01,1,T_MOWEO-1,Moray Offshore Wind East Ltd,-500,-50000,-100,-100,true,false", -- Q4: not counted
+  }
+  setup(function()
+    for _, d in ipairs({ "2034-07-01", "2034-08-01", "2034-09-01", "2034-10-01" }) do
+      db:exec("INSERT INTO bitcoin_difficulty VALUES ($1, 100e12) ON CONFLICT (effective_date) "
+        .. "DO UPDATE SET difficulty = 100e12", d)
+    end
+    load_data(Q3)
+  end)
+
+  local function farms_of(csv)
+    local out = {}
+    for line in csv:gmatch("[^\r\n]+") do
+      local first = line:match("^([^,]*)")
+      if first:match("^T_") then out[#out + 1] = first end
+    end
+    return out
+  end
+
+  it("top farms by payment in a quarter, with S9 bitcoin, to CSV and to JSON for Python", function()
+    local csv = h.tmpname(".csv")
+    local _, err, code = h.quarry("report farms --quarter 2034-Q3 --miner S9 --sort paid_gbp -o " .. csv, ENV)
+    assert.are.equal(0, code, err)
+    local text = h.read(csv)
+    assert.matches("^farm_id,farms,periods,farm_periods,curtailed_mwh,paid_gbp,btc_S9\r?\n", text)
+    assert.are.same({ "T_DOREW-1", "T_VKNGW-1", "T_SGRWO-1" }, farms_of(text))
+    assert.matches("\ntotal,3,4,4,166%.?0*,4176%.?0*,", text) -- the quarter's totals as the last row
+    os.remove(csv)
+    local json = h.tmpname(".json")
+    _, err, code = h.quarry("report farms --quarter 2034-q3 --miner S9 --sort paid_gbp -o " .. json, ENV)
+    assert.are.equal(0, code, err)
+    local py = h.write(h.tmpname(".py"), [[
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d["schema"], ",".join(r["farm_id"] for r in d["rows"]), float(d["totals"]["paid_gbp"]),
+      d["params"]["quarter"], [f["unit"] for f in d["fields"] if f["name"] == "btc_S9"][0])
+]])
+    local p = io.popen(("python3 %s %s 2>&1"):format(py, json))
+    local out = p:read("a")
+    p:close()
+    os.remove(py)
+    os.remove(json)
+    assert.are.equal("quarry.report/1 T_DOREW-1,T_VKNGW-1,T_SGRWO-1 4176.0 2034-Q3 BTC\n", out)
+  end)
+
+  it("caches each ranking apart, and a write in the quarter reaches the quarter's reports", function()
+    local function top(sort) -- through the cache
+      local out, err, code = report("farms --quarter 2034-Q3 --format json --sort " .. sort)
+      assert(code == 0, err)
+      return cjson.decode(out).rows[1].farm_id
+    end
+    assert.are.equal("T_DOREW-1", top("paid_gbp"))
+    assert.are.equal("T_VKNGW-1", top("curtailed_mwh")) -- not the payment ranking from the cache
+    assert.are.equal("T_DOREW-1", top("paid_gbp"))
+    load_data({ "2034-08-20,30,T_SGRWO-1,Seagreen Wind Energy Limited,-1000,-10000,-10,-10,true,false" })
+    assert.are.equal("T_SGRWO-1", top("paid_gbp"))
+    assert.are.equal("T_SGRWO-1", top("curtailed_mwh"))
+  end)
+end)

@@ -32,7 +32,9 @@ describe("report parameters", function()
     { "farms --month 2031-05 --by colour", "expected one of farm, lead_party" },
     { "monthly --month 2031-05 --date 2031-05-01", "unknown option '--date'" },
     { "nosuchreport", "unknown report 'nosuchreport'" },
-    { "farms", "needs --date, --month or --year" },
+    { "farms", "needs --date, --month, --quarter or --year" },
+    { "farms --quarter 2031-Q5", "is not a quarter" },
+    { "farms --quarter 2031-Q2 --sort money", "expected one of curtailed_mwh, paid_gbp, btc" },
   }
   for _, c in ipairs(cases) do
     it("refuses " .. c[1] .. " with exit 2", function()

@@ -5,7 +5,7 @@ local rules = require "quarry.rules"
 describe("rules", function()
   it("validates rules, naming the entry", function()
     assert.has_error(function() rules.validate({ { table = "x", stale = { "a:{week}:*" } } }, "r.lua") end,
-      "r.lua: rule 1: stale[1] uses unknown placeholder {week} (date, month, year)")
+      "r.lua: rule 1: stale[1] uses unknown placeholder {week} (date, month, quarter, year)")
     assert.has_error(function() rules.validate({ { table = "x; drop", stale = { "a" } } }, "r.lua") end,
       "r.lua: rule 1: 'table' must be a table name")
     assert.has_error(function() rules.patterns(nil, { "2024-02-30" }) end)
@@ -19,6 +19,14 @@ describe("rules", function()
     local defs = { { table = "a", stale = { "m:{month}:*" } }, { table = "b", stale = { "m:{month}:*", "y:{year}:*" } },
                    { table = "c", stale = { "z:*" } } }
     assert.are.same({ "m:2024-03:*", "y:2024:*" }, rules.patterns({ "a", "b" }, { "2024-03-01", "2024-03-02" }, defs))
+  end)
+
+  it("names the quarter of a date, so a write reaches the quarter's reports", function()
+    local defs = { { table = "a", stale = { "q:{quarter}:*" } } }
+    assert.are.same({ "q:2024-Q1:*", "q:2024-Q2:*", "q:2024-Q4:*" },
+      rules.patterns("a", { "2024-01-01", "2024-03-31", "2024-04-01", "2024-12-31" }, defs))
+    assert.truthy(table.concat(rules.patterns("curtailment_records", { "2024-08-14" }), " ")
+      :find("quarterly_mining:2024-Q3:*", 1, true))
   end)
 
   it("turns a dependency on dates into the fewest groups the writes bump", function()

@@ -1,6 +1,6 @@
 --- Cache invalidation rules: what a change to a table's rows on a
 -- settlement date makes stale. Placeholders: {date} (YYYY-MM-DD), {month}
--- (YYYY-MM), {year} (YYYY). Patterns of the form "literal:*" are dropped in
+-- (YYYY-MM), {quarter} (YYYY-Qn), {year} (YYYY). Patterns of the form "literal:*" are dropped in
 -- O(1) through group generations; other days, months and years stay cached.
 --
 -- Every write quarry makes (ingest, recalculation, seed) applies these for
@@ -8,6 +8,7 @@
 local mining = {
   "daily_mining:{date}:*",
   "monthly_mining:{month}:*",
+  "quarterly_mining:{quarter}:*",
   "yearly_mining:{year}:*",
   -- what script values declare they depend on (cache get_or_compute's
   -- opts.depends): that day, its month, its year, or all the data
