@@ -99,6 +99,33 @@ print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]
   end)
 end)
 
+describe("the report cache", function()
+  it("keys every param, even one the plugin's key template leaves out", function()
+    local dir = h.tmpname(".forgot")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/forgot.lua", [[return {
+      name = "forgot", description = "A key template without {unit}",
+      params = { month = { type = "month", required = true },
+                 unit = { type = "choice", choices = { "mwh", "gwh" }, default = "mwh" } },
+      cache = { key = "forgot:{month}", ttl = "SHORT" },
+      run = function(ctx, p)
+        local from, to = ctx.range(p)
+        return ctx.query("SELECT sum(-volume) / $3 AS curtailed FROM curtailment_records "
+          .. "WHERE settlement_date BETWEEN $1::date AND $2::date", from, to, p.unit == "gwh" and 1000 or 1)
+      end }]])
+    local env = env_for(dir)
+    local function curtailed(unit)
+      local out, err, code = h.quarry("report forgot --month 2031-05 --format json --unit " .. unit, env)
+      assert.are.equal(0, code, err)
+      return tonumber(cjson.decode(out).rows[1].curtailed)
+    end
+    assert.are.equal(65, curtailed("mwh"))
+    assert.are.equal(0.065, curtailed("gwh")) -- not the cached MWh figure
+    assert.are.equal(65, curtailed("mwh"))
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
 describe("-o FILE", function()
   it("takes the format from the extension unless --format says otherwise, and refuses a contradiction", function()
     local dir = h.tmpname(".out")
