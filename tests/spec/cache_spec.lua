@@ -336,14 +336,18 @@ describe("cache TTLs and invalidation", function()
     return out
   end
 
-  it("applies the rules of a date: that day, its month, its year and nothing else", function()
+  it("applies the rules of a date: that day, its month, quarter and year and nothing else", function()
     local c = new_cache()
     local keys = fill(c)
+    for _, k in ipairs({ "quarterly_mining:2024-Q1:farms:all", "quarterly_mining:2024-Q2:farms:all" }) do
+      c:set(k, k, 600)
+      keys[#keys + 1] = k
+    end
     local applied = require("quarry.rules").invalidate(c, "curtailment_records", { "2024-03-01" })
-    assert.are.same({ "daily_mining:2024-03-01:*", "monthly_mining:2024-03:*", "yearly_mining:2024:*",
-      "data:2024-03-01:*", "data:2024-03:*", "data:2024:*", "data:all:*" }, applied)
+    assert.are.same({ "daily_mining:2024-03-01:*", "monthly_mining:2024-03:*", "quarterly_mining:2024-Q1:*",
+      "yearly_mining:2024:*", "data:2024-03-01:*", "data:2024-03:*", "data:2024:*", "data:all:*" }, applied)
     assert.are.same({ "daily_mining:2024-03-02:S19J_PRO:all", "monthly_mining:2024-04:S19J_PRO:all",
-      "yearly_mining:2023:S19J_PRO:all", "other:thing" }, cached(c, keys))
+      "yearly_mining:2023:S19J_PRO:all", "other:thing", "quarterly_mining:2024-Q2:farms:all" }, cached(c, keys))
     c:clear()
   end)
 
@@ -426,7 +430,8 @@ describe("quarry cache commands", function()
     local out, err, code = h.quarry("cache invalidate --date 2024-03-01", env)
     assert.are.equal(0, code, err)
     assert.are.equal("invalidated daily_mining:2024-03-01:*\ninvalidated monthly_mining:2024-03:*\n" ..
-      "invalidated yearly_mining:2024:*\ninvalidated data:2024-03-01:*\ninvalidated data:2024-03:*\n" ..
+      "invalidated quarterly_mining:2024-Q1:*\ninvalidated yearly_mining:2024:*\n" ..
+      "invalidated data:2024-03-01:*\ninvalidated data:2024-03:*\n" ..
       "invalidated data:2024:*\ninvalidated data:all:*\n", out)
     for _, bad in ipairs({ "2024-13-01", "2024-02-30", "yesterday", "2024-03-01'; FLUSHALL" }) do
       local _
