@@ -14,6 +14,17 @@
  * beyond, every parameter goes as text. */
 #define STACK_FORMATS 64
 
+/* The statement a connection has sent and not yet fully read. */
+struct qr_pending {
+    qr_stmt *st;
+    const char *sql;
+    int n;
+    const char *const *values; /* the caller's, alive until the statement is collected */
+    const int *lengths;
+    int kind, attempt, was_idle, active;
+    PGresult *keep; /* the result to return: the last, or the first error */
+};
+
 struct qr_conn {
     PGconn *pg;
     PGcancel *cancel; /* for qr_conn_cancel_running, from a signal handler */
@@ -23,6 +34,8 @@ struct qr_conn {
     int tx_depth;
     int restricted;  /* see qr_conn_restrict */
     int stale_plans; /* a schema change outdated the prepared statements */
+    int want_write;  /* qr_conn_collect waits for the socket to take more */
+    struct qr_pending pending;
     qr_conn_meta meta;
 };
 
@@ -146,6 +159,7 @@ void qr_conn_close(qr_conn *c)
 {
     if (!c) return;
     if (c->cancel) PQfreeCancel(c->cancel);
+    PQclear(c->pending.keep);
     PQfinish(c->pg);
     free(c->prepared);
     free(c);
@@ -294,56 +308,226 @@ static int check_restricted(qr_conn *c, const char *sql, size_t len, qr_error *e
     return 0;
 }
 
-static PGresult *exec_prepared(qr_conn *c, qr_stmt *st, int n, const char *const *values,
-                               const int *lengths, qr_error *err)
+/* ---- one statement in two halves ----
+ * qr_conn_send checks and sends; qr_conn_collect reads the answer as it
+ * arrives, without blocking. qr_conn_exec is the two with a poll between
+ * them; quarry.parallel runs many of them on one event loop. */
+
+enum { SEND_SCRIPT, SEND_PARAMS, SEND_PREPARED };
+
+static int send_prepared(qr_conn *c, qr_error *err)
 {
+    struct qr_pending *q = &c->pending;
+    qr_stmt *st = q->st;
     char name[24];
     snprintf(name, sizeof name, "qr_%u", st->id);
-    for (int attempt = 0;; attempt++) {
-        int was_idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-        drop_plans_if_stale(c);
-        if (!is_prepared(c, st->id)) {
-            PGresult *r = checked(c, PQprepare(c->pg, name, st->sql, 0, NULL), err);
-            if (!r) return NULL;
-            PQclear(r);
-            if (set_prepared(c, st->id) != 0) {
-                qr_error_set(err, "query", "out of memory");
-                return NULL;
-            }
+    q->was_idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    drop_plans_if_stale(c);
+    if (!is_prepared(c, st->id)) {
+        PGresult *r = checked(c, PQprepare(c->pg, name, st->sql, 0, NULL), err);
+        if (!r) return -1;
+        PQclear(r);
+        if (set_prepared(c, st->id) != 0) {
+            qr_error_set(err, "query", "out of memory");
+            return -1;
         }
-        qr_stmt_params *p = describe(c, st, name);
-        int formats[STACK_FORMATS], *fmt = NULL;
-        if (p && p->n != n) {
-            qr_error_set(err, "usage", "the statement takes %d parameter%s, %d given", p->n,
-                         p->n == 1 ? "" : "s", n);
-            return NULL;
-        }
-        if (p && n <= STACK_FORMATS) {
-            for (int i = 0; i < n; i++) formats[i] = p->bytea[i];
-            fmt = formats;
-        }
-        for (int i = 0; i < n; i++) {
-            if (values[i] && !(fmt && fmt[i]) && lengths && memchr(values[i], 0, (size_t)lengths[i])) {
-                qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
-                                           "parameter can take", i + 1);
-                return NULL;
-            }
-        }
-        PGresult *r = PQexecPrepared(c->pg, name, n, values, lengths, fmt, 0);
-        if (r && plan_outdated(r)) {
-            c->stale_plans = 1;
-            if (was_idle && attempt == 0) { /* nothing else was undone by the failure: retry */
-                PQclear(r);
-                continue;
-            }
-        }
-        return checked(c, r, err);
     }
+    qr_stmt_params *p = describe(c, st, name);
+    int formats[STACK_FORMATS], *fmt = NULL;
+    int n = q->n;
+    if (p && p->n != n) {
+        qr_error_set(err, "usage", "the statement takes %d parameter%s, %d given", p->n,
+                     p->n == 1 ? "" : "s", n);
+        return -1;
+    }
+    if (p && n <= STACK_FORMATS) {
+        for (int i = 0; i < n; i++) formats[i] = p->bytea[i];
+        fmt = formats;
+    }
+    for (int i = 0; i < n; i++) {
+        if (q->values[i] && !(fmt && fmt[i]) && q->lengths &&
+            memchr(q->values[i], 0, (size_t)q->lengths[i])) {
+            qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
+                                       "parameter can take", i + 1);
+            return -1;
+        }
+    }
+    /* the parameters are copied into libpq's buffer here; fmt may go */
+    if (!PQsendQueryPrepared(c->pg, name, n, q->values, q->lengths, fmt, 0)) {
+        error_from(err, c, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_pending(qr_conn *c, qr_error *err)
+{
+    struct qr_pending *q = &c->pending;
+    int ok;
+    if (q->kind == SEND_PREPARED) return send_prepared(c, err);
+    if (q->kind == SEND_SCRIPT) ok = PQsendQuery(c->pg, q->sql);
+    else ok = PQsendQueryParams(c->pg, q->sql, q->n, NULL, q->values, q->lengths, NULL, 0);
+    if (!ok) {
+        error_from(err, c, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
+                 const int *lengths, qr_error *err)
+{
+    if (st) sql = st->sql;
+    size_t len = st ? st->len : strlen(sql);
+    struct qr_pending *q = &c->pending;
+    memset(q, 0, sizeof *q);
+    q->st = st;
+    q->sql = sql;
+    q->n = n;
+    q->values = values;
+    q->lengths = lengths;
+    if (c->restricted) {
+        if (check_restricted(c, sql, len, err) != 0) return -1;
+        /* Never the simple protocol: even a text the lexer misjudged cannot
+         * carry a second statement through PQprepare or PQexecParams. */
+        q->kind = st ? SEND_PREPARED : SEND_PARAMS;
+    } else {
+        if (!st && lengths) {
+            for (int i = 0; i < n; i++) {
+                if (values[i] && memchr(values[i], 0, (size_t)lengths[i])) {
+                    qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
+                                               "parameter of a prepared statement can take", i + 1);
+                    return -1;
+                }
+            }
+        }
+        if (st ? st->simple : qr_sql_is_script(sql, len)) {
+            if (n > 0) {
+                qr_error_set(err, "usage", "a script of several statements cannot take parameters");
+                return -1;
+            }
+            q->kind = SEND_SCRIPT;
+        } else {
+            q->kind = st ? SEND_PREPARED : SEND_PARAMS;
+        }
+    }
+    if (send_pending(c, err) != 0) return -1;
+    q->active = 1;
+    return 0;
+}
+
+/* The last result has come: what qr_conn_exec returns. 1, or 0 when the
+ * statement was sent again (an outdated plan, see plan_outdated). */
+static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
+{
+    struct qr_pending *q = &c->pending;
+    if (q->kind == SEND_PREPARED && r && plan_outdated(r)) {
+        c->stale_plans = 1;
+        if (q->was_idle && q->attempt == 0) { /* nothing else was undone by the failure: retry */
+            PQclear(r);
+            q->attempt = 1;
+            if (send_pending(c, err) == 0) return 0;
+            q->active = 0;
+            *out = NULL;
+            return 1;
+        }
+    }
+    q->active = 0;
+    if (!r) {
+        error_from(err, c, NULL);
+        *out = NULL;
+        return 1;
+    }
+    r = checked(c, r, err);
+    if (c->restricted) {
+        PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+        if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) {
+            if (r) PQclear(r);
+            c->broken = 1;
+            qr_error_set(err, "denied", "a statement here may not end its transaction "
+                                       "(the connection is discarded)");
+            r = NULL;
+        }
+    }
+    *out = r;
+    return 1;
+}
+
+static int failed(ExecStatusType s)
+{
+    return s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE || s == PGRES_NONFATAL_ERROR;
+}
+
+int qr_conn_collect(qr_conn *c, PGresult **out, qr_error *err)
+{
+    struct qr_pending *q = &c->pending;
+    *out = NULL;
+    c->want_write = 0;
+    int f = PQflush(c->pg);
+    if (f == 1) {
+        c->want_write = 1;
+        return 0;
+    }
+    if (f < 0 || !PQconsumeInput(c->pg)) {
+        PQclear(q->keep);
+        q->keep = NULL;
+        return finish(c, NULL, out, err);
+    }
+    while (!PQisBusy(c->pg)) {
+        PGresult *r = PQgetResult(c->pg);
+        ExecStatusType s = r ? PQresultStatus(r) : PGRES_EMPTY_QUERY;
+        if (r && (s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH)) {
+            PQclear(q->keep); /* the server waits on a COPY: nothing more comes */
+            q->keep = NULL;
+            return finish(c, r, out, err);
+        }
+        if (!r) { /* the end: the last result, or the first error (as PQexec) */
+            PGresult *last = q->keep;
+            q->keep = NULL;
+            int done = finish(c, last, out, err);
+            if (done) return 1;
+            continue; /* sent again */
+        }
+        if (q->keep && failed(PQresultStatus(q->keep))) {
+            PQclear(r);
+        } else {
+            PQclear(q->keep);
+            q->keep = r;
+        }
+    }
+    return 0;
+}
+
+int qr_conn_socket(const qr_conn *c)
+{
+    return PQsocket(c->pg);
+}
+
+int qr_conn_wants_write(const qr_conn *c)
+{
+    return c->want_write;
+}
+
+int qr_conn_set_nonblocking(qr_conn *c, int on)
+{
+    return PQsetnonblocking(c->pg, on != 0);
+}
+
+int qr_conn_busy(const qr_conn *c)
+{
+    return c->pending.active;
+}
+
+int qr_conn_cancel(qr_conn *c)
+{
+    char buf[256];
+    return c->cancel && PQcancel(c->cancel, buf, sizeof buf);
 }
 
 /* The cancel handle of the statement running now, if any: the process runs
- * one statement at a time, and a signal handler may read this at any moment
- * (qr_conn_cancel_running), so it is an atomic pointer set around the call. */
+ * one blocking statement at a time, and a signal handler may read this at
+ * any moment (qr_conn_cancel_running), so it is an atomic pointer set
+ * around the call. */
 static _Atomic(PGcancel *) running;
 
 int qr_conn_cancel_running(void)
@@ -353,58 +537,19 @@ int qr_conn_cancel_running(void)
     return cn && PQcancel(cn, buf, sizeof buf); /* PQcancel is safe in a signal handler */
 }
 
-static PGresult *exec_any(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
-                          const int *lengths, qr_error *err);
-
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                        const int *lengths, qr_error *err)
 {
     PGcancel *outer = atomic_exchange(&running, c->cancel);
-    PGresult *r = exec_any(c, st, sql, n, values, lengths, err);
+    PGresult *r = NULL;
+    if (qr_conn_send(c, st, sql, n, values, lengths, err) == 0) {
+        while (!qr_conn_collect(c, &r, err)) {
+            struct pollfd pfd = {PQsocket(c->pg), c->want_write ? POLLOUT : POLLIN, 0};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) break; /* collect then reports the state */
+        }
+    }
     atomic_store(&running, outer);
     return r;
-}
-
-static PGresult *exec_any(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
-                          const int *lengths, qr_error *err)
-{
-    if (st) sql = st->sql;
-    size_t len = st ? st->len : strlen(sql);
-    PGresult *r;
-    if (c->restricted) {
-        if (check_restricted(c, sql, len, err) != 0) return NULL;
-        /* Never the simple protocol: even a text the lexer misjudged cannot
-         * carry a second statement through PQprepare or PQexecParams. */
-        r = st ? exec_prepared(c, st, n, values, lengths, err)
-               : checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
-        PGTransactionStatusType ts = PQtransactionStatus(c->pg);
-        if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) {
-            if (r) PQclear(r);
-            c->broken = 1;
-            qr_error_set(err, "denied", "a statement here may not end its transaction "
-                                       "(the connection is discarded)");
-            return NULL;
-        }
-        return r;
-    }
-    if (!st && lengths) {
-        for (int i = 0; i < n; i++) {
-            if (values[i] && memchr(values[i], 0, (size_t)lengths[i])) {
-                qr_error_set(err, "usage", "parameter $%d holds a zero byte, which only a bytea "
-                                           "parameter of a prepared statement can take", i + 1);
-                return NULL;
-            }
-        }
-    }
-    if (st ? st->simple : qr_sql_is_script(sql, len)) {
-        if (n > 0) {
-            qr_error_set(err, "usage", "a script of several statements cannot take parameters");
-            return NULL;
-        }
-        return checked(c, PQexec(c->pg, sql), err);
-    }
-    if (!st) return checked(c, PQexecParams(c->pg, sql, n, NULL, values, lengths, NULL, 0), err);
-    return exec_prepared(c, st, n, values, lengths, err);
 }
 
 long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void *ud, qr_error *err)

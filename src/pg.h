@@ -42,6 +42,24 @@ const char *qr_conn_where(qr_conn *c, char *buf, size_t cap);
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n,
                        const char *const *values, const int *lengths, qr_error *err);
 
+/* The same in two halves, for an event loop. qr_conn_send checks and sends
+ * (0, or -1 with err); values and lengths must stay valid until the result
+ * is collected. qr_conn_collect never blocks: 1 when the statement is done
+ * (*out as qr_conn_exec returns it, or NULL with err), 0 when it must be
+ * called again once qr_conn_socket is readable (writable if
+ * qr_conn_wants_write). Use qr_conn_set_nonblocking(c, 1) first so sending
+ * never blocks either. One statement at a time per connection. */
+int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
+                 const int *lengths, qr_error *err);
+int qr_conn_collect(qr_conn *c, PGresult **out, qr_error *err);
+int qr_conn_socket(const qr_conn *c);
+int qr_conn_wants_write(const qr_conn *c);
+int qr_conn_set_nonblocking(qr_conn *c, int on);
+/* 1 while a sent statement is not collected. */
+int qr_conn_busy(const qr_conn *c);
+/* Ask the server to cancel c's running statement (it then fails with 57014). */
+int qr_conn_cancel(qr_conn *c);
+
 /* Ask the server to cancel the statement qr_conn_exec runs now (it then
  * fails with SQLSTATE 57014). Async-signal-safe: for a SIGINT handler.
  * Returns 1 if a cancel request was sent. */
