@@ -252,13 +252,13 @@ static int collect_params(lua_State *L, int first, params *pp, const char **sv, 
 {
     int top = lua_gettop(L), n = top >= first ? top - first + 1 : 0;
     if (n > 65535) luaL_error(L, "too many parameters (%d; PostgreSQL takes 65535)", n);
-    if (n <= STACK_PARAMS) {
+    if (n <= STACK_PARAMS && sv) {
         pp->values = sv;
         pp->lengths = sl;
         pp->text = st;
     } else {
         size_t each = sizeof(char *) + sizeof(int) + 32;
-        char *mem = lua_newuserdatauv(L, (size_t)n * each, 0); /* anchored on the stack */
+        char *mem = lua_newuserdatauv(L, (size_t)(n ? n : 1) * each, 0); /* anchored on the stack */
         pp->values = (const char **)(void *)mem;
         pp->text = (char (*)[32])(void *)(mem + (size_t)n * sizeof(char *));
         pp->lengths = (int *)(void *)(mem + (size_t)n * (sizeof(char *) + 32));
@@ -316,8 +316,154 @@ static const char *check_sql(lua_State *L, size_t *len, const char **name)
     return luaL_checklstring(L, 2, len);
 }
 
+/* ---- the same from a coroutine of quarry.parallel ----
+ * The statement is sent, then the coroutine yields the socket to wait on
+ * (fd, write) -- or "pool" while every connection is taken -- and the
+ * scheduler (lua/quarry/parallel.lua) resumes it when that is ready. What
+ * must outlive the yields lives on the coroutine's stack: the arguments,
+ * the parameters (forced into a userdata) and the job below, a to-be-closed
+ * value, so a coroutine closed half-way cancels its statement and gives its
+ * connection back. */
+
+static const char ASYNC_KEY = 0; /* registry: weak set of the coroutines whose queries yield */
+
+#define JOB_MT "quarry.job"
+
+typedef struct {
+    qr_conn *c;
+    qr_pool *from;  /* take a connection from here for this statement (NULL: held) */
+    int taken;      /* c came from `from`: give it back at the end */
+    qr_timings *t;
+    qr_hist *hist;
+    qr_stmt *stmt;
+    const char *sql;
+    params pp;
+    int n, mode, decode;
+    uint64_t t0;
+} job;
+
+static void job_end(job *j)
+{
+    if (!j->c) return;
+    if (qr_conn_busy(j->c)) qr_conn_cancel(j->c); /* abandoned half-way */
+    qr_conn_set_nonblocking(j->c, 0);
+    if (j->taken) qr_pool_release(j->from, j->c); /* a busy one is closed, not reused */
+    j->c = NULL;
+    j->taken = 0;
+}
+
+static int job_close(lua_State *L)
+{
+    job_end(luaL_checkudata(L, 1, JOB_MT));
+    return 0;
+}
+
+static int in_async(lua_State *L)
+{
+    if (!lua_isyieldable(L)) return 0;
+    if (lua_pushthread(L)) { /* the main thread never yields */
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);
+    int on = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+    return on;
+}
+
+static int async_step(lua_State *L, int status, lua_KContext ctx);
+
+static int async_yield_io(lua_State *L, job *j, lua_KContext ctx)
+{
+    lua_pushinteger(L, qr_conn_socket(j->c));
+    lua_pushboolean(L, qr_conn_wants_write(j->c));
+    return lua_yieldk(L, 2, ctx, async_step);
+}
+
+static int async_step(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    int ji = (int)ctx;
+    lua_settop(L, ji); /* drop what resume passed */
+    job *j = lua_touserdata(L, ji);
+    qr_error err;
+    if (!j->c) { /* waiting for a connection */
+        int got = qr_pool_try_acquire(j->from, j->stmt ? j->stmt->fingerprint : NULL, &j->c, &err);
+        if (got < 0) return qr_lua_raise(L, &err);
+        if (got == 1) {
+            lua_pushliteral(L, "pool");
+            return lua_yieldk(L, 1, ctx, async_step);
+        }
+        j->taken = 1;
+        qr_conn_set_nonblocking(j->c, 1);
+        j->t0 = qr_now_ns();
+        if (qr_conn_send(j->c, j->stmt, j->sql, j->n, j->pp.values, j->pp.lengths, &err) != 0) {
+            job_end(j);
+            return qr_lua_raise(L, &err);
+        }
+        return async_yield_io(L, j, ctx);
+    }
+    PGresult *r;
+    if (!qr_conn_collect(j->c, &r, &err)) return async_yield_io(L, j, ctx);
+    if (j->hist) qr_hist_record(j->hist, qr_now_ns() - j->t0);
+    job_end(j);
+    if (!r) return qr_lua_raise(L, &err);
+    PGresult **box = new_result_box(L);
+    *box = r;
+    push_result(L, r, (enum mode)j->mode, j->decode);
+    PQclear(r);
+    *box = NULL;
+    return 1;
+}
+
+static int run_async(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, enum mode mode)
+{
+    size_t len;
+    const char *name;
+    const char *sql = check_sql(L, &len, &name);
+    params pp;
+    int n = collect_params(L, 3, &pp, NULL, NULL, NULL); /* pushes the parameters' userdata */
+    lua_pushvalue(L, lua_upvalueindex(1)); /* cjson.decode, or nil */
+    int decode = lua_gettop(L);
+    if (held && qr_conn_busy(held)) luaL_error(L, "this connection is already running a statement");
+    job *j = lua_newuserdatauv(L, sizeof *j, 0);
+    memset(j, 0, sizeof *j);
+    luaL_setmetatable(L, JOB_MT);
+    int ji = lua_gettop(L);
+    lua_toclose(L, ji);
+    j->stmt = qr_pool_stmt(pool, sql, len);
+    j->sql = sql;
+    j->pp = pp;
+    j->n = n;
+    j->mode = mode;
+    j->decode = decode;
+    j->t = t;
+    j->hist = name && t ? qr_timings_get(t, name) : j->stmt ? j->stmt->hist : NULL;
+    if (!j->hist && t) {
+        char fp[101];
+        qr_sql_fingerprint(sql, len, fp, sizeof fp);
+        j->hist = qr_timings_get(t, fp);
+    }
+    qr_error err;
+    if (held) {
+        j->c = held;
+        qr_conn_set_nonblocking(held, 1);
+        j->t0 = qr_now_ns();
+        if (qr_conn_send(held, j->stmt, sql, n, pp.values, pp.lengths, &err) != 0) {
+            job_end(j);
+            return qr_lua_raise(L, &err);
+        }
+        return async_yield_io(L, j, (lua_KContext)ji);
+    }
+    j->from = pool;
+    return async_step(L, LUA_OK, (lua_KContext)ji);
+}
+
 static int run(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, enum mode mode)
 {
+    if (in_async(L)) return run_async(L, pool, t, held, mode);
     size_t len;
     const char *name;
     const char *sql = check_sql(L, &len, &name);
@@ -682,6 +828,21 @@ void qr_lua_open_pool(lua_State *L)
     lua_pushcfunction(L, result_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
+    luaL_newmetatable(L, JOB_MT);
+    lua_pushcfunction(L, job_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, job_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    /* core.async_threads: quarry.parallel marks its coroutines here */
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &ASYNC_KEY);
+    lua_setfield(L, decode - 1, "async_threads"); /* module, decode */
 
     static const luaL_Reg conn_methods[] = {
         {"query", l_conn_query}, {"query_one", l_conn_query_one}, {"exec", l_conn_exec},

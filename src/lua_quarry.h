@@ -21,6 +21,7 @@ void qr_lua_open_cache(lua_State *L);
 void qr_lua_open_codec(lua_State *L);
 void qr_lua_open_readline(lua_State *L);
 void qr_lua_open_limits(lua_State *L);
+void qr_lua_open_loop(lua_State *L);
 
 /* Push the fixed-shape error table for e ({code, message, sqlstate, detail,
  * hint, position, retryable} with __tostring) and raise it. Callers free or

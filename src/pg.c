@@ -380,6 +380,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
     if (st) sql = st->sql;
     size_t len = st ? st->len : strlen(sql);
     struct qr_pending *q = &c->pending;
+    PQclear(q->keep); /* a statement abandoned half-read (a cancelled coroutine) */
     memset(q, 0, sizeof *q);
     q->st = st;
     q->sql = sql;

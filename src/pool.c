@@ -182,7 +182,7 @@ static void format_exhausted(qr_pool *p, qr_error *err)
     err->retryable = 1;
 }
 
-int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
+static int acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err, int wait)
 {
     uint64_t start = qr_now_ns();
     uint64_t deadline = start + (uint64_t)p->opt.connect_timeout_ms * MS;
@@ -243,6 +243,10 @@ int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
             pthread_mutex_lock(&p->lock);
             continue;
         }
+        if (!wait) { /* every connection is taken: the caller waits its own way */
+            pthread_mutex_unlock(&p->lock);
+            return 1;
+        }
         if (now >= deadline) {
             p->timeouts++;
             format_exhausted(p, err);
@@ -271,6 +275,16 @@ void qr_pool_expect_long_hold(qr_pool *p, qr_conn *c)
     pthread_mutex_lock(&p->lock);
     qr_conn_meta_of(c)->hold_warned = 1; /* as if warned: warn_holds_locked skips it */
     pthread_mutex_unlock(&p->lock);
+}
+
+int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
+{
+    return acquire(p, who, out, err, 1);
+}
+
+int qr_pool_try_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err)
+{
+    return acquire(p, who, out, err, 0);
 }
 
 void qr_pool_release(qr_pool *p, qr_conn *c)

@@ -58,6 +58,10 @@ void qr_pool_free(qr_pool *p);
 /* 0 and *out set, or -1 with err set (code "timeout" or "connection"). who
  * (may be NULL) names the taker in hold warnings; it is copied. */
 int qr_pool_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err);
+/* The same without waiting for a connection to be released: 1 (nothing
+ * taken, no error) when every one is in use. For an event loop, which waits
+ * by running other work. */
+int qr_pool_try_acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err);
 void qr_pool_release(qr_pool *p, qr_conn *c);
 
 /* The current hold of c (taken from p) is long on purpose -- a bulk load,

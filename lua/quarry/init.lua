@@ -13,6 +13,7 @@ local M = {}
 M.log = require "quarry.log"
 M.config = config
 M.error = core.error
+M.parallel = require("quarry.parallel").run
 
 local timings = core.timings_new()
 local flags = {}

@@ -10,8 +10,8 @@ out=build-fuzz
 mkdir -p "$out/new"
 # shellcheck disable=SC2046
 clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -Isrc \
-    $(pkg-config --cflags lua5.4 libpq hiredis) \
-    tests/fuzz/fuzz_codec.c src/lua_*.c src/log.c src/timing.c src/pg.c src/pool.c src/tx.c src/cache.c \
-    $(pkg-config --libs lua5.4 libpq hiredis) -lpthread -lm -o "$out/fuzz_codec"
+    $(pkg-config --cflags lua5.4 libpq hiredis libevent) \
+    tests/fuzz/fuzz_codec.c $(ls src/*.c | grep -v "/main.c$") \
+    $(pkg-config --libs lua5.4 libpq hiredis libevent) -lpthread -lm -o "$out/fuzz_codec"
 "$out/fuzz_codec" -max_total_time="$secs" -max_len=4096 -print_final_stats=1 "$out/new" tests/fuzz/corpus
 "$out/fuzz_codec" -merge=1 tests/fuzz/corpus "$out/new"
