@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# quarry.parallel: the twelve months of a seeded year aggregated from the
+# raw rows, one query after another and then all at once, against what the
+# server itself needs (EXPLAIN ANALYZE execution times, shared over the
+# cores), on a private PostgreSQL/Redis in the build folder.
+#   bench/run_parallel.sh [SCALE] [ROUNDS]      default 3 and 7
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+scale=${1:-3}
+rounds=${2:-7}
+bench_setup parallel-home
+db="bench_parallel_$scale"
+psql "$url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+surl=${url/\/quarry\?//$db?}
+rows=$(DATABASE_URL=$surl $q --log-level warn db seed --scale "$scale" --from 2024-01-01 --to 2024-12-31 |
+    sed -n 's/.*: \([0-9]*\) curtailment row.*/\1/p')
+psql "$surl" -qc "VACUUM ANALYZE" >/dev/null
+cores=$(nproc)
+out=$(DATABASE_URL=$surl $q run bench/bench_parallel.lua 2024 "$cores" "$rounds")
+v() { echo "$out" | awk -v k="$1" '$1==k{print $2}'; }
+echo "| curtailment rows | 12 months, one after another | quarry.parallel | PostgreSQL execution, sum / slowest | limit (max of slowest, sum / $cores cores) | parallel / limit | speed-up |"
+echo "|---|---|---|---|---|---|---|"
+echo "| $rows | $(v sequential_ms) ms | $(v parallel_ms) ms | $(v pg_sum_ms) / $(v pg_max_ms) ms | $(v limit_ms) ms | $(awk -v a="$(v parallel_ms)" -v b="$(v limit_ms)" 'BEGIN{printf "%.2f", a/b}') | $(awk -v a="$(v sequential_ms)" -v b="$(v parallel_ms)" 'BEGIN{printf "%.2fx", a/b}') |"
