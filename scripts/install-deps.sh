@@ -10,6 +10,7 @@ packages=(
     lua-cjson lua-argparse                   # Lua modules quarry uses
     postgresql redis-server                  # the embedded default services
     libcmocka-dev lua-busted lua-check       # the tests
+    pgbouncer                                # the specs again through a transaction pooler
     chromium fonts-liberation                # the html report opened in a real browser
     bsdutils                                 # script(1): progress output and the shell on a terminal
     luarocks groff-base                      # the install: the rockspec and the man page checked

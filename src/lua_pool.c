@@ -533,6 +533,9 @@ static int l_pool_new(lua_State *L)
     o.max_lifetime_ms = opt_int(L, 1, "max_lifetime_ms");
     o.validate_after_ms = opt_int(L, 1, "validate_after_ms");
     o.hold_warn_ms = opt_int(L, 1, "hold_warn_ms");
+    lua_getfield(L, 1, "no_prepare");
+    o.no_prepare = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     o.timings = t;
     lpool *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->p = NULL;

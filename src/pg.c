@@ -35,6 +35,7 @@ struct qr_conn {
     int restricted;  /* see qr_conn_restrict */
     int stale_plans; /* a schema change outdated the prepared statements */
     int want_write;  /* qr_conn_collect waits for the socket to take more */
+    int no_prepare;  /* QR_CONN_POOLER: every statement unnamed */
     struct qr_pending pending;
     qr_conn_meta meta;
 };
@@ -99,15 +100,29 @@ static void notice_to_log(void *arg, const char *message)
     qr_log(QR_LOG_DEBUG, "postgres", "%s", line);
 }
 
-qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
+qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, int flags, qr_error *err)
 {
+    int pooler = (flags & QR_CONN_POOLER) != 0;
+    if (pooler) {
+        /* libpq sends these two as startup parameters, which PgBouncer
+         * accepts and restores on whichever server connection it picks;
+         * IntervalStyle has no such way and stays the server's. */
+        setenv("PGDATESTYLE", "ISO, YMD", 1);
+        setenv("PGTZ", "UTC", 1);
+    }
     /* Later keywords override what the URL says: every session speaks ISO
      * dates in UTC, whatever the server's defaults are. */
     /* fallback_application_name: PGAPPNAME or the URL's application_name win */
     const char *keys[] = {"dbname", "fallback_application_name", "options", "client_encoding", NULL};
     const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, "quarry",
-                          "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601",
+                          pooler ? NULL : "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601",
                           "UTF8", NULL};
+    if (pooler) { /* no "options": the pooler would refuse the connection */
+        keys[2] = "client_encoding";
+        vals[2] = "UTF8";
+        keys[3] = NULL;
+        vals[3] = NULL;
+    }
     qr_conn *c = calloc(1, sizeof *c);
     if (!c) {
         qr_error_set(err, "connection", "out of memory");
@@ -126,8 +141,11 @@ qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
         if (st == PGRES_POLLING_FAILED) {
             char line[700];
             copy_line(line, sizeof line, PQerrorMessage(c->pg));
-            qr_error_set(err, "connection", "cannot connect to PostgreSQL at %s: %s",
-                         qr_conn_where(c, where, sizeof where), line);
+            qr_error_set(err, "connection", "cannot connect to PostgreSQL at %s: %s%s",
+                         qr_conn_where(c, where, sizeof where), line,
+                         strstr(line, "unsupported startup parameter")
+                             ? " (behind PgBouncer in transaction mode? set DB_PREPARE=off)"
+                             : "");
             err->retryable = 1;
             goto fail;
         }
@@ -148,6 +166,7 @@ qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err)
     }
     PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
     c->cancel = PQgetCancel(c->pg);
+    c->no_prepare = pooler;
     return c;
 fail:
     PQfinish(c->pg);
@@ -379,6 +398,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
 {
     if (st) sql = st->sql;
     size_t len = st ? st->len : strlen(sql);
+    if (c->no_prepare) st = NULL; /* behind a pooler a named statement may be on another server */
     struct qr_pending *q = &c->pending;
     PQclear(q->keep); /* a statement abandoned half-read (a cancelled coroutine) */
     memset(q, 0, sizeof *q);

@@ -27,7 +27,15 @@ typedef struct qr_conn qr_conn;
 /* Connect to conninfo (URL or key=value text; NULL/"" means libpq's PG*
  * environment) giving up at deadline_ns (qr_now_ns clock). Sessions use ISO
  * dates and UTC so values print the same everywhere. */
-qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, qr_error *err);
+qr_conn *qr_conn_open(const char *conninfo, uint64_t deadline_ns, int flags, qr_error *err);
+
+/* flags of qr_conn_open. QR_CONN_POOLER: the server is a transaction pooler
+ * (PgBouncer pool_mode=transaction), which hands each transaction to any of
+ * its server connections and refuses the "options" startup parameter. Such
+ * a connection prepares nothing by name (every statement goes as one
+ * unnamed parse-bind-execute), and gets DateStyle and TimeZone as startup
+ * parameters the pooler tracks instead of through "options". */
+#define QR_CONN_POOLER 1
 void qr_conn_close(qr_conn *c);
 
 PGconn *qr_conn_pg(qr_conn *c);

@@ -217,7 +217,7 @@ static int acquire(qr_pool *p, const char *who, qr_conn **out, qr_error *err, in
             p->total++; /* reserve the slot, connect outside the lock */
             pthread_mutex_unlock(&p->lock);
             close_list(dead);
-            c = qr_conn_open(p->conninfo, deadline, err);
+            c = qr_conn_open(p->conninfo, deadline, p->opt.no_prepare ? QR_CONN_POOLER : 0, err);
             pthread_mutex_lock(&p->lock);
             if (!c) {
                 p->total--;

@@ -38,6 +38,7 @@ typedef struct qr_pool_options {
     int max_lifetime_ms;    /* 1800000; < 0: forever */
     int validate_after_ms;  /* 1000 */
     int hold_warn_ms;       /* 60000; < 0: never warn */
+    int no_prepare;         /* DB_PREPARE=off: for a transaction pooler (see qr_conn_open) */
     qr_timings *timings;    /* borrowed, optional: statement timings and "pool.wait" */
 } qr_pool_options;
 

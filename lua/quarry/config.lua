@@ -18,6 +18,9 @@ M.settings = {
     doc = "longest wait for a connection, queueing plus connecting (ms)" },
   { key = "max_lifetime_ms", env = "DB_MAX_LIFETIME", default = 1800000, int = true, min = 1,
     doc = "replace a connection after this long, less up to 10% jitter (ms)" },
+  { key = "prepare", env = "DB_PREPARE", default = "on",
+    doc = "'off' behind a transaction pooler (PgBouncer pool_mode=transaction): no named prepared statements, "
+      .. "session settings sent as the pooler allows" },
   { key = "hold_warn_ms", env = "DB_HOLD_WARN", default = 60000, int = true, min = 1,
     doc = "warn once when a connection is held longer than this (ms)" },
   { key = "redis_url", env = "REDIS_URL", default = nil,
@@ -81,8 +84,10 @@ function M.resolve(flags, getenv)
     config_error(("%s must be a postgresql:// URL (or key=value settings), not %s://"):format(
       source.database_url == "flag" and "--database-url" or "DATABASE_URL", scheme))
   end
-  if cfg.cache ~= "on" and cfg.cache ~= "off" then
-    config_error(("QUARRY_CACHE must be 'on' or 'off', got '%s'"):format(cfg.cache))
+  for _, s in ipairs({ { "cache", "QUARRY_CACHE" }, { "prepare", "DB_PREPARE" } }) do
+    if cfg[s[1]] ~= "on" and cfg[s[1]] ~= "off" then
+      config_error(("%s must be 'on' or 'off', got '%s'"):format(s[2], cfg[s[1]]))
+    end
   end
   -- libpq's own variables stand in for DATABASE_URL; only with none of them
   -- does quarry use (and start) its embedded services.
@@ -102,6 +107,7 @@ function M.pool_options(cfg)
     connect_timeout_ms = cfg.connect_timeout_ms,
     max_lifetime_ms = cfg.max_lifetime_ms,
     hold_warn_ms = cfg.hold_warn_ms,
+    no_prepare = cfg.prepare == "off",
   }
 end
 

@@ -91,6 +91,7 @@ local function run_one(text, env, opts)
   local took = (core.now_ns() - t0) / 1e6
   if not r[1] then
     io.stderr:write(tostring(r[2]), "\n")
+    opts.error = r[2]
   else
     for i = 2, r.n do io.write(show(r[i], opts), "\n") end
   end
@@ -102,9 +103,12 @@ local function env_of(quarry)
   return setmetatable({ quarry = quarry, db = quarry.db, cache = quarry.cache }, { __index = _G })
 end
 
---- `quarry shell -c CODE`: CODE as the shell would take it; 0, or 1 on an error.
+--- `quarry shell -c CODE`: CODE as the shell would take it. true, or false
+-- and the error (already printed) that stopped it.
 function M.eval(quarry, code)
-  return run_one(code, env_of(quarry), {}) and 0 or 1
+  local opts = {}
+  if run_one(code, env_of(quarry), opts) then return true end
+  return false, opts.error
 end
 
 --- The prompt. Returns the exit code: 0, or 1 when piped input met an error.

@@ -25,7 +25,7 @@ static int setup(void **state)
 static qr_conn *connect_now(void)
 {
     qr_error err;
-    qr_conn *c = qr_conn_open(database_url, qr_now_ns() + 5000000000ull, &err);
+    qr_conn *c = qr_conn_open(database_url, qr_now_ns() + 5000000000ull, 0, &err);
     assert_non_null(c);
     return c;
 }

@@ -13,11 +13,21 @@ function M.urls()
   return assert(require("quarry.services").urls({ home = M.home }), "the test services are not up")
 end
 
-function M.database_url() return M.urls().DATABASE_URL end
+-- DATABASE_URL is set only where the specs run through PgBouncer
+-- (tests/CMakeLists.txt); otherwise the test PostgreSQL itself.
+function M.database_url() return os.getenv("DATABASE_URL") or M.urls().DATABASE_URL end
+
+--- Running through PgBouncer in transaction mode (DB_PREPARE=off).
+M.behind_pooler = os.getenv("DB_PREPARE") == "off"
+-- A spec's tests of what a pooler takes over by design (server sessions,
+-- their identity and lifetime, named prepared statements) are declared with
+--   local it_session = h.behind_pooler and pending or it
+-- so behind one they are listed as pending, not run.
 
 --- A pool of its own on the test database; opts override pool options.
 function M.pool(opts, timings)
-  local o = { conninfo = M.database_url(), max_size = 5, connect_timeout_ms = 5000 }
+  local o = { conninfo = M.database_url(), max_size = 5, connect_timeout_ms = 5000,
+              no_prepare = os.getenv("DB_PREPARE") == "off" }
   for k, v in pairs(opts or {}) do o[k] = v end
   return core.pool_new(o, timings or core.timings_new())
 end

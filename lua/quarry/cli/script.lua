@@ -51,7 +51,10 @@ function commands.run(args, _, script_args)
 end
 
 function commands.shell(args)
-  if args.code then return require("quarry.shell").eval(quarry, args.code) end
+  if args.code then -- exit codes as a script's: 3 when a service is unreachable, else 1
+    local ok, err = require("quarry.shell").eval(quarry, args.code)
+    return ok and 0 or (type(err) == "table" and cli.exit_code(err) or cli.EXIT_RUNTIME)
+  end
   return require("quarry.shell").run(quarry)
 end
 
