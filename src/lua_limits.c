@@ -5,6 +5,9 @@
  *   core.memory_limit(bytes)   allow this many more bytes from now on
  *   core.memory_limit(nil)     no limit
  *   core.memory_tripped()      true once an allocation was refused
+ *   core.memory_budget()       -> bytes still allowed (nil: no limit), tripped
+ *   core.memory_restore(bytes|nil, tripped)   set both back, for a scheduler
+ *                              switching between tasks with budgets of their own
  *
  * The guard wraps the state's own allocator the first time it is used. It is
  * static, not a userdata: the allocator must outlive everything lua_close
@@ -60,6 +63,23 @@ static int l_memory_limit(lua_State *L)
     return 0;
 }
 
+static int l_memory_budget(lua_State *L)
+{
+    if (guard.limit == 0) lua_pushnil(L);
+    else lua_pushinteger(L, (lua_Integer)(guard.limit > guard.used ? guard.limit - guard.used : 0));
+    lua_pushboolean(L, guard.tripped);
+    return 2;
+}
+
+static int l_memory_restore(lua_State *L)
+{
+    if (!guard.f) return 0; /* no limit was ever set: nothing to restore */
+    guard.limit = lua_isnil(L, 1) ? 0 : guard.used + (long long)luaL_checkinteger(L, 1);
+    if (!lua_isnil(L, 1) && guard.limit == guard.used) guard.limit = guard.used + 1; /* spent: the next byte trips */
+    guard.tripped = lua_toboolean(L, 2);
+    return 0;
+}
+
 static int l_memory_tripped(lua_State *L)
 {
     lua_pushboolean(L, guard.tripped);
@@ -72,4 +92,8 @@ void qr_lua_open_limits(lua_State *L)
     lua_setfield(L, -2, "memory_limit");
     lua_pushcfunction(L, l_memory_tripped);
     lua_setfield(L, -2, "memory_tripped");
+    lua_pushcfunction(L, l_memory_budget);
+    lua_setfield(L, -2, "memory_budget");
+    lua_pushcfunction(L, l_memory_restore);
+    lua_setfield(L, -2, "memory_restore");
 }

@@ -4,7 +4,8 @@
  *   loop = core.loop_new()
  *   loop:watch(fd, write, key)  once: key is reported when fd is readable
  *                               (writable if write)
- *   loop:unwatch(key)           forget a watch that has not fired
+ *   loop:timer(seconds, key)    once: key is reported after that long
+ *   loop:unwatch(key)           forget a watch or timer that has not fired
  *   loop:wait() -> {key, ...}   block until at least one watch fires
  *   loop:close()                also its __close and __gc
  */
@@ -87,6 +88,33 @@ static int l_loop_watch(lua_State *L)
     return 0;
 }
 
+static int l_loop_timer(lua_State *L)
+{
+    lloop *lp = check_loop(L);
+    double secs = luaL_checknumber(L, 2);
+    lua_Integer key = luaL_checkinteger(L, 3);
+    if (lp->n == lp->cap) {
+        int cap = lp->cap ? lp->cap * 2 : 16;
+        watch **w = realloc(lp->w, sizeof *w * (size_t)cap);
+        if (!w) luaL_error(L, "out of memory");
+        lp->w = w;
+        lp->cap = cap;
+    }
+    watch *w = calloc(1, sizeof *w);
+    if (!w) luaL_error(L, "out of memory");
+    w->key = key;
+    if (secs < 0) secs = 0;
+    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+    w->ev = evtimer_new(lp->base, on_ready, w);
+    if (!w->ev || evtimer_add(w->ev, &tv) != 0) {
+        if (w->ev) event_free(w->ev);
+        free(w);
+        luaL_error(L, "cannot set a timer");
+    }
+    lp->w[lp->n++] = w;
+    return 0;
+}
+
 static int l_loop_unwatch(lua_State *L)
 {
     lloop *lp = check_loop(L);
@@ -129,7 +157,8 @@ static int l_loop_close(lua_State *L)
 void qr_lua_open_loop(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"watch", l_loop_watch}, {"unwatch", l_loop_unwatch}, {"wait", l_loop_wait},
+        {"watch", l_loop_watch}, {"timer", l_loop_timer}, {"unwatch", l_loop_unwatch},
+        {"wait", l_loop_wait},
         {"close", l_loop_close}, {NULL, NULL}};
     luaL_newmetatable(L, LOOP_MT);
     luaL_newlib(L, methods);

@@ -358,7 +358,7 @@ static int job_close(lua_State *L)
     return 0;
 }
 
-static int in_async(lua_State *L)
+int qr_lua_in_async(lua_State *L)
 {
     if (!lua_isyieldable(L)) return 0;
     if (lua_pushthread(L)) { /* the main thread never yields */
@@ -463,7 +463,7 @@ static int run_async(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, 
 
 static int run(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, enum mode mode)
 {
-    if (in_async(L)) return run_async(L, pool, t, held, mode);
+    if (qr_lua_in_async(L)) return run_async(L, pool, t, held, mode);
     size_t len;
     const char *name;
     const char *sql = check_sql(L, &len, &name);

@@ -46,6 +46,10 @@ void qr_lua_buf_free(qr_lua_buf *b);
  * pushed, or 0 with nothing pushed and *why set. Never raises on bad input. */
 int qr_lua_decode(lua_State *L, const char *s, size_t len, const char **why);
 
+/* 1 when L is a coroutine of quarry.tasks (core.async_threads) that may
+ * yield here: queries and core.sleep then yield to the scheduler. */
+int qr_lua_in_async(lua_State *L);
+
 /* The registry inside a core.timings_new() object at arg, or NULL. */
 qr_timings *qr_lua_totimings(lua_State *L, int arg);
 

@@ -91,9 +91,24 @@ static int l_reset(lua_State *L)
 }
 
 /* core.sleep(seconds): for waiters (cache locks); EINTR just ends it early. */
+static int sleep_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)L;
+    (void)status;
+    (void)ctx;
+    return 0;
+}
+
+/* core.sleep(seconds): in a task of quarry.tasks, the task waits and the
+ * others run; elsewhere the process sleeps. */
 static int l_sleep(lua_State *L)
 {
     lua_Number secs = luaL_checknumber(L, 1);
+    if (qr_lua_in_async(L)) {
+        lua_pushliteral(L, "sleep");
+        lua_pushnumber(L, secs);
+        return lua_yieldk(L, 2, 0, sleep_done);
+    }
     if (secs > 0) {
         struct timespec ts = {(time_t)secs, (long)((secs - (lua_Number)(time_t)secs) * 1e9)};
         nanosleep(&ts, NULL);

@@ -27,8 +27,9 @@ local M = {}
 M.limits = { instructions = 200000000, seconds = 300, memory_mb = 256 }
 M.READER_ROLE = "quarry_reader"
 
--- The limits of the plugin running now: its pcall checks whether one tripped.
-local running
+-- The limits of the plugin running now in each coroutine (quarry serve runs
+-- several at once): its pcall checks whether one tripped.
+local running_in = setmetatable({}, { __mode = "k" })
 
 local usage = core.usage
 
@@ -42,6 +43,7 @@ end
 
 -- pcall and xpcall for plugins: a tripped limit passes through them.
 local function rethrow_if_tripped(...)
+  local running = running_in[coroutine.running()]
   if running and (running.tripped or core.memory_tripped()) then
     error(running.tripped or running.memory_message, 0)
   end
@@ -108,8 +110,9 @@ local function limited(what, fn)
     state.tripped = state.tripped or msg
     error(state.tripped, 0)
   end
-  local outer = running
-  running = state
+  local co = coroutine.running()
+  local outer = running_in[co]
+  running_in[co] = state
   debug.sethook(function()
     if state.tripped then error(state.tripped, 0) end
     count = count + 1
@@ -125,7 +128,7 @@ local function limited(what, fn)
   local out_of_memory = core.memory_tripped()
   core.memory_limit(nil)
   debug.sethook()
-  running = outer
+  running_in[co] = outer
   if not r[1] then
     if state.tripped then error(state.tripped, 0) end
     if out_of_memory then error(state.memory_message, 0) end
