@@ -7,12 +7,18 @@
  *   loop:timer(seconds, key)    once: key is reported after that long
  *   loop:unwatch(key)           forget a watch or timer that has not fired
  *   loop:wait() -> {key, ...}   block until at least one watch fires
+ *   loop:signals()              from now on SIGTERM, SIGHUP and SIGINT wake wait()
+ *   loop:signal_seen(name)      "TERM", "HUP" or "INT" arrived since the last ask
  *   loop:close()                also its __close and __gc
+ * wait() also returns (maybe with no key) when a server on the loop
+ * (lua_http.c) has taken a request or a signal came.
  */
 #include "lua_quarry.h"
 
 #include <event2/event.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define LOOP_MT "quarry.loop"
 
@@ -22,17 +28,75 @@ typedef struct watch {
     int fired;
 } watch;
 
-typedef struct {
+struct qr_lua_loop {
     struct event_base *base;
     watch **w;
     int n, cap;
-} lloop;
+    int wake;    /* something other than a watch happened: wait returns */
+    int sources; /* servers and signals: wait may block with no watch */
+    struct event *sig[3];
+    volatile int seen[3];
+};
+typedef struct qr_lua_loop lloop;
+
+static const int SIGNALS[3] = {SIGTERM, SIGHUP, SIGINT};
+static const char *const SIGNAL_NAMES[] = {"TERM", "HUP", "INT", NULL};
+
+qr_lua_loop *qr_lua_checkloop(lua_State *L, int arg)
+{
+    lloop *lp = luaL_checkudata(L, arg, LOOP_MT);
+    if (!lp->base) luaL_error(L, "the loop is closed");
+    return lp;
+}
 
 static lloop *check_loop(lua_State *L)
 {
-    lloop *lp = luaL_checkudata(L, 1, LOOP_MT);
-    if (!lp->base) luaL_error(L, "the loop is closed");
-    return lp;
+    return qr_lua_checkloop(L, 1);
+}
+
+struct event_base *qr_lua_loop_base(qr_lua_loop *lp)
+{
+    return lp->base;
+}
+
+void qr_lua_loop_wake(qr_lua_loop *lp)
+{
+    lp->wake = 1;
+}
+
+void qr_lua_loop_sources(qr_lua_loop *lp, int delta)
+{
+    lp->sources += delta;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    lloop *lp = arg;
+    for (int i = 0; i < 3; i++)
+        if (SIGNALS[i] == (int)sig) lp->seen[i] = 1;
+    lp->wake = 1;
+}
+
+static int l_loop_signals(lua_State *L)
+{
+    lloop *lp = check_loop(L);
+    for (int i = 0; i < 3; i++) {
+        if (lp->sig[i]) continue;
+        lp->sig[i] = evsignal_new(lp->base, SIGNALS[i], on_signal, lp);
+        if (!lp->sig[i] || evsignal_add(lp->sig[i], NULL) != 0) luaL_error(L, "cannot watch signals");
+        lp->sources++;
+    }
+    return 0;
+}
+
+static int l_loop_signal_seen(lua_State *L)
+{
+    lloop *lp = check_loop(L);
+    int i = luaL_checkoption(L, 2, NULL, SIGNAL_NAMES);
+    lua_pushboolean(L, lp->seen[i]);
+    lp->seen[i] = 0;
+    return 1;
 }
 
 static void on_ready(evutil_socket_t fd, short what, void *arg)
@@ -52,9 +116,7 @@ static void drop(lloop *lp, int i)
 static int l_loop_new(lua_State *L)
 {
     lloop *lp = lua_newuserdatauv(L, sizeof *lp, 0);
-    lp->base = NULL;
-    lp->w = NULL;
-    lp->n = lp->cap = 0;
+    memset(lp, 0, sizeof *lp);
     luaL_setmetatable(L, LOOP_MT);
     lp->base = event_base_new();
     if (!lp->base) luaL_error(L, "cannot start an event loop");
@@ -127,10 +189,10 @@ static int l_loop_unwatch(lua_State *L)
 static int l_loop_wait(lua_State *L)
 {
     lloop *lp = check_loop(L);
-    if (lp->n == 0) luaL_error(L, "nothing to wait for");
+    if (lp->n == 0 && lp->sources == 0) luaL_error(L, "nothing to wait for");
     lua_newtable(L);
     int got = 0;
-    while (got == 0) {
+    while (got == 0 && !lp->wake) {
         if (event_base_loop(lp->base, EVLOOP_ONCE) < 0) luaL_error(L, "the event loop failed");
         for (int i = lp->n - 1; i >= 0; i--) {
             if (!lp->w[i]->fired) continue;
@@ -139,6 +201,7 @@ static int l_loop_wait(lua_State *L)
             drop(lp, i);
         }
     }
+    lp->wake = 0;
     return 1;
 }
 
@@ -146,6 +209,10 @@ static int l_loop_close(lua_State *L)
 {
     lloop *lp = luaL_checkudata(L, 1, LOOP_MT);
     while (lp->n > 0) drop(lp, lp->n - 1);
+    for (int i = 0; i < 3; i++) {
+        if (lp->sig[i]) event_free(lp->sig[i]);
+        lp->sig[i] = NULL;
+    }
     free(lp->w);
     lp->w = NULL;
     lp->cap = 0;
@@ -158,7 +225,7 @@ void qr_lua_open_loop(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"watch", l_loop_watch}, {"timer", l_loop_timer}, {"unwatch", l_loop_unwatch},
-        {"wait", l_loop_wait},
+        {"wait", l_loop_wait}, {"signals", l_loop_signals}, {"signal_seen", l_loop_signal_seen},
         {"close", l_loop_close}, {NULL, NULL}};
     luaL_newmetatable(L, LOOP_MT);
     luaL_newlib(L, methods);

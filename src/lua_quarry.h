@@ -22,6 +22,16 @@ void qr_lua_open_codec(lua_State *L);
 void qr_lua_open_readline(lua_State *L);
 void qr_lua_open_limits(lua_State *L);
 void qr_lua_open_loop(lua_State *L);
+void qr_lua_open_http(lua_State *L);
+void qr_lua_open_process(lua_State *L);
+
+/* The event loop of core.loop_new (src/lua_loop.c), for what else runs on it. */
+struct event_base;
+typedef struct qr_lua_loop qr_lua_loop;
+qr_lua_loop *qr_lua_checkloop(lua_State *L, int arg);
+struct event_base *qr_lua_loop_base(qr_lua_loop *lp);
+void qr_lua_loop_wake(qr_lua_loop *lp);              /* loop:wait() returns */
+void qr_lua_loop_sources(qr_lua_loop *lp, int delta); /* a server opened (+1) or closed (-1) */
 
 /* Push the fixed-shape error table for e ({code, message, sqlstate, detail,
  * hint, position, retryable} with __tostring) and raise it. Callers free or

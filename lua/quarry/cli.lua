@@ -17,7 +17,7 @@ local EXIT_USAGE = cli.EXIT_USAGE
 -- The command groups, one file each (lua/quarry/cli/NAME.lua), in the order
 -- --help lists them: a new command is a file here and its name in this list.
 local GROUPS = { "script", "db", "report", "ingest", "partition", "miners", "rollup", "cache", "services",
-                 "manual" }
+                 "serve", "manual" }
 
 local commands = {}
 for _, g in ipairs(GROUPS) do
@@ -139,7 +139,7 @@ function M.main(argv, info)
   local cmd = commands[args.command]
   -- Ctrl-C stops at once with one line; the shell keeps its own handling.
   local one_transaction = { ingest = true, db = args.db_command == "seed", demo = true, miners = true }
-  if args.command ~= "shell" then
+  if args.command ~= "shell" and args.command ~= "serve" then -- they answer Ctrl-C themselves
     core.on_interrupt(one_transaction[args.command] and "quarry: interrupted; nothing was committed"
       or "quarry: interrupted; the transaction in progress was rolled back, nothing of it was committed")
   end

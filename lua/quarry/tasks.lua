@@ -89,6 +89,18 @@ function Tasks:ids()
   return out
 end
 
+--- Try again the tasks that wait for a connection; true if some still wait.
+function Tasks:retry_pool()
+  local starved = false
+  for _, id in ipairs(self:ids()) do
+    if self.state[id] == "pool" then
+      self:step(id)
+      if self.state[id] == "pool" then starved = true end
+    end
+  end
+  return starved
+end
+
 --- One round: wait until something is ready (a socket, a timer, or with
 -- `wake`, what else the loop serves), resume what is. Returns false when
 -- tasks wait for a connection and nothing can give one back.
@@ -100,13 +112,7 @@ function Tasks:turn(wake)
       if self.state[id] == "io" then self:step(id) end
     end
   end
-  local starved = false
-  for _, id in ipairs(self:ids()) do
-    if self.state[id] == "pool" then
-      self:step(id)
-      if self.state[id] == "pool" then starved = true end
-    end
-  end
+  local starved = self:retry_pool()
   if starved and not wake then
     for _, s in pairs(self.state) do if s == "io" then return true end end
     return false

@@ -1,0 +1,48 @@
+--- quarry.cli.serve: `quarry serve`, the HTTP server (lua/quarry/serve.lua).
+-- A command group: define(p, info, plugin) adds its commands to the parser,
+-- commands[name](args, info, extra) runs one (lua/quarry/cli.lua dispatches).
+local cli = require "quarry.cli.common"
+local quarry = require "quarry"
+
+local M = { commands = {} }
+local commands = M.commands
+
+function M.define(p)
+  local s = p:command("serve", "Answer HTTP requests: the reports (GET /reports, /reports/NAME?param=...), "
+    .. "the old platform's /api routes, /healthz and /metrics. SIGTERM drains and exits 0.")
+  s:option("--listen", "Address and port (loopback unless you say otherwise).", "127.0.0.1:8080")
+  s:option("--workers", "Processes sharing the port (SO_REUSEPORT), each with its own pool.", "1")
+  s:option("--max-inflight", "Requests one worker answers at once (503 beyond).", "64")
+  s:option("--request-timeout", "Longest a request may take, s (504 beyond).", "60")
+end
+
+function commands.serve(args)
+  local host, port = tostring(args.listen):match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
+  if not host then cli.usage_error("--listen takes IPV4:PORT, e.g. 127.0.0.1:8080") end
+  port = tonumber(port)
+  if port > 65535 then cli.usage_error("--listen: the port must be at most 65535") end
+  local workers = cli.int_flag(args.workers, "--workers", "an integer from 1 to 256", 256)
+  local inflight = cli.int_flag(args.max_inflight, "--max-inflight", "an integer from 1 to 100000", 100000)
+  local timeout = cli.int_flag(args.request_timeout, "--request-timeout", "a number of seconds from 1 to 86400", 86400)
+  require("quarry.migrate").require_current(quarry.db) -- the schema is checked once, before listening
+  local serve = require "quarry.serve"
+  local core = require "quarry.core"
+  local children = {}
+  local function run_worker()
+    return serve.worker(host, port, { max_inflight = inflight, request_timeout_s = timeout,
+      on_listen = function(p)
+        cli.note(("serving http://%s:%d/ (pid %d)"):format(host, p, core.getpid()))
+        io.stderr:flush()
+      end })
+  end
+  if workers == 1 then return run_worker() end
+  quarry.close() -- each worker opens its own pool and cache connection after the fork
+  for i = 1, workers do
+    local pid = core.fork()
+    if pid == 0 then os.exit(run_worker()) end
+    children[i] = pid
+  end
+  return core.wait_children(children)
+end
+
+return M

@@ -1,0 +1,227 @@
+--- quarry.serve: `quarry serve`, an HTTP/1.1 server on the engine. One
+-- process (a worker) runs one event loop: libevent's evhttp reads requests
+-- (keep-alive, slow clients timed out, header and body sizes bounded), each
+-- request runs as a task (lua/quarry/tasks.lua) whose queries yield, so a
+-- worker answers many requests at once on its pool. Workers share the port
+-- (SO_REUSEPORT) and the Redis cache. What each URL answers is in
+-- lua/quarry/routes.lua.
+--
+-- Bounds: MAX_URL bytes of URL (414), `max_inflight` requests at once per
+-- worker (503 beyond), `request_timeout_s` per request (504, its statement
+-- cancelled). SIGTERM or SIGINT: stop accepting, finish what is in flight,
+-- exit 0. SIGHUP: nothing to reload -- plugins are read at each request.
+local cjson = require "cjson"
+local core = require "quarry.core"
+local quarry = require "quarry"
+local routes = require "quarry.routes"
+local tasks_mod = require "quarry.tasks"
+
+local M = {}
+
+M.MAX_URL = 4096
+M.MAX_HEADER_BYTES = 16384
+M.MAX_BODY_BYTES = 4096 -- the routes are GETs: a body is not needed
+
+local STATUS_OF = { usage = 400, not_found = 404, connection = 503, timeout = 503, denied = 403 }
+
+-- ---- metrics (Prometheus text format) ----
+
+local BUCKETS = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30 }
+
+local function new_metrics()
+  return { requests = {}, seconds = { counts = {}, sum = 0, n = 0 }, inflight = 0, rejected = 0 }
+end
+
+local function observe(m, route, status, secs)
+  local key = ("route=%q,status=\"%d\""):format(route, status)
+  m.requests[key] = (m.requests[key] or 0) + 1
+  local s = m.seconds
+  for i, b in ipairs(BUCKETS) do if secs <= b then s.counts[i] = (s.counts[i] or 0) + 1 end end
+  s.sum, s.n = s.sum + secs, s.n + 1
+end
+
+local function metrics_text(m)
+  local out = {}
+  local function line(...) out[#out + 1] = table.concat({ ... }) end
+  line("# HELP quarry_http_requests_total Requests answered, by route and status.")
+  line("# TYPE quarry_http_requests_total counter")
+  local keys = {}
+  for k in pairs(m.requests) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do line("quarry_http_requests_total{", k, "} ", m.requests[k]) end
+  line("# HELP quarry_http_request_seconds Time to answer a request.")
+  line("# TYPE quarry_http_request_seconds histogram")
+  for i, b in ipairs(BUCKETS) do
+    line(('quarry_http_request_seconds_bucket{le="%s"} %d'):format(b, m.seconds.counts[i] or 0))
+  end
+  line(('quarry_http_request_seconds_bucket{le="+Inf"} %d'):format(m.seconds.n))
+  line(("quarry_http_request_seconds_sum %.6f"):format(m.seconds.sum))
+  line(("quarry_http_request_seconds_count %d"):format(m.seconds.n))
+  line("# TYPE quarry_http_requests_in_flight gauge")
+  line("quarry_http_requests_in_flight ", m.inflight)
+  line("# TYPE quarry_http_requests_rejected_total counter")
+  line("quarry_http_requests_rejected_total ", m.rejected)
+  local st = quarry.db:stats()
+  line("# HELP quarry_pool_connections Database connections of this worker's pool, by state.")
+  line("# TYPE quarry_pool_connections gauge")
+  for _, k in ipairs({ "max", "total", "idle", "in_use", "waiting" }) do
+    line(('quarry_pool_connections{state="%s"} %d'):format(k, st[k]))
+  end
+  line("# TYPE quarry_pool_wait_seconds_total counter")
+  line(("quarry_pool_wait_seconds_total %.6f"):format(st.wait_ms / 1000))
+  line("# TYPE quarry_pool_timeouts_total counter")
+  line("quarry_pool_timeouts_total ", st.timeouts)
+  line("# HELP quarry_query_seconds Statement latency by statement (quantiles of this worker).")
+  line("# TYPE quarry_query_seconds summary")
+  local t = quarry.timings()
+  local names = {}
+  for n in pairs(t) do names[#names + 1] = n end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    local s, label = t[n], ("%q"):format(n):gsub("\\\n", "\\n")
+    for _, q in ipairs({ { "0.5", "p50" }, { "0.95", "p95" }, { "0.99", "p99" } }) do
+      line(('quarry_query_seconds{statement=%s,quantile="%s"} %.6f'):format(label, q[1], s[q[2]] / 1000))
+    end
+    line(("quarry_query_seconds_sum{statement=%s} %.6f"):format(label, s.total_ms / 1000))
+    line(("quarry_query_seconds_count{statement=%s} %d"):format(label, s.count))
+  end
+  local c = quarry.cache
+  if c.enabled then
+    local cs = c:stats().process
+    line("# HELP quarry_cache_events_total Shared cache events of this worker.")
+    line("# TYPE quarry_cache_events_total counter")
+    for _, k in ipairs({ "hits", "misses", "computes", "lock_waits", "errors", "sets" }) do
+      line(('quarry_cache_events_total{event="%s"} %d'):format(k, cs[k] or 0))
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- requests ----
+
+local function decode(s)
+  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function query_params(qs)
+  local out = {}
+  for pair in qs:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k, v = decode(k), decode(v)
+    if not utf8.len(k) or not utf8.len(v) then core.usage("a query parameter is not valid UTF-8") end
+    if k ~= "" then out[k] = v end
+  end
+  return out
+end
+
+local function error_body(code, message)
+  return cjson.encode({ error = code, message = message })
+end
+
+-- The answer to an error raised by a route.
+local function error_answer(err)
+  if type(err) == "table" and err.code then
+    return STATUS_OF[err.code] or 500, error_body(err.code, tostring(err.message))
+  end
+  quarry.log.error("request failed: " .. tostring(err), { module = "serve" })
+  return 500, error_body("internal", tostring(err))
+end
+
+--- Serve on host:port until SIGTERM. opts: max_inflight (64),
+-- request_timeout_s (60), on_listen(port) (called once listening).
+function M.worker(host, port, opts)
+  opts = opts or {}
+  local max_inflight = opts.max_inflight or 64
+  local timeout_s = opts.request_timeout_s or 60
+  local loop <close> = core.loop_new()
+  loop:signals()
+  local srv <close> = core.http_listen(loop, host, port, { max_header_bytes = M.MAX_HEADER_BYTES,
+    max_body_bytes = M.MAX_BODY_BYTES, timeout_s = 30 })
+  if opts.on_listen then opts.on_listen(srv:port()) end
+  local tasks = tasks_mod.new(loop)
+  local m = new_metrics()
+  local deadlines = {} -- {at = ns, req =, id = task} -> true, for the requests in flight
+  local draining = false
+
+  local function answer(req, route, t0, status, body, ctype)
+    req:reply(status, body, { ["Content-Type"] = ctype or "application/json" })
+    observe(m, route, status, (core.now_ns() - t0) / 1e9)
+  end
+
+  local function handle(req)
+    local t0 = core.now_ns()
+    local uri = req:uri()
+    if #uri > M.MAX_URL then
+      return answer(req, "other", t0, 414, error_body("usage", ("the URL is longer than %d bytes"):format(M.MAX_URL)))
+    end
+    if m.inflight >= max_inflight then
+      m.rejected = m.rejected + 1
+      return answer(req, "other", t0, 503, error_body("busy", ("this worker answers %d requests at once; "
+        .. "try again"):format(max_inflight)))
+    end
+    local path = req:path()
+    local fn, value = routes.find(path)
+    if path == "/metrics" then
+      return answer(req, path, t0, 200, metrics_text(m), "text/plain; version=0.0.4")
+    end
+    if not fn then return answer(req, "other", t0, 404, error_body("not_found", "no route " .. path)) end
+    local route = fn == routes.report and "/reports/:name" or (value and path:gsub("/[^/]+$", "/:value") or path)
+    local ok, params = pcall(query_params, req:query())
+    if not ok then return answer(req, route, t0, error_answer(params)) end
+    m.inflight = m.inflight + 1
+    local d = { at = t0 + timeout_s * 1e9, req = req, route = route, t0 = t0 }
+    deadlines[d] = true
+    local accept = req:header("Accept")
+    d.id = tasks:spawn(function()
+      return table.pack(fn({ path = path, params = params, accept = accept }, value))
+    end, function(done_ok, r)
+      deadlines[d] = nil
+      m.inflight = m.inflight - 1
+      if done_ok then answer(req, route, t0, r[1], r[2], r[3])
+      else answer(req, route, t0, error_answer(r)) end
+    end)
+  end
+
+  loop:timer(1, 0) -- a tick: deadlines are checked at least every second
+  while true do
+    if loop:signal_seen("TERM") or loop:signal_seen("INT") then
+      if not draining then
+        quarry.log.info(("draining: %d requests in flight"):format(m.inflight), { module = "serve" })
+      end
+      draining = true
+      srv:close()
+    end
+    if loop:signal_seen("HUP") then
+      quarry.log.info("SIGHUP: plugins are read at each request; nothing to reload", { module = "serve" })
+    end
+    if not draining then
+      for _, req in ipairs(srv:take()) do handle(req) end
+    end
+    local now = core.now_ns()
+    for d in pairs(deadlines) do
+      if now > d.at then
+        deadlines[d] = nil
+        tasks:cancel(d.id) -- its statement cancelled, its connection back
+        m.inflight = m.inflight - 1
+        answer(d.req, d.route, d.t0, 504, error_body("timeout", ("no answer within %d s"):format(timeout_s)))
+      end
+    end
+    if draining and tasks.live == 0 then break end
+    local ticked = false
+    for _, k in ipairs(loop:wait()) do
+      if k == 0 then ticked = true elseif tasks.state[k] == "io" then tasks:step(k) end
+    end
+    if ticked then loop:timer(1, 0) end
+    tasks:retry_pool()
+  end
+  -- the last answers are written out before the server goes
+  local grace = core.now_ns() + 5e9
+  while srv:sending() > 0 and core.now_ns() < grace do
+    loop:timer(0.05, 0)
+    loop:wait()
+  end
+  quarry.log.info("stopped", { module = "serve" })
+  return 0
+end
+
+return M

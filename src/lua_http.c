@@ -1,0 +1,345 @@
+/* lua_http.c - libevent's HTTP/1.1 server (evhttp) on a core.loop, for
+ * quarry serve. evhttp parses requests, keeps connections alive, times out
+ * slow clients and bounds header and body sizes; this file only hands the
+ * requests to Lua and their answers back.
+ *
+ *   srv = core.http_listen(loop, host, port, opts)
+ *       opts: max_header_bytes, max_body_bytes, timeout_s (reading a request,
+ *       writing an answer, an idle keep-alive connection); SO_REUSEPORT, so
+ *       several workers share the port
+ *   srv:port()        the port bound (for port 0)
+ *   srv:take()        -> {req, ...} the requests that arrived since the last take
+ *   srv:close()       stop accepting; answers to taken requests still go out
+ *   srv:sending()     answers given to evhttp and not yet written out
+ * The server must go before its loop: declare it `local srv <close>` after
+ * the loop's (to-be-closed values close in reverse order).
+ *   req:method()  req:uri()  req:path()  req:query()  req:header(name)
+ *   req:reply(status, body, {name = value, ...}) -> false if the client left
+ * A request taken and never answered is answered 500 when collected, so no
+ * client waits forever on a lost request.
+ */
+#include "lua_quarry.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define SERVER_MT "quarry.http_server"
+#define REQUEST_MT "quarry.http_request"
+
+/* One request between evhttp and Lua; freed when neither holds it. */
+typedef struct lreq {
+    struct evhttp_request *req; /* NULL once answered or its client left */
+    void *server;               /* the lserver, for counting replies being written */
+    int lua_holds, c_holds;     /* c_holds: the connection's close callback points here */
+    struct lreq *next;          /* the queue of requests not yet taken */
+} lreq;
+
+typedef struct {
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    qr_lua_loop *loop;
+    lreq *head, *tail;
+    int port;
+    int sending; /* replies evhttp still writes */
+} lserver;
+
+static void lreq_unref(lreq *r)
+{
+    if (!r->lua_holds && !r->c_holds) free(r);
+}
+
+static void on_close(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    lreq *r = arg;
+    r->req = NULL; /* the client left before its answer */
+    r->c_holds = 0;
+    lreq_unref(r);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    lserver *s = arg;
+    lreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        evhttp_send_error(req, 503, "out of memory");
+        return;
+    }
+    r->req = req;
+    r->server = s;
+    r->c_holds = 1;
+    r->lua_holds = 1; /* the queue's, then the userdata's that take() makes */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, r);
+    if (s->tail) s->tail->next = r;
+    else s->head = r;
+    s->tail = r;
+    qr_lua_loop_wake(s->loop);
+}
+
+/* The answer goes out: the request is libevent's again, the close callback
+ * no longer ours. */
+static void done_with(lreq *r)
+{
+    evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), NULL, NULL);
+    r->req = NULL;
+    r->c_holds = 0;
+}
+
+static int l_http_listen(lua_State *L)
+{
+    qr_lua_loop *loop = qr_lua_checkloop(L, 1);
+    const char *host = luaL_checkstring(L, 2);
+    int port = (int)luaL_checkinteger(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "max_header_bytes");
+    lua_getfield(L, 4, "max_body_bytes");
+    lua_getfield(L, 4, "timeout_s");
+    lua_Integer max_header = luaL_optinteger(L, -3, 8192), max_body = luaL_optinteger(L, -2, 65536);
+    lua_Integer timeout = luaL_optinteger(L, -1, 30);
+    lua_pop(L, 3);
+
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+
+    lserver *s = lua_newuserdatauv(L, sizeof *s, 1);
+    memset(s, 0, sizeof *s);
+    luaL_setmetatable(L, SERVER_MT);
+    lua_pushvalue(L, 1); /* the loop outlives its server */
+    lua_setiuservalue(L, -2, 1);
+    s->loop = loop;
+    s->http = evhttp_new(qr_lua_loop_base(loop));
+    if (!s->http) return luaL_error(L, "cannot start the HTTP server");
+    evhttp_set_max_headers_size(s->http, (ev_ssize_t)max_header);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)max_body);
+    evhttp_set_timeout(s->http, (int)timeout);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_gencb(s->http, on_request, s);
+    struct evconnlistener *lst = evconnlistener_new_bind(
+        qr_lua_loop_base(loop), NULL, NULL,
+        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
+        (struct sockaddr *)&sa, sizeof sa);
+    if (!lst) return luaL_error(L, "cannot listen on %s:%d", host, port);
+    s->bound = evhttp_bind_listener(s->http, lst);
+    if (!s->bound) {
+        evconnlistener_free(lst);
+        return luaL_error(L, "cannot listen on %s:%d", host, port);
+    }
+    struct sockaddr_in got;
+    socklen_t len = sizeof got;
+    if (getsockname(evconnlistener_get_fd(lst), (struct sockaddr *)&got, &len) == 0) s->port = ntohs(got.sin_port);
+    qr_lua_loop_sources(loop, 1);
+    return 1;
+}
+
+static lserver *check_server(lua_State *L)
+{
+    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
+    if (!s->http) luaL_error(L, "the server is closed");
+    return s;
+}
+
+static void on_sent(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    lserver *s = arg;
+    s->sending--;
+    qr_lua_loop_wake(s->loop);
+}
+
+static int l_server_sending(lua_State *L)
+{
+    lua_pushinteger(L, check_server(L)->sending);
+    return 1;
+}
+
+static int l_server_port(lua_State *L)
+{
+    lua_pushinteger(L, check_server(L)->port);
+    return 1;
+}
+
+static int l_server_take(lua_State *L)
+{
+    lserver *s = check_server(L);
+    lua_newtable(L);
+    int i = 0;
+    while (s->head) {
+        lreq *r = s->head;
+        s->head = r->next;
+        if (!s->head) s->tail = NULL;
+        r->next = NULL;
+        lreq **box = lua_newuserdatauv(L, sizeof *box, 0);
+        *box = r;
+        luaL_setmetatable(L, REQUEST_MT);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+static int l_server_close(lua_State *L)
+{
+    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
+    if (s->http && s->bound) {
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+        qr_lua_loop_sources(s->loop, -1);
+    }
+    return 0;
+}
+
+static int l_server_gc(lua_State *L)
+{
+    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
+    l_server_close(L);
+    while (s->head) { /* arrived, never taken */
+        lreq *r = s->head;
+        s->head = r->next;
+        if (r->req) {
+            struct evhttp_request *req = r->req;
+            done_with(r);
+            evhttp_send_error(req, 503, "shutting down");
+        }
+        r->lua_holds = 0;
+        lreq_unref(r);
+    }
+    if (s->http) evhttp_free(s->http);
+    s->http = NULL;
+    return 0;
+}
+
+static lreq *check_req(lua_State *L)
+{
+    return *(lreq **)luaL_checkudata(L, 1, REQUEST_MT);
+}
+
+static struct evhttp_request *live_req(lua_State *L)
+{
+    lreq *r = check_req(L);
+    if (!r->req) luaL_error(L, "the request was answered or its client left");
+    return r->req;
+}
+
+static int l_req_method(lua_State *L)
+{
+    enum evhttp_cmd_type t = evhttp_request_get_command(live_req(L));
+    lua_pushstring(L, t == EVHTTP_REQ_HEAD ? "HEAD" : t == EVHTTP_REQ_GET ? "GET" : "OTHER");
+    return 1;
+}
+
+static int l_req_uri(lua_State *L)
+{
+    lua_pushstring(L, evhttp_request_get_uri(live_req(L)));
+    return 1;
+}
+
+static int l_req_path(lua_State *L)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(live_req(L));
+    const char *p = u ? evhttp_uri_get_path(u) : NULL;
+    lua_pushstring(L, p && *p ? p : "/");
+    return 1;
+}
+
+static int l_req_query(lua_State *L)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(live_req(L));
+    const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    lua_pushstring(L, q ? q : "");
+    return 1;
+}
+
+static int l_req_header(lua_State *L)
+{
+    struct evhttp_request *req = live_req(L);
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), luaL_checkstring(L, 2));
+    if (v) lua_pushstring(L, v);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int l_req_reply(lua_State *L)
+{
+    lreq *r = check_req(L);
+    int status = (int)luaL_checkinteger(L, 2);
+    size_t len;
+    const char *body = luaL_optlstring(L, 3, "", &len);
+    if (!r->req) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
+    if (lua_istable(L, 4)) {
+        lua_pushnil(L);
+        while (lua_next(L, 4)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+                evhttp_add_header(out, lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    struct evbuffer *buf = evbuffer_new();
+    if (!buf || evbuffer_add(buf, body, len) != 0) {
+        if (buf) evbuffer_free(buf);
+        return luaL_error(L, "out of memory");
+    }
+    struct evhttp_request *req = r->req;
+    done_with(r);
+    lserver *s = r->server;
+    s->sending++;
+    evhttp_request_set_on_complete_cb(req, on_sent, s);
+    evhttp_send_reply(req, status, NULL, buf);
+    evbuffer_free(buf);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_req_gc(lua_State *L)
+{
+    lreq *r = check_req(L);
+    if (r->req) { /* taken and never answered */
+        struct evhttp_request *req = r->req;
+        done_with(r);
+        evhttp_send_error(req, 500, "no answer");
+    }
+    r->lua_holds = 0;
+    lreq_unref(r);
+    return 0;
+}
+
+void qr_lua_open_http(lua_State *L)
+{
+    static const luaL_Reg server_methods[] = {
+        {"port", l_server_port}, {"take", l_server_take}, {"close", l_server_close},
+        {"sending", l_server_sending}, {NULL, NULL}};
+    static const luaL_Reg req_methods[] = {
+        {"method", l_req_method}, {"uri", l_req_uri},     {"path", l_req_path},
+        {"query", l_req_query},   {"header", l_req_header}, {"reply", l_req_reply},
+        {NULL, NULL}};
+    luaL_newmetatable(L, SERVER_MT);
+    luaL_newlib(L, server_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_server_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_server_gc); /* `local srv <close>`: freed before its loop */
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, REQUEST_MT);
+    luaL_newlib(L, req_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_req_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_http_listen);
+    lua_setfield(L, -2, "http_listen");
+}

@@ -1,0 +1,89 @@
+/* lua_process.c - worker processes for quarry serve --workers N.
+ *
+ *   core.fork()                 -> 0 in the child, its pid in the parent
+ *   core.getpid()               -> this process's pid
+ *   core.wait_children({pid})   -> exit code: wait for every child, passing
+ *       SIGTERM, SIGINT and SIGHUP on to them; 0 if all exited 0, else the
+ *       first other code (128 + signal for one killed)
+ */
+#include "lua_quarry.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t pending_sig;
+
+static void remember(int sig)
+{
+    pending_sig = sig;
+}
+
+static int l_fork(lua_State *L)
+{
+    fflush(NULL); /* nothing buffered is written twice */
+    pid_t pid = fork();
+    if (pid < 0) return luaL_error(L, "cannot start a worker: %s", strerror(errno));
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+static int l_wait_children(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)luaL_len(L, 1);
+    pid_t pids[256];
+    if (n > 256) n = 256;
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        pids[i] = (pid_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = remember; /* no SA_RESTART: waitpid returns to pass the signal on */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    int left = n, code = 0;
+    while (left > 0) {
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno != EINTR) break;
+            int sig = pending_sig;
+            pending_sig = 0;
+            for (int i = 0; sig && i < n; i++)
+                if (pids[i] > 0) kill(pids[i], sig);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            if (pids[i] != pid) continue;
+            pids[i] = 0;
+            left--;
+            int c = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (c != 0 && code == 0) code = c;
+        }
+    }
+    lua_pushinteger(L, code);
+    return 1;
+}
+
+void qr_lua_open_process(lua_State *L)
+{
+    lua_pushcfunction(L, l_fork);
+    lua_setfield(L, -2, "fork");
+    lua_pushcfunction(L, l_getpid);
+    lua_setfield(L, -2, "getpid");
+    lua_pushcfunction(L, l_wait_children);
+    lua_setfield(L, -2, "wait_children");
+}

@@ -1,0 +1,260 @@
+-- lua/quarry/serve.lua and routes.lua: a real `quarry serve` on a loopback
+-- port, asked by curl. Concurrency is proven by the server's own clock and
+-- backend pids, not by timing the test.
+local h = require "spec.helper"
+local cjson = require "cjson"
+local core = require "quarry.core"
+
+local ENV = { QUARRY_CACHE_PREFIX = "serve-spec:" }
+
+local PLUGINS = {
+  slow = [[return { name = "slow", description = "Sleeps on the server",
+    params = { secs = { type = "integer", default = 1, min = 0, max = 30 }, tag = { type = "integer", default = 0 } },
+    run = function(ctx, p)
+      return ctx.query("SELECT pg_backend_pid() AS pid, clock_timestamp()::text AS s, pg_sleep($1), "
+        .. "clock_timestamp()::text AS e, $2::int AS tag", p.secs, p.tag)
+    end }]],
+  boom = [[return { name = "boom", description = "Fails", params = {},
+    run = function() error("boom went the plugin") end }]],
+}
+
+local function start(extra)
+  local dir = h.tmpname(".serve")
+  os.execute("mkdir -p " .. dir .. "/plugins")
+  for name, src in pairs(PLUGINS) do h.write(dir .. "/plugins/" .. name .. ".lua", src) end
+  local env = ("QUARRY_PLUGIN_PATH=%s/plugins QUARRY_CACHE_PREFIX=serve-spec:"):format(dir)
+  -- the server's exit code lands in its log: a leak under the sanitizers is exit 1
+  os.execute(("sh -c '%s %s serve --listen 127.0.0.1:0 %s >%s/log 2>&1 & echo $! >%s/pid; wait $!; "
+    .. "echo \"exit $?\" >>%s/log' &"):format(env, h.shell_quote(h.bin), extra or "", dir, dir, dir))
+  for _ = 1, 100 do
+    if h.read(dir .. "/pid") then break end
+    core.sleep(0.02)
+  end
+  local pid = tonumber(h.read(dir .. "/pid"))
+  for _ = 1, 200 do
+    local port = (h.read(dir .. "/log") or ""):match("serving http://127%.0%.0%.1:(%d+)/")
+    if port then return { dir = dir, pid = pid, url = "http://127.0.0.1:" .. port } end
+    core.sleep(0.05)
+  end
+  error("quarry serve did not start:\n" .. (h.read(dir .. "/log") or ""))
+end
+
+-- SIGTERM, then the exit code it logged: 0, after a clean drain.
+local function stop(s)
+  os.execute("kill -TERM " .. s.pid .. " 2>/dev/null")
+  local log
+  for _ = 1, 200 do
+    log = h.read(s.dir .. "/log") or ""
+    if log:find("\nexit %d+") then break end
+    core.sleep(0.05)
+  end
+  os.execute("rm -rf " .. s.dir)
+  assert.matches("\nexit 0\n", log)
+end
+
+-- status, body, headers of GET url (curl)
+local function get(url, headers)
+  local hdr = ""
+  for _, x in ipairs(headers or {}) do hdr = hdr .. " -H " .. h.shell_quote(x) end
+  local out = h.tmpname(".body")
+  local p = io.popen(("curl -s -o %s -D - -w '\\n%%{http_code}' %s %s"):format(out, hdr, h.shell_quote(url)))
+  local head = p:read("a")
+  p:close()
+  local body = h.read(out) or ""
+  os.remove(out)
+  return tonumber(head:match("(%d+)%s*$")), body, head
+end
+
+-- GETs in the background (fire), their bodies once answered (collect).
+local function fire(urls)
+  local files = {}
+  for i, u in ipairs(urls) do
+    files[i] = h.tmpname(".b" .. i)
+    os.execute(("curl -s -o %s %s &"):format(files[i], h.shell_quote(u)))
+  end
+  return files
+end
+
+local function collect(files)
+  local bodies = {}
+  for i, f in ipairs(files) do
+    for _ = 1, 400 do
+      local b = h.read(f)
+      if b and #b > 0 then bodies[i] = b break end
+      core.sleep(0.05)
+    end
+    os.remove(f)
+  end
+  return bodies
+end
+
+local function get_all(urls) return collect(fire(urls)) end
+
+local function epoch(ts)
+  local db = require("quarry").db
+  return tonumber(db:query_one("SELECT extract(epoch FROM $1::timestamptz) AS x", ts).x)
+end
+
+setup(function() h.load_may_2031(require("quarry").db, ENV) end)
+
+describe("quarry serve", function()
+  local s
+  setup(function() s = start() end)
+  teardown(function() stop(s) end)
+
+  it("answers a report exactly as `quarry report` prints it, in the format asked", function()
+    local cli = h.quarry("report monthly --month 2031-05 --format csv --no-cache", ENV)
+    local status, body, head = get(s.url .. "/reports/monthly?month=2031-05&format=csv&cache=off")
+    assert.are.equal(200, status)
+    assert.are.equal(cli, body)
+    assert.matches("Content%-Type: text/csv", head)
+    status, body = get(s.url .. "/reports/monthly?month=2031-05", { "Accept: text/html" })
+    assert.are.equal(200, status)
+    assert.matches("^<!DOCTYPE html>", body)
+    status, body = get(s.url .. "/reports/farms?month=2031-05&by=lead_party&limit=1")
+    assert.are.equal(200, status)
+    local r = cjson.decode(body)
+    assert.are.equal("quarry.report/1", r.schema)
+    assert.are.equal("Dorenell Windfarm Limited", r.rows[1].lead_party)
+  end)
+
+  it("lists the reports with their params", function()
+    local status, body = get(s.url .. "/reports")
+    assert.are.equal(200, status)
+    local names = {}
+    for _, r in ipairs(cjson.decode(body).reports) do names[r.name] = r end
+    assert.truthy(names.monthly and names.slow)
+    assert.are.equal("month", names.monthly.params.month.type)
+    assert.is_true(names.monthly.params.month.required)
+  end)
+
+  it("answers errors as JSON with the CLI's message and the right status", function()
+    local status, body = get(s.url .. "/reports/monthly?month=2031-13")
+    assert.are.equal(400, status)
+    assert.are.same({ error = "usage", message = "--month '2031-13' is not a month (YYYY-MM) of the dates quarry takes" },
+      cjson.decode(body))
+    status, body = get(s.url .. "/reports/monthly?month=2031-05&farm=x%27%3B%20DROP%20TABLE%20curtailment_records")
+    assert.are.equal(400, status)
+    assert.matches("is not a BMU id", cjson.decode(body).message)
+    status, body = get(s.url .. "/reports/nosuch")
+    assert.are.equal(404, status)
+    assert.matches("unknown report 'nosuch'", cjson.decode(body).message)
+    status = get(s.url .. "/no/such/route")
+    assert.are.equal(404, status)
+    status, body = get(s.url .. "/reports/boom")
+    assert.are.equal(500, status)
+    assert.matches("boom went the plugin", cjson.decode(body).message)
+    status = get(s.url .. "/reports/monthly?month=2031-05&" .. string.rep("x", 5000))
+    assert.are.equal(414, status)
+    assert.are.equal(200, (get(s.url .. "/healthz"))) -- and the worker goes on
+  end)
+
+  it("runs requests at the same time on one worker, and a slow client blocks no one", function()
+    -- a client that sends half a request and waits
+    os.execute(("(printf 'GET /reports HTTP/1.1\\r\\nHost: x\\r\\n'; sleep 5) | curl -s telnet://127.0.0.1:%s "
+      .. ">/dev/null 2>&1 &"):format(s.url:match(":(%d+)$")))
+    local bodies = get_all({ s.url .. "/reports/slow?secs=1&tag=1", s.url .. "/reports/slow?secs=1&tag=2",
+                             s.url .. "/reports/slow?secs=1&tag=3" })
+    local rows = {}
+    for i = 1, 3 do
+      local body = assert(bodies[i], "request " .. i .. " unanswered")
+      rows[i] = cjson.decode(body).rows[1]
+    end
+    local latest_start, earliest_end = -math.huge, math.huge
+    local pids = {}
+    for _, r in ipairs(rows) do
+      pids[r.pid] = true
+      latest_start = math.max(latest_start, epoch(r.s))
+      earliest_end = math.min(earliest_end, epoch(r.e))
+    end
+    assert.is_true(latest_start < earliest_end, "the three statements ran at one moment")
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.are.equal(3, n)
+  end)
+
+  it("speaks the old platform's routes, from the same reports", function()
+    local status, body = get(s.url .. "/api/summary/monthly/2031-05")
+    assert.are.equal(200, status)
+    local m = cjson.decode(body)
+    assert.are.same({ yearMonth = "2031-05", totalCurtailedEnergy = 65, totalPayment = 4075 }, m)
+    m = cjson.decode((select(2, get(s.url .. "/api/summary/daily/2031-05-01?leadParty=Dorenell%20Windfarm%20Limited"))))
+    assert.are.same({ date = "2031-05-01", totalCurtailedEnergy = 20, totalPayment = 1600,
+                      leadParty = "Dorenell Windfarm Limited" }, m)
+    m = cjson.decode((select(2, get(s.url .. "/api/mining-potential/daily?date=2031-05-02&minerModel=S9"))))
+    local report = cjson.decode((h.quarry("report daily --date 2031-05-02 --miner S9 --format json --no-cache", ENV)))
+    assert.are.equal(tonumber(report.totals.btc_S9), m.bitcoinMined)
+    assert.are.equal(30, m.curtailedEnergy)
+    assert.are.equal(100e12, m.difficulty)
+    m = cjson.decode((select(2, get(s.url .. "/api/mining-potential/monthly/2031-05?minerModel=S9"))))
+    assert.are.equal(65, m.curtailedEnergy)
+    local parties = cjson.decode((select(2, get(s.url .. "/api/lead-parties"))))
+    assert.truthy(table.concat(parties, "|"):find("Dorenell Windfarm Limited", 1, true))
+  end)
+
+  it("says how it is: /healthz and Prometheus /metrics", function()
+    local status, body = get(s.url .. "/healthz")
+    assert.are.equal(200, status)
+    local hz = cjson.decode(body)
+    assert.are.same({ "up", "up", "ok" }, { hz.database, hz.redis, hz.status })
+    local text
+    status, text = get(s.url .. "/metrics")
+    assert.are.equal(200, status)
+    assert.matches('quarry_http_requests_total{route="/healthz",status="200"} %d+', text)
+    assert.matches('quarry_pool_connections{state="max"} %d+', text)
+    assert.matches('quarry_http_request_seconds_bucket{le="%+Inf"} %d+', text)
+    assert.matches('quarry_cache_events_total{event="hits"} %d+', text)
+    assert.matches("quarry_query_seconds_count{statement=", text, 1, true)
+  end)
+end)
+
+describe("quarry serve under pressure", function()
+  it("answers 503 beyond --max-inflight and 504 past --request-timeout, cancelling the statement", function()
+    local s = start("--max-inflight 1 --request-timeout 2")
+    local first = fire({ s.url .. "/reports/slow?secs=4&tag=41" })
+    core.sleep(0.5) -- the first holds the only slot while the second is asked
+    local status, body = get(s.url .. "/reports/slow?secs=0&tag=42")
+    local bodies = collect(first)
+    assert.are.equal(503, status)
+    assert.are.equal("busy", cjson.decode(body).error)
+    assert.are.equal("timeout", cjson.decode(bodies[1] or "{}").error)
+    local db = require("quarry").db
+    assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' "
+      .. "AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()").n)
+    stop(s)
+  end)
+
+  it("drains on SIGTERM: the request in flight is answered, then it exits 0", function()
+    local s = start("--workers 2")
+    local f = h.tmpname(".drain")
+    os.execute(("(curl -s %s > %s; echo \"curl $?\" >> %s) &"):format(h.shell_quote(s.url .. "/reports/slow?secs=1&tag=7"),
+      f, f))
+    core.sleep(0.4)
+    os.execute(("sh -c 'kill -TERM %d; wait %d 2>/dev/null'"):format(s.pid, s.pid))
+    local got
+    for _ = 1, 100 do
+      got = h.read(f)
+      if got and got:find("curl %d") then break end
+      core.sleep(0.05)
+    end
+    assert.matches('"tag":7', got)
+    assert.matches("curl 0", got)
+    for _ = 1, 100 do
+      if not os.execute("kill -0 " .. s.pid .. " 2>/dev/null") then break end
+      core.sleep(0.05)
+    end
+    assert.is_falsy(os.execute("kill -0 " .. s.pid .. " 2>/dev/null"), "the server exited")
+    assert.matches("draining", h.read(s.dir .. "/log"))
+    os.remove(f)
+    stop(s)
+  end)
+
+  it("refuses bad flags before listening", function()
+    local _, err, code = h.quarry("serve --listen localhost:80")
+    assert.are.equal(2, code)
+    assert.matches("%-%-listen takes IPV4:PORT", err)
+    _, err, code = h.quarry("serve --workers 0")
+    assert.are.equal(2, code)
+    assert.matches("%-%-workers must be an integer from 1 to 256", err)
+  end)
+end)
