@@ -12,9 +12,11 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r = ctx.breakdown("farm", p)
+    -- the farms and the day's totals at the same time, on one snapshot
+    local r, all = ctx.parallel(function(c) return c.breakdown("farm", p) end,
+                                function(c) return c.breakdown("all", p) end)
     table.sort(r.rows, function(a, b) return tonumber(a.curtailed_mwh) > tonumber(b.curtailed_mwh) end)
-    local t = ctx.breakdown("all", p).rows[1]
+    local t = all.rows[1]
     r.title = "Curtailment and bitcoin on " .. p.date
     r.totals = t
     r.footer = t and ("total: %s MWh curtailed over %d farm-periods, £%s paid, %s BTC (%s)"):format(

@@ -16,7 +16,8 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r = ctx.breakdown(p.by, p, p.miner)
+    local r, all = ctx.parallel(function(c) return c.breakdown(p.by, p, p.miner) end,
+                                function(c) return c.breakdown("all", p, p.miner) end)
     local col = p.sort == "btc" and ("btc_" .. p.miner) or p.sort
     table.sort(r.rows, function(a, b)
       local x, y = tonumber(a[col]) or 0, tonumber(b[col]) or 0
@@ -29,7 +30,7 @@ return {
     r.chart = { x = "key", y = col }
     r.title = ("Top %d %s by %s, %s"):format(p.limit, p.by == "farm" and "farms" or "lead parties", SORTS[p.sort],
       p.date or p.month or p.quarter or p.year)
-    r.totals = ctx.breakdown("all", p, p.miner).rows[1] -- of the whole period, not just the rows shown
+    r.totals = all.rows[1] -- of the whole period, not just the rows shown
     return r
   end,
 }

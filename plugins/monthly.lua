@@ -18,8 +18,10 @@ return {
   chart = { x = "key", y = "btc_S19J_PRO" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r = ctx.breakdown("day", p)
-    local total = ctx.breakdown("all", p).rows[1]
+    -- the days and the month's totals at the same time, on one snapshot
+    local r, all = ctx.parallel(function(c) return c.breakdown("day", p) end,
+                                function(c) return c.breakdown("all", p) end)
+    local total = all.rows[1]
     r.title = ("Curtailment and bitcoin, %s%s"):format(p.month, p.farm and (", farm " .. p.farm) or
       p.lead_party and (", " .. p.lead_party) or "")
     r.chart = { x = "key", y = "btc_" .. p.miner }

@@ -11,9 +11,10 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r = ctx.breakdown("period", p, p.miner)
+    local r, all = ctx.parallel(function(c) return c.breakdown("period", p, p.miner) end,
+                                function(c) return c.breakdown("all", p, p.miner) end)
     r.title = "Curtailment by settlement period, " .. (p.date or p.month)
-    r.totals = ctx.breakdown("all", p, p.miner).rows[1] -- of the whole period, not just the rows shown
+    r.totals = all.rows[1] -- of the whole period, not just the rows shown
     return r
   end,
 }

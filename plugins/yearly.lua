@@ -12,8 +12,10 @@ return {
   chart = { x = "key", y = "btc_S19J_PRO" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r = ctx.breakdown("month", p)
-    local t = ctx.breakdown("all", p).rows[1]
+    -- the months and the year's totals at the same time, on one snapshot
+    local r, all = ctx.parallel(function(c) return c.breakdown("month", p) end,
+                                function(c) return c.breakdown("all", p) end)
+    local t = all.rows[1]
     r.title = "Curtailment and bitcoin, " .. p.year
     r.chart = { x = "key", y = "btc_" .. p.miner }
     r.totals = t

@@ -574,11 +574,31 @@ static int l_pool_exec(lua_State *L)
     return run(L, u->p, u->t, NULL, EXEC);
 }
 
+/* In a task (quarry.tasks), waiting for a connection yields "pool" until
+ * one is free; stack: pool, who, conn. */
+static int acquire_step(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    lua_settop(L, 3);
+    lpool *u = check_pool(L);
+    lconn *lc = lua_touserdata(L, 3);
+    qr_error err;
+    int got = qr_pool_try_acquire(u->p, lua_tostring(L, 2), &lc->c, &err);
+    if (got < 0) return qr_lua_raise(L, &err);
+    if (got == 1) {
+        lua_pushliteral(L, "pool");
+        return lua_yieldk(L, 1, 0, acquire_step);
+    }
+    return 1;
+}
+
 /* pool:acquire([who]) -> conn */
 static int l_pool_acquire(lua_State *L)
 {
     lpool *u = check_pool(L);
     const char *who = luaL_optstring(L, 2, NULL);
+    lua_settop(L, 2);
     lconn *lc = lua_newuserdatauv(L, sizeof *lc, 1);
     lc->c = NULL;
     lc->p = u->p;
@@ -586,6 +606,7 @@ static int l_pool_acquire(lua_State *L)
     luaL_setmetatable(L, CONN_MT);
     lua_pushvalue(L, 1); /* the pool outlives its connections */
     lua_setiuservalue(L, -2, 1);
+    if (qr_lua_in_async(L)) return acquire_step(L, LUA_OK, 0);
     qr_error err;
     if (qr_pool_acquire(u->p, who, &lc->c, &err) != 0) return qr_lua_raise(L, &err);
     return 1;

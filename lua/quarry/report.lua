@@ -388,31 +388,86 @@ local function result_of(plugin, out, p)
            totals = totals, chart = out.chart or plugin.chart, decimals = plugin.decimals, footer = out.footer }
 end
 
+-- The most functions one ctx.parallel call runs (each takes a connection).
+M.MAX_PARALLEL = 8
+
+-- Begin a plugin's transaction on tx: its time limit and its role, set by
+-- the host before the plugin's first statement (integers we made, and an
+-- identifier quoted), then the restriction to reading statements.
+local function enter_sandbox(tx, snapshot)
+  if snapshot then -- the first statement: the same data as the plugin's main transaction
+    if not snapshot:match("^[%x%-]+$") then error("unexpected snapshot id from the server", 0) end
+    tx:exec(("SET TRANSACTION SNAPSHOT '%s'"):format(snapshot))
+  end
+  tx:exec(("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000))
+  tx:exec("SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE))
+  tx:restrict(true)
+end
+
+local SANDBOX_TX = { read_only = true, isolation = "repeatable read" }
+
 --- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw
 -- rows, not the rollups: slow, for checking).
 function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
   local function compute()
     local ok, res = db:transaction(function(tx)
-      -- Set by the host before the plugin's first statement; integers we
-      -- made, and an identifier quoted.
-      tx:exec(("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000))
-      tx:exec("SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE))
-      tx:restrict(true)
-      local ctx = {
-        query = function(sql, ...) return tx:query(sql, ...) end,
-        query_one = function(sql, ...) return tx:query_one(sql, ...) end,
-        summaries = make_summaries(tx),
-        range = function(pp) return params.range(pp, plugin.params) end,
-        -- the block reward of a date column, from lua/quarry/defs/mining.lua
-        reward_sql = require("quarry.mining").reward_sql,
-        breakdown = function(by, bp, miner) return breakdown(tx, by, bp, miner, opts.direct, plugin.params) end,
-        direct = opts.direct == true,
-      }
+      enter_sandbox(tx)
+      local exported
+      local make_ctx
+      -- ctx.parallel(f1, f2, ...): each f(ctx) on a connection of its own,
+      -- at the same time, in a transaction that sees exactly the data of
+      -- this one (an exported snapshot, REPEATABLE READ); their first
+      -- results in order. With no connection to spare, one after another here.
+      local function parallel(...)
+        local fns = table.pack(...)
+        if fns.n > M.MAX_PARALLEL then error(("ctx.parallel takes at most %d functions"):format(M.MAX_PARALLEL), 2) end
+        for i = 1, fns.n do
+          if type(fns[i]) ~= "function" then error(("ctx.parallel: argument %d is not a function"):format(i), 2) end
+        end
+        local st = db:stats()
+        if st.max - st.in_use < 1 then
+          local out = {}
+          for i = 1, fns.n do out[i] = (fns[i](make_ctx(tx))) end
+          return table.unpack(out, 1, fns.n)
+        end
+        exported = exported or tx:query_one("SELECT pg_export_snapshot() AS s").s
+        local state = running_in[coroutine.running()]
+        local wrapped = {}
+        for i = 1, fns.n do
+          local f = fns[i]
+          wrapped[i] = function()
+            running_in[coroutine.running()] = state -- the plugin's limits, in this coroutine too
+            local cok, r = db:transaction(function(ctx_tx)
+              enter_sandbox(ctx_tx, exported)
+              local v = f(make_ctx(ctx_tx))
+              ctx_tx:restrict(false)
+              return v
+            end, SANDBOX_TX)
+            if not cok then error(r, 0) end
+            return r
+          end
+        end
+        return require("quarry.parallel").run(table.unpack(wrapped, 1, fns.n))
+      end
+      make_ctx = function(t)
+        return {
+          query = function(sql, ...) return t:query(sql, ...) end,
+          query_one = function(sql, ...) return t:query_one(sql, ...) end,
+          summaries = make_summaries(t),
+          range = function(pp) return params.range(pp, plugin.params) end,
+          -- the block reward of a date column, from lua/quarry/defs/mining.lua
+          reward_sql = require("quarry.mining").reward_sql,
+          breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params) end,
+          parallel = parallel,
+          direct = opts.direct == true,
+        }
+      end
+      local ctx = make_ctx(tx)
       local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)
       tx:restrict(false)
       return out
-    end, { read_only = true })
+    end, SANDBOX_TX)
     if not ok then error(res, 0) end
     return res
   end

@@ -15,9 +15,12 @@ Tasks.__index = Tasks
 
 local async = core.async_threads
 
---- A scheduler on `loop` (core.loop_new()).
-function M.new(loop)
-  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0 }, Tasks)
+--- A scheduler on `loop` (core.loop_new()). shared: {bytes, tripped}, one
+-- memory budget all its tasks draw from (that of the code that started
+-- them: quarry.parallel inside a report plugin), else each task its own.
+function M.new(loop, shared)
+  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0, shared = shared },
+    Tasks)
 end
 
 --- Start fn(); done(ok, first result or error) is called when it ends.
@@ -46,13 +49,18 @@ end
 function Tasks:step(id)
   local co = self.cos[id]
   if not co then return end
+  local shared = self.shared
   local outer_left, outer_tripped = core.memory_budget()
-  local mem = self.mem and self.mem[id]
+  local mem = shared or (self.mem and self.mem[id])
   core.memory_restore(mem and mem[1], mem and mem[2])
   local r = table.pack(coroutine.resume(co))
-  self.mem = self.mem or {}
-  self.mem[id] = table.pack(core.memory_budget())
-  core.memory_restore(outer_left, outer_tripped)
+  if shared then -- what the task spent is spent for all, and for the code that waits on them
+    shared[1], shared[2] = core.memory_budget()
+  else
+    self.mem = self.mem or {}
+    self.mem[id] = table.pack(core.memory_budget())
+    core.memory_restore(outer_left, outer_tripped)
+  end
   if not r[1] then return ended(self, id, false, r[2]) end
   if coroutine.status(co) == "dead" then return ended(self, id, true, r[2]) end
   local what = r[2]

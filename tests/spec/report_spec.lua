@@ -219,6 +219,46 @@ return { name = "%s", description = "test", params = {},
     assert.is_nil(io.open("/tmp/quarry-pwned"))
   end)
 
+  it("runs ctx.parallel's functions on their own connections, in one snapshot, inside the sandbox", function()
+    plugin("sb_par", [[
+      local SQL = "SELECT pg_backend_pid() AS pid, pg_current_snapshot()::text AS snap, current_user AS who, "
+        .. "current_setting('transaction_read_only') AS ro"
+      local main = ctx.query_one(SQL)
+      local a, b = ctx.parallel(function(c) return c.query_one(SQL) end, function(c) return c.query_one(SQL) end)
+      local fields = { { name = "pid", type = "int4" }, { name = "snap", type = "text" }, { name = "who", type = "text" },
+                       { name = "ro", type = "text" } }
+      return { fields = fields, rows = { main, a, b } }]])
+    local out, err, code = h.quarry("report sb_par --format json --no-cache", env_with())
+    assert.are.equal(0, code, err)
+    local rows = cjson.decode(out).rows
+    assert.are.equal(rows[1].snap, rows[2].snap) -- the very data the main transaction sees
+    assert.are.equal(rows[1].snap, rows[3].snap)
+    assert.are_not.equal(rows[2].pid, rows[3].pid)
+    assert.are_not.equal(rows[1].pid, rows[2].pid)
+    for _, r in ipairs(rows) do assert.are.same({ "quarry_reader", "on" }, { r.who, r.ro }) end
+    -- one connection in all: the same answers, one after another
+    local env = env_with({ DB_POOL_MAX = "1" })
+    out, err, code = h.quarry("report sb_par --format json --no-cache", env)
+    assert.are.equal(0, code, err)
+    assert.are.equal(3, #cjson.decode(out).rows)
+    -- and the sandbox holds in them: no writes, no escape from the limits
+    plugin("sb_par_write", "ctx.parallel(function(c) return c.query('DELETE FROM curtailment_records') end)")
+    local _
+    _, err, code = run("sb_par_write")
+    assert.are.equal(1, code)
+    assert.matches("only reading statements", err)
+    plugin("sb_par_loop", "ctx.parallel(function() while true do end end)")
+    _, err, code = run("sb_par_loop")
+    assert.are.equal(1, code)
+    assert.matches("report sb_par_loop stopped: it ran more than", err)
+    plugin("sb_par_mem", "ctx.parallel(function() local t = {} for i = 1, 1e9 do t[i] = { i } end end)")
+    _, err, code = h.quarry("report sb_par_mem --no-cache", env_with({ QUARRY_PLUGIN_MEMORY = "64" }))
+    assert.are.equal(1, code)
+    assert.matches("stopped: it used more than 64 MiB of memory", err)
+    assert.are.equal(65, tonumber(db:query_one("SELECT sum(-volume) AS v FROM curtailment_records "
+      .. "WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'").v)) -- nothing was deleted
+  end)
+
   it("stops a runaway loop with a clear error", function()
     plugin("sb_loop", "while true do end")
     local _, err, code = run("sb_loop")
