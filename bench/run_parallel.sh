@@ -3,6 +3,8 @@
 # raw rows, one query after another and then all at once, against what the
 # server itself needs (EXPLAIN ANALYZE execution times, shared over the
 # cores), on a private PostgreSQL/Redis in the build folder.
+# Then a cold yearly report, whose plugin fetches its months and its totals
+# with ctx.parallel, against the same with one connection (DB_POOL_MAX=1).
 #   bench/run_parallel.sh [SCALE] [ROUNDS]      default 3 and 7
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -20,4 +22,12 @@ out=$(DATABASE_URL=$surl $q run bench/bench_parallel.lua 2024 "$cores" "$rounds"
 v() { echo "$out" | awk -v k="$1" '$1==k{print $2}'; }
 echo "| curtailment rows | 12 months, one after another | quarry.parallel | PostgreSQL execution, sum / slowest | limit (max of slowest, sum / $cores cores) | parallel / limit | speed-up |"
 echo "|---|---|---|---|---|---|---|"
+cold() { DATABASE_URL=$surl DB_POOL_MAX=$1 $q run bench/bench_report_cold.lua yearly year 2024 "$2" ${3:-} | awk '{print $2}'; }
+par=$(cold 20 "$rounds"); seq=$(cold 1 "$rounds")
+dpar=$(cold 20 3 direct); dseq=$(cold 1 3 direct)
 echo "| $rows | $(v sequential_ms) ms | $(v parallel_ms) ms | $(v pg_sum_ms) / $(v pg_max_ms) ms | $(v limit_ms) ms | $(awk -v a="$(v parallel_ms)" -v b="$(v limit_ms)" 'BEGIN{printf "%.2f", a/b}') | $(awk -v a="$(v sequential_ms)" -v b="$(v parallel_ms)" 'BEGIN{printf "%.2fx", a/b}') |"
+echo
+echo "| cold yearly report (months + year totals) | one after another (DB_POOL_MAX=1) | with ctx.parallel | speed-up |"
+echo "|---|---|---|---|"
+echo "| 2024, scale $scale, from the rollups | $seq ms | $par ms | $(awk -v a="$seq" -v b="$par" 'BEGIN{printf "%.2fx", a/b}') |"
+echo "| 2024, scale $scale, from the raw rows (--direct) | $dseq ms | $dpar ms | $(awk -v a="$dseq" -v b="$dpar" 'BEGIN{printf "%.2fx", a/b}') |"

@@ -395,12 +395,14 @@ M.MAX_PARALLEL = 8
 -- the host before the plugin's first statement (integers we made, and an
 -- identifier quoted), then the restriction to reading statements.
 local function enter_sandbox(tx, snapshot)
+  local sql = {}
   if snapshot then -- the first statement: the same data as the plugin's main transaction
     if not snapshot:match("^[%x%-]+$") then error("unexpected snapshot id from the server", 0) end
-    tx:exec(("SET TRANSACTION SNAPSHOT '%s'"):format(snapshot))
+    sql[1] = ("SET TRANSACTION SNAPSHOT '%s'"):format(snapshot)
   end
-  tx:exec(("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000))
-  tx:exec("SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE))
+  sql[#sql + 1] = ("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000)
+  sql[#sql + 1] = "SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE)
+  tx:exec(table.concat(sql, "; ")) -- one round trip
   tx:restrict(true)
 end
 
