@@ -73,6 +73,7 @@ end
 -- ---- json ----
 
 local function json_string(s)
+  if not s:find('[%c"\\]') then return '"' .. s .. '"' end -- the common case, without a callback per character
   return '"' .. s:gsub('[%c"\\]', function(c)
     local map = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
     return map[c] or ("\\u%04x"):format(c:byte())
