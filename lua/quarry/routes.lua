@@ -92,7 +92,7 @@ M["/healthz"] = function()
   local db_ok, db_err = pcall(function() return quarry.db:query_one("SELECT 1 AS ok").ok end)
   local cache = quarry.cache
   local redis = "off"
-  if cache.enabled then redis = cache.conn:stats().up and "up" or "down" end
+  if cache.enabled then redis = cache.conn:call("PING") == "PONG" and "up" or "down" end
   local body = { status = db_ok and "ok" or "unavailable", database = db_ok and "up" or "down", redis = redis,
                  pool = quarry.db:stats() }
   if not db_ok then body.message = tostring(type(db_err) == "table" and db_err.message or db_err) end

@@ -22,7 +22,9 @@ local function start(extra)
   local dir = h.tmpname(".serve")
   os.execute("mkdir -p " .. dir .. "/plugins")
   for name, src in pairs(PLUGINS) do h.write(dir .. "/plugins/" .. name .. ".lua", src) end
-  local env = ("QUARRY_PLUGIN_PATH=%s/plugins QUARRY_CACHE_PREFIX=serve-spec:"):format(dir)
+  -- the test services named outright: an embedded default would restart a stopped PostgreSQL itself
+  local env = ("QUARRY_PLUGIN_PATH=%s/plugins QUARRY_CACHE_PREFIX=serve-spec: DATABASE_URL=%s REDIS_URL=%s"):format(dir,
+    h.shell_quote(h.database_url()), h.shell_quote(h.urls().REDIS_URL))
   -- the server's exit code lands in its log: a leak under the sanitizers is exit 1
   os.execute(("sh -c '%s %s serve --listen 127.0.0.1:0 %s >%s/log 2>&1 & echo $! >%s/pid; wait $!; "
     .. "echo \"exit $?\" >>%s/log' &"):format(env, h.shell_quote(h.bin), extra or "", dir, dir, dir))
@@ -192,6 +194,14 @@ describe("quarry serve", function()
     assert.truthy(table.concat(parties, "|"):find("Dorenell Windfarm Limited", 1, true))
   end)
 
+  it("picks up a changed plugin at the next request, without a restart", function()
+    local file = s.dir .. "/plugins/slow.lua"
+    h.write(file, (h.read(file):gsub('description = "Sleeps on the server"', 'description = "Sleeps, changed"')))
+    local names = {}
+    for _, r in ipairs(cjson.decode((select(2, get(s.url .. "/reports")))).reports) do names[r.name] = r end
+    assert.are.equal("Sleeps, changed", names.slow.description)
+  end)
+
   it("says how it is: /healthz and Prometheus /metrics", function()
     local status, body = get(s.url .. "/healthz")
     assert.are.equal(200, status)
@@ -211,6 +221,7 @@ end)
 describe("quarry serve under pressure", function()
   it("answers 503 beyond --max-inflight and 504 past --request-timeout, cancelling the statement", function()
     local s = start("--max-inflight 1 --request-timeout 2")
+    finally(function() stop(s) end)
     local first = fire({ s.url .. "/reports/slow?secs=4&tag=41" })
     core.sleep(0.5) -- the first holds the only slot while the second is asked
     local status, body = get(s.url .. "/reports/slow?secs=0&tag=42")
@@ -221,7 +232,6 @@ describe("quarry serve under pressure", function()
     local db = require("quarry").db
     assert.are.equal(0, db:query_one("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' "
       .. "AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()").n)
-    stop(s)
   end)
 
   it("drains on SIGTERM: the request in flight is answered, then it exits 0", function()
@@ -247,6 +257,26 @@ describe("quarry serve under pressure", function()
     assert.matches("draining", h.read(s.dir .. "/log"))
     os.remove(f)
     stop(s)
+  end)
+
+  it("answers /healthz 503 while PostgreSQL is down, and serves again once it is back", function()
+    local s = start()
+    finally(function() h.services("start-pg") stop(s) end)
+    h.services("stop-pg")
+    local status, body = get(s.url .. "/healthz")
+    local report_status = get(s.url .. "/reports/monthly?month=2031-05&cache=off")
+    h.services("start-pg")
+    assert.are.equal(503, status)
+    assert.are.equal("down", cjson.decode(body).database)
+    assert.are.equal(503, report_status)
+    local back
+    for _ = 1, 50 do
+      back = get(s.url .. "/healthz")
+      if back == 200 then break end
+      core.sleep(0.1)
+    end
+    assert.are.equal(200, back)
+    assert.are.equal(200, (get(s.url .. "/reports/monthly?month=2031-05&cache=off")))
   end)
 
   it("refuses bad flags before listening", function()
