@@ -123,13 +123,9 @@ static int l_loop_new(lua_State *L)
     return 1;
 }
 
-static int l_loop_watch(lua_State *L)
+/* A watch for key, kept in the loop (the caller sets its event). */
+static watch *add_watch(lua_State *L, lloop *lp, lua_Integer key)
 {
-    lloop *lp = check_loop(L);
-    int fd = (int)luaL_checkinteger(L, 2);
-    int write = lua_toboolean(L, 3);
-    lua_Integer key = luaL_checkinteger(L, 4);
-    if (fd < 0) luaL_argerror(L, 2, "not a socket");
     if (lp->n == lp->cap) {
         int cap = lp->cap ? lp->cap * 2 : 16;
         watch **w = realloc(lp->w, sizeof *w * (size_t)cap);
@@ -140,13 +136,31 @@ static int l_loop_watch(lua_State *L)
     watch *w = calloc(1, sizeof *w);
     if (!w) luaL_error(L, "out of memory");
     w->key = key;
-    w->ev = event_new(lp->base, fd, write ? EV_WRITE : EV_READ, on_ready, w);
-    if (!w->ev || event_add(w->ev, NULL) != 0) {
-        if (w->ev) event_free(w->ev);
-        free(w);
-        luaL_error(L, "cannot watch socket %d", fd);
-    }
     lp->w[lp->n++] = w;
+    return w;
+}
+
+/* After event_new and event_add: a watch whose event could not be set
+ * goes again, and the caller raises. */
+static int armed(lloop *lp, watch *w, int added)
+{
+    if (w->ev && added == 0) return 1;
+    if (w->ev) event_free(w->ev);
+    free(w);
+    lp->n--;
+    return 0;
+}
+
+static int l_loop_watch(lua_State *L)
+{
+    lloop *lp = check_loop(L);
+    int fd = (int)luaL_checkinteger(L, 2);
+    int write = lua_toboolean(L, 3);
+    lua_Integer key = luaL_checkinteger(L, 4);
+    if (fd < 0) luaL_argerror(L, 2, "not a socket");
+    watch *w = add_watch(L, lp, key);
+    w->ev = event_new(lp->base, fd, write ? EV_WRITE : EV_READ, on_ready, w);
+    if (!armed(lp, w, w->ev ? event_add(w->ev, NULL) : -1)) luaL_error(L, "cannot watch socket %d", fd);
     return 0;
 }
 
@@ -155,25 +169,11 @@ static int l_loop_timer(lua_State *L)
     lloop *lp = check_loop(L);
     double secs = luaL_checknumber(L, 2);
     lua_Integer key = luaL_checkinteger(L, 3);
-    if (lp->n == lp->cap) {
-        int cap = lp->cap ? lp->cap * 2 : 16;
-        watch **w = realloc(lp->w, sizeof *w * (size_t)cap);
-        if (!w) luaL_error(L, "out of memory");
-        lp->w = w;
-        lp->cap = cap;
-    }
-    watch *w = calloc(1, sizeof *w);
-    if (!w) luaL_error(L, "out of memory");
-    w->key = key;
     if (secs < 0) secs = 0;
     struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+    watch *w = add_watch(L, lp, key);
     w->ev = evtimer_new(lp->base, on_ready, w);
-    if (!w->ev || evtimer_add(w->ev, &tv) != 0) {
-        if (w->ev) event_free(w->ev);
-        free(w);
-        luaL_error(L, "cannot set a timer");
-    }
-    lp->w[lp->n++] = w;
+    if (!armed(lp, w, w->ev ? evtimer_add(w->ev, &tv) : -1)) luaL_error(L, "cannot set a timer");
     return 0;
 }
 
