@@ -160,4 +160,16 @@ end
 
 function M.sleep(seconds) os.execute("sleep " .. seconds) end
 
+--- fn()'s value once it equals want, polling for at most `within` seconds;
+-- else its last value (for what a server does a moment later: a cancel).
+function M.eventually(fn, want, within)
+  local deadline = core.now_ns() + within * 1e9
+  local v = fn()
+  while v ~= want and core.now_ns() < deadline do
+    core.sleep(0.02)
+    v = fn()
+  end
+  return v
+end
+
 return M
