@@ -7,8 +7,8 @@
 -- lua/quarry/routes.lua.
 --
 -- Bounds: MAX_URL bytes of URL (414), `max_inflight` requests at once per
--- worker (503 beyond), `request_timeout_s` per request (504, its statement
--- cancelled). SIGTERM or SIGINT: stop accepting, finish what is in flight,
+-- worker (503 beyond; /metrics and /healthz always answer), `request_timeout_s`
+-- per request (504, its statement cancelled). SIGTERM or SIGINT: stop accepting, finish what is in flight,
 -- exit 0. SIGHUP: nothing to reload -- plugins are read at each request.
 local cjson = require "cjson"
 local core = require "quarry.core"
@@ -154,16 +154,16 @@ function M.worker(host, port, opts)
     if #uri > M.MAX_URL then
       return answer(req, "other", t0, 414, error_body("usage", ("the URL is longer than %d bytes"):format(M.MAX_URL)))
     end
-    if m.inflight >= max_inflight then
+    local path = req:path()
+    if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
+      return answer(req, path, t0, 200, metrics_text(m), "text/plain; version=0.0.4")
+    end
+    if m.inflight >= max_inflight and path ~= "/healthz" then
       m.rejected = m.rejected + 1
       return answer(req, "other", t0, 503, error_body("busy", ("this worker answers %d requests at once; "
         .. "try again"):format(max_inflight)))
     end
-    local path = req:path()
     local fn, value = routes.find(path)
-    if path == "/metrics" then
-      return answer(req, path, t0, 200, metrics_text(m), "text/plain; version=0.0.4")
-    end
     if not fn then return answer(req, "other", t0, 404, error_body("not_found", "no route " .. path)) end
     local route = fn == routes.report and "/reports/:name" or (value and path:gsub("/[^/]+$", "/:value") or path)
     local ok, params = pcall(query_params, req:query())

@@ -223,7 +223,11 @@ describe("quarry serve under pressure", function()
     local s = start("--max-inflight 1 --request-timeout 2")
     finally(function() stop(s) end)
     local first = fire({ s.url .. "/reports/slow?secs=4&tag=41" })
-    core.sleep(0.5) -- the first holds the only slot while the second is asked
+    -- the first holds the only slot (the server says so in /metrics) while the second is asked
+    local holding = h.eventually(function()
+      return (select(2, get(s.url .. "/metrics"))):match("quarry_http_requests_in_flight (%d+)")
+    end, "1", 3)
+    assert.are.equal("1", holding)
     local status, body = get(s.url .. "/reports/slow?secs=0&tag=42")
     local bodies = collect(first)
     assert.are.equal(503, status)
@@ -239,9 +243,14 @@ describe("quarry serve under pressure", function()
   it("drains on SIGTERM: the request in flight is answered, then it exits 0", function()
     local s = start("--workers 2")
     local f = h.tmpname(".drain")
-    os.execute(("(curl -s %s > %s; echo \"curl $?\" >> %s) &"):format(h.shell_quote(s.url .. "/reports/slow?secs=1&tag=7"),
+    os.execute(("(curl -s %s > %s; echo \"curl $?\" >> %s) &"):format(h.shell_quote(s.url .. "/reports/slow?secs=2&tag=7"),
       f, f))
-    core.sleep(0.4)
+    -- once the request is in flight in one of the workers, SIGTERM the parent
+    local log = h.eventually(function()
+      local st, body = get(s.url .. "/metrics") -- whichever worker answers; retried until one has it
+      return st == 200 and body:match("quarry_http_requests_in_flight 1") and "busy" or "idle"
+    end, "busy", 3)
+    assert.are.equal("busy", log)
     os.execute(("sh -c 'kill -TERM %d; wait %d 2>/dev/null'"):format(s.pid, s.pid))
     local got
     for _ = 1, 100 do
