@@ -14,6 +14,12 @@ local PLUGINS = {
       return ctx.query("SELECT pg_backend_pid() AS pid, clock_timestamp()::text AS s, pg_sleep($1), "
         .. "clock_timestamp()::text AS e, $2::int AS tag", p.secs, p.tag)
     end }]],
+  once = [[return { name = "once", description = "Slow, cached",
+    params = { tag = { type = "integer", default = 0 } },
+    cache = { key = "once:{tag}", ttl = "SHORT" },
+    run = function(ctx, p)
+      return ctx.query("SELECT pg_backend_pid() AS pid, clock_timestamp()::text AS at, pg_sleep(1), $1::int AS tag", p.tag)
+    end }]],
   boom = [[return { name = "boom", description = "Fails", params = {},
     run = function() error("boom went the plugin") end }]],
 }
@@ -288,6 +294,21 @@ describe("quarry serve under pressure", function()
     end
     assert.are.equal(200, back)
     assert.are.equal(200, (get(s.url .. "/reports/monthly?month=2031-05&cache=off")))
+  end)
+
+  it("computes a cold report once for many requests across workers (single flight), at the same time", function()
+    local s = start("--workers 2")
+    finally(function() stop(s) end)
+    local tag = core.wall_ms() % 1000000000 -- a key no earlier run cached
+    local urls = {}
+    for i = 1, 6 do urls[i] = s.url .. "/reports/once?tag=" .. tag end
+    local bodies = get_all(urls)
+    for i = 1, 6 do assert(bodies[i], "no answer to request " .. i) end
+    local first = cjson.decode(bodies[1]).rows[1]
+    for i = 2, 6 do
+      local r = cjson.decode(bodies[i]).rows[1]
+      assert.are.same({ first.pid, first.at }, { r.pid, r.at }) -- the same computation, served six times
+    end
   end)
 
   it("refuses bad flags before listening", function()
