@@ -27,6 +27,7 @@ M.usage_error = core.usage
 -- One line on stderr: `text` as it is, or with --log-format json a JSON
 -- line of `level` from `module` carrying msg.
 local function line(level, module, msg, text)
+  io.stdout:flush() -- what was printed comes first, on a terminal showing both
   local _, json = core.log_config()
   if json then quarry.log[level](msg, { module = module }) else io.stderr:write(text, "\n") end
 end
