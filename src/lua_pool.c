@@ -339,8 +339,19 @@ typedef struct {
     const char *sql;
     params pp;
     int n, mode, decode;
+    int after; /* a transaction step: TX_BEGAN, TX_COMMITTED, TX_ROLLED_BACK, or 0 */
     uint64_t t0;
 } job;
+
+enum { TX_BEGAN = 1, TX_COMMITTED, TX_ROLLED_BACK };
+
+/* What a transaction step did, once its statement is answered. */
+static void tx_done(qr_conn *c, int after, int ok)
+{
+    if (after == TX_BEGAN && ok) qr_tx_began(c);
+    else if (after == TX_COMMITTED) qr_tx_committed(c, ok);
+    else if (after == TX_ROLLED_BACK) qr_tx_rolled_back(c, ok);
+}
 
 static void job_end(job *j)
 {
@@ -408,7 +419,14 @@ static int async_step(lua_State *L, int status, lua_KContext ctx)
     PGresult *r;
     if (!qr_conn_collect(j->c, &r, &err)) return async_yield_io(L, j, ctx);
     if (j->hist) qr_hist_record(j->hist, qr_now_ns() - j->t0);
+    qr_conn *c = j->c;
     job_end(j);
+    if (j->after) {
+        tx_done(c, j->after, r != NULL);
+        if (!r) return qr_lua_raise(L, &err);
+        PQclear(r);
+        return 0;
+    }
     if (!r) return qr_lua_raise(L, &err);
     PGresult **box = new_result_box(L);
     *box = r;
@@ -728,6 +746,31 @@ static int l_conn_copy_in(lua_State *L)
 }
 
 /* conn:begin([{isolation = "serializable", read_only = true}]) */
+/* BEGIN, COMMIT or ROLLBACK (sql) on a held connection from a task: sent,
+ * then the task yields until the server answers, as for a query. */
+static int tx_async(lua_State *L, lconn *lc, const char *sql, int after)
+{
+    lua_pushstring(L, sql); /* kept on the stack until answered */
+    const char *text = lua_tostring(L, -1);
+    job *j = lua_newuserdatauv(L, sizeof *j, 0);
+    memset(j, 0, sizeof *j);
+    luaL_setmetatable(L, JOB_MT);
+    int ji = lua_gettop(L);
+    lua_toclose(L, ji);
+    j->c = lc->c;
+    j->mode = EXEC;
+    j->after = after;
+    qr_conn_set_nonblocking(j->c, 1);
+    qr_error err;
+    if (qr_conn_send_command(j->c, text, &err) != 0) {
+        qr_conn *c = j->c;
+        job_end(j);
+        tx_done(c, after, 0);
+        return qr_lua_raise(L, &err);
+    }
+    return async_yield_io(L, j, (lua_KContext)ji);
+}
+
 static int l_conn_begin(lua_State *L)
 {
     lconn *lc = check_conn(L);
@@ -747,21 +790,40 @@ static int l_conn_begin(lua_State *L)
         lua_pop(L, 2);
     }
     qr_error err;
+    if (qr_lua_in_async(L)) {
+        char sql[96];
+        if (qr_tx_begin_sql(lc->c, &o, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
+        return tx_async(L, lc, sql, TX_BEGAN);
+    }
     if (qr_tx_begin(lc->c, &o, &err) != 0) return qr_lua_raise(L, &err);
     return 0;
 }
 
 static int l_conn_commit(lua_State *L)
 {
+    lconn *lc = check_conn(L);
     qr_error err;
-    if (qr_tx_commit(check_conn(L)->c, &err) != 0) return qr_lua_raise(L, &err);
+    if (qr_lua_in_async(L)) {
+        char sql[64];
+        int st = qr_tx_commit_sql(lc->c, sql, sizeof sql, &err);
+        if (st < 0) return qr_lua_raise(L, &err);
+        if (st == 0) return tx_async(L, lc, sql, TX_COMMITTED);
+        /* a failed transaction: qr_tx_commit says so and rolls back (rare: blocking) */
+    }
+    if (qr_tx_commit(lc->c, &err) != 0) return qr_lua_raise(L, &err);
     return 0;
 }
 
 static int l_conn_rollback(lua_State *L)
 {
+    lconn *lc = check_conn(L);
     qr_error err;
-    if (qr_tx_rollback(check_conn(L)->c, &err) != 0) return qr_lua_raise(L, &err);
+    if (qr_lua_in_async(L)) {
+        char sql[96];
+        if (qr_tx_rollback_sql(lc->c, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
+        return tx_async(L, lc, sql, TX_ROLLED_BACK);
+    }
+    if (qr_tx_rollback(lc->c, &err) != 0) return qr_lua_raise(L, &err);
     return 0;
 }
 

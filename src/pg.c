@@ -22,6 +22,7 @@ struct qr_pending {
     const char *const *values; /* the caller's, alive until the statement is collected */
     const int *lengths;
     int kind, attempt, was_idle, active;
+    int command; /* qr_conn_send_command: the connection's own BEGIN/COMMIT, past the restriction */
     PGresult *keep; /* the result to return: the last, or the first error */
 };
 
@@ -437,6 +438,19 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
     return 0;
 }
 
+int qr_conn_send_command(qr_conn *c, const char *sql, qr_error *err)
+{
+    struct qr_pending *q = &c->pending;
+    PQclear(q->keep);
+    memset(q, 0, sizeof *q);
+    q->sql = sql;
+    q->kind = SEND_SCRIPT;
+    q->command = 1;
+    if (send_pending(c, err) != 0) return -1;
+    q->active = 1;
+    return 0;
+}
+
 /* The last result has come: what qr_conn_exec returns. 1, or 0 when the
  * statement was sent again (an outdated plan, see plan_outdated). */
 static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
@@ -460,7 +474,7 @@ static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
         return 1;
     }
     r = checked(c, r, err);
-    if (c->restricted) {
+    if (c->restricted && !q->command) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
         if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR) {
             if (r) PQclear(r);

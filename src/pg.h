@@ -60,6 +60,9 @@ PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n,
 int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                  const int *lengths, qr_error *err);
 int qr_conn_collect(qr_conn *c, PGresult **out, qr_error *err);
+/* qr_conn_command's half for an event loop (BEGIN, COMMIT, ...; not
+ * restricted, as transaction control is the host's), collected as above. */
+int qr_conn_send_command(qr_conn *c, const char *sql, qr_error *err);
 int qr_conn_socket(const qr_conn *c);
 int qr_conn_wants_write(const qr_conn *c);
 int qr_conn_set_nonblocking(qr_conn *c, int on);

@@ -33,6 +33,16 @@ int qr_tx_commit(qr_conn *c, qr_error *err);
 int qr_tx_rollback(qr_conn *c, qr_error *err);
 int qr_tx_depth(qr_conn *c);
 
+/* The same in halves, for a caller that runs the SQL itself (an event
+ * loop): the statement to run (0; commit: 1 when the transaction had failed
+ * and must be rolled back instead; -1 with err), then what it did. */
+int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap, qr_error *err);
+void qr_tx_began(qr_conn *c);
+int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);
+void qr_tx_committed(qr_conn *c, int ok);
+int qr_tx_rollback_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);
+void qr_tx_rolled_back(qr_conn *c, int ok);
+
 /* The connection left every transaction (the pool rolled it back): depth 0. */
 void qr_tx_forget(qr_conn *c);
 

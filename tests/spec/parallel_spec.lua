@@ -73,6 +73,33 @@ describe("quarry.parallel", function()
     db:exec("DROP TABLE parallel_spec_t")
   end)
 
+  it("begins, commits and rolls back without blocking the others, and a COMMIT that fails ends the transaction", function()
+    db:exec("DROP TABLE IF EXISTS parallel_spec_c")
+    db:exec("CREATE TABLE parallel_spec_c (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    local committed, failed, rolled = parallel(
+      function() return (db:transaction(function(tx) tx:exec("INSERT INTO parallel_spec_c VALUES (1)") end)) end,
+      function() -- the duplicate is only found at COMMIT
+        local ok, err = db:transaction(function(tx) tx:exec("INSERT INTO parallel_spec_c VALUES (2), (2)") end)
+        return { ok = ok, state = err and err.sqlstate }
+      end,
+      function()
+        local ok = db:transaction(function(tx)
+          tx:exec("INSERT INTO parallel_spec_c VALUES (3)")
+          local inner = tx:transaction(function(sp) sp:exec("INSERT INTO parallel_spec_c VALUES (4)") error("no") end)
+          assert(inner == false) -- the savepoint rolled back alone
+        end)
+        return ok
+      end)
+    assert.is_true(committed)
+    assert.are.same({ ok = false, state = "23505" }, failed)
+    assert.is_true(rolled)
+    local xs = {}
+    for _, r in ipairs(db:query("SELECT x FROM parallel_spec_c ORDER BY x")) do xs[#xs + 1] = r.x end
+    assert.are.same({ 1, 3 }, xs)
+    assert.are.equal(0, db:stats().in_use)
+    db:exec("DROP TABLE parallel_spec_c")
+  end)
+
   it("waits for a connection when there are more functions than the pool holds", function()
     local small = h.db({ max_size = 2 })
     local fns = {}
