@@ -33,15 +33,8 @@ function M.run(...)
   for i = 1, fns.n do
     if type(fns[i]) ~= "function" then error(("parallel: argument %d is not a function"):format(i), 2) end
   end
-  if in_parallel() then -- nested: one after another, their queries still overlap the outer ones'
-    local out = {}
-    for i = 1, fns.n do out[i] = (fns[i]()) end
-    return table.unpack(out, 1, fns.n)
-  end
-
   -- Code under limits (a report plugin) keeps them in its functions: the
   -- same instruction hook, one memory budget for all of them.
-  local left, tripped = core.memory_budget()
   local hook, mask, count = debug.gethook()
   if hook then
     for i = 1, fns.n do
@@ -49,8 +42,17 @@ function M.run(...)
       fns[i] = function() debug.sethook(hook, mask, count) return f() end
     end
   end
+  local tasks_mod = require "quarry.tasks"
+  local sched, me = tasks_mod.current()
+  if sched then return M.nested(sched, me, fns) end
+  if in_parallel() then -- in a task of some other loop: one after another
+    local out = {}
+    for i = 1, fns.n do out[i] = (fns[i]()) end
+    return table.unpack(out, 1, fns.n)
+  end
+  local left, tripped = core.memory_budget()
   local loop <close> = core.loop_new()
-  local tasks = require("quarry.tasks").new(loop, left and { left, tripped } or nil)
+  local tasks = tasks_mod.new(loop, left and { left, tripped } or nil)
   local results, failure = {}, nil
   for i = 1, fns.n do
     if failure then break end
@@ -67,6 +69,31 @@ function M.run(...)
   end
   if failure then
     for _, id in ipairs(tasks:ids()) do tasks:cancel(id) end
+    error(failure.err, 0)
+  end
+  return table.unpack(results, 1, fns.n)
+end
+
+--- parallel inside a task (a request of quarry serve, a function of an
+-- outer parallel): the functions become tasks of the same scheduler, and
+-- this one waits ("join") until they are done, so their queries overlap
+-- everything else the loop runs. They share this task's memory budget.
+function M.nested(sched, me, fns)
+  local left, tripped = core.memory_budget()
+  local budget = left and { left, tripped } or nil
+  local results, failure, pending, ids = {}, nil, fns.n, {}
+  for i = 1, fns.n do
+    if failure then break end
+    ids[i] = sched:spawn(fns[i], function(ok, v)
+      pending = pending - 1
+      if ok then results[i] = v else failure = failure or { err = v } end
+      if pending == 0 or failure then sched:wake(me) end
+    end, budget)
+  end
+  while pending > 0 and not failure do coroutine.yield("join") end
+  if budget then core.memory_restore(budget[1], budget[2]) end -- what the functions spent is spent here
+  if failure then
+    for _, id in ipairs(ids) do sched:cancel(id) end
     error(failure.err, 0)
   end
   return table.unpack(results, 1, fns.n)

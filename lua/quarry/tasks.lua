@@ -19,28 +19,51 @@ local async = core.async_threads
 -- memory budget all its tasks draw from (that of the code that started
 -- them: quarry.parallel inside a report plugin), else each task its own.
 function M.new(loop, shared)
-  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0, shared = shared },
-    Tasks)
+  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0, shared = shared,
+                        id_of = setmetatable({}, { __mode = "k" }), parent = {}, mem = {} }, Tasks)
+end
+
+local running_scheduler -- the Tasks whose step is resuming a task now
+
+--- The scheduler and id of the running task, or nil outside one.
+function M.current()
+  local s = running_scheduler
+  local id = s and s.id_of[coroutine.running()]
+  if id then return s, id end
+  return nil
 end
 
 --- Start fn(); done(ok, first result or error) is called when it ends.
--- Returns the task's id.
-function Tasks:spawn(fn, done)
+-- budget: a {bytes, tripped} table it shares with others (the memory of the
+-- task that started them), else its own. A task started from another is
+-- its child: cancelling the parent cancels it. Returns the task's id.
+function Tasks:spawn(fn, done, budget)
   self.next_id = self.next_id + 1
   local id = self.next_id
   local co = coroutine.create(fn)
   async[co] = true
   self.cos[id], self.done[id], self.live = co, done, self.live + 1
+  self.id_of[co] = id
+  self.mem[id] = budget
+  local _, parent = M.current()
+  self.parent[id] = parent
   self:step(id)
   return id
 end
 
 local function ended(self, id, ok, v)
   local done = self.done[id]
-  self.cos[id], self.state[id], self.done[id] = nil, nil, nil
-  if self.mem then self.mem[id] = nil end
+  self.cos[id], self.state[id], self.done[id], self.mem[id], self.parent[id] = nil, nil, nil, nil, nil
   self.live = self.live - 1
   done(ok, v)
+end
+
+--- Resume a task that yields "join" (it waits for its children), once.
+function Tasks:wake(id)
+  if self.state[id] == "join" then
+    self.state[id] = nil
+    self:step(id)
+  end
 end
 
 -- Each task keeps its own memory budget (a report plugin's, set by its
@@ -51,20 +74,26 @@ function Tasks:step(id)
   if not co then return end
   local shared = self.shared
   local outer_left, outer_tripped = core.memory_budget()
-  local mem = shared or (self.mem and self.mem[id])
+  local mem = shared or self.mem[id]
   core.memory_restore(mem and mem[1], mem and mem[2])
+  local outer_scheduler = running_scheduler
+  running_scheduler = self
   local r = table.pack(coroutine.resume(co))
+  running_scheduler = outer_scheduler
   if shared then -- what the task spent is spent for all, and for the code that waits on them
     shared[1], shared[2] = core.memory_budget()
   else
-    self.mem = self.mem or {}
-    self.mem[id] = table.pack(core.memory_budget())
+    mem = self.mem[id] or {} -- in place: a budget shared with other tasks stays shared
+    mem[1], mem[2] = core.memory_budget()
+    self.mem[id] = mem
     core.memory_restore(outer_left, outer_tripped)
   end
   if not r[1] then return ended(self, id, false, r[2]) end
   if coroutine.status(co) == "dead" then return ended(self, id, true, r[2]) end
   local what = r[2]
-  if what == "pool" then
+  if what == "join" then
+    self.state[id] = "join"
+  elseif what == "pool" then
     self.state[id] = "pool"
   elseif what == "sleep" then
     self.state[id] = "io"
@@ -83,8 +112,11 @@ end
 function Tasks:cancel(id)
   local co = self.cos[id]
   if not co then return end
+  for child, parent in pairs(self.parent) do
+    if parent == id then self:cancel(child) end
+  end
   self.loop:unwatch(id)
-  self.cos[id], self.state[id], self.done[id] = nil, nil, nil
+  self.cos[id], self.state[id], self.done[id], self.mem[id], self.parent[id] = nil, nil, nil, nil, nil
   self.live = self.live - 1
   coroutine.close(co)
 end

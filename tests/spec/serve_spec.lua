@@ -20,17 +20,27 @@ local PLUGINS = {
     run = function(ctx, p)
       return ctx.query("SELECT pg_backend_pid() AS pid, clock_timestamp()::text AS at, pg_sleep(1), $1::int AS tag", p.tag)
     end }]],
+  pair = [[return { name = "pair", description = "Two statements at once", params = {},
+    run = function(ctx)
+      local SQL = "SELECT pg_backend_pid() AS pid, clock_timestamp()::text AS s, pg_sleep(0.5), "
+        .. "clock_timestamp()::text AS e"
+      local a, b = ctx.parallel(function(c) return c.query_one(SQL) end, function(c) return c.query_one(SQL) end)
+      return { fields = { { name = "pid", type = "int4" }, { name = "s", type = "text" }, { name = "e", type = "text" } },
+               rows = { a, b } }
+    end }]],
+  bomb = [[return { name = "bomb", description = "Eats memory in ctx.parallel", params = {},
+    run = function(ctx) ctx.parallel(function() local t = {} for i = 1, 1e9 do t[i] = { i } end end) end }]],
   boom = [[return { name = "boom", description = "Fails", params = {},
     run = function() error("boom went the plugin") end }]],
 }
 
-local function start(extra)
+local function start(extra, env_extra)
   local dir = h.tmpname(".serve")
   os.execute("mkdir -p " .. dir .. "/plugins")
   for name, src in pairs(PLUGINS) do h.write(dir .. "/plugins/" .. name .. ".lua", src) end
   -- the test services named outright: an embedded default would restart a stopped PostgreSQL itself
   local env = ("QUARRY_PLUGIN_PATH=%s/plugins QUARRY_CACHE_PREFIX=serve-spec: DATABASE_URL=%s REDIS_URL=%s"):format(dir,
-    h.shell_quote(h.database_url()), h.shell_quote(h.urls().REDIS_URL))
+    h.shell_quote(h.database_url()), h.shell_quote(h.urls().REDIS_URL)) .. " " .. (env_extra or "")
   -- the server's exit code lands in its log: a leak under the sanitizers is exit 1
   os.execute(("sh -c '%s %s serve --listen 127.0.0.1:0 %s >%s/log 2>&1 & echo $! >%s/pid; wait $!; "
     .. "echo \"exit $?\" >>%s/log' &"):format(env, h.shell_quote(h.bin), extra or "", dir, dir, dir))
@@ -181,6 +191,15 @@ describe("quarry serve", function()
     assert.are.equal(3, n)
   end)
 
+  it("runs a plugin's ctx.parallel at the same time inside a request", function()
+    local status, body = get(s.url .. "/reports/pair?format=json")
+    assert.are.equal(200, status, body)
+    local rows = cjson.decode(body).rows
+    assert.are_not.equal(rows[1].pid, rows[2].pid)
+    assert.is_true(math.max(epoch(rows[1].s), epoch(rows[2].s)) < math.min(epoch(rows[1].e), epoch(rows[2].e)),
+      "the two statements ran at one moment")
+  end)
+
   it("speaks the old platform's routes, from the same reports", function()
     local status, body = get(s.url .. "/api/summary/monthly/2031-05")
     assert.are.equal(200, status)
@@ -309,6 +328,15 @@ describe("quarry serve under pressure", function()
       local r = cjson.decode(bodies[i]).rows[1]
       assert.are.same({ first.pid, first.at }, { r.pid, r.at }) -- the same computation, served six times
     end
+  end)
+
+  it("keeps a plugin's memory limit in its ctx.parallel functions, and goes on serving", function()
+    local s = start("", "QUARRY_PLUGIN_MEMORY=64")
+    finally(function() stop(s) end)
+    local status, body = get(s.url .. "/reports/bomb")
+    assert.are.equal(500, status)
+    assert.matches("stopped: it used more than 64 MiB of memory", cjson.decode(body).message)
+    assert.are.equal(200, (get(s.url .. "/reports/pair")))
   end)
 
   it("refuses bad flags before listening", function()
