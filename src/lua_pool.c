@@ -316,6 +316,19 @@ static const char *check_sql(lua_State *L, size_t *len, const char **name)
     return luaL_checklstring(L, 2, len);
 }
 
+/* Where a statement's time is recorded: under its name, else its
+ * statement's own histogram, else its fingerprint. */
+static qr_hist *hist_of(qr_timings *t, qr_stmt *stmt, const char *sql, size_t len, const char *name)
+{
+    qr_hist *hist = name && t ? qr_timings_get(t, name) : stmt ? stmt->hist : NULL;
+    if (!hist && t) {
+        char fp[101];
+        qr_sql_fingerprint(sql, len, fp, sizeof fp);
+        hist = qr_timings_get(t, fp);
+    }
+    return hist;
+}
+
 /* ---- the same from a coroutine of quarry.parallel ----
  * The statement is sent, then the coroutine yields the socket to wait on
  * (fd, write) -- or "pool" while every connection is taken -- and the
@@ -458,12 +471,7 @@ static int run_async(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, 
     j->mode = mode;
     j->decode = decode;
     j->t = t;
-    j->hist = name && t ? qr_timings_get(t, name) : j->stmt ? j->stmt->hist : NULL;
-    if (!j->hist && t) {
-        char fp[101];
-        qr_sql_fingerprint(sql, len, fp, sizeof fp);
-        j->hist = qr_timings_get(t, fp);
-    }
+    j->hist = hist_of(t, j->stmt, sql, len, name);
     qr_error err;
     if (held) {
         j->c = held;
@@ -495,12 +503,7 @@ static int run(lua_State *L, qr_pool *pool, qr_timings *t, qr_conn *held, enum m
     PGresult **box = new_result_box(L);
 
     qr_stmt *stmt = qr_pool_stmt(pool, sql, len);
-    qr_hist *hist = name && t ? qr_timings_get(t, name) : stmt ? stmt->hist : NULL;
-    if (!hist && t) {
-        char fp[101];
-        qr_sql_fingerprint(sql, len, fp, sizeof fp);
-        hist = qr_timings_get(t, fp);
-    }
+    qr_hist *hist = hist_of(t, stmt, sql, len, name);
 
     qr_error err;
     qr_conn *c = held;

@@ -394,15 +394,22 @@ static int send_pending(qr_conn *c, qr_error *err)
     return 0;
 }
 
+/* The connection's pending statement, cleared for the next one. */
+static struct qr_pending *new_pending(qr_conn *c)
+{
+    struct qr_pending *q = &c->pending;
+    PQclear(q->keep); /* a statement abandoned half-read (a cancelled coroutine) */
+    memset(q, 0, sizeof *q);
+    return q;
+}
+
 int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                  const int *lengths, qr_error *err)
 {
     if (st) sql = st->sql;
     size_t len = st ? st->len : strlen(sql);
     if (c->no_prepare) st = NULL; /* behind a pooler a named statement may be on another server */
-    struct qr_pending *q = &c->pending;
-    PQclear(q->keep); /* a statement abandoned half-read (a cancelled coroutine) */
-    memset(q, 0, sizeof *q);
+    struct qr_pending *q = new_pending(c);
     q->st = st;
     q->sql = sql;
     q->n = n;
@@ -440,9 +447,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
 
 int qr_conn_send_command(qr_conn *c, const char *sql, qr_error *err)
 {
-    struct qr_pending *q = &c->pending;
-    PQclear(q->keep);
-    memset(q, 0, sizeof *q);
+    struct qr_pending *q = new_pending(c);
     q->sql = sql;
     q->kind = SEND_SCRIPT;
     q->command = 1;

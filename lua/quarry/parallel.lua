@@ -20,13 +20,6 @@ local core = require "quarry.core"
 
 local M = {}
 
-local async = core.async_threads -- weak set: coroutines whose queries yield
-
-local function in_parallel()
-  local co, main = coroutine.running()
-  return not main and async[co] == true
-end
-
 --- Run the functions concurrently; their first results, in order.
 function M.run(...)
   local fns = table.pack(...)
@@ -45,20 +38,15 @@ function M.run(...)
   local tasks_mod = require "quarry.tasks"
   local sched, me = tasks_mod.current()
   if sched then return M.nested(sched, me, fns) end
-  if in_parallel() then -- in a task of some other loop: one after another
-    local out = {}
-    for i = 1, fns.n do out[i] = (fns[i]()) end
-    return table.unpack(out, 1, fns.n)
-  end
-  local left, tripped = core.memory_budget()
+  local budget = M.budget()
   local loop <close> = core.loop_new()
-  local tasks = tasks_mod.new(loop, left and { left, tripped } or nil)
+  local tasks = tasks_mod.new(loop)
   local results, failure = {}, nil
   for i = 1, fns.n do
     if failure then break end
     tasks:spawn(fns[i], function(ok, v)
       if ok then results[i] = v else failure = failure or { err = v } end
-    end)
+    end, budget)
   end
   while tasks.live > 0 and not failure do
     if not tasks:turn() then
@@ -67,11 +55,17 @@ function M.run(...)
         .. "parallel; raise DB_POOL_MAX or release them)" }) }
     end
   end
-  if failure then
-    for _, id in ipairs(tasks:ids()) do tasks:cancel(id) end
-    error(failure.err, 0)
-  end
+  if failure then for _, id in ipairs(tasks:ids()) do tasks:cancel(id) end end
+  if budget then core.memory_restore(budget[1], budget[2]) end -- what the functions spent is spent here
+  if failure then error(failure.err, 0) end
   return table.unpack(results, 1, fns.n)
+end
+
+--- The memory budget of the running code, as one table its functions share
+-- (a report plugin's limit holds in them all), or nil when it has none.
+function M.budget()
+  local left, tripped = core.memory_budget()
+  return left and { left, tripped } or nil
 end
 
 --- parallel inside a task (a request of quarry serve, a function of an
@@ -79,8 +73,7 @@ end
 -- this one waits ("join") until they are done, so their queries overlap
 -- everything else the loop runs. They share this task's memory budget.
 function M.nested(sched, me, fns)
-  local left, tripped = core.memory_budget()
-  local budget = left and { left, tripped } or nil
+  local budget = M.budget()
   local results, failure, pending, ids = {}, nil, fns.n, {}
   for i = 1, fns.n do
     if failure then break end
@@ -91,11 +84,9 @@ function M.nested(sched, me, fns)
     end, budget)
   end
   while pending > 0 and not failure do coroutine.yield("join") end
+  if failure then for _, id in ipairs(ids) do sched:cancel(id) end end
   if budget then core.memory_restore(budget[1], budget[2]) end -- what the functions spent is spent here
-  if failure then
-    for _, id in ipairs(ids) do sched:cancel(id) end
-    error(failure.err, 0)
-  end
+  if failure then error(failure.err, 0) end
   return table.unpack(results, 1, fns.n)
 end
 

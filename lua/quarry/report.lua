@@ -227,7 +227,9 @@ function M.find(root, name)
     local names = {}
     for n in pairs(all) do names[#names + 1] = n end
     table.sort(names)
-    usage(("unknown report '%s' (reports: %s)"):format(name, table.concat(names, ", ")))
+    -- bad input (exit 2), and `missing` tells a caller (quarry serve's 404) without reading the words
+    error(core.error({ code = "usage", missing = name,
+      message = ("unknown report '%s' (reports: %s)"):format(name, table.concat(names, ", ")) }), 0)
   end
   return p
 end

@@ -80,7 +80,7 @@ M.report = function(q, name)
   local format = format_of(q)
   local ok, result = pcall(run_report, name, raw, no_cache)
   if not ok then
-    if type(result) == "table" and result.code == "usage" and tostring(result.message):find("^unknown report") then
+    if type(result) == "table" and result.missing == name then
       not_found(result.message)
     end
     error(result, 0)
@@ -136,8 +136,7 @@ local function mining(report_name, param, agg)
     if not value then usage(param .. " is needed") end
     local miner, farm = q.params.minerModel or "S19J_PRO", q.params.farmId
     local t = totals_of(report_name, { [param] = value, miner = miner, farm = farm })
-    local params = require "quarry.params"
-    local from, to = params.types[param].covers(params.types[param].check(value) or usage(param .. " is malformed"))
+    local from, to = require("quarry.params").range({ [param] = value }) -- the report checked the value
     local out = { [param == "month" and "yearMonth" or param] = value, minerModel = miner, farmId = farm,
                   bitcoinMined = num(t["btc_" .. miner]), curtailedEnergy = num(t.curtailed_mwh),
                   difficulty = difficulty(from, to, miner, farm, agg) }

@@ -15,11 +15,9 @@ Tasks.__index = Tasks
 
 local async = core.async_threads
 
---- A scheduler on `loop` (core.loop_new()). shared: {bytes, tripped}, one
--- memory budget all its tasks draw from (that of the code that started
--- them: quarry.parallel inside a report plugin), else each task its own.
-function M.new(loop, shared)
-  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0, shared = shared,
+--- A scheduler on `loop` (core.loop_new()).
+function M.new(loop)
+  return setmetatable({ loop = loop, cos = {}, state = {}, done = {}, next_id = 0, live = 0,
                         id_of = setmetatable({}, { __mode = "k" }), parent = {}, mem = {} }, Tasks)
 end
 
@@ -72,22 +70,17 @@ end
 function Tasks:step(id)
   local co = self.cos[id]
   if not co then return end
-  local shared = self.shared
   local outer_left, outer_tripped = core.memory_budget()
-  local mem = shared or self.mem[id]
+  local mem = self.mem[id]
   core.memory_restore(mem and mem[1], mem and mem[2])
   local outer_scheduler = running_scheduler
   running_scheduler = self
   local r = table.pack(coroutine.resume(co))
   running_scheduler = outer_scheduler
-  if shared then -- what the task spent is spent for all, and for the code that waits on them
-    shared[1], shared[2] = core.memory_budget()
-  else
-    mem = self.mem[id] or {} -- in place: a budget shared with other tasks stays shared
-    mem[1], mem[2] = core.memory_budget()
-    self.mem[id] = mem
-    core.memory_restore(outer_left, outer_tripped)
-  end
+  mem = self.mem[id] or {} -- in place: a budget shared with other tasks stays shared
+  mem[1], mem[2] = core.memory_budget()
+  self.mem[id] = mem
+  core.memory_restore(outer_left, outer_tripped)
   if not r[1] then return ended(self, id, false, r[2]) end
   if coroutine.status(co) == "dead" then return ended(self, id, true, r[2]) end
   local what = r[2]

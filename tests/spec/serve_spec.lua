@@ -339,6 +339,18 @@ describe("quarry serve under pressure", function()
     assert.are.equal(200, (get(s.url .. "/reports/pair")))
   end)
 
+  it("answers from PostgreSQL when Redis is unreachable, and says so on /healthz", function()
+    local s = start("", "REDIS_URL=redis://127.0.0.1:1") -- nothing listens there
+    finally(function() stop(s) end)
+    local cli = h.quarry("report monthly --month 2031-05 --format csv --no-cache", ENV)
+    local status, body = get(s.url .. "/reports/monthly?month=2031-05&format=csv")
+    assert.are.equal(200, status)
+    assert.are.equal(cli, body) -- the same figures, computed
+    status, body = get(s.url .. "/healthz")
+    assert.are.equal(200, status)
+    assert.are.equal("down", cjson.decode(body).redis)
+  end)
+
   it("refuses bad flags before listening", function()
     local _, err, code = h.quarry("serve --listen localhost:80")
     assert.are.equal(2, code)
