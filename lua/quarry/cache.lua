@@ -607,12 +607,18 @@ function Cache:flush_stats_if_due()
   if core.now_ns() - self.last_flush > 1000000000 then self:flush_stats() end
 end
 
+--- This process's counters ({hits=, misses=, ...}), without asking Redis.
+function Cache:process_stats()
+  local out = {}
+  for _, k in ipairs(COUNTERS) do out[k] = self.local_stats[k] end
+  return out
+end
+
 --- { process = {hits=, misses=, ...}, all = {...} (every process, from
 -- Redis), keys=, bytes=, up=, where= }. all/keys/bytes are nil when Redis
 -- is unavailable.
 function Cache:stats()
-  local s = { process = {}, enabled = self.enabled }
-  for _, k in ipairs(COUNTERS) do s.process[k] = self.local_stats[k] end
+  local s = { process = self:process_stats(), enabled = self.enabled }
   if not self.enabled then return s end
   local cs = self.conn:stats()
   s.up, s.outages, s.where = cs.up, cs.outages, self.conn:where()

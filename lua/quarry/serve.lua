@@ -87,7 +87,7 @@ local function metrics_text(m)
   end
   local c = quarry.cache
   if c.enabled then
-    local cs = c:stats().process
+    local cs = c:process_stats() -- not c:stats(), which scans every key in Redis
     line("# HELP quarry_cache_events_total Shared cache events of this worker.")
     line("# TYPE quarry_cache_events_total counter")
     for _, k in ipairs({ "hits", "misses", "computes", "lock_waits", "errors", "sets" }) do
