@@ -4,13 +4,31 @@
 #include "log.h"
 #include "timing.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #define MS 1000000ull
+
+/* A ticket of the non-blocking connection: n replies expected, in order. */
+typedef struct ticket {
+    struct ticket *next;
+    uint64_t id;
+    int n, got;
+    int setup;     /* AUTH or SELECT of a new connection: not a caller's */
+    int abandoned; /* its caller went away: replies are dropped */
+    int state;     /* PENDING, DONE, FAILED */
+    uint64_t deadline_ns;
+    qr_error err;  /* FAILED */
+    redisReply **r;
+} ticket;
+
+enum { PENDING, DONE, FAILED };
 
 struct qr_cache {
     qr_cache_options opt;
@@ -22,7 +40,13 @@ struct qr_cache {
     int down;   /* in an outage: warned already */
     int tried;  /* at least one connection attempt */
     qr_cache_stats stats;
+    redisContext *actx; /* the non-blocking connection */
+    int connecting;     /* actx's TCP connect not yet known to have completed */
+    ticket *head, *tail;
+    uint64_t next_ticket;
 };
+
+static void fail_tickets(qr_cache *c, const qr_error *err);
 
 static int or_default(int v, int d)
 {
@@ -164,10 +188,25 @@ qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err)
     return c;
 }
 
+static void ticket_free(ticket *t)
+{
+    if (t->r)
+        for (int i = 0; i < t->got; i++)
+            if (t->r[i]) freeReplyObject(t->r[i]);
+    free(t->r);
+    free(t);
+}
+
 void qr_cache_free(qr_cache *c)
 {
     if (!c) return;
     if (c->ctx) redisFree(c->ctx);
+    if (c->actx) redisFree(c->actx);
+    while (c->head) {
+        ticket *t = c->head;
+        c->head = t->next;
+        ticket_free(t);
+    }
     free(c);
 }
 
@@ -186,7 +225,8 @@ static struct timeval tv_ms(int ms)
     return (struct timeval){ms / 1000, (ms % 1000) * 1000};
 }
 
-/* Enter (or stay in) an outage: no new attempt before the backoff. */
+/* Enter (or stay in) an outage: no new attempt before the backoff. Both
+ * connections go: whatever cut one (a restart, a pause) holds the other. */
 static void went_down(qr_cache *c, const char *why, qr_error *err)
 {
     if (c->ctx) {
@@ -207,6 +247,15 @@ static void went_down(qr_cache *c, const char *why, qr_error *err)
                                                               : c->backoff_ms * 2;
     qr_error_set(err, "connection", "Redis at %s unreachable: %s", c->where, why);
     err->retryable = 1;
+    if (c->actx) fail_tickets(c, err);
+}
+
+static void came_back(qr_cache *c)
+{
+    if (c->down) qr_log(QR_LOG_INFO, "cache", "Redis at %s is back: caching again", c->where);
+    c->down = 0;
+    c->backoff_ms = c->opt.backoff_min_ms;
+    c->stats.up = 1;
 }
 
 static int simple_ok(redisContext *ctx, int argc, const char **argv, char *why, size_t cap)
@@ -263,24 +312,25 @@ static int connect_now(qr_cache *c, qr_error *err)
         went_down(c, why, err);
         return -1;
     }
-    if (c->down) qr_log(QR_LOG_INFO, "cache", "Redis at %s is back: caching again", c->where);
-    c->down = 0;
-    c->backoff_ms = c->opt.backoff_min_ms;
-    c->stats.up = 1;
+    came_back(c);
     c->stats.connects++;
     return 0;
+}
+
+static int in_backoff(qr_cache *c, qr_error *err)
+{
+    if (!c->tried || qr_now_ns() >= c->retry_at_ns) return 0;
+    c->stats.errors++;
+    qr_error_set(err, "connection", "Redis at %s unavailable (retrying later)", c->where);
+    err->retryable = 1;
+    return 1;
 }
 
 /* A live connection, or -1 with err; never waits out a backoff. */
 static int ready(qr_cache *c, qr_error *err)
 {
     if (c->ctx) return 0;
-    if (c->tried && qr_now_ns() < c->retry_at_ns) {
-        c->stats.errors++;
-        qr_error_set(err, "connection", "Redis at %s unavailable (retrying later)", c->where);
-        err->retryable = 1;
-        return -1;
-    }
+    if (in_backoff(c, err)) return -1;
     return connect_now(c, err);
 }
 
@@ -325,3 +375,267 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
     return r;
 }
 
+
+/* ---- the non-blocking connection ---- */
+
+/* Every ticket in flight fails with err; the connection is closed. Tickets
+ * stay (FAILED) until their callers poll them, abandoned ones go now. */
+static void fail_tickets(qr_cache *c, const qr_error *err)
+{
+    if (c->actx) {
+        redisFree(c->actx);
+        c->actx = NULL;
+    }
+    ticket **pp = &c->head;
+    c->tail = NULL;
+    while (*pp) {
+        ticket *t = *pp;
+        if (t->state == PENDING) {
+            t->state = FAILED;
+            t->err = *err;
+        }
+        if (t->state == FAILED && (t->abandoned || t->setup)) {
+            *pp = t->next;
+            ticket_free(t);
+            continue;
+        }
+        c->tail = t;
+        pp = &t->next;
+    }
+}
+
+static ticket *enqueue(qr_cache *c, int n, int setup, qr_error *err)
+{
+    ticket *t = calloc(1, sizeof *t);
+    if (t) t->r = calloc((size_t)n, sizeof *t->r);
+    if (!t || !t->r) {
+        free(t);
+        qr_error_set(err, "usage", "out of memory");
+        return NULL;
+    }
+    t->id = ++c->next_ticket;
+    t->n = n;
+    t->setup = setup;
+    uint64_t ms = (uint64_t)c->opt.command_timeout_ms + (c->connecting ? (uint64_t)c->opt.connect_timeout_ms : 0);
+    t->deadline_ns = qr_now_ns() + ms * MS;
+    if (c->tail) c->tail->next = t;
+    else c->head = t;
+    c->tail = t;
+    return t;
+}
+
+/* The I/O failed: an outage, as for the blocking connection. */
+static void async_down(qr_cache *c, const char *why)
+{
+    qr_error e;
+    went_down(c, why, &e); /* fails the tickets with e */
+}
+
+static int append(qr_cache *c, int argc, const char **argv, const size_t *lens)
+{
+    return redisAppendCommandArgv(c->actx, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+/* A new non-blocking connection with its AUTH and SELECT queued first. */
+static int async_connect(qr_cache *c, qr_error *err)
+{
+    c->tried = 1;
+    redisContext *a = c->addr.path ? redisConnectUnixNonBlock(c->addr.path)
+                                   : redisConnectNonBlock(c->addr.host, c->addr.port);
+    if (!a || a->err) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", a ? a->errstr : "out of memory");
+        if (a) redisFree(a);
+        went_down(c, why, err);
+        return -1;
+    }
+    c->actx = a;
+    c->connecting = c->addr.path == NULL; /* a unix socket connects at once or fails */
+    char db[16];
+    snprintf(db, sizeof db, "%d", c->addr.db);
+    const char *auth[] = {"AUTH", c->addr.user ? c->addr.user : c->addr.password, c->addr.password};
+    const char *sel[] = {"SELECT", db};
+    int ok = 1;
+    if (c->addr.password) {
+        int argc = c->addr.user ? 3 : 2;
+        if (!c->addr.user) auth[1] = c->addr.password;
+        ok = enqueue(c, 1, 1, err) && append(c, argc, auth, NULL) == 0;
+    }
+    if (ok && c->addr.db) ok = enqueue(c, 1, 1, err) && append(c, 2, sel, NULL) == 0;
+    if (!ok) {
+        async_down(c, "cannot queue the connection's set-up");
+        qr_error_set(err, "connection", "Redis at %s unreachable: cannot set up a connection", c->where);
+        err->retryable = 1;
+        return -1;
+    }
+    c->stats.connects++;
+    return 0;
+}
+
+int qr_cache_async_send(qr_cache *c, int n, const int *argcs, const char *const *const *argvs,
+                        const size_t *const *lens, uint64_t *id, qr_error *err)
+{
+    if (!c->actx && (in_backoff(c, err) || async_connect(c, err) != 0)) return -1;
+    ticket *t = enqueue(c, n, 0, err);
+    if (!t) return -1;
+    for (int i = 0; i < n; i++) {
+        if (append(c, argcs[i], (const char **)argvs[i], lens[i]) != 0) {
+            async_down(c, "out of memory");
+            qr_cache_async_abandon(c, t->id);
+            qr_error_set(err, "connection", "Redis at %s: cannot queue a command", c->where);
+            err->retryable = 1;
+            return -1;
+        }
+    }
+    *id = t->id;
+    return 0;
+}
+
+/* One reply off the reader goes to the oldest ticket still waiting. */
+static int dispatch(qr_cache *c, redisReply *r)
+{
+    ticket *t = c->head;
+    while (t && t->state != PENDING) t = t->next;
+    if (!t) { /* Redis said more than was asked: nothing after can be trusted */
+        freeReplyObject(r);
+        async_down(c, "an unexpected reply");
+        return -1;
+    }
+    if (t->setup && r->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        snprintf(why, sizeof why, "connection set-up refused: %.200s", r->str);
+        freeReplyObject(r);
+        async_down(c, why);
+        return -1;
+    }
+    t->r[t->got++] = r;
+    if (t->got == t->n) t->state = DONE;
+    came_back(c);
+    return 0;
+}
+
+/* Tickets answered that nobody will poll (set-up, abandoned) go. */
+static void sweep(qr_cache *c)
+{
+    ticket **pp = &c->head;
+    c->tail = NULL;
+    while (*pp) {
+        ticket *t = *pp;
+        if (t->state == DONE && (t->setup || t->abandoned)) {
+            *pp = t->next;
+            ticket_free(t);
+            continue;
+        }
+        c->tail = t;
+        pp = &t->next;
+    }
+}
+
+static ticket *find(qr_cache *c, uint64_t id, ticket ***at)
+{
+    for (ticket **pp = &c->head; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (at) *at = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+/* Unlink t (found at *pp) and keep tail right. */
+static void unlink_ticket(qr_cache *c, ticket **pp, ticket *t)
+{
+    *pp = t->next;
+    if (c->tail == t) {
+        c->tail = NULL;
+        for (ticket *x = c->head; x; x = x->next) c->tail = x;
+    }
+}
+
+/* Move data both ways; -1 when the connection failed (tickets failed). */
+static int pump(qr_cache *c)
+{
+    redisContext *a = c->actx;
+    if (c->connecting) {
+        struct pollfd p = {.fd = a->fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) <= 0) return 0;
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
+        if (soerr) {
+            async_down(c, strerror(soerr));
+            return -1;
+        }
+        c->connecting = 0;
+    }
+    int done = 0;
+    if (sdslen(a->obuf) > 0 && redisBufferWrite(a, &done) != REDIS_OK) {
+        async_down(c, a->errstr[0] ? a->errstr : "write failed");
+        return -1;
+    }
+    if (redisBufferRead(a) != REDIS_OK) {
+        async_down(c, a->errstr[0] ? a->errstr : "read failed");
+        return -1;
+    }
+    for (;;) {
+        void *r = NULL;
+        if (redisGetReplyFromReader(a, &r) != REDIS_OK) {
+            async_down(c, a->errstr[0] ? a->errstr : "protocol error");
+            return -1;
+        }
+        if (!r) break;
+        if (dispatch(c, r) != 0) return -1;
+    }
+    sweep(c);
+    return 0;
+}
+
+int qr_cache_async_poll(qr_cache *c, uint64_t id, redisReply **replies, int *fd, int *want_write,
+                        int *wait_ms, qr_error *err)
+{
+    ticket **at;
+    ticket *t = find(c, id, &at);
+    if (t && t->state == PENDING && c->actx) {
+        pump(c);
+        t = find(c, id, &at);
+    }
+    if (!t) {
+        qr_error_set(err, "connection", "Redis at %s: the reply was lost", c->where);
+        err->retryable = 1;
+        return -1;
+    }
+    if (t->state == PENDING) {
+        uint64_t now = qr_now_ns();
+        if (now >= t->deadline_ns) {
+            async_down(c, "timed out");
+            t = find(c, id, &at);
+        } else {
+            *fd = c->actx->fd;
+            *want_write = c->connecting || sdslen(c->actx->obuf) > 0;
+            *wait_ms = (int)((t->deadline_ns - now + MS - 1) / MS);
+            return 0;
+        }
+    }
+    unlink_ticket(c, at, t);
+    if (t->state == FAILED) {
+        *err = t->err;
+        ticket_free(t);
+        return -1;
+    }
+    for (int i = 0; i < t->n; i++) replies[i] = t->r[i];
+    t->got = 0; /* the replies are the caller's now */
+    ticket_free(t);
+    return 1;
+}
+
+void qr_cache_async_abandon(qr_cache *c, uint64_t id)
+{
+    ticket **at;
+    ticket *t = find(c, id, &at);
+    if (!t) return;
+    if (t->state == PENDING) {
+        t->abandoned = 1; /* keeps its place: its replies are still to come */
+        return;
+    }
+    unlink_ticket(c, at, t);
+    ticket_free(t);
+}

@@ -58,6 +58,34 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
 int qr_cache_pipeline(qr_cache *c, int n, const int *argcs, const char *const *const *argvs,
                       const size_t *const *lens, redisReply **replies, qr_error *err);
 
+/* ---- without blocking, for coroutines on an event loop ----
+ * A second connection (opened on first use, without waiting) carries the
+ * commands of every task of the process: each send appends to it and gets
+ * a ticket; Redis answers in order, so replies are handed to tickets in the
+ * order they were sent, whichever task reads them off the socket. A ticket
+ * whose task went away keeps its place and its replies are dropped. Each
+ * ticket has a deadline (command timeout, plus the connect timeout on a new
+ * connection): one that passes, like any I/O error, ends the connection and
+ * fails every ticket in flight with code "connection" and starts an outage,
+ * as in the blocking calls. hiredis's non-blocking context does the
+ * protocol; its async API is not used because the 0.14 one Debian ships
+ * has no timeouts and would run callbacks outside the task that waits. */
+
+/* n commands queued; *ticket is theirs. -1 with err when Redis is in an
+ * outage (no new attempt before the backoff) or cannot be connected. */
+int qr_cache_async_send(qr_cache *c, int n, const int *argcs, const char *const *const *argvs,
+                        const size_t *const *lens, uint64_t *ticket, qr_error *err);
+
+/* Makes progress without blocking. 1: the ticket is answered, its n replies
+ * are in replies[] (the caller frees them) and the ticket is gone. 0: wait
+ * until *fd is readable (writable if *want_write) or *wait_ms pass, then
+ * call again. -1 with err: the ticket failed and is gone. */
+int qr_cache_async_poll(qr_cache *c, uint64_t ticket, redisReply **replies, int *fd, int *want_write,
+                        int *wait_ms, qr_error *err);
+
+/* The caller no longer wants the ticket's replies (its task was stopped). */
+void qr_cache_async_abandon(qr_cache *c, uint64_t ticket);
+
 typedef struct qr_cache_stats {
     int up;              /* the last attempt succeeded */
     uint64_t errors;     /* commands that failed for want of Redis */

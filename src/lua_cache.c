@@ -5,6 +5,9 @@
  *   c:pipeline{{cmd, ...}, ...} -> {reply, ...} | nil, err (any error reply fails it)
  *   c:stats() -> {up=, errors=, outages=, connects=}     c:where()   c:close()
  *
+ * In a task of quarry.tasks (parallel, serve) call and pipeline yield while
+ * Redis answers, like queries; elsewhere they block as always.
+ *
  * Unlike the database API this never raises for an unreachable Redis or an
  * error reply: it returns nil and an error object ({code="connection"} or
  * {code="redis"}), because the cache must never fail a report. Misuse (bad
@@ -184,6 +187,106 @@ static int soft_fail(lua_State *L, const qr_error *err)
     return 2;
 }
 
+/* A command's reply onto the stack, as call returns it. */
+static int finish_call(lua_State *L, replybox *box)
+{
+    int is_error = box->r[0]->type == REDIS_REPLY_ERROR;
+    if (is_error) lua_pushnil(L);
+    push_reply(L, box->r[0], 0);
+    free_replies(box);
+    return is_error ? 2 : 1;
+}
+
+/* A pipeline's replies as one array. An error reply anywhere fails the
+ * whole pipeline, as a command's would: a caller that counted on every
+ * command (INCR, SET) must not be told they ran when one was refused (OOM,
+ * READONLY, WRONGTYPE). */
+static int finish_pipeline(lua_State *L, replybox *box)
+{
+    int ncmd = box->n;
+    for (int i = 0; i < ncmd; i++) {
+        if (box->r[i]->type == REDIS_REPLY_ERROR) {
+            lua_pushnil(L);
+            push_reply(L, box->r[i], 0);
+            free_replies(box);
+            return 2;
+        }
+    }
+    int failed = 0;
+    lua_createtable(L, ncmd, 0);
+    for (int i = 0; i < ncmd; i++) {
+        if (lua_checkstack(L, 4)) push_reply(L, box->r[i], 1);
+        else failed = 1, lua_pushboolean(L, 0);
+        lua_rawseti(L, -2, i + 1);
+    }
+    free_replies(box);
+    if (failed) return luaL_error(L, "reply too large");
+    return 1;
+}
+
+/* ---- in a task (quarry.tasks): send, then yield the socket ----
+ * The commands go on the cache's non-blocking connection (cache.h) and the
+ * coroutine yields (fd, write, seconds) until its replies are in; the
+ * ticket is a to-be-closed value, so a task stopped half-way gives its
+ * place up without taking anyone else's replies. */
+
+#define TICKET_MT "quarry.cacheticket"
+
+typedef struct {
+    lcache *u; /* anchored as the user value */
+    uint64_t id;
+    int box, pipeline;
+} lticket;
+
+static int ticket_close(lua_State *L)
+{
+    lticket *t = luaL_checkudata(L, 1, TICKET_MT);
+    if (t->id && t->u->c) qr_cache_async_abandon(t->u->c, t->id);
+    t->id = 0;
+    return 0;
+}
+
+static int async_step(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    int ti = (int)ctx;
+    lua_settop(L, ti);
+    lticket *t = lua_touserdata(L, ti);
+    replybox *box = lua_touserdata(L, t->box);
+    if (!t->u->c) luaL_error(L, "the cache connection is closed");
+    int fd = -1, want_write = 0, wait_ms = 0;
+    qr_error err;
+    int st = qr_cache_async_poll(t->u->c, t->id, box->r, &fd, &want_write, &wait_ms, &err);
+    if (st == 0) {
+        lua_pushinteger(L, fd);
+        lua_pushboolean(L, want_write);
+        lua_pushnumber(L, wait_ms / 1000.0);
+        return lua_yieldk(L, 3, ctx, async_step);
+    }
+    t->id = 0;
+    if (st < 0) return soft_fail(L, &err);
+    return t->pipeline ? finish_pipeline(L, box) : finish_call(L, box);
+}
+
+static int async_run(lua_State *L, int ncmd, const int *argcs, const char *const *const *argvs,
+                     const size_t *const *lens, int box, int pipeline)
+{
+    lcache *u = luaL_checkudata(L, 1, CACHE_MT);
+    lticket *t = lua_newuserdatauv(L, sizeof *t, 1);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, TICKET_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    int ti = lua_gettop(L);
+    lua_toclose(L, ti);
+    t->u = u;
+    t->box = box;
+    t->pipeline = pipeline;
+    qr_error err;
+    if (qr_cache_async_send(u->c, ncmd, argcs, argvs, lens, &t->id, &err) != 0) return soft_fail(L, &err);
+    return async_step(L, LUA_OK, (lua_KContext)ti);
+}
+
 static int l_cache_call(lua_State *L)
 {
     qr_cache *c = check_cache(L);
@@ -191,14 +294,15 @@ static int l_cache_call(lua_State *L)
     argbuf a = new_argbuf(L, top - 1);
     int n = collect_args(L, 2, top, a.argv, a.lens, a.num);
     replybox *box = new_reply_box(L, 1);
+    if (qr_lua_in_async(L)) {
+        const char *const *argvs[] = {a.argv};
+        const size_t *lenss[] = {a.lens};
+        return async_run(L, 1, &n, argvs, lenss, lua_gettop(L), 0);
+    }
     qr_error err;
     box->r[0] = qr_cache_command(c, n, a.argv, a.lens, &err);
     if (!box->r[0]) return soft_fail(L, &err);
-    int is_error = box->r[0]->type == REDIS_REPLY_ERROR;
-    if (is_error) lua_pushnil(L);
-    push_reply(L, box->r[0], 0);
-    free_replies(box);
-    return is_error ? 2 : 1;
+    return finish_call(L, box);
 }
 
 /* c:pipeline{{"SET", k, v}, {"EXPIRE", k, 60}} -> {reply, reply} | nil, err */
@@ -226,32 +330,13 @@ static int l_cache_pipeline(lua_State *L)
         argvs[i] = a.argv;
         lens[i] = a.lens;
     }
+    /* Commands are copied into hiredis's buffer when sent: the argument
+     * tables and buffers can go once the call below returns or yields. */
+    if (qr_lua_in_async(L)) return async_run(L, ncmd, argcs, argvs, lens, anchored, 1);
     qr_error err;
     if (qr_cache_pipeline(c, ncmd, argcs, argvs, lens, box->r, &err) != 0) return soft_fail(L, &err);
-    /* The replies belong to box (anchored at `anchored`); only the per-command
-     * argument tables and buffers above it are dropped. */
-    lua_settop(L, anchored);
-    /* An error reply anywhere fails the whole pipeline, as a command's would:
-     * a caller that counted on every command (INCR, SET) must not be told
-     * they ran when one was refused (OOM, READONLY, WRONGTYPE). */
-    for (int i = 0; i < ncmd; i++) {
-        if (box->r[i]->type == REDIS_REPLY_ERROR) {
-            lua_pushnil(L);
-            push_reply(L, box->r[i], 0);
-            free_replies(box);
-            return 2;
-        }
-    }
-    int failed = 0;
-    lua_createtable(L, ncmd, 0);
-    for (int i = 0; i < ncmd; i++) {
-        if (lua_checkstack(L, 4)) push_reply(L, box->r[i], 1);
-        else failed = 1, lua_pushboolean(L, 0);
-        lua_rawseti(L, -2, i + 1);
-    }
-    free_replies(box);
-    if (failed) return luaL_error(L, "reply too large");
-    return 1;
+    lua_settop(L, anchored); /* the replies belong to box, anchored here */
+    return finish_pipeline(L, box);
 }
 
 static int l_cache_stats(lua_State *L)
@@ -280,6 +365,12 @@ void qr_lua_open_cache(lua_State *L)
 {
     luaL_newmetatable(L, REPLY_MT);
     lua_pushcfunction(L, reply_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, TICKET_MT);
+    lua_pushcfunction(L, ticket_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, ticket_close);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     static const luaL_Reg methods[] = {

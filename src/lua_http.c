@@ -15,13 +15,16 @@
  * the loop's (to-be-closed values close in reverse order).
  *   req:method()  req:uri()  req:path()  req:query()  req:header(name)
  *   req:reply(status, body, {name = value, ...}) -> false if the client left
+ *   req:gone()    the client closed its connection before its answer
  * A request taken and never answered is answered 500 when collected, so no
  * client waits forever on a lost request.
  */
 #include "lua_quarry.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -39,6 +42,7 @@ typedef struct lreq {
     struct evhttp_request *req; /* NULL once answered or its client left */
     void *server;               /* the lserver, for counting replies being written */
     int lua_holds, c_holds;     /* c_holds: the connection's close callback points here */
+    int answered;
     struct lreq *next;          /* the queue of requests not yet taken */
 } lreq;
 
@@ -60,8 +64,9 @@ static void on_close(struct evhttp_connection *conn, void *arg)
 {
     (void)conn;
     lreq *r = arg;
-    r->req = NULL; /* the client left before its answer */
+    r->req = NULL; /* the client left before its answer: Lua stops its work */
     r->c_holds = 0;
+    qr_lua_loop_wake(((lserver *)r->server)->loop);
     lreq_unref(r);
 }
 
@@ -295,12 +300,35 @@ static int l_req_reply(lua_State *L)
     }
     struct evhttp_request *req = r->req;
     done_with(r);
+    r->answered = 1;
     lserver *s = r->server;
     s->sending++;
     evhttp_request_set_on_complete_cb(req, on_sent, s);
     evhttp_send_reply(req, status, NULL, buf);
     evbuffer_free(buf);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* evhttp stops reading a connection while its request is answered, so it
+ * would notice a client that left only when writing the answer: look at
+ * the socket (end of stream or an error, as nginx does for a request in
+ * progress). Bytes waiting (a pipelined request) mean the client is there. */
+static int l_req_gone(lua_State *L)
+{
+    lreq *r = check_req(L);
+    int gone = r->req == NULL && !r->answered;
+    if (r->req) {
+        struct evhttp_connection *conn = evhttp_request_get_connection(r->req);
+        struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (fd >= 0) {
+            char b;
+            ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        }
+    }
+    lua_pushboolean(L, gone);
     return 1;
 }
 
@@ -324,7 +352,7 @@ void qr_lua_open_http(lua_State *L)
         {"sending", l_server_sending}, {NULL, NULL}};
     static const luaL_Reg req_methods[] = {
         {"method", l_req_method}, {"uri", l_req_uri},     {"path", l_req_path},
-        {"query", l_req_query},   {"header", l_req_header}, {"reply", l_req_reply},
+        {"query", l_req_query},   {"header", l_req_header}, {"reply", l_req_reply}, {"gone", l_req_gone},
         {NULL, NULL}};
     luaL_newmetatable(L, SERVER_MT);
     luaL_newlib(L, server_methods);

@@ -2,8 +2,9 @@
  * at once and say which became ready.
  *
  *   loop = core.loop_new()
- *   loop:watch(fd, write, key)  once: key is reported when fd is readable
- *                               (writable if write)
+ *   loop:watch(fd, write, key [, seconds])  once: key is reported when fd
+ *                               is readable (writable if write), or when
+ *                               that long has passed
  *   loop:timer(seconds, key)    once: key is reported after that long
  *   loop:unwatch(key)           forget a watch or timer that has not fired
  *   loop:wait() -> {key, ...}   block until at least one watch fires
@@ -151,26 +152,34 @@ static int armed(lloop *lp, watch *w, int added)
     return 0;
 }
 
+static struct timeval seconds(double secs)
+{
+    if (!(secs > 0)) secs = 0;
+    if (secs > 1e9) secs = 1e9;
+    return (struct timeval){(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+}
+
 static int l_loop_watch(lua_State *L)
 {
     lloop *lp = check_loop(L);
     int fd = (int)luaL_checkinteger(L, 2);
     int write = lua_toboolean(L, 3);
     lua_Integer key = luaL_checkinteger(L, 4);
+    int timed = !lua_isnoneornil(L, 5);
+    struct timeval tv = seconds(timed ? luaL_checknumber(L, 5) : 0);
     if (fd < 0) luaL_argerror(L, 2, "not a socket");
     watch *w = add_watch(L, lp, key);
     w->ev = event_new(lp->base, fd, write ? EV_WRITE : EV_READ, on_ready, w);
-    if (!armed(lp, w, w->ev ? event_add(w->ev, NULL) : -1)) luaL_error(L, "cannot watch socket %d", fd);
+    if (!armed(lp, w, w->ev ? event_add(w->ev, timed ? &tv : NULL) : -1))
+        luaL_error(L, "cannot watch socket %d", fd);
     return 0;
 }
 
 static int l_loop_timer(lua_State *L)
 {
     lloop *lp = check_loop(L);
-    double secs = luaL_checknumber(L, 2);
+    struct timeval tv = seconds(luaL_checknumber(L, 2));
     lua_Integer key = luaL_checkinteger(L, 3);
-    if (secs < 0) secs = 0;
-    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
     watch *w = add_watch(L, lp, key);
     w->ev = evtimer_new(lp->base, on_ready, w);
     if (!armed(lp, w, w->ev ? evtimer_add(w->ev, &tv) : -1)) luaL_error(L, "cannot set a timer");

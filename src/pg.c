@@ -79,6 +79,10 @@ static void error_from(qr_error *err, qr_conn *c, const PGresult *r)
         if (h) snprintf(err->hint, sizeof err->hint, "%s", h);
         if (p) err->position = atoi(p);
     }
+    /* The server ending the session (shutdown, crash, not accepting yet) may
+     * answer the statement before the socket closes: the connection is as
+     * good as lost even while libpq still calls it OK. */
+    if (state && strncmp(state, "57P0", 4) == 0) c->broken = 1;
     if (PQstatus(c->pg) != CONNECTION_OK) c->broken = 1;
     /* 08P01 on a live connection is the server refusing what we sent (a
      * parameter count that does not match): the caller's mistake, and the

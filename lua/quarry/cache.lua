@@ -394,12 +394,15 @@ end
 
 -- Run fn, time it, and store its value under name (lock held by us, or no
 -- name: then it is not stored). Returns the value, or nil and fn's error.
+-- The lock goes whatever happens, also when the caller's task is stopped
+-- half-way (a serve request past its time, or whose client left): others
+-- waiting for the value then compute it at once instead of after lock_ms.
 local function compute_and_store(self, name, ttl, fn)
+  local _ <close> = name and setmetatable({}, { __close = function() unlock(self, name) end }) or nil
   local t0 = core.now_ns()
   local ok, value, ferr = pcall(call, self, fn)
   local ms = math.min((core.now_ns() - t0) // 1000000, 0xffffffff)
   if ok and value ~= nil and name ~= nil then store(self, name, value, ttl, ms) end
-  if name then unlock(self, name) end
   if not ok then error(value, 0) end
   if value == nil then return nil, ferr end
   return value

@@ -14,8 +14,9 @@
 -- others have been stopped: their running statements cancelled, their
 -- connections given back, their transactions rolled back.
 --
--- Redis calls and everything else in the functions run as they always do,
--- one at a time; outside parallel, queries block as before.
+-- Redis calls (the cache) yield the same way, on the process's one
+-- non-blocking Redis connection (src/cache.c), replies handed back in the
+-- order sent. Outside parallel, queries and Redis calls block as before.
 local core = require "quarry.core"
 
 local M = {}

@@ -29,7 +29,8 @@ local STATUS_OF = { usage = 400, not_found = 404, connection = 503, timeout = 50
 local BUCKETS = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30 }
 
 local function new_metrics()
-  return { requests = {}, seconds = { counts = {}, sum = 0, n = 0 }, inflight = 0, rejected = 0 }
+  return { requests = {}, seconds = { counts = {}, sum = 0, n = 0 }, inflight = 0, rejected = 0,
+           abandoned = 0 }
 end
 
 local function observe(m, route, status, secs)
@@ -61,6 +62,9 @@ local function metrics_text(m)
   line("quarry_http_requests_in_flight ", m.inflight)
   line("# TYPE quarry_http_requests_rejected_total counter")
   line("quarry_http_requests_rejected_total ", m.rejected)
+  line("# HELP quarry_http_requests_abandoned_total Requests stopped because their client left.")
+  line("# TYPE quarry_http_requests_abandoned_total counter")
+  line("quarry_http_requests_abandoned_total ", m.abandoned)
   local st = quarry.db:stats()
   line("# HELP quarry_pool_connections Database connections of this worker's pool, by state.")
   line("# TYPE quarry_pool_connections gauge")
@@ -183,6 +187,7 @@ function M.worker(host, port, opts)
   end
 
   loop:timer(1, 0) -- a tick: deadlines are checked at least every second
+  local ticked = false
   while true do
     if loop:signal_seen("TERM") or loop:signal_seen("INT") then
       if not draining then
@@ -199,15 +204,16 @@ function M.worker(host, port, opts)
     end
     local now = core.now_ns()
     for d in pairs(deadlines) do
-      if now > d.at then
+      if now > d.at or (ticked and d.req:gone()) then -- whether clients left is looked at each second
         deadlines[d] = nil
-        tasks:cancel(d.id) -- its statement cancelled, its connection back
+        tasks:cancel(d.id) -- its statement cancelled, its connection back, its cache lock released
         m.inflight = m.inflight - 1
-        answer(d.req, d.route, d.t0, 504, error_body("timeout", ("no answer within %d s"):format(timeout_s)))
+        if d.req:gone() then m.abandoned = m.abandoned + 1
+        else answer(d.req, d.route, d.t0, 504, error_body("timeout", ("no answer within %d s"):format(timeout_s))) end
       end
     end
     if draining and tasks.live == 0 then break end
-    local ticked = false
+    ticked = false
     for _, k in ipairs(loop:wait()) do
       if k == 0 then ticked = true elseif tasks.state[k] == "io" then tasks:step(k) end
     end

@@ -3,7 +3,8 @@
 --
 -- A task is a function in a coroutine marked async (core.async_threads):
 -- a query in it sends its statement and yields the socket to wait on
--- (src/lua_pool.c), core.sleep yields its delay, a pool with no free
+-- (src/lua_pool.c), a Redis call yields the cache's socket and how long it
+-- may wait (src/lua_cache.c), core.sleep yields its delay, a pool with no free
 -- connection yields "pool". turn() waits for whatever is ready and resumes
 -- those tasks; a task that waits for the pool is tried again after others
 -- made progress.
@@ -91,9 +92,9 @@ function Tasks:step(id)
   elseif what == "sleep" then
     self.state[id] = "io"
     self.loop:timer(r[3], id)
-  elseif math.type(what) == "integer" then
+  elseif math.type(what) == "integer" then -- a socket, whether to write, and for Redis a deadline
     self.state[id] = "io"
-    self.loop:watch(what, r[3], id)
+    self.loop:watch(what, r[3], id, r[4])
   else
     coroutine.close(co)
     ended(self, id, false, "a task yielded outside a query (coroutine.yield needs a coroutine of its own)")

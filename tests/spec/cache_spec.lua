@@ -424,6 +424,113 @@ print(n, c:get("k"))
   end)
 end)
 
+describe("Redis calls in tasks (quarry.parallel, quarry serve)", function()
+  local parallel = require("quarry").parallel
+  local function conn(timeout_ms) return core.cache_new({ url = h.urls().REDIS_URL, command_timeout_ms = timeout_ms }) end
+
+  it("yield while Redis answers: another task runs meanwhile", function()
+    -- BLPOP waits in Redis until another client pushes; a blocking call
+    -- would hold the process, so the task that pushes could never run.
+    local c = conn(3000)
+    local list = fresh_prefix() .. "list"
+    local popped, pushed = parallel(
+      function() return c:call("BLPOP", list, 2) end,
+      function()
+        core.sleep(0.05)
+        return redis_cli("RPUSH " .. list .. " hello")
+      end)
+    assert.are.equal("1", pushed)
+    assert.are.same({ list, "hello" }, popped)
+    c:close()
+  end)
+
+  it("many tasks on the one connection each get their own replies, calls and pipelines alike", function()
+    local c = conn()
+    local p = fresh_prefix()
+    local fns = {}
+    for i = 1, 40 do
+      fns[i] = function()
+        assert(c:call("SET", p .. i, "v" .. i))
+        core.sleep((i % 3) * 0.001)
+        local r = assert(c:pipeline({ { "GET", p .. i }, { "STRLEN", p .. i }, { "GET", p .. "none" } }))
+        return { assert(c:call("GET", p .. i)), r[1], r[2], r[3] }
+      end
+    end
+    local got = { parallel(table.unpack(fns)) }
+    for i = 1, 40 do assert.are.same({ "v" .. i, "v" .. i, #("v" .. i), false }, got[i]) end
+    -- an error reply is the caller's alone
+    local bad, good = parallel(function() return { c:call("INCR", p .. 1) } end,
+      function() return c:call("GET", p .. 2) end)
+    assert.is_nil(bad[1])
+    assert.are.equal("redis", bad[2].code)
+    assert.are.equal("v2", good)
+    c:close()
+  end)
+
+  it("a task stopped while its reply is on the way leaves it to no one else", function()
+    local c = conn(3000)
+    local p = fresh_prefix()
+    assert(c:call("SET", p .. "mine", "mine"))
+    local ok, err = pcall(parallel,
+      function() return c:call("BLPOP", p .. "empty", 0.3) end, -- answered (nil) after the stop
+      function() core.sleep(0.05) error("boom", 0) end)
+    assert.is_false(ok)
+    assert.are.equal("boom", err)
+    -- the next task's command is queued behind the abandoned one: it must
+    -- get its own reply, not the BLPOP's
+    assert.are.equal("mine", (parallel(function() return c:call("GET", p .. "mine") end)))
+    c:close()
+  end)
+
+  it("a task stopped while computing releases its lock: the next caller computes at once", function()
+    local c = new_cache({ lock_ms = 60000 })
+    local ok = pcall(parallel,
+      function() return c:get_or_compute("held", 60, function() core.sleep(10) return "never" end) end,
+      function() core.sleep(0.1) error("stop", 0) end)
+    assert.is_false(ok)
+    assert.are.equal("", redis_cli("KEYS '" .. c.prefix .. "lock:*'"))
+    local t0 = core.now_ns()
+    assert.are.equal("now", c:get_or_compute("held", 60, function() return "now" end))
+    assert.is_true((core.now_ns() - t0) < 5e9, "waited for a lock no one held")
+  end)
+
+  it("Redis paused: the call fails soft at its deadline while other tasks go on, and recovers", function()
+    local c = core.cache_new({ url = h.urls().REDIS_URL, command_timeout_ms = 200, backoff_max_ms = 200 })
+    local p = fresh_prefix()
+    assert(c:call("SET", p .. "k", "v"))
+    local db = h.db()
+    local order = {}
+    redis_cli("CLIENT PAUSE 700 ALL")
+    local r, q = parallel(
+      function()
+        local v, e = c:call("GET", p .. "k")
+        order[#order + 1] = "redis"
+        return { v, e }
+      end,
+      function()
+        local row = db:query_one("SELECT 42 AS x")
+        order[#order + 1] = "db"
+        return row.x
+      end)
+    assert.are.same({ "db", "redis" }, order)
+    assert.are.equal(42, q)
+    assert.is_nil(r[1])
+    assert.are.equal("connection", r[2].code)
+    assert.is_false(c:stats().up)
+    h.sleep(0.8)
+    local v
+    for _ = 1, 20 do -- the backoff passes; the connection is made again
+      v = parallel(function() return c:call("GET", p .. "k") end)
+      if v then break end
+      h.sleep(0.05)
+    end
+    assert.are.equal("v", v)
+    assert.is_true(c:stats().up)
+    db:close()
+    c:close()
+  end)
+end)
+
 describe("quarry cache commands", function()
   it("invalidate --date applies the rules; bad dates exit 2", function()
     local env = { QUARRY_CACHE_PREFIX = fresh_prefix() }

@@ -265,6 +265,21 @@ describe("quarry serve under pressure", function()
     end, 0, 1.5))
   end)
 
+  it("stops the work of a request whose client left: statement cancelled, connection back", function()
+    local s = start()
+    finally(function() stop(s) end)
+    os.execute(("curl -s --max-time 0.5 -o /dev/null %s"):format(h.shell_quote(s.url .. "/reports/slow?secs=20&tag=77")))
+    local db = require("quarry").db
+    assert.are.equal(0, h.eventually(function()
+      return db:query_one("SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+        .. "AND state = 'active' AND pid <> pg_backend_pid()").n
+    end, 0, 3))
+    local _, metrics = get(s.url .. "/metrics")
+    assert.matches("quarry_http_requests_abandoned_total 1\n", metrics)
+    assert.matches('quarry_pool_connections{state="in_use"} 0\n', metrics, 1, true)
+    assert.matches("quarry_http_requests_in_flight 0\n", metrics)
+  end)
+
   it("drains on SIGTERM: the request in flight is answered, then it exits 0", function()
     local s = start("--workers 2")
     local f = h.tmpname(".drain")
@@ -349,6 +364,76 @@ describe("quarry serve under pressure", function()
     status, body = get(s.url .. "/healthz")
     assert.are.equal(200, status)
     assert.are.equal("down", cjson.decode(body).redis)
+  end)
+
+  -- Many clients at once (Python's http.client, keep-alive) through faults.
+  local function load(s, path, seconds)
+    local out = h.tmpname(".load")
+    local port = s.url:match(":(%d+)$")
+    os.execute(("python3 %s/tests/tools/http_load.py 127.0.0.1 %s %s %d 8 > %s 2>&1 &"):format(h.shell_quote(h.root),
+      port, h.shell_quote(path), seconds, out))
+    return function()
+      local text
+      for _ = 1, (seconds + 40) * 10 do
+        text = h.read(out)
+        if text and text:find("\n$") then break end
+        core.sleep(0.1)
+      end
+      os.remove(out)
+      local ok, r = pcall(cjson.decode, text or "")
+      assert(ok, "the load did not finish: " .. tostring(text))
+      return r
+    end
+  end
+
+  local function workers(s)
+    local p = io.popen("pgrep -P " .. s.pid .. " | sort")
+    local pids = p:read("a")
+    p:close()
+    return pids
+  end
+
+  it("through a PostgreSQL restart under load: 503s, then every worker answers again", function()
+    local s = start("--workers 2")
+    finally(function() h.services("start-pg") stop(s) end)
+    local before = workers(s)
+    assert.matches("^%d+\n%d+\n$", before)
+    local path = "/reports/monthly?month=2031-05&cache=off&format=csv"
+    local expected = h.quarry("report monthly --month 2031-05 --format csv --no-cache", ENV)
+    local result = load(s, path, 8)
+    core.sleep(1.5)
+    h.services("stop-pg")
+    core.sleep(1.5)
+    h.services("start-pg")
+    local r = result()
+    assert.are.same({}, r.failures) -- no connection reset: no worker died, none hung up
+    for status in pairs(r.statuses) do
+      assert.is_truthy(status == "200" or status == "503", cjson.encode(r.statuses) .. cjson.encode(r.odd))
+    end
+    assert.is_true((r.statuses["503"] or 0) > 0, "the outage was seen")
+    assert.are.same({ expected }, r.bodies) -- every 200 the right figures
+    assert.is_true(#r.tail > 0)
+    for _, st in ipairs(r.tail) do assert.are.equal(200, st) end -- recovered
+    assert.are.equal(before, workers(s))
+  end)
+
+  it("through Redis stopped under load: every answer 200 with the right figures, cached again after", function()
+    local s = start("--workers 2")
+    finally(function() h.services("start-redis") stop(s) end)
+    local path = "/reports/monthly?month=2031-05&format=csv"
+    local expected = h.quarry("report monthly --month 2031-05 --format csv --no-cache", ENV)
+    assert.are.equal(expected, (select(2, get(s.url .. path))))
+    local result = load(s, path, 6)
+    core.sleep(1.5)
+    h.services("stop-redis")
+    core.sleep(2)
+    h.services("start-redis")
+    local r = result()
+    assert.are.same({}, r.failures)
+    assert.are.same({ ["200"] = r.statuses["200"] }, r.statuses)
+    assert.are.same({ expected }, r.bodies)
+    local _, metrics = get(s.url .. "/metrics")
+    assert.matches('quarry_cache_events_total{event="errors"} [1-9]', metrics)
   end)
 
   it("refuses bad flags before listening", function()
