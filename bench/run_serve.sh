@@ -1,35 +1,53 @@
 #!/usr/bin/env bash
-# quarry serve under load from wrk on loopback: a cached monthly report (the
-# shared cache, checked against the invalidation log, as every hit is) and
-# /healthz (one query), with 1 and 2 workers; beside it, the same cached
-# report through the Lua API in one process, one request at a time.
-#   bench/run_serve.sh [SECONDS] [CONNECTIONS]     default 10 and 32
+# quarry serve under load from wrk on loopback, at 1, 8 and 32 connections:
+# the daily report of a seeded March 2024 day from the shared cache (every
+# hit checked against the invalidation log, as always) and uncached
+# (cache=off: computed per request), and /healthz (one query and a Redis
+# PING: the HTTP floor). The limits, in the same run: pgbench running the
+# daily report's own SQL (bench/pgbench_daily.lua) at the same concurrency,
+# and /healthz's rate. Then the same cached report through the Lua API in
+# one process, one request at a time.
+#   bench/run_serve.sh [SECONDS] [WORKERS]     default 10 and the cores
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 secs=${1:-10}
-conns=${2:-32}
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
 bench_setup serve-home
+workers=${2:-$(nproc)}
 $q --log-level warn db seed --from 2024-03-01 --to 2024-03-31 >/dev/null
+day=2024-03-15
 port=18480
-row() { # workers path
-    $q --log-level warn serve --listen 127.0.0.1:$port --workers "$1" --max-inflight 1024 & local pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$port$2" >/dev/null # fills the cache
-    local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port$2")
-    kill -TERM "$pid"; wait "$pid" || true
-    local rps p50 p99
-    rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-    p50=$(echo "$out" | awk '$1=="50%"{print $2}')
-    p99=$(echo "$out" | awk '$1=="99%"{print $2}')
-    echo "| \`$2\` | $1 | $conns | $rps | $p50 | $p99 |"
+script=$(mktemp --suffix=.sql)
+trap 'rm -f "$script"' EXIT
+$q run bench/pgbench_daily.lua "$day" >"$script"
+DB_POOL_MAX=32 $q --log-level warn serve --listen 127.0.0.1:$port --workers "$workers" --max-inflight 1024 & pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; rm -f "$script"' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+cached="/reports/daily?date=$day"
+uncached="/reports/daily?date=$day&cache=off"
+curl -sf "http://127.0.0.1:$port$cached" >/dev/null # fills the cache
+# "rps p50 p99" of wrk on a path with c connections
+load() {
+    local t=$(( $2 < 2 ? 1 : 2 ))
+    wrk -t"$t" -c"$2" -d"${secs}s" --latency "http://127.0.0.1:$port$1" |
+        awk '/Requests\/sec/{r=$2} $1=="50%"{p50=$2} $1=="99%"{p99=$2} END{print r, p50, p99}'
 }
-echo "| route | workers | connections | requests/s | p50 | p99 |"
-echo "|---|---|---|---|---|---|"
-for w in 1 2; do
-    row "$w" "/reports/monthly?month=2024-03"
-    row "$w" "/healthz"
+ms() { awk -v x="$1" 'BEGIN{ if (x ~ /us$/) v = x / 1000; else if (x ~ /ms$/) v = x + 0; else v = x * 1000; printf "%.2f", v }'; }
+echo "| connections | daily, cached: req/s, p50, p99 | daily, uncached | \`/healthz\` | pgbench, the report's SQL: tps | uncached / pgbench | cached / \`/healthz\` | p99 / p50 (cached, uncached) |"
+echo "|---|---|---|---|---|---|---|---|"
+for c in 1 8 32; do
+    read -r cr c50 c99 <<<"$(load "$cached" "$c")"
+    read -r ur u50 u99 <<<"$(load "$uncached" "$c")"
+    read -r hr h50 h99 <<<"$(load /healthz "$c")"
+    tps=$(pgbench -n -M prepared -f "$script" -c "$c" -j $(( c < 2 ? 1 : 2 )) -T "$secs" "$url" 2>/dev/null |
+        awk '/^tps/{print $3; exit}')
+    printf '| %d | %s, %s, %s | %s, %s, %s | %s, %s, %s | %s | %.2f | %.2f | %.1f, %.1f |\n' "$c" \
+        "$cr" "$c50" "$c99" "$ur" "$u50" "$u99" "$hr" "$h50" "$h99" "$tps" \
+        "$(awk -v a="$ur" -v b="$tps" 'BEGIN{print a/b}')" "$(awk -v a="$cr" -v b="$hr" 'BEGIN{print a/b}')" \
+        "$(awk -v a="$(ms "$c99")" -v b="$(ms "$c50")" 'BEGIN{print a/b}')" \
+        "$(awk -v a="$(ms "$u99")" -v b="$(ms "$u50")" 'BEGIN{print a/b}')"
 done
-inproc=$($q run bench/bench_report_cold.lua monthly month 2024-03 2000 cached | awk '{print $2}')
+kill -TERM "$pid"; wait "$pid" || true
+inproc=$($q run bench/bench_report_cold.lua daily date "$day" 2000 cached | awk '{print $2}')
 echo
-echo "The same cached report through the Lua API, one process, one at a time: $inproc ms a request."
+echo "$workers workers. The same cached report through the Lua API, one process, one at a time: $inproc ms a request."

@@ -79,6 +79,23 @@ return {
                           detail = m.rollups .. ": run quarry rollup refresh --date " .. m.settlement_date,
                           count = 1 }
     end
+    -- Settlement periods Elexon answered 404 or an empty list for when the
+    -- day was fetched: not zero, unknown until a later fetch fills them.
+    for _, d in ipairs(ctx.query([[SELECT settlement_date::text AS date, array_to_string(missing, ',') AS missing
+        FROM elexon_fetch_days WHERE settlement_date BETWEEN $1::date AND $2::date AND cardinality(missing) > 0
+        ORDER BY 1]], from, to)) do
+      local list, runs = {}, {}
+      for n in d.missing:gmatch("%d+") do list[#list + 1] = tonumber(n) end
+      local i = 1
+      while i <= #list do
+        local j = i
+        while j < #list and list[j + 1] == list[j] + 1 do j = j + 1 end
+        runs[#runs + 1] = i == j and ("SP%d"):format(list[i]) or ("SP%d-%d"):format(list[i], list[j])
+        i = j + 1
+      end
+      rows[#rows + 1] = { problem = "settlement periods Elexon had no data for (quarry fetch curtailment fills them)",
+                          date = d.date, detail = table.concat(runs, ","), count = #list }
+    end
     return { rows = rows, fields = rows.fields,
              title = ("Integrity of %s..%s: %d problem row(s)"):format(from, to, #rows) }
   end,

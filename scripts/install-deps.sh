@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config         # the build
-    libpq-dev liblua5.4-dev lua5.4 libhiredis-dev libevent-dev   # the engine's libraries
+    libpq-dev liblua5.4-dev lua5.4 libhiredis-dev libevent-dev libcurl4-openssl-dev   # the engine's libraries
     libedit-dev                              # line editing in quarry shell
     lua-cjson lua-argparse                   # Lua modules quarry uses
     postgresql redis-server                  # the embedded default services

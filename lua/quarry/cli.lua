@@ -16,7 +16,7 @@ local EXIT_USAGE = cli.EXIT_USAGE
 
 -- The command groups, one file each (lua/quarry/cli/NAME.lua), in the order
 -- --help lists them: a new command is a file here and its name in this list.
-local GROUPS = { "script", "db", "report", "ingest", "partition", "miners", "rollup", "cache", "services",
+local GROUPS = { "script", "db", "report", "ingest", "fetch", "partition", "miners", "rollup", "cache", "services",
                  "serve", "manual" }
 
 local commands = {}

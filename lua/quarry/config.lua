@@ -1,6 +1,8 @@
 --- quarry.config: flags, then the environment, then defaults.
 -- The names and defaults are the seed platform's (DATABASE_URL, DB_POOL_MAX,
 -- DB_IDLE_TIMEOUT, DB_CONNECTION_TIMEOUT); everything else is quarry's.
+local elexon = require "quarry.defs.elexon"
+
 local M = {}
 
 -- name, environment variable, default, description: the one table that
@@ -34,6 +36,18 @@ M.settings = {
     doc = "most memory a report plugin may use (MiB)" },
   { key = "plugin_timeout_s", env = "QUARRY_PLUGIN_TIMEOUT", default = 300, int = true, min = 1,
     doc = "longest a report plugin may run, its queries included (s)" },
+  { key = "elexon_api_url", env = "ELEXON_API_URL", default = elexon.base_url,
+    doc = "base URL of Elexon's BMRS API (quarry fetch curtailment|bmus)" },
+  { key = "fetch_rate", env = "QUARRY_FETCH_RATE", default = elexon.requests_per_minute, int = true, min = 1,
+    doc = "most requests quarry fetch starts per minute" },
+  { key = "fetch_in_flight", env = "QUARRY_FETCH_IN_FLIGHT", default = elexon.in_flight, int = true, min = 1,
+    doc = "requests quarry fetch has in flight at once" },
+  { key = "fetch_timeout_s", env = "QUARRY_FETCH_TIMEOUT", default = elexon.timeout_s, int = true, min = 1,
+    doc = "longest one request of quarry fetch may take (s)" },
+  { key = "fetch_429_wait_s", env = "QUARRY_FETCH_429_WAIT", default = elexon.wait_after_429_s, int = true,
+    min = 0, doc = "wait after an HTTP 429 that names no Retry-After (s)" },
+  { key = "fetch_backoff_ms", env = "QUARRY_FETCH_BACKOFF", default = elexon.backoff_ms, int = true, min = 1,
+    doc = "first wait before quarry fetch retries a request, doubling each time (ms)" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }

@@ -199,7 +199,7 @@ end
 -- Stream the open file into a temporary staging table of text columns
 -- (`expected`, plus the file line) and validate it with `check`, a query
 -- returning the first bad row. Returns the rows staged; raises on bad input.
-local function stage(tx, path, f, cols, size, expected, check)
+local function stage(tx, path, f, cols, size, expected, check, prepare)
   local defs = {}
   for i, c in ipairs(expected) do defs[i] = '"' .. c .. '" text' end -- names from a fixed list
   tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_stage") -- a second load in one transaction (seed)
@@ -211,9 +211,46 @@ local function stage(tx, path, f, cols, size, expected, check)
       .. "remove it, or quote it if it is a value"):format(path, end_mark_line(f) or 0))
   end
   if not ok then copy_error(path, rows) end
+  if prepare then tx:exec(prepare) end
   local bad = tx:query_one(check)
   if bad then reject(path, bad) end
   return rows
+end
+
+-- What makes a row unique upstream (lua/quarry/elexon.lua fills them; a CSV
+-- leaves them empty).
+M.UPSTREAM_COLUMNS = { "acceptance_id", "bid_offer", "bid_offer_pair_id" }
+local STAGE_COLUMNS = { table.unpack(M.CURTAILMENT_COLUMNS) }
+for _, c in ipairs(M.UPSTREAM_COLUMNS) do STAGE_COLUMNS[#STAGE_COLUMNS + 1] = c end
+
+--- Inside a dated write (write.dated's fn, its tx and w): stage curtailment
+-- rows read from f (CSV in the order of cols, past any header), check them
+-- and replace the dates given -- or, without dates, every date present --
+-- with them. name names the source in messages; prepare: SQL run on the
+-- staged rows before the check (filling derived columns). Returns rows, dates.
+function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
+  local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, CURTAILMENT_CHECK, prepare)
+  if not dates then
+    dates = {}
+    local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
+    for _, r in ipairs(tx:query(distinct)) do dates[#dates + 1] = r.d end
+  else
+    local outside = tx:query_one([[SELECT settlement_date AS d FROM quarry_stage
+      WHERE settlement_date::date <> ALL($1::date[]) LIMIT 1]], mining.pg_array(dates))
+    if outside then bad_input(("%s: a row of %s, outside the dates replaced"):format(name, outside.d)) end
+  end
+  w:dates(dates)
+  mining.require_difficulty(tx, dates)
+  tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
+  tx:exec([[
+    INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
+      payment, original_price, final_price, so_flag, cadl_flag, acceptance_id, bid_offer, bid_offer_pair_id)
+    SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
+           volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
+           quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), '')),
+           nullif(acceptance_id, '')::bigint, nullif(bid_offer, ''), nullif(bid_offer_pair_id, '')::int
+    FROM quarry_stage ORDER BY line]])
+  return rows, dates
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).
@@ -226,20 +263,7 @@ function M.curtailment(db, path, cache, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      result.rows = stage(tx, path, f, cols, size, M.CURTAILMENT_COLUMNS, CURTAILMENT_CHECK)
-      local dates = {}
-      local distinct = "SELECT DISTINCT settlement_date::date::text AS d FROM quarry_stage ORDER BY 1"
-      for _, r in ipairs(tx:query(distinct)) do dates[#dates + 1] = r.d end
-      w:dates(dates)
-      mining.require_difficulty(tx, dates)
-      tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
-      tx:exec([[
-        INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
-          payment, original_price, final_price, so_flag, cadl_flag)
-        SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
-               volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
-               quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), ''))
-        FROM quarry_stage ORDER BY line]])
+      result.rows = M.replace_curtailment(tx, w, path, f, cols, size)
     end)
   f:close()
   if not ok then error(err, 0) end

@@ -230,10 +230,12 @@ end
 --- Whether any (date, farm) in from..to has rows under two lead parties: a
 -- lead-party breakdown then reads the raw rows (the bitcoin rollup has no
 -- lead party of its own).
-function M.mixed_parties(tx, from, to)
-  return tx:query_one({ name = "rollup.mixed_parties", sql = [[
+M.MIXED_PARTIES_SQL = [[
     SELECT EXISTS (SELECT 1 FROM rollup_farm_day WHERE settlement_date BETWEEN $1::date AND $2::date
-                   GROUP BY settlement_date, farm_id HAVING count(*) > 1) AS mixed]] }, from, to).mixed
+                   GROUP BY settlement_date, farm_id HAVING count(*) > 1) AS mixed]]
+
+function M.mixed_parties(tx, from, to)
+  return tx:query_one({ name = "rollup.mixed_parties", sql = M.MIXED_PARTIES_SQL }, from, to).mixed
 end
 
 return M

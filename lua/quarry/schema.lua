@@ -189,4 +189,53 @@ CREATE OR REPLACE FUNCTION quarry_periods_in_day(d date) RETURNS int LANGUAGE sq
 $$;
 ]],
   },
+  {
+    version = 7,
+    name = "Elexon data: upstream keys of curtailment rows, the BM unit reference, the fetch log",
+    sql = [[
+-- What makes a row unique upstream (Elexon's settlement stacks): the side
+-- of the stack, the acceptance and the bid-offer pair, per unit and period.
+-- CSV imports leave them NULL, which never collides.
+ALTER TABLE curtailment_records
+  ADD COLUMN acceptance_id bigint,
+  ADD COLUMN bid_offer text CHECK (bid_offer IN ('bid', 'offer')),
+  ADD COLUMN bid_offer_pair_id integer;
+CREATE UNIQUE INDEX curtailment_records_upstream_key ON curtailment_records
+  (settlement_date, settlement_period, farm_id, bid_offer, acceptance_id, bid_offer_pair_id);
+
+-- The BM unit reference (Elexon's /reference/bmunits/all, or a saved copy):
+-- farm_id is the Elexon BM unit id; capacity_mw NULL when unknown.
+CREATE TABLE bmus (
+  farm_id           text PRIMARY KEY,
+  national_grid_bmu text,
+  name              text,
+  capacity_mw       numeric CHECK (capacity_mw > 0),
+  lead_party_name   text,
+  fuel_type         text,
+  updated_at        timestamptz NOT NULL DEFAULT now()
+);
+-- Every lead party a unit has had, from when quarry first saw it.
+CREATE TABLE bmu_lead_parties (
+  farm_id         text NOT NULL REFERENCES bmus ON DELETE CASCADE,
+  lead_party_name text,
+  seen_from       timestamptz NOT NULL DEFAULT now(),
+  seen_to         timestamptz,
+  PRIMARY KEY (farm_id, seen_from)
+);
+-- One row per settlement date fetched from Elexon: what was loaded, and
+-- the periods the API had nothing for yet (404 or an empty list), which a
+-- later fetch fills.
+CREATE TABLE elexon_fetch_days (
+  settlement_date date PRIMARY KEY,
+  fetched_at      timestamptz NOT NULL DEFAULT now(),
+  periods         integer NOT NULL,
+  missing         integer[] NOT NULL DEFAULT '{}',
+  rows            integer NOT NULL,
+  mwh             numeric NOT NULL,
+  gbp             numeric NOT NULL,
+  source          text NOT NULL
+);
+GRANT SELECT ON bmus, bmu_lead_parties, elexon_fetch_days TO quarry_reader;
+]],
+  },
 }

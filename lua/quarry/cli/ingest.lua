@@ -8,7 +8,8 @@ local M = { commands = {} }
 local commands = M.commands
 
 function M.define(p, info, plugin) -- luacheck: ignore 212
-  local ingest = p:command("ingest", "Load CSV files; all or nothing."):command_target("ingest_command")
+  local ingest = p:command("ingest", "Load files (CSV, saved Elexon answers, BM units); all or nothing.")
+  ingest = ingest:command_target("ingest_command")
   for _, c in ipairs({
     ingest:command("curtailment", "Load curtailment rows (header: the columns of curtailment_records, "
       .. "docs/DATA.md); replaces the dates present, computes their bitcoin, applies the invalidation rules."),
@@ -18,6 +19,11 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
     c:argument("file", "CSV file."):args("?")
     c:flag("--template", "Print a sample file of this kind (header and rows) to start from, and exit.")
   end
+  ingest:command("elexon", "Load saved Elexon settlement-stack answers (files or folders of .json; 'bid' or "
+    .. "'offer' in each path), each date stored whole as quarry fetch stores it."):argument("path",
+    "File or folder."):args("+")
+  ingest:command("bmus", "Load a BM unit reference list (the shape of Elexon's /reference/bmunits/all); "
+    .. "keeps the wind units."):argument("file", "JSON file.")
 end
 
 -- What --template prints: the header quarry takes and rows as real data has
@@ -33,7 +39,30 @@ local TEMPLATES = {
   difficulty = "date,difficulty\n2024-03-01,83148355189239\n2024-03-14,83950000000000\n",
 }
 
+local function plural(n, what) return ("%d %s%s"):format(n, what, n == 1 and "" or "s") end
+
 function commands.ingest(args)
+  if args.ingest_command == "elexon" or args.ingest_command == "bmus" then
+    require("quarry.migrate").require_current(quarry.db)
+    local fetch = require "quarry.fetch"
+    if args.ingest_command == "bmus" then
+      local f, err = io.open(args.file, "rb")
+      if not f then cli.usage_error(("cannot open %s: %s"):format(args.file, err)) end
+      local text = f:read("a")
+      f:close()
+      local elexon = require "quarry.elexon"
+      local r = elexon.store_bmus(quarry.db, elexon.parse_bmus(text, args.file))
+      print(("stored %s (%d new, %d with a new lead party)"):format(plural(r.units, "wind BM unit"), r.new,
+        r.changed))
+      return 0
+    end
+    local s = fetch.ingest_files(quarry.db, cli.cache_if_on(), args.path)
+    for _, m in ipairs(s.missing) do
+      cli.note(("%s: no answer for %s (recorded as missing)"):format(m.date, fetch.missing_text(m.periods)))
+    end
+    print(("loaded %s for %s: %s"):format(plural(s.files, "file"), plural(s.dates, "date"), plural(s.rows, "row")))
+    return 0
+  end
   if args.template then
     io.write(TEMPLATES[args.ingest_command])
     return 0

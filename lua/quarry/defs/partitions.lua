@@ -21,7 +21,8 @@ return {
     default = true,
     batch_key = "id",
     primary_key = { "id", "settlement_date" },
-    unique = {},
+    unique = { -- what makes a row unique upstream (Elexon); CSV rows leave it NULL
+      { "settlement_date", "settlement_period", "farm_id", "bid_offer", "acceptance_id", "bid_offer_pair_id" } },
     indexes = {
       { "settlement_date" },
       { "farm_id", "settlement_date" },
