@@ -137,6 +137,7 @@ local BOUNDS = {
   VMIN = sql_number(bounds.volume_mwh.min), PRICEMAX = sql_number(bounds.price_gbp_per_mwh.max_abs),
   PAYMAX = sql_number(bounds.payment_gbp.max_abs), PARTYMAX = sql_number(bounds.lead_party_chars.max),
   DIFFMIN = sql_number(bounds.difficulty.min), DIFFMAX = sql_number(bounds.difficulty.max),
+  PERIODH = sql_number(require("quarry.defs.elexon").period_hours),
   RANGE = ("'is outside the dates quarry takes (%s..%s)'"):format(bounds.dates.from, bounds.dates.to),
 }
 local function with_bounds(sql)
@@ -161,14 +162,17 @@ checked AS (
                            THEN btrim(settlement_period)::int BETWEEN 1 AND days.periods END, false)
       THEN ARRAY['settlement_period', coalesce(settlement_period, ''),
                  'is not a settlement period of ' || days.d || ' (1..' || days.periods || ' in Europe/London)']
-    WHEN farm_id IS NULL OR farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
-      THEN ARRAY['farm_id', coalesce(farm_id, ''), 'is not a BMU id']
-    WHEN length(lead_party_name) > PARTYMAX
-      THEN ARRAY['lead_party_name', lead_party_name, 'is longer than PARTYMAX characters']
+    WHEN s.farm_id IS NULL OR s.farm_id !~ '^[A-Za-z0-9_.-]{1,40}$'
+      THEN ARRAY['farm_id', coalesce(s.farm_id, ''), 'is not a BMU id']
+    WHEN length(s.lead_party_name) > PARTYMAX
+      THEN ARRAY['lead_party_name', s.lead_party_name, 'is longer than PARTYMAX characters']
     WHEN volume IS NULL OR volume !~ NUM THEN ARRAY['volume', coalesce(volume, ''), 'is not a number']
     WHEN volume::numeric >= 0 THEN ARRAY['volume', volume, 'must be negative (the MWh given up)']
     WHEN volume::numeric < VMIN
       THEN ARRAY['volume', volume, 'is implausible: below VMIN MWh for one unit in one half hour']
+    WHEN -volume::numeric > b.capacity_mw * PERIODH
+      THEN ARRAY['volume', volume, 'is more than ' || s.farm_id || ' can give up in one period (' || b.capacity_mw
+                 || ' MW x PERIODH h, the BM unit reference)']
     WHEN payment IS NULL OR payment !~ NUM THEN ARRAY['payment', coalesce(payment, ''), 'is not a number']
     WHEN abs(payment::numeric) > PAYMAX
       THEN ARRAY['payment', payment, 'is implausible: beyond PAYMAX GBP for one row']
@@ -186,6 +190,7 @@ checked AS (
       THEN ARRAY['cadl_flag', cadl_flag, 'is not a boolean (true/false, or empty)']
   END AS problem
   FROM quarry_stage s LEFT JOIN days ON days.d = s.settlement_date
+  LEFT JOIN bmus b ON b.farm_id = s.farm_id
 )
 SELECT line + 1 AS line, problem[1] AS field,
        CASE WHEN length(problem[2]) > 60 THEN left(problem[2], 57) || '...' ELSE problem[2] END AS value,
@@ -245,11 +250,13 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   tx:exec([[
     INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
       payment, original_price, final_price, so_flag, cadl_flag, acceptance_id, bid_offer, bid_offer_pair_id)
-    SELECT settlement_date::date, btrim(settlement_period)::int, farm_id, nullif(btrim(lead_party_name), ''),
+    SELECT settlement_date::date, btrim(settlement_period)::int, farm_id,
+           coalesce(nullif(btrim(lead_party_name), ''),  -- else the unit's in the BM unit reference
+                    (SELECT b.lead_party_name FROM bmus b WHERE b.farm_id = s.farm_id)),
            volume::numeric, payment::numeric, original_price::numeric, final_price::numeric,
            quarry_try_bool(so_flag), quarry_try_bool(nullif(btrim(cadl_flag), '')),
            nullif(acceptance_id, '')::bigint, nullif(bid_offer, ''), nullif(bid_offer_pair_id, '')::int
-    FROM quarry_stage ORDER BY line]])
+    FROM quarry_stage s ORDER BY line]])
   return rows, dates
 end
 

@@ -73,13 +73,17 @@ M.types = {
   },
   farm = {
     help = "A farm (BMU id, e.g. T_SGRWO-1).",
-    check = function(v)
-      return tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40 and v or nil, "is not a BMU id"
+    check = function(v, _, db)
+      if not (tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40) then return nil, "is not a BMU id" end
+      return M.known(db, "farm_id", v, "farm")
     end,
   },
   lead_party = {
     help = "A lead party (e.g. 'SSE Generation Ltd').",
-    check = function(v) return #tostring(v) <= 200 and v or nil, "is too long" end,
+    check = function(v, _, db)
+      if #tostring(v) > 200 then return nil, "is too long" end
+      return M.known(db, "lead_party_name", v, "lead party")
+    end,
   },
   integer = {
     help = function(spec)
@@ -102,6 +106,45 @@ M.types = {
     end,
   },
 }
+
+-- Edit distance (Levenshtein), for "did you mean".
+local function distance(a, b)
+  a, b = a:lower(), b:lower()
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- v if it is a farm (column farm_id) or lead party (lead_party_name) quarry
+-- knows -- in the BM unit reference or in the data -- else nil and the
+-- nearest names. Without a database (a plugin's own checks) v passes.
+function M.known(db, column, v, what)
+  if not db then return v end
+  assert(column == "farm_id" or column == "lead_party_name")
+  local sql = ([[SELECT name FROM (SELECT %s AS name FROM bmus UNION SELECT DISTINCT %s FROM rollup_farm_day) x
+    WHERE name IS NOT NULL]]):format(column, column)
+  local names = {}
+  for _, r in ipairs(db:query(sql)) do
+    if r.name == v then return v end
+    names[#names + 1] = r.name
+  end
+  if #names == 0 then return nil, (": unknown %s (quarry knows none yet: load data, or the BM unit reference "
+    .. "with quarry fetch bmus)"):format(what) end
+  table.sort(names, function(x, y)
+    local dx, dy = distance(v, x), distance(v, y)
+    if dx ~= dy then return dx < dy end
+    return x < y
+  end)
+  return nil, (": unknown %s (nearest: %s)"):format(what, table.concat(names, ", ", 1, math.min(3, #names)))
+end
 
 local function type_names()
   local names = {}

@@ -56,6 +56,24 @@ describe("ingest curtailment", function()
       WHERE settlement_date = '2031-01-02']]))
   end)
 
+  it("takes lead party and capacity from the BM unit reference: fills an empty party, refuses the impossible", function()
+    db:exec([[INSERT INTO bmus (farm_id, name, capacity_mw, lead_party_name, fuel_type)
+      VALUES ('T_INGSPEC-1', 'Ingest spec', 20, 'Spec Wind Ltd', 'WIND')]])
+    finally(function() db:exec("DELETE FROM bmus WHERE farm_id = 'T_INGSPEC-1'") end)
+    local path = csv({ "2031-01-04,7,T_INGSPEC-1,,-10,-800,-80,-80,true,false" })
+    local _, err, code = ingest("curtailment", path)
+    assert.are.equal(0, code, err)
+    assert.are.equal("Spec Wind Ltd", db:query_one([[SELECT lead_party_name FROM curtailment_records
+      WHERE settlement_date = '2031-01-04' AND farm_id = 'T_INGSPEC-1']]).lead_party_name)
+    path = csv({ "2031-01-05,7,T_INGSPEC-1,,-10,-800,-80,-80,true,false",
+                 "2031-01-05,8,T_INGSPEC-1,,-10.5,-840,-80,-80,true,false" }) -- 20 MW x 0.5 h = 10 MWh
+    local out
+    out, err, code = ingest("curtailment", path)
+    assert.are.equal(2, code, out)
+    assert.matches(":3: volume '%-10%.5' is more than T_INGSPEC%-1 can give up in one period %(20 MW x 0%.5 h", err)
+    assert.are.equal(0, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-05'"))
+  end)
+
   it("computes the domain check: 99,864.95 MWh on 2025-03-28", function()
     clear("2025-03-28", "2025-03-28")
     db:exec("INSERT INTO bitcoin_difficulty VALUES ('2025-03-28', 113757508810853) ON CONFLICT DO NOTHING")

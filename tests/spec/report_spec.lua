@@ -44,11 +44,20 @@ describe("report parameters", function()
     end)
   end
 
-  it("treats a SQL-looking lead party as a plain value", function()
-    local r = json_report("monthly --month 2031-05 --lead-party \"'; DROP TABLE curtailment_records; --\"")
-    for _, row in ipairs(r.rows) do assert.are.equal(0, row.curtailed_mwh) end -- no such party: nothing
+  it("treats a SQL-looking lead party as a plain value: an unknown one, refused, nothing changed", function()
+    local _, err, code = report("monthly --month 2031-05 --lead-party \"'; DROP TABLE curtailment_records; --\"")
+    assert.are.equal(2, code, err)
+    assert.matches("unknown lead party %(nearest: ", err)
     assert.are.equal(4, db:query_one([[SELECT count(*) AS n FROM curtailment_records
       WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31']]).n)
+  end)
+
+  it("refuses an unknown farm, suggesting the nearest known ones", function()
+    local _, err, code = report("monthly --month 2031-05 --farm T_SGRWO-9")
+    assert.are.equal(2, code, err)
+    assert.matches("%-%-farm 'T_SGRWO%-9'[^\n]*: unknown farm %(nearest: T_SGRWO%-", err)
+    local r = json_report("monthly --month 2031-05 --farm T_SGRWO-1") -- a known one still answers
+    assert.is_table(r.rows)
   end)
 end)
 
