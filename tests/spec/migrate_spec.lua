@@ -41,7 +41,8 @@ describe("migrations", function()
       cols[#cols + 1] = r.column_name
     end
     assert.are.same({ "id", "settlement_date", "settlement_period", "farm_id", "lead_party_name", "volume",
-      "payment", "original_price", "final_price", "so_flag", "cadl_flag", "created_at" }, cols)
+      "payment", "original_price", "final_price", "so_flag", "cadl_flag", "created_at",
+      "acceptance_id", "bid_offer", "bid_offer_pair_id" }, cols) -- the last three: what Elexon keys a row by
     -- two acceptances of one farm in one period are both kept
     local ins = [[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
       original_price, final_price, so_flag) VALUES ('2024-03-01', 40, 'T_SGRWO-1', $1, $2, -5, -5, true)]]
