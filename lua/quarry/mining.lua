@@ -88,23 +88,24 @@ function M.recalculate(tx, dates)
     INSERT INTO historical_bitcoin_calculations
       (settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined,
        difficulty, block_reward)
+    WITH f AS MATERIALIZED (  -- once per date and miner, not per row
+      SELECT p.settlement_date, m.name AS miner_model, p.difficulty, p.reward,
+             (3600000000 * m.hashrate_th * 1000000000000 * p.reward)::numeric(90, 40)
+               / (m.power_watts * p.difficulty * 4294967296) AS factor
+      FROM (  -- the difficulty in force and the reward
+        SELECT d AS settlement_date, %s AS reward,
+               (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
+                ORDER BY effective_date DESC LIMIT 1) AS difficulty
+        FROM unnest($1::date[]) AS d) p
+      CROSS JOIN miner_models m)
     SELECT e.settlement_date, e.settlement_period, e.farm_id, f.miner_model, e.energy,
            round(e.energy * f.factor, %d), f.difficulty, f.reward
     FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy
           FROM curtailment_records
           WHERE settlement_date = ANY($1::date[])
           GROUP BY settlement_date, settlement_period, farm_id) e
-    JOIN (
-      SELECT p.settlement_date, m.name AS miner_model, p.difficulty, p.reward,
-             (3600000000 * m.hashrate_th * 1000000000000 * p.reward)::numeric(90, 40)
-               / (m.power_watts * p.difficulty * 4294967296) AS factor
-      FROM (  -- the difficulty in force and the reward, once per date
-        SELECT d AS settlement_date, %s AS reward,
-               (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
-                ORDER BY effective_date DESC LIMIT 1) AS difficulty
-        FROM unnest($1::date[]) AS d) p
-      CROSS JOIN miner_models m) f USING (settlement_date)]])
-    :format(M.defs.bitcoin_scale, M.reward_sql("d")) }, arr)
+    JOIN f USING (settlement_date)]])
+    :format(M.reward_sql("d"), M.defs.bitcoin_scale) }, arr)
 end
 
 -- ---- miner models ----

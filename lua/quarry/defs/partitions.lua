@@ -23,8 +23,7 @@ return {
     primary_key = { "id", "settlement_date" },
     unique = { -- what makes a row unique upstream (Elexon); CSV rows leave it NULL
       { "settlement_date", "settlement_period", "farm_id", "bid_offer", "acceptance_id", "bid_offer_pair_id" } },
-    indexes = {
-      { "settlement_date" },
+    indexes = { -- by date alone: the unique key, which starts with settlement_date
       { "farm_id", "settlement_date" },
       { "lead_party_name", "settlement_date" },
     },
@@ -37,8 +36,7 @@ return {
     batch_key = "id",
     primary_key = { "id", "settlement_date" },
     unique = { { "settlement_date", "settlement_period", "farm_id", "miner_model" } },
-    indexes = {
-      { "settlement_date", "miner_model" },
+    indexes = { -- by date (and miner): the unique key, which starts with settlement_date
       { "farm_id", "settlement_date" },
     },
   },
