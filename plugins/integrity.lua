@@ -96,6 +96,32 @@ return {
       rows[#rows + 1] = { problem = "settlement periods Elexon had no data for (quarry fetch curtailment fills them)",
                           date = d.date, detail = table.concat(runs, ","), count = #list }
     end
+    -- Market data: curtailment with no price (value reports refuse those
+    -- days), a difficulty in force older than mining allows (writes refuse
+    -- those dates), and prices that move implausibly from one day to the next.
+    for _, r in ipairs(ctx.query([[
+        SELECT 'dates with curtailment and no price (value reports refuse them)' AS problem,
+               d.settlement_date::text AS date, 'quarry fetch price --from ' || d.settlement_date AS detail,
+               1::bigint AS count
+        FROM rollup_day d WHERE d.settlement_date BETWEEN $1::date AND $2::date
+          AND NOT EXISTS (SELECT 1 FROM bitcoin_prices p WHERE p.price_date = d.settlement_date)
+        UNION ALL
+        SELECT 'dates whose difficulty point is older than ' || $3::int || ' days', d.settlement_date::text,
+               'latest point ' || coalesce(pt.effective_date::text, 'none'), 1
+        FROM rollup_day d
+        LEFT JOIN LATERAL (SELECT effective_date FROM bitcoin_difficulty WHERE effective_date <= d.settlement_date
+                           ORDER BY effective_date DESC LIMIT 1) pt ON true
+        WHERE d.settlement_date BETWEEN $1::date AND $2::date
+          AND (pt.effective_date IS NULL OR d.settlement_date - pt.effective_date > $3::int)
+        UNION ALL
+        SELECT 'prices that move more than ' || round($4::numeric * 100) || '% in a day', p.price_date::text,
+               prev.gbp_per_btc::text || ' -> ' || p.gbp_per_btc::text || ' GBP', 1
+        FROM bitcoin_prices p JOIN bitcoin_prices prev ON prev.price_date = p.price_date - 1
+        WHERE p.price_date BETWEEN $1::date AND $2::date
+          AND abs(p.gbp_per_btc - prev.gbp_per_btc) > $4::numeric * prev.gbp_per_btc
+        ORDER BY 1, 2]], from, to, ctx.market.difficulty_max_age_days, ctx.market.max_daily_move)) do
+      rows[#rows + 1] = r
+    end
     return { rows = rows, fields = rows.fields,
              title = ("Integrity of %s..%s: %d problem row(s)"):format(from, to, #rows) }
   end,

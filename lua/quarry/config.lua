@@ -2,6 +2,7 @@
 -- The names and defaults are the seed platform's (DATABASE_URL, DB_POOL_MAX,
 -- DB_IDLE_TIMEOUT, DB_CONNECTION_TIMEOUT); everything else is quarry's.
 local elexon = require "quarry.defs.elexon"
+local market = require "quarry.defs.market"
 
 local M = {}
 
@@ -48,6 +49,10 @@ M.settings = {
     min = 0, doc = "wait after an HTTP 429 that names no Retry-After (s)" },
   { key = "fetch_backoff_ms", env = "QUARRY_FETCH_BACKOFF", default = elexon.backoff_ms, int = true, min = 1,
     doc = "first wait before quarry fetch retries a request, doubling each time (ms)" },
+  { key = "difficulty_api_url", env = "QUARRY_DIFFICULTY_URL", default = market.difficulty_url,
+    doc = "base URL of the difficulty source (quarry fetch difficulty)" },
+  { key = "price_api_url", env = "QUARRY_PRICE_URL", default = market.price_url,
+    doc = "base URL of the bitcoin price source (quarry fetch price)" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
 }

@@ -33,7 +33,9 @@ local function days_between(from, to)
 end
 M.days_between = days_between
 
-local function settings()
+--- The settings and the HTTP options (src/fetch.c) every public source is
+-- fetched with.
+function M.settings()
   local cfg = require("quarry").settings()
   return cfg, { per_minute = cfg.fetch_rate, max_in_flight = cfg.fetch_in_flight,
                 timeout_ms = cfg.fetch_timeout_s * 1000, retries = elexon.defs.retries,
@@ -108,7 +110,7 @@ end
 --- Fetch curtailment for from..to. opts: refresh, dry_run, verify, repair,
 -- say(line) for what is printed. Returns a summary table.
 function M.curtailment(db, cache, opts)
-  local cfg, http = settings()
+  local cfg, http = M.settings()
   local base = base_url(cfg)
   local say = opts.say or print
   local units = elexon.units(db)
@@ -168,7 +170,7 @@ end
 
 --- The wind units of Elexon's reference list into bmus.
 function M.bmus(db)
-  local cfg, http = settings()
+  local cfg, http = M.settings()
   local url = base_url(cfg) .. elexon.defs.bmunits_path
   local g = core.http_get_all({ url }, http)[1]
   if g.error then error(core.error({ code = "connection", message = g.error }), 0) end

@@ -154,11 +154,29 @@ end
 
 --- Recompute the bitcoin of the stored dates in from..to (all by default),
 -- as a dated write. Returns {dates=, bitcoin_rows=}.
-function M.recalculate_range(db, cache, from, to)
+-- Dates (in $1..$2) whose stored bitcoin rows carry another block reward,
+-- or another difficulty, than is in force for them now.
+local STALE_DATES = [[
+  SELECT h.settlement_date::text AS d FROM (
+    SELECT settlement_date, min(block_reward) AS lo, max(block_reward) AS hi, min(difficulty) AS dlo,
+           max(difficulty) AS dhi
+    FROM historical_bitcoin_calculations WHERE settlement_date BETWEEN $1::date AND $2::date
+    GROUP BY settlement_date) h
+  LEFT JOIN LATERAL (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= h.settlement_date
+                     ORDER BY effective_date DESC LIMIT 1) f ON true
+  WHERE h.lo <> %s OR h.hi <> h.lo OR h.dlo IS DISTINCT FROM f.difficulty OR h.dhi <> h.dlo
+  ORDER BY 1]]
+
+--- Recompute the bitcoin of the stored dates in from..to (all when nil) --
+-- or, with stale, only of those whose stored reward or difficulty is no
+-- longer what lua/quarry/defs/mining.lua and bitcoin_difficulty give: after
+-- a halving is added to the definitions, exactly the dates from it onward.
+function M.recalculate_range(db, cache, from, to, stale)
   local _, info = require("quarry.write").dated(db, cache,
     { tables = { "historical_bitcoin_calculations" }, bitcoin = true, long = true }, function(tx, wr)
       local dates = {}
-      for _, r in ipairs(tx:query(DATES, from or "0001-01-01", to or "9999-12-31")) do dates[#dates + 1] = r.d end
+      local sql = stale and STALE_DATES:format(M.reward_sql("h.settlement_date")) or DATES
+      for _, r in ipairs(tx:query(sql, from or "0001-01-01", to or "9999-12-31")) do dates[#dates + 1] = r.d end
       wr:dates(dates)
     end)
   return info

@@ -465,6 +465,11 @@ function M.run(db, cache, plugin, p, opts)
           breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params) end,
           parallel = parallel,
           direct = opts.direct == true,
+          -- limits of the market data (defs/mining.lua, defs/market.lua), for integrity checks
+          market = { difficulty_max_age_days = require("quarry.defs.mining").difficulty_max_age_days,
+                     max_daily_move = require("quarry.defs.market").max_daily_move },
+          -- refuse the params with a one-line message: exit 2, HTTP 400
+          refuse = function(msg) usage(tostring(msg)) end,
         }
       end
       local ctx = make_ctx(tx)

@@ -265,4 +265,21 @@ BEGIN
 END $$;
 ]],
   },
+  {
+    version = 9,
+    name = "bitcoin prices by day",
+    sql = [[
+-- The price of one bitcoin in GBP on a (UTC) day. From USD: the inputs are
+-- kept beside it. Value reports refuse a day with no price.
+CREATE TABLE bitcoin_prices (
+  price_date  date PRIMARY KEY,
+  gbp_per_btc numeric NOT NULL CHECK (gbp_per_btc > 0),
+  usd_per_btc numeric CHECK (usd_per_btc > 0),
+  gbp_per_usd numeric CHECK (gbp_per_usd > 0),
+  source      text NOT NULL,
+  loaded_at   timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON bitcoin_prices TO quarry_reader;
+]],
+  },
 }

@@ -1,5 +1,5 @@
 -- lua/quarry/fetch.lua, elexon.lua and src/fetch.c: `quarry fetch` against
--- a local HTTP server (tests/tools/elexon_server.py) serving settlement
+-- a local HTTP server (tests/tools/api_server.py) serving settlement
 -- stacks in Elexon's shape, with faults injected; the database is checked
 -- row by row against what was served.
 local h = require "spec.helper"
@@ -105,25 +105,7 @@ local function publish(root, date, opts)
   return expected
 end
 
-local function start_server(root, faults)
-  local dir = h.tmpname(".elexon")
-  os.execute("mkdir -p " .. dir)
-  h.write(dir .. "/faults.json", cjson.encode(faults or {}))
-  os.execute(("python3 %s/tests/tools/elexon_server.py %s %s/faults.json %s/log %s/port >%s/out 2>&1 & echo $! >%s/pid")
-    :format(h.shell_quote(h.root), h.shell_quote(root), dir, dir, dir, dir, dir))
-  for _ = 1, 100 do
-    if h.read(dir .. "/port") then break end
-    core.sleep(0.05)
-  end
-  local port = assert(h.read(dir .. "/port"), "the fixture server did not start: " .. (h.read(dir .. "/out") or ""))
-  return { dir = dir, url = "http://127.0.0.1:" .. port .. BASE,
-    stop = function() os.execute("kill " .. h.read(dir .. "/pid") .. " 2>/dev/null; rm -rf " .. dir) end,
-    log = function()
-      local out = {}
-      for line in (h.read(dir .. "/log") or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line) end
-      return out
-    end }
-end
+local function start_server(root, faults) return h.api_server(root, faults, BASE) end
 
 local function env_for(server, extra)
   local e = { ELEXON_API_URL = server.url }

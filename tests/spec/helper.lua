@@ -172,4 +172,28 @@ function M.eventually(fn, want, within)
   return v
 end
 
+--- A local stand-in for a public API (tests/tools/api_server.py) serving
+-- root's files, with faults injected per path; base: the URL path its
+-- files sit under. Returns {url=, stop(), log()}.
+function M.api_server(root, faults, base)
+  local cjson = require "cjson"
+  local dir = M.tmpname(".api")
+  os.execute("mkdir -p " .. dir)
+  M.write(dir .. "/faults.json", cjson.encode(faults or {}))
+  os.execute(("python3 %s/tests/tools/api_server.py %s %s/faults.json %s/log %s/port >%s/out 2>&1 & echo $! >%s/pid")
+    :format(M.shell_quote(M.root), M.shell_quote(root), dir, dir, dir, dir, dir))
+  for _ = 1, 100 do
+    if M.read(dir .. "/port") then break end
+    core.sleep(0.05)
+  end
+  local port = assert(M.read(dir .. "/port"), "the fixture server did not start: " .. (M.read(dir .. "/out") or ""))
+  return { dir = dir, url = "http://127.0.0.1:" .. port .. (base or ""),
+    stop = function() os.execute("kill " .. M.read(dir .. "/pid") .. " 2>/dev/null; rm -rf " .. dir) end,
+    log = function()
+      local out = {}
+      for line in (M.read(dir .. "/log") or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line) end
+      return out
+    end }
+end
+
 return M

@@ -22,6 +22,7 @@ local CASES = {
   { "periods", "--date 2031-06-10" },
   { "miners", "--month 2031-06" },
   { "integrity", "--month 2031-06" },         -- no chart: the page still lays out
+  { "value", "--month 2031-06" },             -- bars above and below zero
 }
 
 local FARMS = { { "T_SGRWO-1", "Seagreen Wind Energy Limited" }, { "T_MOWEO-1", "Moray Offshore Wind East Ltd" },
@@ -130,6 +131,9 @@ describe("html report in headless Chromium", function()
     local _, err, code = h.quarry("ingest curtailment " .. csv)
     os.remove(csv)
     assert(code == 0, err)
+    db:exec([[INSERT INTO bitcoin_prices (price_date, gbp_per_btc, source)
+      SELECT d, 50000 + extract(day FROM d) * 1000, 'spec' FROM generate_series('2031-06-01'::date, '2031-06-30', '1 day') d
+      ON CONFLICT (price_date) DO UPDATE SET gbp_per_btc = EXCLUDED.gbp_per_btc]])
   end)
 
   for _, case in ipairs(CASES) do

@@ -17,11 +17,20 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   c:flag("--verify", "Fetch again and compare every period's stored MWh and GBP with Elexon's; exit 1 if any differ.")
   c:flag("--repair", "With --verify: store again the days that differ.")
   fetch:command("bmus", "The wind units of Elexon's BM unit reference (/reference/bmunits/all) into the bmus table.")
+  for _, m in ipairs({
+    fetch:command("difficulty", "Difficulty adjustments (QUARRY_DIFFICULTY_URL), each in force from its date; "
+      .. "recalculates the bitcoin of the dates whose difficulty changes."),
+    fetch:command("price", "Bitcoin's price in GBP for every day of the range (QUARRY_PRICE_URL); a day with "
+      .. "no price is refused, naming it."),
+  }) do
+    m:option("--from", "First date (YYYY-MM-DD).")
+    m:option("--to", "Last date (YYYY-MM-DD); default --from.")
+  end
 end
 
 local function check_range(args)
   local rules = require "quarry.rules"
-  if not args.from then cli.usage_error("fetch curtailment needs --from D (and --to D)") end
+  if not args.from then cli.usage_error(("fetch %s needs --from D (and --to D)"):format(args.fetch_command)) end
   for _, k in ipairs({ "from", "to" }) do
     if args[k] and not rules.check_date(args[k]) then
       cli.usage_error(("--%s '%s' %s"):format(k, args[k], rules.DATE_HELP))
@@ -48,6 +57,16 @@ function M.commands.fetch(args)
   end
   local from, to = check_range(args)
   migrate.require_current(db)
+  if args.fetch_command == "price" then
+    local r = require("quarry.market").fetch_price(db, cli.cache_if_on(), from, to)
+    print(("stored %s"):format(plural(r.points, "daily price")))
+    return 0
+  elseif args.fetch_command == "difficulty" then
+    local r = require("quarry.market").fetch_difficulty(db, cli.cache_if_on(), from, to)
+    print(("stored %s; bitcoin recalculated for %s"):format(plural(r.points, "difficulty point"),
+      plural(#r.dates, "date")))
+    return 0
+  end
   local s = fetch.curtailment(db, cli.cache_if_on(), { from = from, to = to, refresh = args.refresh,
     dry_run = args.dry_run, verify = args.verify, repair = args.repair })
   for _, m in ipairs(s.missing) do

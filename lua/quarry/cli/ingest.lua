@@ -22,6 +22,10 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   ingest:command("elexon", "Load saved Elexon settlement-stack answers (files or folders of .json; 'bid' or "
     .. "'offer' in each path), each date stored whole as quarry fetch stores it."):argument("path",
     "File or folder."):args("+")
+  local price = ingest:command("price", "Load bitcoin prices by day: date,gbp_per_btc, or date,usd_per_btc with "
+    .. "--usd-gbp; replaces those days' prices and invalidates their cached figures.")
+  price:argument("file", "CSV file.")
+  price:option("--usd-gbp", "For a file in USD: a CSV of date,gbp_per_usd with a rate for every date.")
   ingest:command("bmus", "Load a BM unit reference list (the shape of Elexon's /reference/bmunits/all); "
     .. "keeps the wind units."):argument("file", "JSON file.")
 end
@@ -42,6 +46,12 @@ local TEMPLATES = {
 local function plural(n, what) return ("%d %s%s"):format(n, what, n == 1 and "" or "s") end
 
 function commands.ingest(args)
+  if args.ingest_command == "price" then
+    require("quarry.migrate").require_current(quarry.db)
+    local r = require("quarry.market").ingest_price(quarry.db, cli.cache_if_on(), args.file, args.usd_gbp)
+    print(("loaded %s"):format(plural(r.points, "daily price")))
+    return 0
+  end
   if args.ingest_command == "elexon" or args.ingest_command == "bmus" then
     require("quarry.migrate").require_current(quarry.db)
     local fetch = require "quarry.fetch"

@@ -19,6 +19,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   local mrec = miners:command("recalculate", "Recompute the bitcoin of the stored dates (all, or a range).")
   mrec:option("--from", "First settlement date (YYYY-MM-DD).")
   mrec:option("--to", "Last settlement date (YYYY-MM-DD).")
+  mrec:flag("--stale", "Only the dates whose stored block reward or difficulty is not the one in force now "
+    .. "(after a halving is added to lua/quarry/defs/mining.lua: the dates from it on).")
 end
 
 function commands.miners(args)
@@ -37,7 +39,7 @@ function commands.miners(args)
     local r = mining.add(db, cli.cache_if_on(), args.name, args.hashrate_th, args.watts, args.description)
     print(("added %s: %d bitcoin row(s) on %d date(s)"):format(args.name, r.bitcoin_rows, #r.dates))
   elseif sub == "recalculate" then
-    local r = mining.recalculate_range(db, cli.cache_if_on(), args.from, args.to)
+    local r = mining.recalculate_range(db, cli.cache_if_on(), args.from, args.to, args.stale)
     print(("recalculated %d bitcoin row(s) on %d date(s)"):format(r.bitcoin_rows, #r.dates))
   else
     print(("%-12s %12s %10s %8s  %s"):format("model", "TH/s", "watts", "J/TH", "description"))

@@ -21,4 +21,6 @@ local mining = {
 return {
   { table = "curtailment_records", stale = mining },
   { table = "historical_bitcoin_calculations", stale = mining },
+  -- a day's price changes the value figures of that day, its month and year
+  { table = "bitcoin_prices", stale = mining },
 }

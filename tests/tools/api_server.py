@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A local stand-in for Elexon's API, for the fetch specs: serves ROOT/PATH.json
+"""A local stand-in for the public APIs quarry fetches from (Elexon, the
+market sources), for the specs: serves ROOT/PATH.json
 for GET PATH (404 with an Elexon-like error body when there is no file), with
 faults injected per path from FAULTS (a JSON object: path -> list of faults,
 taken one per request in order; a fault ending in "!" stays). Faults:
@@ -16,7 +17,7 @@ taken one per request in order; a fault ending in "!" stays). Faults:
 Every request is logged to LOG as a JSON line {t, path, answer}. The port
 chosen is written to PORTFILE once listening.
 
-    elexon_server.py ROOT FAULTS LOG PORTFILE
+    api_server.py ROOT FAULTS LOG PORTFILE
 """
 import json
 import os
