@@ -4,6 +4,7 @@
 -- never priced at another day's), beside what was paid for it.
 local BY = {
   day = { key = "settlement_date", label = "date" },
+  month = { key = "to_char(settlement_date, 'YYYY-MM')", label = "month" },
   farm = { key = "farm_id", label = "farm" },
   lead_party = { key = "lead_party_name", label = "lead party" },
 }
@@ -39,7 +40,7 @@ return {
   params = {
     month = { type = "month" }, year = { type = "year" },
     miner = { type = "miner", default = "S19J_PRO" },
-    by = { type = "choice", choices = { "day", "farm", "lead_party" }, default = "day" },
+    by = { type = "choice", choices = { "day", "month", "farm", "lead_party" }, default = "day" },
   },
   cache = { key = "value:{by}:{miner}", ttl = "LONG" },
   chart = { x = "key", y = "difference_gbp" },
@@ -59,9 +60,10 @@ return {
         or "", missing[1].d, missing[#missing].d))
     end
     local by = BY[p.by]
-    local key = p.by == "day" and "settlement_date" or by.key
-    local rows = ctx.query(SQL:format(key, p.by == "day" and "b.settlement_date" or ("f." .. by.key),
-      p.by == "day" and "min(p.gbp_per_btc)" or "NULL::numeric"), from, to, p.miner)
+    local btc_key = p.by == "day" and "b.settlement_date"
+      or p.by == "month" and "to_char(b.settlement_date, 'YYYY-MM')" or ("f." .. by.key)
+    local rows = ctx.query(SQL:format(by.key, btc_key, p.by == "day" and "min(p.gbp_per_btc)" or "NULL::numeric"),
+      from, to, p.miner)
     local wins = 0
     for _, r in ipairs(rows) do
       r.difference_gbp = ("%.2f"):format(tonumber(r.value_gbp) - tonumber(r.paid_gbp))
@@ -82,7 +84,8 @@ return {
     total.mining_wins = tonumber(t.value_gbp) > tonumber(t.paid_gbp)
     total.key = "total"
     local fields = {
-      { name = "key", type = p.by == "day" and "date" or "text", label = by.label, column = by.label:gsub(" ", "_") },
+      { name = "key", type = p.by == "day" and "date" or "text", label = by.label,
+        column = (by.label:gsub(" ", "_")) },
       { name = "curtailed_mwh", type = "numeric", unit = "MWh" },
       { name = "paid_gbp", type = "numeric", unit = "GBP" },
       { name = "btc", type = "numeric", label = "btc " .. p.miner, unit = "BTC" },
@@ -97,7 +100,7 @@ return {
       fields = fields, rows = rows, totals = total,
       title = ("Mining vs the payment, %s (%s, each day at its own price)"):format(p.month or p.year, p.miner),
       footer = ("mining %s would have beaten the payment for %d of %d %s"):format(p.miner, wins, #rows,
-        p.by == "day" and "days" or (p.by == "farm" and "farms" or "lead parties")),
+        ({ day = "days", month = "months", farm = "farms", lead_party = "lead parties" })[p.by]),
     }
   end,
 }
