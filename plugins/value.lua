@@ -2,11 +2,13 @@
 -- payment? The bitcoin each day's energy could have mined, at that day's
 -- price (bitcoin_prices; a day with curtailment and no price is refused,
 -- never priced at another day's), beside what was paid for it.
+-- key: the SQL of the grouping; column: its name in csv and json, as the
+-- other reports name it (docs/OUTPUT.md)
 local BY = {
-  day = { key = "settlement_date", label = "date" },
-  month = { key = "to_char(settlement_date, 'YYYY-MM')", label = "month" },
-  farm = { key = "farm_id", label = "farm" },
-  lead_party = { key = "lead_party_name", label = "lead party" },
+  day = { key = "settlement_date", label = "date", column = "settlement_date" },
+  month = { key = "to_char(settlement_date, 'YYYY-MM')", label = "month", column = "month" },
+  farm = { key = "farm_id", label = "farm", column = "farm_id" },
+  lead_party = { key = "lead_party_name", label = "lead party", column = "lead_party" },
 }
 
 -- One row per key: energy, payment, bitcoin and its value at each day's price.
@@ -84,8 +86,7 @@ return {
     total.mining_wins = tonumber(t.value_gbp) > tonumber(t.paid_gbp)
     total.key = "total"
     local fields = {
-      { name = "key", type = p.by == "day" and "date" or "text", label = by.label,
-        column = (by.label:gsub(" ", "_")) },
+      { name = "key", type = p.by == "day" and "date" or "text", label = by.label, column = by.column },
       { name = "curtailed_mwh", type = "numeric", unit = "MWh" },
       { name = "paid_gbp", type = "numeric", unit = "GBP" },
       { name = "btc", type = "numeric", label = "btc " .. p.miner, unit = "BTC" },

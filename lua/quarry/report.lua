@@ -325,9 +325,18 @@ local function breakdown(tx, by, p, miner, direct, specs)
   end
   local by_key = {}
   for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
+  -- Value columns only where every bitcoin row of the period has its day's
+  -- price: a value missing some days would read as a smaller one.
+  local valued = #b > 0
+  for _, r in ipairs(b) do
+    if r.unpriced ~= 0 then valued = false end
+  end
   for _, r in ipairs(b) do
     local row = by_key[tostring(r.key)]
-    if row then row["btc_" .. r.miner_model] = r.bitcoin end
+    if row then
+      row["btc_" .. r.miner_model] = r.bitcoin
+      if valued then row["value_gbp_" .. r.miner_model] = r.value_gbp end
+    end
   end
   local key_type = c.fields[1].type
   -- `column` is the name csv and json give a field (the key is named after
@@ -340,9 +349,15 @@ local function breakdown(tx, by, p, miner, direct, specs)
   for _, m in ipairs(models) do
     fields[#fields + 1] = { name = "btc_" .. m, type = "numeric", label = "btc " .. m, unit = "BTC" }
   end
+  if valued then -- at each day's price (bitcoin_prices); the value report sets it against the payment
+    for _, m in ipairs(models) do
+      fields[#fields + 1] = { name = "value_gbp_" .. m, type = "numeric", label = "value " .. m, unit = "GBP" }
+    end
+  end
   for _, row in ipairs(c) do
     for _, m in ipairs(models) do
       if row["btc_" .. m] == nil then row["btc_" .. m] = "0" end
+      if valued and row["value_gbp_" .. m] == nil then row["value_gbp_" .. m] = "0" end
     end
   end
   local rows = {}
@@ -353,7 +368,10 @@ local function breakdown(tx, by, p, miner, direct, specs)
       local row = by_key[tostring(k.key)]
       if not row then
         row = { key = k.key, farms = 0, periods = 0, farm_periods = 0, curtailed_mwh = "0", paid_gbp = "0" }
-        for _, m in ipairs(models) do row["btc_" .. m] = "0" end
+        for _, m in ipairs(models) do
+          row["btc_" .. m] = "0"
+          if valued then row["value_gbp_" .. m] = "0" end
+        end
       end
       listed[tostring(k.key)] = true
       rows[#rows + 1] = row

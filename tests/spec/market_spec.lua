@@ -89,6 +89,7 @@ describe("the value report", function()
     local r = cjson.decode(out)
     assert.are.equal(4, #r.rows)
     for _, row in ipairs(r.rows) do
+      row.date = row.settlement_date
       local want = db:query_one([[SELECT sum(h.bitcoin_mined * p.gbp_per_btc) AS value,
           (SELECT sum(abs(payment)) FROM curtailment_records WHERE settlement_date = $1) AS paid
         FROM historical_bitcoin_calculations h JOIN bitcoin_prices p ON p.price_date = h.settlement_date
@@ -110,8 +111,8 @@ describe("the value report", function()
       local want = db:query_one([[SELECT round(sum(h.bitcoin_mined * p.gbp_per_btc), 2)::text AS v
         FROM historical_bitcoin_calculations h JOIN bitcoin_prices p ON p.price_date = h.settlement_date
         WHERE h.farm_id = $1 AND h.miner_model = 'S19J_PRO'
-          AND h.settlement_date BETWEEN '2036-05-01' AND '2036-05-31']], row.farm).v
-      assert.is_true(db:query_one("SELECT $1::numeric = $2::numeric AS s", want, row.value_gbp).s, row.farm)
+          AND h.settlement_date BETWEEN '2036-05-01' AND '2036-05-31']], row.farm_id).v
+      assert.is_true(db:query_one("SELECT $1::numeric = $2::numeric AS s", want, row.value_gbp).s, row.farm_id)
     end
   end)
 
@@ -124,6 +125,24 @@ describe("the value report", function()
       FROM historical_bitcoin_calculations h JOIN bitcoin_prices p ON p.price_date = h.settlement_date
       WHERE h.settlement_date BETWEEN '2036-05-01' AND '2036-05-31' AND h.miner_model = 'S9']]).v
     assert.is_true(db:query_one("SELECT $1::numeric = $2::numeric AS s", want, may.value_gbp).s)
+  end)
+
+  it("gives the other reports value columns once every day has its price, and none before", function()
+    local out, err, code = quarry("report monthly --month 2036-05 --format json --no-cache")
+    assert.are.equal(0, code, err)
+    local r = cjson.decode(out)
+    local want = db:query_one([[SELECT round(sum(h.bitcoin_mined * p.gbp_per_btc), 2)::text AS v
+      FROM historical_bitcoin_calculations h JOIN bitcoin_prices p ON p.price_date = h.settlement_date
+      WHERE h.settlement_date = '2036-05-03' AND h.miner_model = 'S19J_PRO']]).v
+    local day
+    for _, row in ipairs(r.rows) do if row.settlement_date == "2036-05-03" then day = row end end
+    assert.is_true(db:query_one("SELECT $1::numeric = $2::numeric AS s", want, day.value_gbp_S19J_PRO).s)
+    out = quarry("report farms --month 2036-05 --format json --no-cache")
+    assert.is_not_nil(cjson.decode(out).rows[1].value_gbp_S19J_PRO)
+    db:exec("DELETE FROM bitcoin_prices WHERE price_date = '2036-05-21'")
+    out = quarry("report monthly --month 2036-05 --format json --no-cache")
+    quarry("ingest price " .. csv({ "date,gbp_per_btc", "2036-05-21,47000" }))
+    assert.is_nil(cjson.decode(out).rows[1].value_gbp_S19J_PRO) -- a partial value would read as a smaller one
   end)
 
   it("refuses a period with a curtailed day that has no price, naming it", function()

@@ -337,6 +337,15 @@ local function reads(shape, column)
   return false
 end
 
+-- The bitcoin of a breakdown with its value: each source row's bitcoin at
+-- its day's price (bitcoin_prices), and how many rows had no price (then
+-- report.lua shows no value at all rather than a partial one).
+local function priced(sum_of, date_col)
+  return ("SUM(%s) AS bitcoin, round(SUM(%s * p.gbp_per_btc), 2) AS value_gbp, "
+    .. "COUNT(*) FILTER (WHERE p.gbp_per_btc IS NULL) AS unpriced"):format(sum_of, sum_of),
+    ("LEFT JOIN bitcoin_prices p ON p.price_date = %s"):format(date_col)
+end
+
 function M.breakdown_sql(by, party)
   local shape = assert(M.shapes[by], "unknown breakdown")
   local g = shape.key
@@ -355,20 +364,20 @@ function M.breakdown_sql(by, party)
   local bitcoin
   if party then
     bitcoin = ([[
-      SELECT %s AS key, h.miner_model, SUM(h.bitcoin_mined) AS bitcoin
+      SELECT %s AS key, h.miner_model, %s
       FROM historical_bitcoin_calculations h
       JOIN (SELECT DISTINCT settlement_date, settlement_period, farm_id, lead_party_name FROM curtailment_records
             WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)) c
-        USING (settlement_date, settlement_period, farm_id)
+        USING (settlement_date, settlement_period, farm_id) %s
       WHERE h.settlement_date BETWEEN $1::date AND $2::date
         AND ($3::text IS NULL OR h.farm_id = $3) AND ($4::text IS NULL OR c.lead_party_name = $4)
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("h.bitcoin_mined", "h.settlement_date"))
   else
     bitcoin = ([[
-      SELECT %s AS key, miner_model, SUM(bitcoin_mined) AS bitcoin
-      FROM historical_bitcoin_calculations
+      SELECT %s AS key, miner_model, %s
+      FROM historical_bitcoin_calculations h %s
       WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("bitcoin_mined", "h.settlement_date"))
   end
   return { curtailment = curtailment, bitcoin = bitcoin, party = party }
 end
@@ -392,10 +401,10 @@ local function by_day_sql(g)
              SUM(volume_abs) AS curtailed_mwh, SUM(payment_abs) AS paid_gbp, SUM(acceptances) AS acceptances
       FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]):format(g, periods("period_mask")),
     bitcoin = ([[
-      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
-      FROM rollup_miner_day
+      SELECT %s AS key, miner_model, %s
+      FROM rollup_miner_day r %s
       WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g),
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("bitcoin", "r.settlement_date")),
     party = false,
     rollup = "day",
   }
@@ -418,10 +427,10 @@ local function by_period_sql(g)
              SUM(volume_abs) AS curtailed_mwh, SUM(payment_abs) AS paid_gbp, SUM(acceptances) AS acceptances
       FROM r JOIN fc USING (key) GROUP BY key, fc.farms ORDER BY key]]):format(g),
     bitcoin = ([[
-      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
-      FROM rollup_period_miner_day
+      SELECT %s AS key, miner_model, %s
+      FROM rollup_period_miner_day r %s
       WHERE settlement_date BETWEEN $1::date AND $2::date AND $3::text IS NULL
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g),
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("bitcoin", "r.settlement_date")),
     party = false,
     rollup = "period",
   }
@@ -456,20 +465,20 @@ function M.breakdown_rollup_sql(by, party, farm)
   local bitcoin
   if party then
     bitcoin = ([[
-      SELECT %s AS key, h.miner_model, SUM(h.bitcoin) AS bitcoin
+      SELECT %s AS key, h.miner_model, %s
       FROM rollup_farm_miner_day h
       JOIN (SELECT DISTINCT settlement_date, farm_id, lead_party_name FROM rollup_farm_day
             WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)) c
-        USING (settlement_date, farm_id)
+        USING (settlement_date, farm_id) %s
       WHERE h.settlement_date BETWEEN $1::date AND $2::date
         AND ($3::text IS NULL OR h.farm_id = $3) AND ($4::text IS NULL OR c.lead_party_name = $4)
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("h.bitcoin", "h.settlement_date"))
   else
     bitcoin = ([[
-      SELECT %s AS key, miner_model, SUM(bitcoin) AS bitcoin
-      FROM rollup_farm_miner_day
+      SELECT %s AS key, miner_model, %s
+      FROM rollup_farm_miner_day r %s
       WHERE settlement_date BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR farm_id = $3)
-      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g)
+      GROUP BY 1, 2 ORDER BY 1, 2]]):format(g, priced("bitcoin", "r.settlement_date"))
   end
   return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = "farm" }
 end
