@@ -12,8 +12,8 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    -- the farms and the day's totals at the same time, on one snapshot
-    local r, all = ctx.parallel(function(c) return c.breakdown("farm", p) end,
+    -- the farms and the day's totals, on one snapshot (ctx.together: at once with --direct)
+    local r, all = ctx.together(function(c) return c.breakdown("farm", p) end,
                                 function(c) return c.breakdown("all", p) end)
     table.sort(r.rows, function(a, b) return tonumber(a.curtailed_mwh) > tonumber(b.curtailed_mwh) end)
     local t = all.rows[1]

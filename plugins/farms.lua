@@ -16,7 +16,7 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r, all = ctx.parallel(function(c) return c.breakdown(p.by, p, p.miner) end,
+    local r, all = ctx.together(function(c) return c.breakdown(p.by, p, p.miner) end,
                                 function(c) return c.breakdown("all", p, p.miner) end)
     local col = p.sort == "btc" and ("btc_" .. p.miner) or p.sort
     table.sort(r.rows, function(a, b)

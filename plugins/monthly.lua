@@ -18,8 +18,8 @@ return {
   chart = { x = "key", y = "btc_S19J_PRO" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    -- the days and the month's totals at the same time, on one snapshot
-    local r, all = ctx.parallel(function(c) return c.breakdown("day", p) end,
+    -- the days and the month's totals, on one snapshot (ctx.together: at once with --direct)
+    local r, all = ctx.together(function(c) return c.breakdown("day", p) end,
                                 function(c) return c.breakdown("all", p) end)
     local total = all.rows[1]
     r.title = ("Curtailment and bitcoin, %s%s"):format(p.month, p.farm and (", farm " .. p.farm) or

@@ -11,7 +11,7 @@ return {
   chart = { x = "key", y = "curtailed_mwh" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    local r, all = ctx.parallel(function(c) return c.breakdown("period", p, p.miner) end,
+    local r, all = ctx.together(function(c) return c.breakdown("period", p, p.miner) end,
                                 function(c) return c.breakdown("all", p, p.miner) end)
     r.title = "Curtailment by settlement period, " .. (p.date or p.month)
     r.totals = all.rows[1] -- of the whole period, not just the rows shown

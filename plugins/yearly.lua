@@ -12,8 +12,8 @@ return {
   chart = { x = "key", y = "btc_S19J_PRO" },
   decimals = { curtailed_mwh = 1, paid_gbp = 0 },
   run = function(ctx, p)
-    -- the months and the year's totals at the same time, on one snapshot
-    local r, all = ctx.parallel(function(c) return c.breakdown("month", p) end,
+    -- the months and the year's totals, on one snapshot (ctx.together: at once with --direct)
+    local r, all = ctx.together(function(c) return c.breakdown("month", p) end,
                                 function(c) return c.breakdown("all", p) end)
     local t = all.rows[1]
     r.title = "Curtailment and bitcoin, " .. p.year

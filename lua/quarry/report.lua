@@ -441,6 +441,15 @@ function M.run(db, cache, plugin, p, opts)
       -- at the same time, in a transaction that sees exactly the data of
       -- this one (an exported snapshot, REPEATABLE READ); their first
       -- results in order. With no connection to spare, one after another here.
+      -- The same functions one after another, in the report's transaction.
+      local function sequence(...)
+        local fns, out = table.pack(...), {}
+        for i = 1, fns.n do
+          if type(fns[i]) ~= "function" then error(("ctx.sequence: argument %d is not a function"):format(i), 2) end
+          out[i] = (fns[i](make_ctx(tx)))
+        end
+        return table.unpack(out, 1, fns.n)
+      end
       local function parallel(...)
         local fns = table.pack(...)
         if fns.n > M.MAX_PARALLEL then error(("ctx.parallel takes at most %d functions"):format(M.MAX_PARALLEL), 2) end
@@ -448,11 +457,7 @@ function M.run(db, cache, plugin, p, opts)
           if type(fns[i]) ~= "function" then error(("ctx.parallel: argument %d is not a function"):format(i), 2) end
         end
         local st = db:stats()
-        if st.max - st.in_use < 1 then
-          local out = {}
-          for i = 1, fns.n do out[i] = (fns[i](make_ctx(tx))) end
-          return table.unpack(out, 1, fns.n)
-        end
+        if st.max - st.in_use < 1 then return sequence(...) end
         exported = exported or tx:query_one("SELECT pg_export_snapshot() AS s").s
         local state = running_in[coroutine.running()]
         local wrapped = {}
@@ -482,6 +487,11 @@ function M.run(db, cache, plugin, p, opts)
           reward_sql = require("quarry.mining").reward_sql,
           breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params) end,
           parallel = parallel,
+          sequence = sequence,
+          -- independent pieces, the faster way: at the same time when they read
+          -- the raw rows (--direct); from the rollups each breakdown takes less
+          -- than setting up another transaction (docs/BENCHMARKS.md), so in turn
+          together = function(...) if opts.direct then return parallel(...) end return sequence(...) end,
           direct = opts.direct == true,
           -- limits of the market data (defs/mining.lua, defs/market.lua), for integrity checks
           market = { difficulty_max_age_days = require("quarry.defs.mining").difficulty_max_age_days,
