@@ -300,7 +300,7 @@ end
 -- bitcoin column per miner model (or just `miner`).
 -- Read from the day-grain rollups unless direct is asked for or the grouping
 -- needs finer grain (settlement period) or lead parties mix within a farm-day.
-local function breakdown(tx, by, p, miner, direct, specs)
+local function breakdown(tx, by, p, miner, direct, specs, memo)
   local from, to = params.range(p, specs)
   if not from then usage("this report needs " .. params.period_flags(specs)) end
   if not summaries_defs.shapes[by] then
@@ -321,7 +321,9 @@ local function breakdown(tx, by, p, miner, direct, specs)
   local models = {}
   if miner then models[1] = miner
   else
-    for _, r in ipairs(tx:query("SELECT name FROM miner_models ORDER BY name")) do models[#models + 1] = r.name end
+    -- once per report run: its breakdowns share one snapshot, so one list
+    memo.models = memo.models or tx:query("SELECT name FROM miner_models ORDER BY name")
+    for _, r in ipairs(memo.models) do models[#models + 1] = r.name end
   end
   local by_key = {}
   for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
@@ -437,6 +439,7 @@ function M.run(db, cache, plugin, p, opts)
       enter_sandbox(tx)
       local exported
       local make_ctx
+      local memo = {} -- what every breakdown of this run reads alike (the miner models)
       -- ctx.parallel(f1, f2, ...): each f(ctx) on a connection of its own,
       -- at the same time, in a transaction that sees exactly the data of
       -- this one (an exported snapshot, REPEATABLE READ); their first
@@ -485,7 +488,7 @@ function M.run(db, cache, plugin, p, opts)
           range = function(pp) return params.range(pp, plugin.params) end,
           -- the block reward of a date column, from lua/quarry/defs/mining.lua
           reward_sql = require("quarry.mining").reward_sql,
-          breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params) end,
+          breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params, memo) end,
           parallel = parallel,
           sequence = sequence,
           -- independent pieces, the faster way: at the same time when they read
