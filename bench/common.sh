@@ -13,3 +13,9 @@ bench_setup() {
     q=build-bench/quarry
     url=$(sed -n 's/^DATABASE_URL=//p' "$QUARRY_HOME/urls")
 }
+
+# A fresh database NAME on the private server; sets surl, its URL.
+scratch_db() {
+    psql "$url" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" 2>/dev/null
+    surl=${url/\/quarry\?//$1?}
+}

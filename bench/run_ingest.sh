@@ -8,9 +8,7 @@ set -euo pipefail
 scale=${1:-1}
 rounds=${2:-5}
 bench_setup ingest-home
-db="bench_ingest_$scale"
-psql "$url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-surl=${url/\/quarry\?//$db?}
+scratch_db "bench_ingest_$scale"
 csv=$(mktemp --suffix=.csv); dcsv=$(mktemp --suffix=.csv)
 trap 'rm -f "$csv" "$dcsv"' EXIT
 DATABASE_URL=$surl $q --log-level warn db migrate >/dev/null

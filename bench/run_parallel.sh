@@ -12,9 +12,7 @@ set -euo pipefail
 scale=${1:-3}
 rounds=${2:-7}
 bench_setup parallel-home
-db="bench_parallel_$scale"
-psql "$url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-surl=${url/\/quarry\?//$db?}
+scratch_db "bench_parallel_$scale"
 rows=$(DATABASE_URL=$surl $q --log-level warn db seed --scale "$scale" --from 2024-01-01 --to 2024-12-31 |
     sed -n 's/.*: \([0-9]*\) curtailment row.*/\1/p')
 psql "$surl" -qc "VACUUM ANALYZE" >/dev/null
