@@ -125,6 +125,7 @@ function M.new(opts)
     hints = {}, hint_count = 0, -- key -> the stored name it had last (a hint, checked on every read)
     local_stats = {},
     pending = {},
+    unreleased = {}, -- lock keys whose release failed: tried again before the next lookup
     last_flush = core.now_ns(),
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
@@ -346,10 +347,27 @@ local function unwrap(raw)
   return nil, "not a quarry value"
 end
 
+-- A lock this process could not release (Redis away at that moment) is
+-- released at its next lookup: a Redis restarted from a snapshot that holds
+-- the lock would otherwise keep every other process waiting for a value
+-- that is not coming, until the lock expires (lock_ms).
+local function unlock(self, name)
+  local key = self.prefix .. "lock:" .. name
+  if script(self, UNLOCK, 1, key, self.token) == nil then self.unreleased[key] = true end
+end
+
+local function release_leftovers(self)
+  for key in pairs(self.unreleased) do
+    if script(self, UNLOCK, 1, key, self.token) == nil then return end -- still away: later
+    self.unreleased[key] = nil
+  end
+end
+
 -- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
 -- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
 -- we took the compute lock); nil when Redis is unavailable or behind.
 local function fetch(self, key, want_lock, opts)
+  if next(self.unreleased) then release_leftovers(self) end
   local r = lookup(self, key, want_lock, opts)
   if not r then return nil end
   local name = r[1]
@@ -374,10 +392,6 @@ local function store(self, name, value, ttl, compute_ms)
   local r, err = self.conn:call("SET", name, header .. payload, "PX", ms)
   if r then count(self, "sets") else redis_failed(self, "store", err) end
   return r ~= nil
-end
-
-local function unlock(self, name)
-  script(self, UNLOCK, 1, self.prefix .. "lock:" .. name, self.token)
 end
 
 local function lock(self, name)

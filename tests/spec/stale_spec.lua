@@ -86,6 +86,23 @@ before_each(function()
   assert.are.same({ 10, true }, { served() }) -- cached from here on
 end)
 
+describe("a compute lock through a Redis restart", function()
+  it("is released by its holder's next lookup, not left to block others until it expires", function()
+    local c = require("quarry.cache").new({ url = "unix://" .. sock, prefix = "lockspec:", lock_ms = 60000,
+                                            backoff_max_ms = 100 })
+    -- the holder computes while Redis goes down: store and release fail,
+    -- and Redis comes back from its file with the lock in it
+    local v = c:get_or_compute("k", 60, function() stop_redis() return "computed" end)
+    assert.are.equal("computed", v)
+    start_redis()
+    assert.are.equal("1", redis_cli("EVAL \"return #redis.call('KEYS', 'lockspec:lock:*')\" 0"))
+    h.sleep(0.15) -- past the outage backoff
+    assert.is_nil(c:get("other")) -- any lookup of the holder's releases it first
+    assert.are.equal("0", redis_cli("EVAL \"return #redis.call('KEYS', 'lockspec:lock:*')\" 0"))
+    c.conn:close()
+  end)
+end)
+
 describe("a write during a Redis fault", function()
   it("paused: the write succeeds, says the invalidation waits, and no stale figure is served after", function()
     redis_cli("CLIENT PAUSE 1500 ALL")
