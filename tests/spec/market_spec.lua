@@ -218,7 +218,11 @@ describe("quarry fetch price and fetch difficulty", function()
         assert.are.equal(before[d], r.t, d)
       end
     end
-    db:exec("DELETE FROM bitcoin_difficulty WHERE effective_date = '2036-05-21'")
+    -- without --from: every adjustment the source has up to --to (here the April one too)
+    out, err, code = quarry("fetch difficulty --to 2036-12-31", { QUARRY_DIFFICULTY_URL = server.url })
+    assert.are.equal(0, code, err)
+    assert.matches("stored 2 difficulty points", out)
+    db:exec("DELETE FROM bitcoin_difficulty WHERE effective_date IN ('2036-05-21', '2036-04-01')")
     quarry("miners recalculate --from 2036-05-21 --to 2036-05-21")
   end)
 end)

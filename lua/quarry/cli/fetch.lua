@@ -19,7 +19,7 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   fetch:command("bmus", "The wind units of Elexon's BM unit reference (/reference/bmunits/all) into the bmus table.")
   for _, m in ipairs({
     fetch:command("difficulty", "Difficulty adjustments (QUARRY_DIFFICULTY_URL), each in force from its date; "
-      .. "recalculates the bitcoin of the dates whose difficulty changes."),
+      .. "recalculates the bitcoin of the dates whose difficulty changes. Without --from: every adjustment."),
     fetch:command("price", "Bitcoin's price in GBP for every day of the range (QUARRY_PRICE_URL); a day with "
       .. "no price is refused, naming it."),
   }) do
@@ -54,6 +54,9 @@ function M.commands.fetch(args)
     local r = fetch.bmus(db)
     print(("stored %s (%d new, %d with a new lead party)"):format(plural(r.units, "wind BM unit"), r.new, r.changed))
     return 0
+  end
+  if args.fetch_command == "difficulty" and not args.from then -- the whole history by default
+    args.from, args.to = "2009-01-03", args.to or os.date("!%Y-%m-%d")
   end
   local from, to = check_range(args)
   migrate.require_current(db)
