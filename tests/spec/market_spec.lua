@@ -46,6 +46,9 @@ describe("quarry ingest price", function()
     assert.are.equal("51000.5", price_of("2036-05-03").p)
     for _, c in ipairs({
       { { "date,gbp_per_btc", "2036-05-02,-3" }, ":2: gbp_per_btc '%-3' is not a positive number" },
+      { { "date,gbp_per_btc", "2036-05-02,0x10" }, ":2: gbp_per_btc '0x10' is not a positive number" },
+      { { "date,gbp_per_btc", "2036-05-02,inf" }, ":2: gbp_per_btc 'inf' is not a positive number" },
+      { { "date,gbp_per_btc", "2036-05-02,5}" }, ":2: gbp_per_btc '5}' is not a positive number" },
       { { "date,gbp_per_btc", "2036-05-32,3" }, ":2: date '2036%-05%-32'" },
       { { "date,gbp_per_btc", "2036-05-02,1", "2036-05-02,2" }, ":3: date 2036%-05%-02 appears twice" },
       { { "date,gbp_per_btc", "2036-05-02,1e12" }, "is implausible" },
