@@ -84,17 +84,10 @@ return {
     for _, d in ipairs(ctx.query([[SELECT settlement_date::text AS date, array_to_string(missing, ',') AS missing
         FROM elexon_fetch_days WHERE settlement_date BETWEEN $1::date AND $2::date AND cardinality(missing) > 0
         ORDER BY 1]], from, to)) do
-      local list, runs = {}, {}
+      local list = {}
       for n in d.missing:gmatch("%d+") do list[#list + 1] = tonumber(n) end
-      local i = 1
-      while i <= #list do
-        local j = i
-        while j < #list and list[j + 1] == list[j] + 1 do j = j + 1 end
-        runs[#runs + 1] = i == j and ("SP%d"):format(list[i]) or ("SP%d-%d"):format(list[i], list[j])
-        i = j + 1
-      end
       rows[#rows + 1] = { problem = "settlement periods Elexon had no data for (quarry fetch curtailment fills them)",
-                          date = d.date, detail = table.concat(runs, ","), count = #list }
+                          date = d.date, detail = ctx.period_runs(list), count = #list }
     end
     -- Market data: curtailment with no price (value reports refuse those
     -- days), a difficulty in force older than mining allows (writes refuse

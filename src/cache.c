@@ -378,6 +378,24 @@ redisReply *qr_cache_command(qr_cache *c, int argc, const char **argv, const siz
 
 /* ---- the non-blocking connection ---- */
 
+/* Tickets answered or failed that nobody will poll (set-up, abandoned) go;
+ * the tail is found again on the way. */
+static void sweep(qr_cache *c)
+{
+    ticket **pp = &c->head;
+    c->tail = NULL;
+    while (*pp) {
+        ticket *t = *pp;
+        if (t->state != PENDING && (t->setup || t->abandoned)) {
+            *pp = t->next;
+            ticket_free(t);
+            continue;
+        }
+        c->tail = t;
+        pp = &t->next;
+    }
+}
+
 /* Every ticket in flight fails with err; the connection is closed. Tickets
  * stay (FAILED) until their callers poll them, abandoned ones go now. */
 static void fail_tickets(qr_cache *c, const qr_error *err)
@@ -386,22 +404,12 @@ static void fail_tickets(qr_cache *c, const qr_error *err)
         redisFree(c->actx);
         c->actx = NULL;
     }
-    ticket **pp = &c->head;
-    c->tail = NULL;
-    while (*pp) {
-        ticket *t = *pp;
+    for (ticket *t = c->head; t; t = t->next)
         if (t->state == PENDING) {
             t->state = FAILED;
             t->err = *err;
         }
-        if (t->state == FAILED && (t->abandoned || t->setup)) {
-            *pp = t->next;
-            ticket_free(t);
-            continue;
-        }
-        c->tail = t;
-        pp = &t->next;
-    }
+    sweep(c);
 }
 
 static ticket *enqueue(qr_cache *c, int n, int setup, qr_error *err)
@@ -512,23 +520,6 @@ static int dispatch(qr_cache *c, redisReply *r)
     if (t->got == t->n) t->state = DONE;
     came_back(c);
     return 0;
-}
-
-/* Tickets answered that nobody will poll (set-up, abandoned) go. */
-static void sweep(qr_cache *c)
-{
-    ticket **pp = &c->head;
-    c->tail = NULL;
-    while (*pp) {
-        ticket *t = *pp;
-        if (t->state == DONE && (t->setup || t->abandoned)) {
-            *pp = t->next;
-            ticket_free(t);
-            continue;
-        }
-        c->tail = t;
-        pp = &t->next;
-    }
 }
 
 static ticket *find(qr_cache *c, uint64_t id, ticket ***at)

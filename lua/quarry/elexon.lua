@@ -2,7 +2,7 @@
 -- curtailment rows -- the shape checks, the wind-curtailment rule of
 -- lua/quarry/defs/elexon.lua, and storing a day whole.
 --
---   local day = elexon.day(date, answers, units)  -- answers: {side=, period=, url=, status=, body=}
+--   local day = elexon.day(date, answers, units)  -- answers: {side=, period=, url=, status=, body= [, doc=]}
 --   elexon.store_day(db, cache, day, source)      -- replaces the date in one dated write
 --   elexon.parse_bmus(text, name) / elexon.store_bmus(db, units, source)
 --
@@ -71,9 +71,11 @@ local function item_problem(it, date, period)
   return nil
 end
 
---- The items of one answer, or raises bad input naming url.
-function M.parse_stack(body, url, date, period)
-  local ok, doc = pcall(cjson.decode, body)
+--- The items of one answer (its body, or the body decoded already: doc),
+-- or raises bad input naming url.
+function M.parse_stack(body, url, date, period, doc)
+  local ok = doc ~= nil
+  if not ok then ok, doc = pcall(cjson.decode, body) end
   if not ok then bad_input(("%s: not JSON (%s)"):format(url, tostring(doc):gsub("^.-: ", ""))) end
   if type(doc) ~= "table" or type(doc.data) ~= "table" then
     bad_input(url .. ': not a settlement stack (expected {"data": [...]})')
@@ -103,7 +105,7 @@ function M.day(date, answers, units)
   local periods = M.periods_in_day(date)
   local missing_set, rows, seen, have = {}, {}, {}, false
   for _, a in ipairs(answers) do
-    local items = a.status == 200 and M.parse_stack(a.body, a.url, date, a.period) or nil
+    local items = a.status == 200 and M.parse_stack(a.body, a.url, date, a.period, a.doc) or nil
     if not items or #items == 0 then
       missing_set[a.period] = true
     else
@@ -189,19 +191,17 @@ function M.store_day(db, cache, day, source)
   return out
 end
 
---- Per settlement period, the day's totals as Elexon gives them:
--- {[period] = {mwh=, gbp=}} in exact decimal arithmetic (PostgreSQL's).
-function M.period_totals(db, day)
+--- The day's fetched rows per settlement period, as SQL over three bound
+-- arrays (M.period_args): period, mwh given up, gbp (|volume| x price), in
+-- PostgreSQL's exact decimal arithmetic, like the stored payment.
+M.PERIODS_SQL = [[SELECT p AS period, sum(-v) AS mwh, sum(abs(v) * pr) AS gbp
+  FROM unnest($1::int[], $2::numeric[], $3::numeric[]) AS x(p, v, pr) GROUP BY p]]
+
+function M.period_args(day)
   local periods, volumes, prices = {}, {}, {}
   for i, r in ipairs(day.rows) do periods[i], volumes[i], prices[i] = r.period, r.volume, r.original_price end
-  local out = {}
-  for _, r in ipairs(db:query([[SELECT p AS period, sum(-v) AS mwh, sum(abs(v) * pr) AS gbp
-      FROM unnest($1::int[], $2::numeric[], $3::numeric[]) AS x(p, v, pr) GROUP BY p]],
-      "{" .. table.concat(periods, ",") .. "}", "{" .. table.concat(volumes, ",") .. "}",
-      "{" .. table.concat(prices, ",") .. "}")) do
-    out[r.period] = { mwh = r.mwh, gbp = r.gbp }
-  end
-  return out
+  return "{" .. table.concat(periods, ",") .. "}", "{" .. table.concat(volumes, ",") .. "}",
+    "{" .. table.concat(prices, ",") .. "}"
 end
 
 -- ---- the BM unit reference ----

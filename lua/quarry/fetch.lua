@@ -45,22 +45,25 @@ end
 
 local function base_url(cfg) return (cfg.elexon_api_url:gsub("/+$", "")) end
 
--- GET every request of a day; the answers, or raises a connection error
--- naming the first URL that failed after its retries.
+--- GET the urls (src/fetch.c); their answers, or raises a connection error
+-- naming the first URL that failed after its retries or answered another
+-- status than 200 (or 404, with allow_404).
+function M.get(urls, http, allow_404)
+  local got = core.http_get_all(urls, http)
+  for i, g in ipairs(got) do
+    if g.error then error(core.error({ code = "connection", message = g.error }), 0) end
+    if g.status ~= 200 and not (allow_404 and g.status == 404) then
+      error(core.error({ code = "connection", message = ("GET %s: HTTP %d"):format(urls[i], g.status) }), 0)
+    end
+  end
+  return got
+end
+
+-- Every request of a day, answered (a period's 404 is an answer: missing).
 local function get_day(reqs, http)
   local urls = {}
   for i, r in ipairs(reqs) do urls[i] = r.url end
-  local got = core.http_get_all(urls, http)
-  for i, r in ipairs(reqs) do
-    local g = got[i]
-    if g.error then
-      error(core.error({ code = "connection", message = g.error }), 0)
-    end
-    if g.status ~= 200 and g.status ~= 404 then
-      error(core.error({ code = "connection", message = ("GET %s: HTTP %d"):format(r.url, g.status) }), 0)
-    end
-    r.status, r.body = g.status, g.body
-  end
+  for i, g in ipairs(M.get(urls, http, true)) do reqs[i].status, reqs[i].body = g.status, g.body end
   return reqs
 end
 
@@ -74,7 +77,8 @@ local function now_totals(db, date)
     coalesce(sum(payment), 0) AS gbp FROM curtailment_records WHERE settlement_date = $1]], date)
 end
 
-local function missing_text(list)
+--- Settlement periods as runs, for messages: {20, 35, 36, ..., 48} -> "SP20,SP35-48".
+local function period_runs(list)
   if #list == 0 then return "" end
   local parts, i = {}, 1
   while i <= #list do -- runs: SP35-48
@@ -85,26 +89,27 @@ local function missing_text(list)
   end
   return table.concat(parts, ",")
 end
-M.missing_text = missing_text
+M.period_runs = period_runs
 
 -- Stored and fetched totals per period, like with like (volume as MWh
 -- given up, payment signed as stored); the periods that differ.
 local function differences(db, day)
-  local fetched = elexon.period_totals(db, day)
-  local out = {}
-  for _, r in ipairs(db:query([[SELECT p AS period, coalesce(s.mwh, 0) AS mwh, coalesce(s.gbp, 0) AS gbp
-      FROM generate_series(1, $2::int) p
-      LEFT JOIN (SELECT settlement_period, sum(-volume) AS mwh, sum(payment) AS gbp FROM curtailment_records
-                 WHERE settlement_date = $1 GROUP BY 1) s ON s.settlement_period = p ORDER BY p]],
-      day.date, day.periods)) do
-    local f = fetched[r.period] or { mwh = "0", gbp = "0" }
-    local same = db:query_one("SELECT $1::numeric = $2::numeric AND $3::numeric = $4::numeric AS same",
-      r.mwh, f.mwh, r.gbp, f.gbp).same
-    if not same then
-      out[#out + 1] = { period = r.period, stored_mwh = r.mwh, stored_gbp = r.gbp, mwh = f.mwh, gbp = f.gbp }
-    end
-  end
-  return out
+  local p1, p2, p3 = elexon.period_args(day)
+  return db:query(([[
+    WITH f AS (%s),
+    s AS (SELECT settlement_period AS period, sum(-volume) AS mwh, sum(payment) AS gbp FROM curtailment_records
+          WHERE settlement_date = $4 GROUP BY 1)
+    SELECT p AS period, coalesce(s.mwh, 0) AS stored_mwh, coalesce(s.gbp, 0) AS stored_gbp,
+           coalesce(f.mwh, 0) AS mwh, coalesce(f.gbp, 0) AS gbp
+    FROM generate_series(1, $5::int) p LEFT JOIN s ON s.period = p LEFT JOIN f ON f.period = p
+    WHERE coalesce(s.mwh, 0) <> coalesce(f.mwh, 0) OR coalesce(s.gbp, 0) <> coalesce(f.gbp, 0)
+    ORDER BY p]]):format(elexon.PERIODS_SQL), p1, p2, p3, day.date, day.periods)
+end
+
+-- The fetched day's totals: {mwh=, gbp=}.
+local function fetched_totals(db, day)
+  return db:query_one(([[SELECT coalesce(sum(mwh), 0) AS mwh, coalesce(sum(gbp), 0) AS gbp FROM (%s) f]])
+    :format(elexon.PERIODS_SQL), elexon.period_args(day))
 end
 
 --- Fetch curtailment for from..to. opts: refresh, dry_run, verify, repair,
@@ -119,7 +124,7 @@ function M.curtailment(db, cache, opts)
   end
   local days = days_between(opts.from, opts.to)
   local s = { days = #days, stored = 0, skipped = 0, unpublished = {}, refused = {}, missing = {}, requests = 0,
-              rows = 0, differ = {}, repaired = 0 }
+              rows = 0, differ = {}, repaired = 0, missing_periods = 0 }
   local show = log.progress(#days, function(done, all, rate, eta)
     return ("day %d/%d  %d requests  %.1f days/s  ETA %4.0fs "):format(done, all, s.requests, rate, eta)
   end)
@@ -146,20 +151,17 @@ function M.curtailment(db, cache, opts)
           end
         end
       elseif opts.dry_run then
-        local now, after = now_totals(db, date), elexon.period_totals(db, day)
-        local mwh, gbp = "0", "0"
-        for _, t in pairs(after) do
-          local r = db:query_one("SELECT $1::numeric + $2::numeric AS m, $3::numeric + $4::numeric AS g",
-            mwh, t.mwh, gbp, t.gbp)
-          mwh, gbp = r.m, r.g
-        end
+        local now, after = now_totals(db, date), fetched_totals(db, day)
         say(("%s: would store %d row(s), %s MWh, GBP %s (now %d row(s), %s MWh, GBP %s)%s"):format(date,
-          #day.rows, mwh, gbp, now.rows, now.mwh, now.gbp,
-          #day.missing > 0 and ("; missing " .. missing_text(day.missing)) or ""))
+          #day.rows, after.mwh, after.gbp, now.rows, now.mwh, now.gbp,
+          #day.missing > 0 and ("; missing " .. period_runs(day.missing)) or ""))
       else
         local r = elexon.store_day(db, cache, day, "elexon")
         s.stored, s.rows = s.stored + 1, s.rows + r.rows
-        if #day.missing > 0 then s.missing[#s.missing + 1] = { date = date, periods = day.missing } end
+        if #day.missing > 0 then
+          s.missing[#s.missing + 1] = { date = date, periods = day.missing }
+          s.missing_periods = s.missing_periods + #day.missing
+        end
       end
     end
     show(i)
@@ -172,11 +174,7 @@ end
 function M.bmus(db)
   local cfg, http = M.settings()
   local url = base_url(cfg) .. elexon.defs.bmunits_path
-  local g = core.http_get_all({ url }, http)[1]
-  if g.error then error(core.error({ code = "connection", message = g.error }), 0) end
-  if g.status ~= 200 then error(core.error({ code = "connection", message = ("GET %s: HTTP %d"):format(url,
-    g.status) }), 0) end
-  return elexon.store_bmus(db, elexon.parse_bmus(g.body, url))
+  return elexon.store_bmus(db, elexon.parse_bmus(M.get({ url }, http)[1].body, url))
 end
 
 -- ---- saved answers ----
@@ -190,13 +188,15 @@ local function list_files(path)
   return out
 end
 
-local function read_file(path)
+--- A file's bytes, or a usage error naming it.
+function M.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then core.usage(("cannot open %s: %s"):format(path, err)) end
   local s = f:read("a")
   f:close()
   return s
 end
+local read_file = M.read_file
 
 --- Load saved settlement-stack answers (files, or folders of *.json). A
 -- file's side of the stack comes from its path (a "bid" or "offer" folder
@@ -231,7 +231,8 @@ function M.ingest_files(db, cache, paths)
       core.usage(f .. ": cannot tell its date and period (from its items or a path like .../DATE/PERIOD.json)")
     end
     if not by_date[date] then by_date[date], dates[#dates + 1] = {}, date end
-    table.insert(by_date[date], { url = f, side = side, period = period, status = 200, body = body })
+    table.insert(by_date[date], { url = f, side = side, period = period, status = 200, body = body,
+                                  doc = ok and doc or nil }) -- decoded once
   end
   table.sort(dates)
   local s = { files = #files, dates = #dates, rows = 0, missing = {} }

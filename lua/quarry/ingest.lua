@@ -262,11 +262,13 @@ local INSERT_STAGED = with_bounds([[
                   AND (t.cap IS NULL OR -t.v <= t.cap * PERIODH)
              THEN true ELSE ('out of bounds: line ' || t.line)::boolean END]])
 
--- Text the casts accept and the check does not: a period with a sign or
--- three digits, a date in another format. Looked at once per distinct value.
-local FAST_TEXT_CHECK = [[
-  SELECT 1 AS bad FROM (SELECT DISTINCT settlement_date, settlement_period FROM quarry_stage) x
-  WHERE settlement_date !~ '^\d{4}-\d{2}-\d{2}$' OR settlement_period !~ '^\s*\d{1,2}\s*$' LIMIT 1]]
+-- The dates present, in one pass over the stage, each with whether all its
+-- period texts are one or two digits: text the casts would take and the
+-- check does not (a period with a sign or three digits, a date in another
+-- format, which rules.check_date refuses) is looked at once per value.
+local STAGED_DATES = [[
+  SELECT settlement_date AS d, bool_and(settlement_period ~ '^\s*\d{1,2}\s*$') AS periods_ok
+  FROM (SELECT DISTINCT settlement_date, settlement_period FROM quarry_stage) x GROUP BY 1 ORDER BY 1]]
 
 --- Inside a dated write (write.dated's fn, its tx and w): stage curtailment
 -- rows read from f (CSV in the order of cols, past any header), check them
@@ -285,11 +287,9 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
     if bad then reject(name, bad) end
     error(original, 0) -- a failure the check does not explain (a duplicate upstream key, say)
   end
-  if tx:query_one(FAST_TEXT_CHECK) then slow("staged rows refused") end
-  local distinct = "SELECT DISTINCT settlement_date AS d FROM quarry_stage ORDER BY 1"
   local present = {}
-  for _, r in ipairs(tx:query(distinct)) do
-    if not rules.check_date(r.d) then slow("a date out of range") end
+  for _, r in ipairs(tx:query(STAGED_DATES)) do
+    if not rules.check_date(r.d) or r.periods_ok ~= true then slow("staged rows refused") end
     present[#present + 1] = r.d
   end
   if not dates then

@@ -13,6 +13,7 @@
 local cjson = require "cjson"
 local core = require "quarry.core"
 local defs = require "quarry.defs.market"
+local fetch = require "quarry.fetch"
 local rules = require "quarry.rules"
 local write = require "quarry.write"
 
@@ -20,12 +21,11 @@ local M = { defs = defs }
 
 local bad_input = core.usage
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then bad_input(("cannot open %s: %s"):format(path, err)) end
-  local s = f:read("a")
-  f:close()
-  return s
+local read_file = fetch.read_file
+
+-- "a, b, c and 4 more": the first dates of a list, for a message.
+local function some(dates)
+  return table.concat(dates, ", ", 1, math.min(5, #dates)) .. (#dates > 5 and (" and %d more"):format(#dates - 5) or "")
 end
 
 local function split(line)
@@ -108,8 +108,7 @@ function M.ingest_price(db, cache, path, usd_gbp_path)
       if not rates[d] then missing[#missing + 1] = d end
     end
     if #missing > 0 then
-      bad_input(("%s: no USD to GBP rate for %s%s"):format(usd_gbp_path, table.concat(missing, ", ", 1,
-        math.min(5, #missing)), #missing > 5 and (" and %d more"):format(#missing - 5) or ""))
+      bad_input(("%s: no USD to GBP rate for %s"):format(usd_gbp_path, some(missing)))
     end
     for _, d in ipairs(order) do
       local g = db:query_one("SELECT round($1::numeric * $2::numeric, 2)::text AS g", s[d], rates[d]).g
@@ -123,15 +122,10 @@ end
 
 -- ---- public sources ----
 
-local function http_opts() return require("quarry.fetch").settings() end
-
+-- The JSON of one GET, or raises (connection error, or bad input naming url).
 local function get_json(url, http)
-  local g = core.http_get_all({ url }, http)[1]
-  if g.error then error(core.error({ code = "connection", message = g.error }), 0) end
-  if g.status ~= 200 then
-    error(core.error({ code = "connection", message = ("GET %s: HTTP %d"):format(url, g.status) }), 0)
-  end
-  local ok, doc = pcall(cjson.decode, g.body)
+  local body = fetch.get({ url }, http)[1].body
+  local ok, doc = pcall(cjson.decode, body)
   if not ok then bad_input(("%s: not JSON (%s)"):format(url, tostring(doc):gsub("^.-: ", ""))) end
   return doc
 end
@@ -156,7 +150,7 @@ end
 -- last sample of each UTC day. A day in the range with no sample is
 -- refused, naming it.
 function M.fetch_price(db, cache, from, to)
-  local cfg, http = http_opts()
+  local cfg, http = fetch.settings()
   local url = cfg.price_api_url:gsub("/+$", "") .. defs.price_path:format(epoch(from), epoch(to) + 86400)
   local doc = get_json(url, http)
   if type(doc) ~= "table" or type(doc.prices) ~= "table" then
@@ -184,8 +178,7 @@ function M.fetch_price(db, cache, from, to)
     end
   end
   if #missing > 0 then
-    bad_input(("%s: no price for %s%s; nothing stored"):format(url, table.concat(missing, ", ", 1,
-      math.min(5, #missing)), #missing > 5 and (" and %d more"):format(#missing - 5) or ""))
+    bad_input(("%s: no price for %s; nothing stored"):format(url, some(missing)))
   end
   return store_prices(db, cache, points, "fetch")
 end
@@ -195,7 +188,7 @@ end
 -- of [unix time, block height, difficulty, change]), each in force from
 -- its UTC date, loaded as `quarry ingest difficulty` loads points.
 function M.fetch_difficulty(db, cache, from, to)
-  local cfg, http = http_opts()
+  local cfg, http = fetch.settings()
   local url = cfg.difficulty_api_url:gsub("/+$", "") .. defs.difficulty_path
   local doc = get_json(url, http)
   if type(doc) ~= "table" or (next(doc) ~= nil and #doc == 0) then

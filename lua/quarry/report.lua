@@ -499,6 +499,8 @@ function M.run(db, cache, plugin, p, opts)
           -- limits of the market data (defs/mining.lua, defs/market.lua), for integrity checks
           market = { difficulty_max_age_days = require("quarry.defs.mining").difficulty_max_age_days,
                      max_daily_move = require("quarry.defs.market").max_daily_move },
+          -- settlement periods as runs for a message: {20, 35, ..., 48} -> "SP20,SP35-48"
+          period_runs = function(list) return require("quarry.fetch").period_runs(list) end,
           -- refuse the params with a one-line message: exit 2, HTTP 400
           refuse = function(msg) usage(tostring(msg)) end,
         }

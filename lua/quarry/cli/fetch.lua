@@ -74,7 +74,7 @@ function M.commands.fetch(args)
     dry_run = args.dry_run, verify = args.verify, repair = args.repair })
   for _, m in ipairs(s.missing) do
     cli.note(("%s: Elexon has nothing yet for %s (recorded; a later fetch fills them)"):format(m.date,
-      fetch.missing_text(m.periods)))
+      fetch.period_runs(m.periods)))
   end
   for _, d in ipairs(s.unpublished) do cli.note(("%s: not published yet (nothing stored)"):format(d)) end
   for _, r in ipairs(s.refused) do cli.fail(("%s refused, nothing of it changed: %s"):format(r.date, r.why)) end
@@ -91,8 +91,7 @@ function M.commands.fetch(args)
   end
   if not args.dry_run then
     print(("fetched %s: %s stored (%s), %d already stored, %d missing periods, %d refused; %s"):format(
-      plural(s.days, "day"), plural(s.stored, "day"), plural(s.rows, "row"), s.skipped,
-      (function() local n = 0 for _, m in ipairs(s.missing) do n = n + #m.periods end return n end)(),
+      plural(s.days, "day"), plural(s.stored, "day"), plural(s.rows, "row"), s.skipped, s.missing_periods,
       #s.refused, plural(s.requests, "request")))
   end
   return #s.refused > 0 and 1 or 0

@@ -56,19 +56,15 @@ function commands.ingest(args)
     require("quarry.migrate").require_current(quarry.db)
     local fetch = require "quarry.fetch"
     if args.ingest_command == "bmus" then
-      local f, err = io.open(args.file, "rb")
-      if not f then cli.usage_error(("cannot open %s: %s"):format(args.file, err)) end
-      local text = f:read("a")
-      f:close()
       local elexon = require "quarry.elexon"
-      local r = elexon.store_bmus(quarry.db, elexon.parse_bmus(text, args.file))
+      local r = elexon.store_bmus(quarry.db, elexon.parse_bmus(fetch.read_file(args.file), args.file))
       print(("stored %s (%d new, %d with a new lead party)"):format(plural(r.units, "wind BM unit"), r.new,
         r.changed))
       return 0
     end
     local s = fetch.ingest_files(quarry.db, cli.cache_if_on(), args.path)
     for _, m in ipairs(s.missing) do
-      cli.note(("%s: no answer for %s (recorded as missing)"):format(m.date, fetch.missing_text(m.periods)))
+      cli.note(("%s: no answer for %s (recorded as missing)"):format(m.date, fetch.period_runs(m.periods)))
     end
     print(("loaded %s for %s: %s"):format(plural(s.files, "file"), plural(s.dates, "date"), plural(s.rows, "row")))
     return 0
