@@ -362,6 +362,7 @@ enum { TX_BEGAN = 1, TX_COMMITTED, TX_ROLLED_BACK };
 static void tx_done(qr_conn *c, int after, int ok)
 {
     if (after == TX_BEGAN && ok) qr_tx_began(c);
+    else if (after == TX_BEGAN) qr_tx_begin_failed(c);
     else if (after == TX_COMMITTED) qr_tx_committed(c, ok);
     else if (after == TX_ROLLED_BACK) qr_tx_rolled_back(c, ok);
 }
@@ -748,7 +749,8 @@ static int l_conn_copy_in(lua_State *L)
     return 1;
 }
 
-/* conn:begin([{isolation = "serializable", read_only = true}]) */
+/* conn:begin([{isolation = "serializable", read_only = true, setup = "SET LOCAL ..."}]):
+ * setup runs in BEGIN's round trip (quarry's own statements, not a caller's input) */
 /* BEGIN, COMMIT or ROLLBACK (sql) on a held connection from a task: sent,
  * then the task yields until the server answers, as for a query. */
 static int tx_async(lua_State *L, lconn *lc, const char *sql, int after)
@@ -790,11 +792,13 @@ static int l_conn_begin(lua_State *L)
         }
         lua_getfield(L, 2, "read_only");
         o.read_only = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 2, "setup");
+        o.setup = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1); /* kept alive by the table */
+        lua_pop(L, 3);
     }
     qr_error err;
     if (qr_lua_in_async(L)) {
-        char sql[96];
+        char sql[QR_TX_SQL_MAX];
         if (qr_tx_begin_sql(lc->c, &o, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
         return tx_async(L, lc, sql, TX_BEGAN);
     }

@@ -33,8 +33,13 @@ int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap,
             qr_error_set(err, "usage", "unknown isolation level");
             return -1;
         }
-        snprintf(sql, cap, "BEGIN%s%s%s", o.isolation ? " ISOLATION LEVEL " : "",
-                 o.isolation ? iso_names[o.isolation] : "", o.read_only ? " READ ONLY" : "");
+        int n = snprintf(sql, cap, "BEGIN%s%s%s%s%s", o.isolation ? " ISOLATION LEVEL " : "",
+                         o.isolation ? iso_names[o.isolation] : "", o.read_only ? " READ ONLY" : "",
+                         o.setup ? "; " : "", o.setup ? o.setup : "");
+        if (n < 0 || (size_t)n >= cap) {
+            qr_error_set(err, "usage", "transaction setup statements too long");
+            return -1;
+        }
     } else {
         snprintf(sql, cap, "SAVEPOINT qr_sp_%d", depth);
     }
@@ -44,6 +49,13 @@ int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap,
 void qr_tx_began(qr_conn *c)
 {
     (*qr_conn_tx_depth(c))++;
+}
+
+void qr_tx_begin_failed(qr_conn *c)
+{
+    /* BEGIN ran but a setup statement after it failed: the server is in an
+     * aborted transaction the caller does not know it has. */
+    if (PQtransactionStatus(qr_conn_pg(c)) != PQTRANS_IDLE) qr_conn_mark_broken(c);
 }
 
 int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err)
@@ -89,9 +101,14 @@ void qr_tx_rolled_back(qr_conn *c, int ok)
 
 int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err)
 {
-    char sql[96];
+    char sql[QR_TX_SQL_MAX];
     if (qr_tx_begin_sql(c, opt, sql, sizeof sql, err) != 0) return -1;
-    if (qr_conn_command(c, sql, err) != 0) return -1;
+    if (qr_conn_command(c, sql, err) != 0) {
+        if (opt && opt->setup && PQtransactionStatus(qr_conn_pg(c)) != PQTRANS_IDLE &&
+            qr_conn_command(c, "ROLLBACK", &(qr_error){0}) != 0)
+            qr_conn_mark_broken(c);
+        return -1;
+    }
     qr_tx_began(c);
     return 0;
 }

@@ -23,7 +23,14 @@ typedef enum {
 typedef struct qr_tx_options {
     qr_isolation isolation;
     int read_only;
+    /* Statements sent after BEGIN in the same round trip (the host's own
+     * text, e.g. a sandbox's SET LOCALs; never a caller's input), or NULL.
+     * If one fails the transaction is not begun and the server's is ended. */
+    const char *setup;
 } qr_tx_options;
+
+/* Room for a BEGIN and its setup statements. */
+#define QR_TX_SQL_MAX 1024
 
 /* "read committed" / "repeatable read" / "serializable" -> level; -1 if unknown. */
 int qr_isolation_parse(const char *name);
@@ -38,6 +45,7 @@ int qr_tx_depth(qr_conn *c);
  * and must be rolled back instead; -1 with err), then what it did. */
 int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap, qr_error *err);
 void qr_tx_began(qr_conn *c);
+void qr_tx_begin_failed(qr_conn *c); /* after a failed begin sent by the caller */
 int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);
 void qr_tx_committed(qr_conn *c, int ok);
 int qr_tx_rollback_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);

@@ -21,7 +21,11 @@ local function last_day(month)
                                   hour = 12 }) - 86400)
 end
 
--- check(value, spec, db) -> the value to use | nil, what is wrong with it
+-- check(value, spec) -> the value to use | nil, what is wrong with it: its
+-- form. known(value, db, memo) -> the same, for a type whose values must
+-- exist in the database (a miner model, a farm): asked in the report's own
+-- transaction (report.run), so a cached answer needs no database at all and
+-- the check sees the data the report reads.
 M.types = {
   date = {
     help = "A settlement date (YYYY-MM-DD).",
@@ -62,9 +66,13 @@ M.types = {
   },
   miner = {
     help = "A miner model (quarry miners lists them).",
-    check = function(v, _, db)
+    check = function(v)
+      if not (tostring(v):match("^[%w_]+$") and #v <= 32) then return nil, "is not a miner model name" end
+      return v
+    end,
+    known = function(v, db, memo)
       local known = {}
-      for _, r in ipairs(db:query("SELECT name FROM miner_models ORDER BY name")) do
+      for _, r in ipairs(M.miner_models(db, memo)) do
         if r.name == v then return v end
         known[#known + 1] = r.name
       end
@@ -73,17 +81,19 @@ M.types = {
   },
   farm = {
     help = "A farm (BMU id, e.g. T_SGRWO-1).",
-    check = function(v, _, db)
+    check = function(v)
       if not (tostring(v):match("^[A-Za-z0-9_.-]+$") and #v <= 40) then return nil, "is not a BMU id" end
-      return M.known(db, "farm_id", v, "farm")
+      return v
     end,
+    known = function(v, db) return M.known(db, "farm_id", v, "farm") end,
   },
   lead_party = {
     help = "A lead party (e.g. 'SSE Generation Ltd').",
-    check = function(v, _, db)
+    check = function(v)
       if #tostring(v) > 200 then return nil, "is too long" end
-      return M.known(db, "lead_party_name", v, "lead party")
+      return v
     end,
+    known = function(v, db) return M.known(db, "lead_party_name", v, "lead party") end,
   },
   integer = {
     help = function(spec)
@@ -177,9 +187,20 @@ function M.flag(name) return "--" .. name:gsub("_", "-") end
 
 local usage = require("quarry.core").usage
 
+--- The miner models (rows with .name), once per memo (a report run's).
+function M.miner_models(db, memo)
+  memo.models = memo.models or db:query("SELECT name FROM miner_models ORDER BY name")
+  return memo.models
+end
+
+local function refuse(name, v, problem)
+  usage(("%s '%s'%s%s"):format(M.flag(name), tostring(v), problem:sub(1, 1) == ":" and "" or " ", problem))
+end
+
 --- Check raw values (strings from the command line, or values from a
 -- script) against a plugin's params; the values to run it with. Bad input
--- is a usage error naming the flag.
+-- is a usage error naming the flag. Given db, the values that must exist
+-- are looked up too (M.check_known); report.run does that itself.
 function M.check(plugin, raw, db)
   local out = {}
   for name, spec in pairs(plugin.params) do
@@ -187,17 +208,28 @@ function M.check(plugin, raw, db)
     if v == nil then v = spec.default end
     if v == nil and spec.required then usage(("report %s needs %s"):format(plugin.name, M.flag(name))) end
     if v ~= nil then
-      local checked, problem = M.types[spec.type].check(v, spec, db)
-      if checked == nil then
-        usage(("%s '%s'%s%s"):format(M.flag(name), tostring(v), problem:sub(1, 1) == ":" and "" or " ", problem))
-      end
+      local checked, problem = M.types[spec.type].check(v, spec)
+      if checked == nil then refuse(name, v, problem) end
       out[name] = checked
     end
   end
   for name in pairs(raw) do
     if not plugin.params[name] then usage(("report %s takes no %s"):format(plugin.name, M.flag(name))) end
   end
+  if db then M.check_known(plugin, out, db, {}) end
   return out
+end
+
+--- The values of p (checked by M.check) that must exist in the database,
+-- looked up there; a usage error names the first that does not.
+function M.check_known(plugin, p, db, memo)
+  for name, spec in pairs(plugin.params) do
+    local known = M.types[spec.type].known
+    if known and p[name] ~= nil then
+      local v, problem = known(p[name], db, memo)
+      if v == nil then refuse(name, p[name], problem) end
+    end
+  end
 end
 
 -- The set period param of p with the finest grain: its type and value.

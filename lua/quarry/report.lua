@@ -70,13 +70,35 @@ end
 
 -- A copy of what a plugin handed over, made of plain tables (no metatables,
 -- read with next): nothing the host reads later can run plugin code.
-local function plain(v, depth)
+local function copy(v, depth)
   if type(v) ~= "table" then return v end
-  depth = (depth or 0) + 1
+  depth = depth + 1
   if depth > 32 then error("nested more than 32 tables deep", 0) end
   local out = {}
-  for k, x in next, v do out[plain(k, depth)] = plain(x, depth) end
+  for k, x in next, v do out[copy(k, depth)] = copy(x, depth) end
   return out
+end
+
+-- Whether v holds no table with a metatable (rows from queries are such):
+-- then it is handed on as it is, not copied.
+local getmt = debug.getmetatable
+local function is_plain(v, depth)
+  if type(v) ~= "table" then return true end
+  if getmt(v) ~= nil then return false end
+  depth = depth + 1
+  if depth > 32 then error("nested more than 32 tables deep", 0) end
+  for k, x in next, v do
+    if (type(k) == "table" and not is_plain(k, depth)) or (type(x) == "table" and not is_plain(x, depth)) then
+      return false
+    end
+  end
+  return true
+end
+
+-- (for what a run returned: no plugin code runs after it)
+local function plain(v)
+  if is_plain(v, 0) then return v end
+  return copy(v, 0)
 end
 
 local function sandbox_env()
@@ -172,15 +194,29 @@ function M.validate(p, file)
   return p
 end
 
+-- path -> {text=, dump=}: the plugin files this process compiled
+local compiled = {}
+
 --- Load one plugin file in its sandbox.
 function M.load_file(path)
   local f, err = io.open(path, "rb")
   if not f then usage(("cannot read plugin %s: %s"):format(path, err)) end
   local text = f:read("a")
   f:close()
-  local chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
-  if not chunk then usage(lerr) end -- a syntax error names the file and line
-  local ok, p = pcall(limited, "plugin file " .. path, function() return plain(chunk()) end)
+  -- Read at every use, so an edited plugin counts at once; compiled once per
+  -- text. Each use is a fresh load of the compiled form: its own
+  -- environment and upvalues, so nothing of one run reaches the next.
+  local seen = compiled[path]
+  local chunk, lerr
+  if seen and seen.text == text then
+    chunk = load(seen.dump, "@" .. path, "b", sandbox_env())
+  else
+    chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
+    if not chunk then usage(lerr) end -- a syntax error names the file and line
+    compiled[path] = { text = text, dump = string.dump(chunk) }
+  end
+  -- a copy of its own: what run does later cannot change the definition
+  local ok, p = pcall(limited, "plugin file " .. path, function() return copy(chunk(), 0) end)
   if not ok then
     local msg = type(p) == "table" and p.message or tostring(p)
     usage(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg))
@@ -236,7 +272,10 @@ end
 
 -- ---- parameters (lua/quarry/params.lua) ----
 
-M.params = params.check
+-- Their form only: what must exist in the database (a miner model, a farm)
+-- is looked up in the report's transaction, so a cached answer needs none.
+-- (db, the third argument callers pass, is no longer read here.)
+function M.params(plugin, raw) return params.check(plugin, raw) end
 M.range = params.range
 
 local FAMILIES = { "daily_mining", "monthly_mining", "quarterly_mining", "yearly_mining" }
@@ -279,12 +318,16 @@ end
 
 -- ---- running ----
 
+-- The named summary queries of defs/summaries.lua as statements, made once.
+local SUMMARY_STATEMENTS = {}
+for name, def in pairs(summaries_defs) do
+  if type(def) == "table" and def.sql then SUMMARY_STATEMENTS[name] = { name = "summary." .. name, sql = def.sql } end
+end
+
 local function make_summaries(tx)
   local s = {}
-  for name, def in pairs(summaries_defs) do
-    if type(def) == "table" and def.sql then
-      s[name] = function(...) return tx:query({ name = "summary." .. name, sql = def.sql }, ...) end
-    end
+  for name, stmt in pairs(SUMMARY_STATEMENTS) do
+    s[name] = function(...) return tx:query(stmt, ...) end
   end
   s.join_cte = summaries_defs.join_cte
   s.rollup_mismatches = function(from, to)
@@ -322,8 +365,7 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
   if miner then models[1] = miner
   else
     -- once per report run: its breakdowns share one snapshot, so one list
-    memo.models = memo.models or tx:query("SELECT name FROM miner_models ORDER BY name")
-    for _, r in ipairs(memo.models) do models[#models + 1] = r.name end
+    for _, r in ipairs(params.miner_models(tx, memo)) do models[#models + 1] = r.name end
   end
   local by_key = {}
   for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
@@ -413,22 +455,25 @@ end
 -- The most functions one ctx.parallel call runs (each takes a connection).
 M.MAX_PARALLEL = 8
 
--- Begin a plugin's transaction on tx: its time limit and its role, set by
--- the host before the plugin's first statement (integers we made, and an
--- identifier quoted), then the restriction to reading statements.
-local function enter_sandbox(tx, snapshot)
+-- A plugin's transaction: read-only, REPEATABLE READ, and, in BEGIN's own
+-- round trip, its time limit and its role, set by the host before the
+-- plugin's first statement (integers we made, an identifier quoted). Read
+-- from the rollups, its statements take generic plans: they are planned once
+-- per connection, where a custom plan cost several times their execution
+-- (docs/BENCHMARKS.md); raw rows (direct) keep plans made for their values.
+-- snapshot: the first statement, the same data as the plugin's main
+-- transaction.
+local function sandbox_tx(snapshot, direct)
   local sql = {}
-  if snapshot then -- the first statement: the same data as the plugin's main transaction
+  if snapshot then
     if not snapshot:match("^[%x%-]+$") then error("unexpected snapshot id from the server", 0) end
     sql[1] = ("SET TRANSACTION SNAPSHOT '%s'"):format(snapshot)
   end
   sql[#sql + 1] = ("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000)
   sql[#sql + 1] = "SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE)
-  tx:exec(table.concat(sql, "; ")) -- one round trip
-  tx:restrict(true)
+  if not direct then sql[#sql + 1] = "SET LOCAL plan_cache_mode = force_generic_plan" end
+  return { read_only = true, isolation = "repeatable read", setup = table.concat(sql, "; ") }
 end
-
-local SANDBOX_TX = { read_only = true, isolation = "repeatable read" }
 
 --- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw
 -- rows, not the rollups: slow, for checking).
@@ -436,10 +481,11 @@ function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
   local function compute()
     local ok, res = db:transaction(function(tx)
-      enter_sandbox(tx)
+      tx:restrict(true)
       local exported
       local make_ctx
       local memo = {} -- what every breakdown of this run reads alike (the miner models)
+      params.check_known(plugin, p, tx, memo) -- before any of the plugin's code: it sees only known values
       -- ctx.parallel(f1, f2, ...): each f(ctx) on a connection of its own,
       -- at the same time, in a transaction that sees exactly the data of
       -- this one (an exported snapshot, REPEATABLE READ); their first
@@ -469,19 +515,23 @@ function M.run(db, cache, plugin, p, opts)
           wrapped[i] = function()
             running_in[coroutine.running()] = state -- the plugin's limits, in this coroutine too
             local cok, r = db:transaction(function(ctx_tx)
-              enter_sandbox(ctx_tx, exported)
+              ctx_tx:restrict(true)
               local v = f(make_ctx(ctx_tx))
               ctx_tx:restrict(false)
               return v
-            end, SANDBOX_TX)
+            end, sandbox_tx(exported, opts.direct))
             if not cok then error(r, 0) end
             return r
           end
         end
         return require("quarry.parallel").run(table.unpack(wrapped, 1, fns.n))
       end
+      -- one ctx per connection of the run: ctx.sequence hands each function
+      -- the report's own, not a new one each
+      local ctxs = {}
       make_ctx = function(t)
-        return {
+        if ctxs[t] then return ctxs[t] end
+        ctxs[t] = {
           query = function(sql, ...) return t:query(sql, ...) end,
           query_one = function(sql, ...) return t:query_one(sql, ...) end,
           summaries = make_summaries(t),
@@ -504,12 +554,13 @@ function M.run(db, cache, plugin, p, opts)
           -- refuse the params with a one-line message: exit 2, HTTP 400
           refuse = function(msg) usage(tostring(msg)) end,
         }
+        return ctxs[t]
       end
       local ctx = make_ctx(tx)
       local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)
       tx:restrict(false)
       return out
-    end, SANDBOX_TX)
+    end, sandbox_tx(nil, opts.direct))
     if not ok then error(res, 0) end
     return res
   end

@@ -1,5 +1,6 @@
 -- lua/quarry/db.lua and src/lua_pool.c: queries, values, errors, transactions.
 local h = require "spec.helper"
+local quarry = require "quarry"
 -- behind PgBouncer (tests/CMakeLists.txt): listed as pending, see spec/helper.lua
 local it_session = h.behind_pooler and pending or it
 
@@ -217,6 +218,47 @@ describe("db:transaction", function()
     assert.is_false(ok2)
     assert.are.equal("25006", err.sqlstate)
     assert.has_error(function() db:transaction(function() end, { isolation = "chaos; DROP TABLE x" }) end)
+  end)
+
+  it("runs setup statements in BEGIN's round trip; a failing one begins nothing and leaves no aborted session", function()
+    local setup = "SET LOCAL statement_timeout = 4321; SET LOCAL plan_cache_mode = force_generic_plan"
+    local function check(tx)
+      local r = tx:query_one("SELECT current_setting('statement_timeout') AS t, current_setting('plan_cache_mode') AS m")
+      return r.t, r.m
+    end
+    local ok, t, m = db:transaction(check, { read_only = true, setup = setup })
+    assert.is_true(ok)
+    assert.are.same({ "4321ms", "force_generic_plan" }, { t, m })
+    -- the same from a task (the non-blocking path)
+    local got = quarry.parallel(function() -- (one result per function)
+      local cok, a, b = db:transaction(check, { setup = setup })
+      assert(cok, tostring(a))
+      return { a, b }
+    end)
+    assert.are.same({ "4321ms", "force_generic_plan" }, got)
+    -- SET LOCAL lasts only for its transaction
+    assert.are_not.equal("4321ms", db:query_one("SELECT current_setting('statement_timeout') AS t").t)
+    for _, in_task in ipairs({ false, true }) do
+      local function bad()
+        return db:transaction(function() error("must not run") end, { setup = "SET LOCAL no_such.x TO 1; SELECT 1/0" })
+      end
+      local bok, err
+      if in_task then
+        bok, err = table.unpack(quarry.parallel(function() return table.pack(bad()) end))
+      else
+        bok, err = bad()
+      end
+      assert.is_false(bok)
+      assert.are.equal("22012", err.sqlstate)
+      -- the connection it used is clean (or was discarded): the next statements run
+      for _ = 1, 3 do assert.are.equal(1, db:query_one("SELECT 1 AS x").x) end
+      assert.are.equal(0, db:stats().in_use)
+    end
+    -- with a held connection: the failed begin leaves it outside any transaction
+    local c <close> = db:acquire()
+    assert.has_error(function() c:begin({ setup = "SELECT 1/0" }) end)
+    assert.are.equal(0, c:depth())
+    assert.are.equal(1, c:query_one("SELECT 1 AS x").x)
   end)
 
   it("releases the connection however the transaction ends", function()

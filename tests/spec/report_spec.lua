@@ -242,8 +242,14 @@ return { name = "%s", description = "test", params = {},
     local rows = cjson.decode(out).rows
     assert.are.equal(rows[1].snap, rows[2].snap) -- the very data the main transaction sees
     assert.are.equal(rows[1].snap, rows[3].snap)
-    assert.are_not.equal(rows[2].pid, rows[3].pid)
+    -- the main transaction is open meanwhile: its server connection is its own
     assert.are_not.equal(rows[1].pid, rows[2].pid)
+    assert.are_not.equal(rows[1].pid, rows[3].pid)
+    if not h.behind_pooler then
+      -- (a transaction pooler may run two short transactions on one server
+      -- connection when it has not opened another yet: their pids can match)
+      assert.are_not.equal(rows[2].pid, rows[3].pid)
+    end
     for _, r in ipairs(rows) do assert.are.same({ "quarry_reader", "on" }, { r.who, r.ro }) end
     -- one connection in all: the same answers, one after another
     local env = env_with({ DB_POOL_MAX = "1" })
