@@ -2,9 +2,14 @@
  *
  *   core.fork()                 -> 0 in the child, its pid in the parent
  *   core.getpid()               -> this process's pid
- *   core.wait_children({pid})   -> exit code: wait for every child, passing
- *       SIGTERM, SIGINT and SIGHUP on to them; 0 if all exited 0, else the
- *       first other code (128 + signal for one killed)
+ *   core.pid_namespace()        -> "pid:[4026531836]" (which pids this process
+ *       sees: a pid means the same process only within one), or nil
+ *   core.wait_children({pid} [, replace]) -> exit code: wait for every
+ *       child, passing SIGTERM, SIGINT and SIGHUP on to them; 0 if all
+ *       exited 0, else the first other code (128 + signal for one killed).
+ *       replace(i, code, signalled), unless a SIGTERM or SIGINT came, may
+ *       start another process for child i and return its pid (a worker
+ *       that crashed); a code it does not replace counts as above.
  */
 #include "lua_quarry.h"
 
@@ -26,6 +31,11 @@ static int l_fork(lua_State *L)
     fflush(NULL); /* nothing buffered is written twice */
     pid_t pid = fork();
     if (pid < 0) return luaL_error(L, "cannot start a worker: %s", strerror(errno));
+    if (pid == 0) { /* the parent's forwarding of signals is not the child's */
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+    }
     lua_pushinteger(L, pid);
     return 1;
 }
@@ -36,9 +46,20 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
+static int l_pid_namespace(lua_State *L)
+{
+    char buf[64];
+    ssize_t n = readlink("/proc/self/ns/pid", buf, sizeof buf - 1);
+    if (n <= 0) return 0;
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
 static int l_wait_children(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int replace = !lua_isnoneornil(L, 2);
+    if (replace) luaL_checktype(L, 2, LUA_TFUNCTION);
     int n = (int)luaL_len(L, 1);
     pid_t pids[256];
     if (n > 256) n = 256;
@@ -54,23 +75,40 @@ static int l_wait_children(lua_State *L)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    int left = n, code = 0;
+    int left = n, code = 0, stopping = 0;
     while (left > 0) {
+        /* a signal that came while replace ran is passed on here */
+        int sig = pending_sig;
+        pending_sig = 0;
+        if (sig == SIGTERM || sig == SIGINT) stopping = 1;
+        for (int i = 0; sig && i < n; i++)
+            if (pids[i] > 0) kill(pids[i], sig);
         int status;
         pid_t pid = waitpid(-1, &status, 0);
         if (pid < 0) {
             if (errno != EINTR) break;
-            int sig = pending_sig;
-            pending_sig = 0;
-            for (int i = 0; sig && i < n; i++)
-                if (pids[i] > 0) kill(pids[i], sig);
             continue;
         }
         for (int i = 0; i < n; i++) {
             if (pids[i] != pid) continue;
             pids[i] = 0;
             left--;
-            int c = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            int signalled = WIFSIGNALED(status);
+            int c = signalled ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+            if (c != 0 && replace && !stopping && pending_sig != SIGTERM && pending_sig != SIGINT) {
+                lua_pushvalue(L, 2);
+                lua_pushinteger(L, i + 1);
+                lua_pushinteger(L, c);
+                lua_pushboolean(L, signalled);
+                lua_call(L, 3, 1);
+                pid_t again = (pid_t)lua_tointeger(L, -1);
+                lua_pop(L, 1);
+                if (again > 0) {
+                    pids[i] = again;
+                    left++;
+                    continue;
+                }
+            }
             if (c != 0 && code == 0) code = c;
         }
     }
@@ -84,6 +122,8 @@ void qr_lua_open_process(lua_State *L)
     lua_setfield(L, -2, "fork");
     lua_pushcfunction(L, l_getpid);
     lua_setfield(L, -2, "getpid");
+    lua_pushcfunction(L, l_pid_namespace);
+    lua_setfield(L, -2, "pid_namespace");
     lua_pushcfunction(L, l_wait_children);
     lua_setfield(L, -2, "wait_children");
 }

@@ -134,8 +134,64 @@ function M.new(opts)
     self.conn = core.cache_new({ url = opts.url, connect_timeout_ms = opts.connect_timeout_ms,
                                  command_timeout_ms = opts.command_timeout_ms })
   end
-  self.token = ("%d-%x-%x"):format(core.now_ns(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  self.token = M.holder_token()
   return self
+end
+
+-- ---- who holds a compute lock ----
+-- A lock's value says who took it: "q1 HOST PID START RANDOM", HOST being
+-- this boot of this machine and its pid namespace, START the process's
+-- start time. A waiter on the same HOST can then tell a holder that died
+-- mid-compute (kill -9, out of memory) from one still at work, and take
+-- the lock over at once instead of waiting lock_ms for it to expire.
+-- Holders elsewhere are waited for as before.
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local host_id
+local function host()
+  if host_id == nil then
+    local boot = (read_file("/proc/sys/kernel/random/boot_id") or ""):match("^%s*(%S+)")
+    local ns = core.pid_namespace()
+    host_id = boot and ns and (boot .. "/" .. ns:gsub("%s", "")) or false
+  end
+  return host_id
+end
+
+-- The start time of process pid (clock ticks since boot), nil if there is
+-- none or it has died (a zombie not yet reaped).
+local function started(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  -- after "pid (comm)": state is field 3, starttime field 22
+  local rest = stat and stat:match("%) (.*)$")
+  if not rest then return nil end
+  local i = 2
+  for field in rest:gmatch("%S+") do
+    i = i + 1
+    if i == 3 and (field == "Z" or field == "X") then return nil end
+    if i == 22 then return field end
+  end
+  return nil
+end
+
+--- This process's lock token.
+function M.holder_token()
+  local pid = core.getpid()
+  return ("q1 %s %d %s %x%x"):format(host() or "-", pid, started(pid) or "-",
+    math.random(0, 0x7fffffff), core.now_ns() & 0x7fffffff)
+end
+
+--- Whether the lock token names a process of this host that is gone.
+function M.holder_gone(token)
+  local h, pid, start = tostring(token):match("^q1 (%S+) (%d+) (%S+) %S+$")
+  if not h or h == "-" or start == "-" or h ~= host() then return false end
+  return started(pid) ~= start
 end
 
 local function count(self, what, n)
@@ -398,6 +454,17 @@ local function lock(self, name)
   return self.conn:call("SET", self.prefix .. "lock:" .. name, self.token, "NX", "PX", self.lock_ms) ~= nil
 end
 
+-- The lock on name, if its holder is a process of this host that died:
+-- released (only if it is still that holder's), so the next lookup takes it.
+local function take_over_if_gone(self, name)
+  local key = self.prefix .. "lock:" .. name
+  local holder = self.conn:call("GET", key)
+  if type(holder) == "string" and M.holder_gone(holder) and script(self, UNLOCK, 1, key, holder) == 1 then
+    log.info("took over a compute lock whose holder died",
+      { module = "cache", context = { key = name, holder = holder } })
+  end
+end
+
 -- fn's value and error: a value of nil is an answer not to keep.
 local function call(self, fn)
   count(self, "computes")
@@ -436,7 +503,7 @@ function Cache:get_or_compute(key, ttl, fn, opts)
   check_ttl(ttl)
   if type(fn) ~= "function" then error("get_or_compute needs a function", 2) end
   if not self.enabled then return call(self, fn) end
-  local deadline
+  local deadline, checked_holder
   while true do
     local rec = fetch(self, key, true, opts)
     if not rec then return call(self, fn) end -- Redis unavailable or not current: compute, uncached
@@ -462,12 +529,17 @@ function Cache:get_or_compute(key, ttl, fn, opts)
       return v, err
     end
     -- Another process is computing it: wait for its value.
+    local now = core.now_ns()
     if not deadline then
       count(self, "lock_waits")
-      deadline = core.now_ns() + self.wait_ms * 1000000
-    elseif core.now_ns() > deadline then
+      deadline = now + self.wait_ms * 1000000
+    elseif now > deadline then
       count(self, "misses")
       return call(self, fn) -- waited long enough: compute without caching
+    end
+    if now >= (checked_holder or 0) then -- a holder that died here leaves its lock: take it over
+      checked_holder = now + 100000000
+      take_over_if_gone(self, name)
     end
     core.sleep(0.01)
   end

@@ -152,6 +152,45 @@ print(v)
     c:clear()
   end)
 
+  it("takes over at once a lock whose holder on this host was killed mid-compute, never a live holder's", function()
+    local prefix = fresh_prefix()
+    local pidfile = h.tmpname(".pid")
+    local script = h.write(h.tmpname(".lua"), ([[
+      local core = require "quarry.core"
+      local c = require("quarry.cache").new({ url = %q, prefix = %q, lock_ms = 60000 })
+      c:get_or_compute("k", 60, function()
+        local f = io.open(%q, "w") f:write(core.getpid()) f:close()
+        core.sleep(60) return "never"
+      end)]]):format(h.urls().REDIS_URL, prefix, pidfile))
+    os.execute(("%s run %s >/dev/null 2>&1 &"):format(h.shell_quote(h.bin), script))
+    local pid
+    for _ = 1, 200 do
+      pid = h.read(pidfile)
+      if pid and pid ~= "" then break end
+      core.sleep(0.05)
+    end
+    assert.is_truthy(pid, "the holder never started computing")
+    local c = new_cache({ lock_ms = 60000, wait_ms = 60000 })
+    c.prefix = prefix
+    -- alive: its lock is respected (waited for, not taken)
+    local lock = redis_cli(("--raw KEYS '%slock:*'"):format(prefix))
+    local holder = redis_cli(("--raw GET '%s'"):format(lock))
+    assert.matches("^q1 %S+ " .. pid .. " ", holder)
+    assert.is_false(cachemod.holder_gone(holder))
+    assert.is_false(cachemod.holder_gone("q1 elsewhere/pid:[1] " .. pid .. " 1 abc")) -- another host: trusted
+    os.execute("kill -9 " .. pid)
+    core.sleep(0.1)
+    assert.is_true(cachemod.holder_gone(holder))
+    local t0 = core.now_ns()
+    assert.are.equal("recomputed", c:get_or_compute("k", 60, function() return "recomputed" end))
+    local secs = (core.now_ns() - t0) / 1e9
+    assert.is_true(secs < 2, ("waited %.1f s for a dead holder's lock"):format(secs))
+    assert.are.equal("recomputed", c:get("k")) -- and stored: the lock was ours
+    os.remove(pidfile)
+    os.remove(script)
+    c:clear()
+  end)
+
   it("refreshes a hot key early, once, while serving the cached value (XFetch)", function()
     local c = new_cache({ beta = 1e7 })
     local computes = 0

@@ -417,6 +417,30 @@ describe("quarry serve under pressure", function()
     assert.are.equal(before, workers(s))
   end)
 
+  it("replaces a worker killed by a signal: the server keeps its size and answers throughout", function()
+    local s = start("--workers 2")
+    finally(function() stop(s) end)
+    local before = workers(s)
+    local victim = before:match("^(%d+)\n")
+    assert.is_truthy(victim, before)
+    local expected = h.quarry("report monthly --month 2031-05 --format csv --no-cache", ENV)
+    os.execute("kill -9 " .. victim)
+    local after
+    for _ = 1, 100 do
+      after = workers(s)
+      if after:match("^%d+\n%d+\n$") and not after:find(victim .. "\n", 1, true) then break end
+      core.sleep(0.05)
+    end
+    assert.matches("^%d+\n%d+\n$", after)
+    assert.is_nil(after:find("^" .. victim .. "\n") or after:find("\n" .. victim .. "\n", 1, true))
+    for _ = 1, 6 do -- whichever worker answers, the right figures
+      local st, body = get(s.url .. "/reports/monthly?month=2031-05&cache=off&format=csv")
+      assert.are.equal(200, st)
+      assert.are.equal(expected, body)
+    end
+    assert.matches("worker pid " .. victim .. " ended %(signal 9%)", h.read(s.dir .. "/log"))
+  end)
+
   it("through Redis stopped under load: every answer 200 with the right figures, cached again after", function()
     local s = start("--workers 2")
     finally(function() h.services("start-redis") stop(s) end)

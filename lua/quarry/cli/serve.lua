@@ -37,12 +37,25 @@ function commands.serve(args)
   end
   if workers == 1 then return run_worker() end
   quarry.close() -- each worker opens its own pool and cache connection after the fork
-  for i = 1, workers do
+  local born = {}
+  local function start_worker(i)
     local pid = core.fork()
     if pid == 0 then os.exit(run_worker()) end
-    children[i] = pid
+    children[i], born[i] = pid, core.now_ns()
+    return pid
   end
-  return core.wait_children(children)
+  for i = 1, workers do start_worker(i) end
+  -- A worker that crashed (killed, out of memory) is replaced, so the
+  -- server keeps its size; one that failed on its own within seconds of
+  -- starting (it could not listen) is not: it would only fail again.
+  return core.wait_children(children, function(i, code, signalled)
+    local lived_s = (core.now_ns() - born[i]) / 1e9
+    if not signalled and lived_s < 5 then return nil end
+    quarry.log.warn(("worker pid %d ended (%s) after %.0f s; starting another"):format(children[i],
+      signalled and ("signal " .. (code - 128)) or ("exit " .. code), lived_s), { module = "serve" })
+    if lived_s < 1 then core.sleep(1) end -- crashing at once: not in a tight loop
+    return start_worker(i)
+  end)
 end
 
 return M
