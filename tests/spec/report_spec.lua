@@ -4,6 +4,7 @@
 local h = require "spec.helper"
 local quarry = require "quarry"
 local cjson = require "cjson"
+local core = require "quarry.core"
 
 local db = quarry.db
 local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
@@ -50,6 +51,42 @@ describe("report parameters", function()
     assert.matches("unknown lead party %(nearest: ", err)
     assert.are.equal(4, db:query_one([[SELECT count(*) AS n FROM curtailment_records
       WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31']]).n)
+  end)
+
+  it("looks miner models and farms up in the report's transaction: an unknown one is refused "
+    .. "through the cache too, before the plugin runs, and nothing is cached for it", function()
+    local prefix = "report-spec-known-" .. core.now_ns() .. ":"
+    local env = { QUARRY_CACHE_PREFIX = prefix }
+    for _ = 1, 2 do -- the second time is not answered from anything the first left
+      local _, err, code = h.quarry("report monthly --month 2031-05 --miner NOPE2", env)
+      assert.are.equal(2, code, err)
+      assert.matches("unknown miner model", err)
+      _, err, code = h.quarry("report monthly --month 2031-05 --farm T_NOPE-1", env)
+      assert.are.equal(2, code, err)
+      assert.matches("unknown farm", err)
+    end
+    local cache = require("quarry.cache").new({ url = h.urls().REDIS_URL, prefix = prefix })
+    assert.are.same({}, cache.conn:call("KEYS", prefix .. "*NOPE*"))
+    -- and a known one is computed, then answered from the cache, as ever
+    local out1 = h.quarry("report monthly --month 2031-05 --miner S9 --format csv", env)
+    local out2, err, code = h.quarry("report monthly --month 2031-05 --miner S9 --format csv", env)
+    assert.are.equal(0, code, err)
+    assert.are.equal(out1, out2)
+    assert.are_not.same({}, cache.conn:call("KEYS", prefix .. "*S9*"))
+    cache:clear()
+    -- a plugin's own code never sees an unknown value
+    local dir = h.tmpname(".plugins")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/sees.lua", [[return { name = "sees", description = "test",
+      params = { miner = { type = "miner", required = true }, farm = { type = "farm" } },
+      run = function(ctx, p) error("ran with " .. p.miner .. " " .. tostring(p.farm)) end }]])
+    for _, args in ipairs({ "--miner NOPE3", "--miner S9 --farm T_NOPE-2" }) do
+      local _, e, c = h.quarry("report sees " .. args, env_for(dir))
+      assert.are.equal(2, c, e)
+      assert.matches("unknown", e)
+      assert.is_nil(e:find("ran with", 1, true))
+    end
+    os.execute("rm -rf " .. dir)
   end)
 
   it("refuses an unknown farm, suggesting the nearest known ones", function()
