@@ -7,6 +7,9 @@
  *       opts: max_header_bytes, max_body_bytes, timeout_s (reading a request,
  *       writing an answer, an idle keep-alive connection); SO_REUSEPORT, so
  *       several workers share the port
+ *   core.http_reserve_port(host) -> port: a port of host chosen by the
+ *       system and held (bound with SO_REUSEPORT, not listening) for the life
+ *       of the process, so the workers it then starts all listen on it
  *   srv:port()        the port bound (for port 0)
  *   srv:take()        -> {req, ...} the requests that arrived since the last take
  *   srv:close()       stop accepting; answers to taken requests still go out
@@ -19,6 +22,8 @@
  * A request taken and never answered is answered 500 when collected, so no
  * client waits forever on a lost request.
  */
+/* SO_REUSEPORT is a Linux (BSD) option, outside POSIX */
+#define _DEFAULT_SOURCE
 #include "lua_quarry.h"
 
 #include <arpa/inet.h>
@@ -32,6 +37,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #define SERVER_MT "quarry.http_server"
@@ -145,6 +151,29 @@ static int l_http_listen(lua_State *L)
     socklen_t len = sizeof got;
     if (getsockname(evconnlistener_get_fd(lst), (struct sockaddr *)&got, &len) == 0) s->port = ntohs(got.sin_port);
     qr_lua_loop_sources(loop, 1);
+    return 1;
+}
+
+static int l_http_reserve_port(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int on = 1;
+    socklen_t len = sizeof sa;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return luaL_error(L, "cannot listen on %s: %s", host, strerror(e));
+    }
+    /* fd stays open on purpose: it holds the port until the process ends */
+    lua_pushinteger(L, ntohs(sa.sin_port));
     return 1;
 }
 
@@ -370,4 +399,6 @@ void qr_lua_open_http(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, l_http_listen);
     lua_setfield(L, -2, "http_listen");
+    lua_pushcfunction(L, l_http_reserve_port);
+    lua_setfield(L, -2, "http_reserve_port");
 }

@@ -362,7 +362,8 @@ enum { TX_BEGAN = 1, TX_COMMITTED, TX_ROLLED_BACK };
 static void tx_done(qr_conn *c, int after, int ok)
 {
     if (after == TX_BEGAN && ok) qr_tx_began(c);
-    else if (after == TX_BEGAN) qr_tx_begin_failed(c);
+    else if (after == TX_BEGAN && PQtransactionStatus(qr_conn_pg(c)) != PQTRANS_IDLE)
+        qr_conn_mark_broken(c); /* a setup statement failed after BEGIN: no blocking ROLLBACK in a task */
     else if (after == TX_COMMITTED) qr_tx_committed(c, ok);
     else if (after == TX_ROLLED_BACK) qr_tx_rolled_back(c, ok);
 }
@@ -438,8 +439,11 @@ static int async_step(lua_State *L, int status, lua_KContext ctx)
     if (j->after) {
         tx_done(c, j->after, r != NULL);
         if (!r) return qr_lua_raise(L, &err);
-        PQclear(r);
-        return 0;
+        if (j->mode != ROWS) {
+            PQclear(r);
+            return 0;
+        }
+        /* a begin's setup: the rows of its last statement, as a query's */
     }
     if (!r) return qr_lua_raise(L, &err);
     PGresult **box = new_result_box(L);
@@ -749,21 +753,25 @@ static int l_conn_copy_in(lua_State *L)
     return 1;
 }
 
-/* conn:begin([{isolation = "serializable", read_only = true, setup = "SET LOCAL ..."}]):
- * setup runs in BEGIN's round trip (quarry's own statements, not a caller's input) */
+/* conn:begin([{isolation = "serializable", read_only = true, setup = "SET LOCAL ...; SELECT ..."}]):
+ * setup runs in BEGIN's round trip (quarry's own statements, not a caller's
+ * input); with setup, begin returns its last statement's rows */
 /* BEGIN, COMMIT or ROLLBACK (sql) on a held connection from a task: sent,
  * then the task yields until the server answers, as for a query. */
-static int tx_async(lua_State *L, lconn *lc, const char *sql, int after)
+static int tx_async(lua_State *L, lconn *lc, const char *sql, int after, enum mode mode)
 {
     lua_pushstring(L, sql); /* kept on the stack until answered */
     const char *text = lua_tostring(L, -1);
+    lua_pushnil(L); /* no JSON decoding of what transaction control returns */
+    int decode = lua_gettop(L);
     job *j = lua_newuserdatauv(L, sizeof *j, 0);
     memset(j, 0, sizeof *j);
     luaL_setmetatable(L, JOB_MT);
     int ji = lua_gettop(L);
     lua_toclose(L, ji);
     j->c = lc->c;
-    j->mode = EXEC;
+    j->mode = mode;
+    j->decode = decode;
     j->after = after;
     qr_conn_set_nonblocking(j->c, 1);
     qr_error err;
@@ -800,10 +808,28 @@ static int l_conn_begin(lua_State *L)
     if (qr_lua_in_async(L)) {
         char sql[QR_TX_SQL_MAX];
         if (qr_tx_begin_sql(lc->c, &o, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
-        return tx_async(L, lc, sql, TX_BEGAN);
+        return tx_async(L, lc, sql, TX_BEGAN, o.setup ? ROWS : EXEC);
     }
-    if (qr_tx_begin(lc->c, &o, &err) != 0) return qr_lua_raise(L, &err);
-    return 0;
+    if (!o.setup) {
+        if (qr_tx_begin(lc->c, &o, &err) != 0) return qr_lua_raise(L, &err);
+        return 0;
+    }
+    char sql[QR_TX_SQL_MAX];
+    if (qr_tx_begin_sql(lc->c, &o, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
+    lua_pushnil(L); /* no JSON decoding */
+    int decode = lua_gettop(L);
+    PGresult **box = new_result_box(L);
+    PGresult *r = qr_conn_exec(lc->c, NULL, sql, 0, NULL, NULL, &err);
+    if (!r) {
+        qr_tx_begin_failed(lc->c);
+        return qr_lua_raise(L, &err);
+    }
+    qr_tx_began(lc->c);
+    *box = r;
+    push_result(L, r, ROWS, decode);
+    PQclear(r);
+    *box = NULL;
+    return 1;
 }
 
 static int l_conn_commit(lua_State *L)
@@ -814,7 +840,7 @@ static int l_conn_commit(lua_State *L)
         char sql[64];
         int st = qr_tx_commit_sql(lc->c, sql, sizeof sql, &err);
         if (st < 0) return qr_lua_raise(L, &err);
-        if (st == 0) return tx_async(L, lc, sql, TX_COMMITTED);
+        if (st == 0) return tx_async(L, lc, sql, TX_COMMITTED, EXEC);
         /* a failed transaction: qr_tx_commit says so and rolls back (rare: blocking) */
     }
     if (qr_tx_commit(lc->c, &err) != 0) return qr_lua_raise(L, &err);
@@ -828,7 +854,7 @@ static int l_conn_rollback(lua_State *L)
     if (qr_lua_in_async(L)) {
         char sql[96];
         if (qr_tx_rollback_sql(lc->c, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
-        return tx_async(L, lc, sql, TX_ROLLED_BACK);
+        return tx_async(L, lc, sql, TX_ROLLED_BACK, EXEC);
     }
     if (qr_tx_rollback(lc->c, &err) != 0) return qr_lua_raise(L, &err);
     return 0;

@@ -55,7 +55,8 @@ void qr_tx_begin_failed(qr_conn *c)
 {
     /* BEGIN ran but a setup statement after it failed: the server is in an
      * aborted transaction the caller does not know it has. */
-    if (PQtransactionStatus(qr_conn_pg(c)) != PQTRANS_IDLE) qr_conn_mark_broken(c);
+    if (PQtransactionStatus(qr_conn_pg(c)) == PQTRANS_IDLE) return;
+    if (qr_conn_command(c, "ROLLBACK", &(qr_error){0}) != 0) qr_conn_mark_broken(c);
 }
 
 int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err)
@@ -104,9 +105,7 @@ int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err)
     char sql[QR_TX_SQL_MAX];
     if (qr_tx_begin_sql(c, opt, sql, sizeof sql, err) != 0) return -1;
     if (qr_conn_command(c, sql, err) != 0) {
-        if (opt && opt->setup && PQtransactionStatus(qr_conn_pg(c)) != PQTRANS_IDLE &&
-            qr_conn_command(c, "ROLLBACK", &(qr_error){0}) != 0)
-            qr_conn_mark_broken(c);
+        qr_tx_begin_failed(c);
         return -1;
     }
     qr_tx_began(c);

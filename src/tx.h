@@ -45,7 +45,8 @@ int qr_tx_depth(qr_conn *c);
  * and must be rolled back instead; -1 with err), then what it did. */
 int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap, qr_error *err);
 void qr_tx_began(qr_conn *c);
-void qr_tx_begin_failed(qr_conn *c); /* after a failed begin sent by the caller */
+/* After a failed begin the caller sent: ends what the server began (blocking). */
+void qr_tx_begin_failed(qr_conn *c);
 int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);
 void qr_tx_committed(qr_conn *c, int ok);
 int qr_tx_rollback_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);

@@ -47,6 +47,8 @@ end
 
 --- Run fn(conn) inside a transaction (or a savepoint when one is open).
 -- Returns true, fn's results after COMMIT; false, err after ROLLBACK.
+-- opts.setup (statements of the host's, run in BEGIN's round trip): fn
+-- gets the rows of its last statement too, fn(conn, rows).
 local function transaction(conn, fn, opts)
   if type(fn) ~= "function" then error("transaction needs a function", 2) end
   local depth = conn:depth()
@@ -55,7 +57,7 @@ local function transaction(conn, fn, opts)
     if type(err) == "string" then error(err, 2) end -- misuse (a bad option), not a failure
     return false, err
   end
-  local r = table.pack(xpcall(fn, keep, conn))
+  local r = table.pack(xpcall(fn, keep, conn, err))
   if r[1] then
     local cok, cerr = pcall(conn.commit, conn)
     if cok then return true, table.unpack(r, 2, r.n) end

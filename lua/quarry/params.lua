@@ -187,9 +187,11 @@ function M.flag(name) return "--" .. name:gsub("_", "-") end
 
 local usage = require("quarry.core").usage
 
+M.MINER_MODELS_SQL = "SELECT name FROM miner_models ORDER BY name"
+
 --- The miner models (rows with .name), once per memo (a report run's).
 function M.miner_models(db, memo)
-  memo.models = memo.models or db:query("SELECT name FROM miner_models ORDER BY name")
+  memo.models = memo.models or db:query(M.MINER_MODELS_SQL)
   return memo.models
 end
 

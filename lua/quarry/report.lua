@@ -359,8 +359,7 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
   local n = sql.party and 4 or 3
   local args = { from, to, p.farm, p.lead_party }
   local tag = (sql.rollup and ("rollup." .. sql.rollup .. ".") or "breakdown.") .. by .. (sql.party and ".party" or "")
-  local c = tx:query({ name = tag, sql = sql.curtailment }, table.unpack(args, 1, n))
-  local b = tx:query({ name = tag .. ".bitcoin", sql = sql.bitcoin }, table.unpack(args, 1, n))
+  local c = tx:query({ name = tag, sql = summaries_defs.combined(sql) }, table.unpack(args, 1, n))
   local models = {}
   if miner then models[1] = miner
   else
@@ -371,16 +370,22 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
   for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
   -- Value columns only where every bitcoin row of the period has its day's
   -- price: a value missing some days would read as a smaller one.
-  local valued = #b > 0
-  for _, r in ipairs(b) do
-    if r.unpriced ~= 0 then valued = false end
-  end
-  for _, r in ipairs(b) do
-    local row = by_key[tostring(r.key)]
-    if row then
-      row["btc_" .. r.miner_model] = r.bitcoin
-      if valued then row["value_gbp_" .. r.miner_model] = r.value_gbp end
+  local valued = false
+  for _, row in ipairs(c) do
+    if row.q_miners then
+      if row.q_unpriced ~= 0 then valued = false break end
+      valued = true
     end
+  end
+  for _, row in ipairs(c) do
+    local ms, btc, val = row.q_miners, row.q_bitcoin, row.q_value
+    if ms then
+      for i, m in ipairs(ms) do
+        row["btc_" .. m] = btc[i]
+        if valued then row["value_gbp_" .. m] = val[i] end
+      end
+    end
+    row.q_miners, row.q_bitcoin, row.q_value, row.q_unpriced = nil, nil, nil, nil
   end
   local key_type = c.fields[1].type
   -- `column` is the name csv and json give a field (the key is named after
@@ -462,8 +467,9 @@ M.MAX_PARALLEL = 8
 -- per connection, where a custom plan cost several times their execution
 -- (docs/BENCHMARKS.md); raw rows (direct) keep plans made for their values.
 -- snapshot: the first statement, the same data as the plugin's main
--- transaction.
-local function sandbox_tx(snapshot, direct)
+-- transaction. The options of db:transaction (bench/pgbench_daily.lua
+-- reads them too).
+function M.sandbox_tx(snapshot, direct)
   local sql = {}
   if snapshot then
     if not snapshot:match("^[%x%-]+$") then error("unexpected snapshot id from the server", 0) end
@@ -472,6 +478,7 @@ local function sandbox_tx(snapshot, direct)
   sql[#sql + 1] = ("SET LOCAL statement_timeout = %d"):format(M.limits.seconds * 1000)
   sql[#sql + 1] = "SET LOCAL ROLE " .. require("quarry.db").ident(M.READER_ROLE)
   if not direct then sql[#sql + 1] = "SET LOCAL plan_cache_mode = force_generic_plan" end
+  if not snapshot then sql[#sql + 1] = params.MINER_MODELS_SQL end -- what most runs need, in the same round trip
   return { read_only = true, isolation = "repeatable read", setup = table.concat(sql, "; ") }
 end
 
@@ -480,11 +487,11 @@ end
 function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
   local function compute()
-    local ok, res = db:transaction(function(tx)
+    local ok, res = db:transaction(function(tx, models)
       tx:restrict(true)
       local exported
       local make_ctx
-      local memo = {} -- what every breakdown of this run reads alike (the miner models)
+      local memo = { models = models } -- what every breakdown of this run reads alike (the miner models)
       params.check_known(plugin, p, tx, memo) -- before any of the plugin's code: it sees only known values
       -- ctx.parallel(f1, f2, ...): each f(ctx) on a connection of its own,
       -- at the same time, in a transaction that sees exactly the data of
@@ -519,7 +526,7 @@ function M.run(db, cache, plugin, p, opts)
               local v = f(make_ctx(ctx_tx))
               ctx_tx:restrict(false)
               return v
-            end, sandbox_tx(exported, opts.direct))
+            end, M.sandbox_tx(exported, opts.direct))
             if not cok then error(r, 0) end
             return r
           end
@@ -560,7 +567,7 @@ function M.run(db, cache, plugin, p, opts)
       local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)
       tx:restrict(false)
       return out
-    end, sandbox_tx(nil, opts.direct))
+    end, M.sandbox_tx(nil, opts.direct))
     if not ok then error(res, 0) end
     return res
   end

@@ -236,6 +236,14 @@ describe("db:transaction", function()
       return { a, b }
     end)
     assert.are.same({ "4321ms", "force_generic_plan" }, got)
+    -- the rows of the setup's last statement come to the function, on both paths
+    local function seven(tx, rows) return rows[1].n + tx:query_one("SELECT 1 AS one").one end
+    local sok, eight = db:transaction(seven, { setup = setup .. "; SELECT 7 AS n" })
+    assert.is_true(sok)
+    assert.are.equal(8, eight)
+    assert.are.equal(8, quarry.parallel(function()
+      return select(2, db:transaction(seven, { setup = setup .. "; SELECT 7 AS n" }))
+    end))
     -- SET LOCAL lasts only for its transaction
     assert.are_not.equal("4321ms", db:query_one("SELECT current_setting('statement_timeout') AS t").t)
     for _, in_task in ipairs({ false, true }) do

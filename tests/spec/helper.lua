@@ -57,7 +57,14 @@ end
 
 function M.drop_database(name)
   local admin = M.db()
-  admin:exec(("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(name))
+  -- FORCE cannot end an autovacuum worker (the bootstrap superuser's) that
+  -- happens to be on the database: try again once it has moved on
+  for attempt = 1, 50 do
+    local ok, err = pcall(admin.exec, admin, ("DROP DATABASE IF EXISTS %s WITH (FORCE)"):format(name))
+    if ok then break end
+    if type(err) ~= "table" or err.sqlstate ~= "42501" or attempt == 50 then admin:close() error(err, 0) end
+    core.sleep(0.1)
+  end
   admin:close()
 end
 

@@ -36,6 +36,8 @@ function commands.serve(args)
       end })
   end
   if workers == 1 then return run_worker() end
+  -- port 0: the system chooses one port, and every worker (a replaced one too) listens on it
+  if port == 0 then port = core.http_reserve_port(host) end
   quarry.close() -- each worker opens its own pool and cache connection after the fork
   local born = {}
   local function start_worker(i)

@@ -483,6 +483,25 @@ function M.breakdown_rollup_sql(by, party, farm)
   return { curtailment = curtailment, bitcoin = bitcoin, party = party, rollup = "farm" }
 end
 
+--- A breakdown's two queries as one statement (one round trip): the
+-- curtailment rows, each with its bitcoin by miner model as arrays in model
+-- order (q_miners, q_bitcoin and q_value, as text: every digit) and how
+-- many of its source rows had no price (q_unpriced); NULLs for a key
+-- without bitcoin.
+function M.combined(sql)
+  return ([[
+      WITH c AS (%s
+      ), b AS (%s
+      )
+      SELECT c.*, bb.q_miners, bb.q_bitcoin, bb.q_value, bb.q_unpriced
+      FROM c LEFT JOIN (
+        SELECT key, array_agg(miner_model ORDER BY miner_model) AS q_miners,
+               array_agg(bitcoin::text ORDER BY miner_model) AS q_bitcoin,
+               array_agg(value_gbp::text ORDER BY miner_model) AS q_value, SUM(unpriced)::bigint AS q_unpriced
+        FROM b GROUP BY key) bb USING (key)
+      ORDER BY key]]):format(sql.curtailment, sql.bitcoin)
+end
+
 -- ---- checked when this file loads ----
 
 -- A shape's columns must be columns of the raw rows, and every column a
