@@ -5,8 +5,12 @@
 # (cache=off: computed per request), and /healthz (one query and a Redis
 # PING: the HTTP floor). The limits, in the same run: pgbench running the
 # daily report's own SQL (bench/pgbench_daily.lua) at the same concurrency,
-# and /healthz's rate. Then the same cached report through the Lua API in
-# one process, one request at a time.
+# and /healthz's rate; and pgbench sending exactly what a request sends
+# (bench/pgbench_daily.lua tx: BEGIN with the sandbox's settings and the
+# miner list in one pipeline, the statements, COMMIT): what PostgreSQL
+# itself allows for these round trips, from a client that costs nothing.
+# Then the same cached report through the Lua API in one process, one
+# request at a time.
 #   bench/run_serve.sh [SECONDS] [WORKERS]     default 10 and the cores
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -17,11 +21,12 @@ workers=${2:-$(nproc)}
 $q --log-level warn db seed --from 2024-03-01 --to 2024-03-31 >/dev/null
 day=2024-03-15
 port=18480
-script=$(mktemp --suffix=.sql)
-trap 'rm -f "$script"' EXIT
+script=$(mktemp --suffix=.sql); txscript=$(mktemp --suffix=.sql)
+trap 'rm -f "$script" "$txscript"' EXIT
 $q run bench/pgbench_daily.lua "$day" >"$script"
+$q run bench/pgbench_daily.lua "$day" tx >"$txscript"
 DB_POOL_MAX=32 $q --log-level warn serve --listen 127.0.0.1:$port --workers "$workers" --max-inflight 1024 & pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; rm -f "$script"' EXIT
+trap 'kill -TERM $pid 2>/dev/null || true; rm -f "$script" "$txscript"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 cached="/reports/daily?date=$day"
 uncached="/reports/daily?date=$day&cache=off"
@@ -33,17 +38,22 @@ load() {
         awk '/Requests\/sec/{r=$2} $1=="50%"{p50=$2} $1=="99%"{p99=$2} END{print r, p50, p99}'
 }
 ms() { awk -v x="$1" 'BEGIN{ if (x ~ /us$/) v = x / 1000; else if (x ~ /ms$/) v = x + 0; else v = x * 1000; printf "%.2f", v }'; }
-echo "| connections | daily, cached: req/s, p50, p99 | daily, uncached | \`/healthz\` | pgbench, the report's SQL: tps | uncached / pgbench | cached / \`/healthz\` | p99 / p50 (cached, uncached) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| connections | daily, cached: req/s, p50, p99 | daily, uncached | \`/healthz\` | pgbench, the report's SQL: tps | pgbench, all a request sends: tps | uncached / pgbench (SQL, all) | cached / \`/healthz\` | p99 / p50 (cached, uncached) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+bench_tps() {
+    pgbench -n -M prepared -f "$1" -c "$2" -j $(( $2 < 2 ? 1 : 2 )) -T "$secs" "$url" 2>/dev/null |
+        awk '/^tps/{print $3; exit}'
+}
 for c in 1 8 32; do
     read -r cr c50 c99 <<<"$(load "$cached" "$c")"
     read -r ur u50 u99 <<<"$(load "$uncached" "$c")"
     read -r hr h50 h99 <<<"$(load /healthz "$c")"
-    tps=$(pgbench -n -M prepared -f "$script" -c "$c" -j $(( c < 2 ? 1 : 2 )) -T "$secs" "$url" 2>/dev/null |
-        awk '/^tps/{print $3; exit}')
-    printf '| %d | %s, %s, %s | %s, %s, %s | %s, %s, %s | %s | %.2f | %.2f | %.1f, %.1f |\n' "$c" \
-        "$cr" "$c50" "$c99" "$ur" "$u50" "$u99" "$hr" "$h50" "$h99" "$tps" \
-        "$(awk -v a="$ur" -v b="$tps" 'BEGIN{print a/b}')" "$(awk -v a="$cr" -v b="$hr" 'BEGIN{print a/b}')" \
+    tps=$(bench_tps "$script" "$c")
+    txtps=$(bench_tps "$txscript" "$c")
+    printf '| %d | %s, %s, %s | %s, %s, %s | %s, %s, %s | %s | %s | %.2f, %.2f | %.2f | %.1f, %.1f |\n' "$c" \
+        "$cr" "$c50" "$c99" "$ur" "$u50" "$u99" "$hr" "$h50" "$h99" "$tps" "$txtps" \
+        "$(awk -v a="$ur" -v b="$tps" 'BEGIN{print a/b}')" "$(awk -v a="$ur" -v b="$txtps" 'BEGIN{print a/b}')" \
+        "$(awk -v a="$cr" -v b="$hr" 'BEGIN{print a/b}')" \
         "$(awk -v a="$(ms "$c99")" -v b="$(ms "$c50")" 'BEGIN{print a/b}')" \
         "$(awk -v a="$(ms "$u99")" -v b="$(ms "$u50")" 'BEGIN{print a/b}')"
 done
