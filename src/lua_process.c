@@ -95,6 +95,9 @@ static int l_wait_children(lua_State *L)
             left--;
             int signalled = WIFSIGNALED(status);
             int c = signalled ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+            /* stopped by the very signal passed on (a worker that had not yet
+             * taken it over to drain): the stop it was asked for */
+            if (stopping && signalled && (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGINT)) c = 0;
             if (c != 0 && replace && !stopping && pending_sig != SIGTERM && pending_sig != SIGINT) {
                 lua_pushvalue(L, 2);
                 lua_pushinteger(L, i + 1);
