@@ -65,9 +65,13 @@ function M.status(db)
   return out
 end
 
+local current = setmetatable({}, { __mode = "k" }) -- the handles found current: the schema only moves on
+
 --- Raise a clear error unless every migration is applied and every rollup
--- table matches its declaration.
+-- table matches its declaration (checked once per handle).
+
 function M.require_current(db)
+  if current[db] then return end
   for _, m in ipairs(M.status(db)) do
     if not m.applied_at then
       error(core.error({ code = "usage", message = ("the database schema is not current (migration %d missing): "
@@ -79,6 +83,7 @@ function M.require_current(db)
     error(core.error({ code = "usage", message = ("rollup %s does not match its declaration in "
       .. "lua/quarry/defs/summaries.lua: run 'quarry db migrate'"):format(table.concat(stale, ", ")) }), 0)
   end
+  current[db] = true
 end
 
 return M

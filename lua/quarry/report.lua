@@ -486,6 +486,8 @@ end
 -- rows, not the rollups: slow, for checking).
 function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
+  -- a script's report on a database not migrated is told so, not "relation does not exist" (once per handle)
+  require("quarry.migrate").require_current(db)
   local function compute()
     local ok, res = db:transaction(function(tx, models)
       tx:restrict(true)

@@ -23,6 +23,13 @@ describe("migrations", function()
     local st = migrate.status(db)
     assert.is_nil(st[1].applied_at)
     assert.has_error(function() migrate.require_current(db) end)
+    -- a script's report.run is told the same, not "relation ... does not exist"
+    local report = require "quarry.report"
+    local plugin = report.find(require("quarry.services").root(), "daily")
+    local ok, err = pcall(report.run, db, nil, plugin, report.params(plugin, { date = "2024-03-15" }), {})
+    assert.is_false(ok)
+    assert.matches("the database schema is not current %(migration 1 missing%): run 'quarry db migrate'",
+      tostring(err.message or err))
   end)
 
   it("applies the schema once and is idempotent", function()
