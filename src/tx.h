@@ -2,7 +2,8 @@
  *
  * Depth 0 -> begin opens a transaction; deeper begins open savepoints, so
  * nested work rolls back alone. commit/rollback close the innermost level.
- * Options are chosen from fixed lists, never spliced from caller text.
+ * Options are chosen from fixed lists, never spliced from caller text; the
+ * one text option, setup, is the host's own statements.
  * After any failure err is set and -1 returned; a failed rollback marks the
  * connection broken so the pool discards it.
  */
