@@ -141,7 +141,7 @@ static int l_http_listen(lua_State *L)
         qr_lua_loop_base(loop), NULL, NULL,
         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
         (struct sockaddr *)&sa, sizeof sa);
-    if (!lst) return luaL_error(L, "cannot listen on %s:%d", host, port);
+    if (!lst) return luaL_error(L, "cannot listen on %s:%d: %s", host, port, strerror(errno));
     s->bound = evhttp_bind_listener(s->http, lst);
     if (!s->bound) {
         evconnlistener_free(lst);

@@ -468,4 +468,23 @@ describe("quarry serve under pressure", function()
     assert.are.equal(2, code)
     assert.matches("%-%-workers must be an integer from 1 to 256", err)
   end)
+
+  it("says in one line that a port another program holds cannot be listened on, and is not retried", function()
+    -- a listener without SO_REUSEPORT, as most programs are
+    local holder = h.write(h.tmpname(".py"), [[
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True); time.sleep(60)]])
+    local p = io.popen("python3 " .. holder .. " & echo $!")
+    local pid = p:read("l")
+    local port = p:read("l")
+    finally(function() os.execute("kill " .. pid .. " 2>/dev/null") p:close() os.remove(holder) end)
+    for _, n in ipairs({ 1, 2 }) do
+      local _, err, code, secs = h.quarry(("serve --listen 127.0.0.1:%s --workers %d"):format(port, n))
+      assert.are.equal(2, code, err)
+      assert.matches("^quarry: cannot listen on 127%.0%.0%.1:" .. port .. ": Address already in use\n", err)
+      assert.is_nil(err:find("%.lua:%d+"))
+      assert.is_true(secs < 10, secs) -- a worker that fails at once is not started again and again
+    end
+  end)
 end)
