@@ -5,6 +5,9 @@
 --   cache:invalidate(pattern)  cache:clear()  cache:stats()   cache.TTL
 --   opts.depends: the data a value came from ({dates=}, {from=, to=},
 --   {months=}, {years=} or "all"), so every quarry write to it makes it stale.
+--   opts.share: the caller will not change the value it gets, so a hit
+--   whose bytes are the very ones this process decoded last time for that
+--   name returns that same table (no decoding; quarry serve renders it once).
 --
 -- Keys are readable with redis-cli: <prefix><key>@<generations>, e.g.
 -- quarry:monthly_mining:2024-03:S19J_PRO:all@0.0.2.0. Every `:`-separated
@@ -16,7 +19,9 @@
 --
 -- Every read is one script in Redis that computes the current name and reads
 -- the value atomically, so after one process's set or invalidate returns, no
--- other process reads the older value. Nothing is kept in the process.
+-- other process reads the older value. Nothing is kept in the process
+-- (opts.share keeps a decoded copy, used only when Redis answers with the
+-- same bytes again).
 --
 -- No stale value after a fault: the invalidations a write needs are logged
 -- in PostgreSQL with the write (lua/quarry/stale.lua). Redis keeps the last
@@ -126,6 +131,7 @@ function M.new(opts)
     local_stats = {},
     pending = {},
     unreleased = {}, -- lock keys whose release failed: tried again before the next lookup
+    shared = {}, shared_bytes = 0, -- name -> {raw=, value=, ...}: opts.share's decoded values
     last_flush = core.now_ns(),
   }, Cache)
   self.wait_ms = opts.wait_ms or self.lock_ms
@@ -422,14 +428,28 @@ end
 -- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
 -- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
 -- we took the compute lock); nil when Redis is unavailable or behind.
+-- The most bytes of stored values opts.share keeps decoded (then it starts afresh).
+local SHARED_BYTES = 16 * 1024 * 1024
+
 local function fetch(self, key, want_lock, opts)
   if next(self.unreleased) then release_leftovers(self) end
   local r = lookup(self, key, want_lock, opts)
   if not r then return nil end
   local name = r[1]
   if not r[2] then return { name = name, locked = r[4] == 1 } end
-  local ok, value, compute_ms, expires = unwrap(r[2])
+  local raw, share = r[2], opts and opts.share
+  local seen = share and self.shared[name]
+  if seen and seen.raw == raw then -- the same bytes: the same value
+    return { name = name, hit = true, value = seen.value, compute_ms = seen.compute_ms,
+             pttl = seen.expires - core.wall_ms() }
+  end
+  local ok, value, compute_ms, expires = unwrap(raw)
   if ok then
+    if share then
+      if self.shared_bytes + #raw > SHARED_BYTES then self.shared, self.shared_bytes = {}, 0 end
+      self.shared[name] = { raw = raw, value = value, compute_ms = compute_ms, expires = expires }
+      self.shared_bytes = self.shared_bytes + #raw
+    end
     return { name = name, hit = true, value = value, compute_ms = compute_ms, pttl = expires - core.wall_ms() }
   end
   count(self, "errors")

@@ -482,8 +482,11 @@ function M.sandbox_tx(snapshot, direct)
   return { read_only = true, isolation = "repeatable read", setup = table.concat(sql, "; ") }
 end
 
+local SHARE = { share = true }
+
 --- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw
--- rows, not the rollups: slow, for checking).
+-- rows, not the rollups: slow, for checking); share (the caller does not
+-- change the result: a cached one may be the table an earlier hit returned).
 function M.run(db, cache, plugin, p, opts)
   opts = opts or {}
   -- a script's report on a database not migrated is told so, not "relation does not exist" (once per handle)
@@ -580,7 +583,7 @@ function M.run(db, cache, plugin, p, opts)
   local res = cache:get_or_compute(M.cache_key(plugin, p), cache.TTL[plugin.cache.ttl], function()
     computed = true
     return compute()
-  end)
+  end, opts.share and SHARE or nil)
   return { result = res, cached = not computed }
 end
 

@@ -39,7 +39,8 @@ local function reports()
   return report
 end
 
--- Run report `name` with raw params as `quarry report` would.
+-- Run report `name` with raw params as `quarry report` would: the result,
+-- and whether it came from the cache. Routes only read it (share).
 local function run_report(name, raw, no_cache)
   local report = reports()
   local plugin = report.find(services.root(), name)
@@ -48,7 +49,20 @@ local function run_report(name, raw, no_cache)
   local db = quarry.db
   local p = report.params(plugin, params, db)
   local cache = quarry.cache
-  return report.run(db, cache.enabled and cache or nil, plugin, p, { no_cache = no_cache }).result
+  local run = report.run(db, cache.enabled and cache or nil, plugin, p, { no_cache = no_cache, share = true })
+  return run.result, run.cached
+end
+
+-- A cached result (one table for as long as the cache holds the same bytes)
+-- rendered once per format.
+local rendered = setmetatable({}, { __mode = "k" })
+local function render(result, format, cached)
+  if not cached then return formats.render(result, format) end
+  local by_format = rendered[result]
+  if not by_format then by_format = {} rendered[result] = by_format end
+  local body = by_format[format]
+  if not body then body = formats.render(result, format) by_format[format] = body end
+  return body
 end
 
 -- ---- quarry's own routes ----
@@ -78,14 +92,14 @@ M.report = function(q, name)
     end
   end
   local format = format_of(q)
-  local ok, result = pcall(run_report, name, raw, no_cache)
+  local ok, result, cached = pcall(run_report, name, raw, no_cache)
   if not ok then
     if type(result) == "table" and result.missing == name then
       not_found(result.message)
     end
     error(result, 0)
   end
-  return 200, formats.render(result, format), CONTENT[format]
+  return 200, render(result, format, cached), CONTENT[format]
 end
 
 M["/healthz"] = function()

@@ -244,6 +244,33 @@ end
     assert.are.equal("stale 0\n", outs[2])
   end)
 
+  it("with share, hands back the table it decoded only while Redis holds the very same bytes", function()
+    local c = new_cache()
+    local share = { share = true }
+    local computes = 0
+    local function fn() computes = computes + 1 return { rows = { { v = "1." .. computes } } } end
+    local a = c:get_or_compute("shared", 60, fn, share)
+    local b = c:get_or_compute("shared", 60, fn, share)
+    local d = c:get_or_compute("shared", 60, fn, share)
+    assert.are.equal(1, computes)
+    assert.are.equal(b, d) -- decoded once: the same table
+    assert.are.same(a, b)
+    assert.are_not.equal(c:get_or_compute("shared", 60, fn), c:get_or_compute("shared", 60, fn)) -- not without share
+    -- another process stores new bytes under the same key: the new value, never the kept table
+    local other = new_cache()
+    other.prefix = c.prefix
+    assert.is_true(other:set("shared", { rows = { { v = "2.0" } } }, 60))
+    local e = c:get_or_compute("shared", 60, fn, share)
+    assert.are_not.equal(b, e)
+    assert.are.equal("2.0", e.rows[1].v)
+    -- invalidated: computed again, not the kept table
+    c:invalidate("shared")
+    local f = c:get_or_compute("shared", 60, fn, share)
+    assert.are.equal(2, computes)
+    assert.are.equal("1.2", f.rows[1].v)
+    c:clear()
+  end)
+
   it("makes a value stale in every process once another process invalidates it", function()
     local prefix = fresh_prefix()
     local code = [[

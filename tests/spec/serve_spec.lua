@@ -136,6 +136,19 @@ describe("quarry serve", function()
     assert.are.equal("Dorenell Windfarm Limited", r.rows[1].lead_party)
   end)
 
+  it("answers a cached report with the new figures once a write changed its day", function()
+    local path = s.url .. "/reports/daily?date=2031-05-02&format=csv"
+    local before = h.quarry("report daily --date 2031-05-02 --format csv --no-cache", ENV)
+    for _ = 1, 3 do assert.are.equal(before, select(2, get(path))) end -- computed once, then from the cache
+    local original = h.MAY_2031[4]
+    finally(function() h.ingest_rows({ original }, ENV) end)
+    h.ingest_rows({ (original:gsub(",%-30,%-2400,", ",-33,-2640,")) }, ENV)
+    local after = h.quarry("report daily --date 2031-05-02 --format csv --no-cache", ENV)
+    assert.are_not.equal(before, after)
+    assert.matches(",33,", after)
+    for _ = 1, 3 do assert.are.equal(after, select(2, get(path))) end
+  end)
+
   it("lists the reports with their params", function()
     local status, body = get(s.url .. "/reports")
     assert.are.equal(200, status)
