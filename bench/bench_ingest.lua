@@ -4,6 +4,9 @@
 --   copy_temp   COPY into a temporary copy of curtailment_records (no
 --               indexes, no WAL): the floor any load of these rows pays
 --   copy_table  COPY into a logged copy with the same indexes
+--   copy_both   that, plus a COPY of the bitcoin rows the ingest computed
+--               into a logged copy of their table with its indexes: the
+--               least a durable load of what the ingest stores must write
 -- Medians of ROUNDS; each ingest replaces the dates the previous one wrote.
 --   quarry run bench/bench_ingest.lua FILE.csv ROUNDS
 local quarry = require "quarry"
@@ -19,34 +22,53 @@ f:close()
 local header, body = text:match("^([^\n]*)\n(.*)$")
 local rows = select(2, body:gsub("\n", ""))
 
-local function copy_into(tx, table_name)
+local function copy_into(tx, table_name, cols, data, count)
   local sent = false
   local t0 = core.now_ns()
-  local n = tx:copy_in(("COPY %s (%s) FROM STDIN WITH (FORMAT csv)"):format(table_name, header), function()
+  local n = tx:copy_in(("COPY %s (%s) FROM STDIN WITH (FORMAT csv)"):format(table_name, cols), function()
     if sent then return nil end
     sent = true
-    return body
+    return data
   end)
-  assert(n == rows, n)
+  assert(n == count, n)
   return util.ms_since(t0)
 end
 
-local whole, temp, logged = {}, {}, {}
+-- The bitcoin rows the ingest wrote, as CSV (made outside the timed part).
+local BTC_COLS = "settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined, "
+  .. "difficulty, block_reward"
+local function bitcoin_csv()
+  local out = {}
+  for i, r in ipairs(db:query("SELECT " .. BTC_COLS:gsub("settlement_date", "settlement_date::text")
+      .. " FROM historical_bitcoin_calculations ORDER BY id")) do
+    out[i] = table.concat({ r.settlement_date, r.settlement_period, r.farm_id, r.miner_model, r.curtailed_energy,
+                            r.bitcoin_mined, r.difficulty, r.block_reward }, ",")
+  end
+  return table.concat(out, "\n") .. "\n", #out
+end
+
+local whole, temp, logged, both = {}, {}, {}, {}
+local btc, btc_rows
 for i = 1, rounds do
   local t0 = core.now_ns()
   ingest.curtailment(db, path, quarry.cache)
   whole[i] = util.ms_since(t0)
+  if not btc then btc, btc_rows = bitcoin_csv() end
   local ok, err = db:transaction(function(tx)
     tx:exec("CREATE TEMP TABLE bench_copy (LIKE curtailment_records INCLUDING DEFAULTS) ON COMMIT DROP")
-    temp[i] = copy_into(tx, "bench_copy")
+    temp[i] = copy_into(tx, "bench_copy", header, body, rows)
     tx:exec("CREATE TABLE bench_copy_logged (LIKE curtailment_records INCLUDING ALL)")
-    logged[i] = copy_into(tx, "bench_copy_logged")
+    logged[i] = copy_into(tx, "bench_copy_logged", header, body, rows)
+    tx:exec("CREATE TABLE bench_btc_logged (LIKE historical_bitcoin_calculations INCLUDING ALL)")
+    both[i] = logged[i] + copy_into(tx, "bench_btc_logged", BTC_COLS, btc, btc_rows)
     error("roll back", 0)
   end)
   assert(not ok and err == "roll back", err)
 end
-local w, t, l = util.median(whole), util.median(temp), util.median(logged)
+local w, t, l, b = util.median(whole), util.median(temp), util.median(logged), util.median(both)
 print(("rows %d"):format(rows))
+print(("bitcoin_rows %d"):format(btc_rows))
 print(("ingest_ms %.1f"):format(w))
 print(("copy_temp_ms %.1f"):format(t))
 print(("copy_table_ms %.1f"):format(l))
+print(("copy_both_ms %.1f"):format(b))
