@@ -11,7 +11,8 @@ function M.define(p)
   local s = p:command("serve", "Answer HTTP requests: the reports (GET /reports, /reports/NAME?param=...), "
     .. "the old platform's /api routes, /healthz and /metrics. SIGTERM drains and exits 0.")
   s:option("--listen", "Address and port (loopback unless you say otherwise).", "127.0.0.1:8080")
-  s:option("--workers", "Processes sharing the port (SO_REUSEPORT), each with its own pool.", "1")
+  s:option("--workers", "Processes sharing the port (SO_REUSEPORT), each with its own pool; "
+    .. "one that crashes is replaced.", "1")
   s:option("--max-inflight", "Requests one worker answers at once (503 beyond).", "64")
   s:option("--request-timeout", "Longest a request may take, s (504 beyond).", "60")
 end
