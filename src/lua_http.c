@@ -7,9 +7,10 @@
  *       opts: max_header_bytes, max_body_bytes, timeout_s (reading a request,
  *       writing an answer, an idle keep-alive connection); SO_REUSEPORT, so
  *       several workers share the port
- *   core.http_reserve_port(host) -> port: a port of host chosen by the
- *       system and held (bound with SO_REUSEPORT, not listening) for the life
- *       of the process, so the workers it then starts all listen on it
+ *   core.http_reserve_port(host [, port]) -> port: host:port (port 0: one
+ *       the system chooses) held, bound with SO_REUSEPORT and not listening,
+ *       for the life of the process, so the workers it then starts all
+ *       listen on it; an error at once if another program holds it
  *   srv:port()        the port bound (for port 0)
  *   srv:take()        -> {req, ...} the requests that arrived since the last take
  *   srv:close()       stop accepting; answers to taken requests still go out
@@ -157,9 +158,12 @@ static int l_http_listen(lua_State *L)
 static int l_http_reserve_port(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, port >= 0 && port <= 65535, 2, "not a port");
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -170,7 +174,7 @@ static int l_http_reserve_port(lua_State *L)
         bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return luaL_error(L, "cannot listen on %s: %s", host, strerror(e));
+        return luaL_error(L, "cannot listen on %s:%d: %s", host, (int)port, strerror(e));
     }
     /* fd stays open on purpose: it holds the port until the process ends */
     lua_pushinteger(L, ntohs(sa.sin_port));

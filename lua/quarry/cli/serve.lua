@@ -37,8 +37,12 @@ function commands.serve(args)
       end })
   end
   if workers == 1 then return run_worker() end
-  -- port 0: the system chooses one port, and every worker (a replaced one too) listens on it
-  if port == 0 then port = core.http_reserve_port(host) end
+  -- The port held here first: one that another program holds is said once,
+  -- before any worker starts; port 0 becomes the one the system chose, on
+  -- which every worker (a replaced one too) listens.
+  local held, got = pcall(core.http_reserve_port, host, port)
+  if not held then cli.usage_error((tostring(got):gsub("^[^:]+%.lua:%d+: ", ""))) end
+  port = got
   quarry.close() -- each worker opens its own pool and cache connection after the fork
   local born = {}
   local function start_worker(i)
