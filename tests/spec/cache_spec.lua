@@ -138,9 +138,11 @@ print(v)
   end)
 
   it("is not blocked past the lock's expiry by a holder that died", function()
-    local c = new_cache({ lock_ms = 400 })
+    -- waiting longer than the lock lives: the lock's expiry, not the wait's
+    -- end, is what lets this one compute (and store) -- the two were a race
+    local c = new_cache({ lock_ms = 400, wait_ms = 5000 })
     local name = c.prefix .. "orphan@0"
-    -- a lock left by a process that crashed mid-compute
+    -- a lock left by a process that crashed mid-compute, on another host (its token not ours to judge)
     redis_cli(("SET %slock:%s dead-holder PX 400"):format(c.prefix, name))
     local t0 = core.now_ns()
     local v = c:get_or_compute("orphan", 60, function() return "recovered" end)
