@@ -105,6 +105,16 @@ static void done_with(lreq *r)
     r->c_holds = 0;
 }
 
+/* host:port as an IPv4 socket address, or a Lua error naming host. */
+static void ipv4(lua_State *L, const char *host, lua_Integer port, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((unsigned short)port);
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+}
+
 static int l_http_listen(lua_State *L)
 {
     qr_lua_loop *loop = qr_lua_checkloop(L, 1);
@@ -119,11 +129,7 @@ static int l_http_listen(lua_State *L)
     lua_pop(L, 3);
 
     struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((unsigned short)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+    ipv4(L, host, port, &sa);
 
     lserver *s = lua_newuserdatauv(L, sizeof *s, 1);
     memset(s, 0, sizeof *s);
@@ -161,11 +167,7 @@ static int l_http_reserve_port(lua_State *L)
     lua_Integer port = luaL_optinteger(L, 2, 0);
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "not a port");
     struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((unsigned short)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+    ipv4(L, host, port, &sa);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int on = 1;
     socklen_t len = sizeof sa;
