@@ -14,7 +14,7 @@ local name, param, value, rounds, mode = arg[1], arg[2], arg[3], tonumber(arg[4]
 local opts = { no_cache = mode ~= "cached", direct = mode == "direct" }
 local cache = mode == "cached" and quarry.cache or nil
 local plugin = report.find(require("quarry.services").root(), name)
-local p = report.params(plugin, { [param] = value }, quarry.db)
+local p = report.params(plugin, { [param] = value })
 local times = {}
 report.run(quarry.db, cache, plugin, p, opts) -- warm the connections and plans
 for i = 1, rounds do

@@ -18,7 +18,7 @@ if mode == "reports" then
                   { "yearly", { year = "2024" }, "month" } }
   for _, c in ipairs(cases) do
     local plugin = report.find(root, c[1])
-    local p = report.params(plugin, c[2], db)
+    local p = report.params(plugin, c[2])
     local cold, cached = {}, {}
     for i = 1, 15 do
       local t0 = core.now_ns()

@@ -32,7 +32,7 @@ if mode == "reports" then
   for _, c in ipairs({ { "monthly", { month = "2024-03" }, "2024-03-01" },
                        { "yearly", { year = "2024" }, "2024-01-01" } }) do
     local plugin = report.find(root, c[1])
-    local p = report.params(plugin, c[2], targets[1].db)
+    local p = report.params(plugin, c[2])
     local cold, summary, direct = {}, {}, {}
     for _, t in ipairs(targets) do cold[t], summary[t], direct[t] = {}, {}, {} end
     for i = 1, 21 do

@@ -274,7 +274,6 @@ end
 
 -- Their form only: what must exist in the database (a miner model, a farm)
 -- is looked up in the report's transaction, so a cached answer needs none.
--- (db, the third argument callers pass, is no longer read here.)
 function M.params(plugin, raw) return params.check(plugin, raw) end
 M.range = params.range
 

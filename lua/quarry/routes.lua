@@ -47,7 +47,7 @@ local function run_report(name, raw, no_cache)
   local params = {}
   for k, v in pairs(raw) do params[k] = v end
   local db = quarry.db
-  local p = report.params(plugin, params, db)
+  local p = report.params(plugin, params)
   local cache = quarry.cache
   local run = report.run(db, cache.enabled and cache or nil, plugin, p, { no_cache = no_cache, share = true })
   return run.result, run.cached

@@ -135,7 +135,7 @@ describe("a plugin's own params", function()
 local quarry = require "quarry"
 local report = require "quarry.report"
 local plugin = report.load_file(%q)
-local p = report.params(plugin, { month = "2031-05", min_mwh = "29" }, quarry.db)
+local p = report.params(plugin, { month = "2031-05", min_mwh = "29" })
 print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]):format(dir .. "/above.lua"))
     out, err, code = h.quarry("run " .. script, env)
     assert.are.equal(0, code, err)

@@ -65,7 +65,7 @@ function commands.report(args)
   for k in pairs(plugin.params) do raw[k] = args[k] end
   local db = quarry.db
   require("quarry.migrate").require_current(db)
-  local p = report.params(plugin, raw, db)
+  local p = report.params(plugin, raw)
   local run = report.run(db, cli.cache_if_on(), plugin, p, { no_cache = args.no_cache, direct = args.direct })
   cli.write_output(formats.render(run.result, args.format), args.output)
   if args.output then
@@ -106,7 +106,7 @@ function commands.demo()
   cli.note(("demo: seeded 2024-01..03: %d curtailment rows, %d bitcoin rows in %.1f s")
     :format(r.rows, r.bitcoin_rows, r.total_s))
   local plugin = report.find(services.root(), "monthly")
-  local p = report.params(plugin, { month = "2024-03" }, db)
+  local p = report.params(plugin, { month = "2024-03" })
   local run = report.run(db, cli.cache_if_on(), plugin, p, {})
   io.write(formats.render(run.result, "table"))
   local html = services.home(quarry.settings()) .. "/demo-monthly-2024-03.html"
