@@ -75,37 +75,60 @@ end
 
 --- Replace the bitcoin rows of `dates` from their curtailment rows: one row
 -- per (date, period, farm, miner) summing all that farm's acceptances in the
--- period. Returns the number of rows written.
+-- period. Returns the number of rows the dates have now.
+--
+-- A row whose figures come out as stored (to the digit: compared as text,
+-- so 1.50 and 1.5 differ) is left alone, and only the rest are written: a
+-- re-fetch, a repair, a re-run of the same file or `miners add` mostly
+-- recompute what is there, and rewriting each row (three index entries,
+-- each finding its deleted twin in the unique key) cost 2.5x the compare.
 function M.recalculate(tx, dates)
   if #dates == 0 then return 0 end
   M.require_difficulty(tx, dates)
   local arr = pg_array(dates)
-  tx:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date = ANY($1::date[])", arr)
+  -- Rows whose farm-period has no curtailment any more, or whose model is gone.
+  tx:exec([[
+    DELETE FROM historical_bitcoin_calculations h
+    WHERE h.settlement_date = ANY($1::date[])
+      AND (NOT EXISTS (SELECT 1 FROM curtailment_records c WHERE c.settlement_date = h.settlement_date
+                         AND c.settlement_period = h.settlement_period AND c.farm_id = h.farm_id)
+           OR NOT EXISTS (SELECT 1 FROM miner_models m WHERE m.name = h.miner_model))]], arr)
   -- BTC = E * F with F = 3.6e9 * TH * 1e12 * reward / (watts * D * 2^32): one
   -- exact factor per date and miner (40 decimal places, so E * F rounds to
   -- the true value), then a single multiplication per farm-period.
-  return tx:exec({ name = "mining.recalculate", sql = ([[
-    INSERT INTO historical_bitcoin_calculations
-      (settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined,
-       difficulty, block_reward)
-    WITH f AS MATERIALIZED (  -- once per date and miner, not per row
-      SELECT p.settlement_date, m.name AS miner_model, p.difficulty, p.reward,
-             (3600000000 * m.hashrate_th * 1000000000000 * p.reward)::numeric(90, 40)
-               / (m.power_watts * p.difficulty * 4294967296) AS factor
-      FROM (  -- the difficulty in force and the reward
-        SELECT d AS settlement_date, %s AS reward,
-               (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
-                ORDER BY effective_date DESC LIMIT 1) AS difficulty
-        FROM unnest($1::date[]) AS d) p
-      CROSS JOIN miner_models m)
-    SELECT e.settlement_date, e.settlement_period, e.farm_id, f.miner_model, e.energy,
-           round(e.energy * f.factor, %d), f.difficulty, f.reward
-    FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy
-          FROM curtailment_records
-          WHERE settlement_date = ANY($1::date[])
-          GROUP BY settlement_date, settlement_period, farm_id) e
-    JOIN f USING (settlement_date)]])
+  tx:exec({ name = "mining.recalculate", sql = ([[
+    MERGE INTO historical_bitcoin_calculations h USING (
+      WITH f AS MATERIALIZED (  -- once per date and miner, not per row
+        SELECT p.settlement_date, m.name AS miner_model, p.difficulty, p.reward,
+               (3600000000 * m.hashrate_th * 1000000000000 * p.reward)::numeric(90, 40)
+                 / (m.power_watts * p.difficulty * 4294967296) AS factor
+        FROM (  -- the difficulty in force and the reward
+          SELECT d AS settlement_date, %s AS reward,
+                 (SELECT difficulty FROM bitcoin_difficulty WHERE effective_date <= d
+                  ORDER BY effective_date DESC LIMIT 1) AS difficulty
+          FROM unnest($1::date[]) AS d) p
+        CROSS JOIN miner_models m)
+      SELECT e.settlement_date, e.settlement_period, e.farm_id, f.miner_model, e.energy,
+             round(e.energy * f.factor, %d) AS bitcoin, f.difficulty, f.reward
+      FROM (SELECT settlement_date, settlement_period, farm_id, sum(abs(volume)) AS energy
+            FROM curtailment_records
+            WHERE settlement_date = ANY($1::date[])
+            GROUP BY settlement_date, settlement_period, farm_id) e
+      JOIN f USING (settlement_date)) n
+    ON h.settlement_date = n.settlement_date AND h.settlement_period = n.settlement_period
+       AND h.farm_id = n.farm_id AND h.miner_model = n.miner_model
+    WHEN MATCHED AND ROW(h.curtailed_energy::text, h.bitcoin_mined::text, h.difficulty::text, h.block_reward::text)
+                     IS DISTINCT FROM ROW(n.energy::text, n.bitcoin::text, n.difficulty::text, n.reward::text) THEN
+      UPDATE SET curtailed_energy = n.energy, bitcoin_mined = n.bitcoin, difficulty = n.difficulty,
+                 block_reward = n.reward, calculated_at = now()
+    WHEN NOT MATCHED THEN
+      INSERT (settlement_date, settlement_period, farm_id, miner_model, curtailed_energy, bitcoin_mined,
+              difficulty, block_reward)
+      VALUES (n.settlement_date, n.settlement_period, n.farm_id, n.miner_model, n.energy, n.bitcoin,
+              n.difficulty, n.reward)]])
     :format(M.reward_sql("d"), M.defs.bitcoin_scale) }, arr)
+  return tonumber(tx:query_one(
+    "SELECT count(*) AS n FROM historical_bitcoin_calculations WHERE settlement_date = ANY($1::date[])", arr).n)
 end
 
 -- ---- miner models ----

@@ -82,4 +82,48 @@ describe("quarry miners", function()
     _, err, code = q("rollup verify")
     assert.are.equal(0, code, err)
   end)
+
+  it("rewrites only the bitcoin rows whose figures change, to the digit, and drops those left without energy", function()
+    local day = db:query_one("SELECT min(settlement_date)::text AS d FROM curtailment_records").d
+    local fps = db:query([[SELECT settlement_period AS p, farm_id AS f FROM curtailment_records
+      WHERE settlement_date = $1 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 3]], day)
+    local changed, gone, rescaled = fps[1], fps[2], fps[3]
+    local where = "settlement_date = $1 AND settlement_period = $2 AND farm_id = $3"
+    db:exec("UPDATE historical_bitcoin_calculations SET calculated_at = '2000-01-01' WHERE settlement_date = $1", day)
+    db:exec("UPDATE curtailment_records SET volume = volume * 2 WHERE " .. where, day, changed.p, changed.f)
+    db:exec("DELETE FROM curtailment_records WHERE " .. where, day, gone.p, gone.f)
+    -- the same value written with more digits: the stored text must match a fresh computation again
+    db:exec("UPDATE historical_bitcoin_calculations SET curtailed_energy = round(curtailed_energy, 7) WHERE " .. where,
+      day, rescaled.p, rescaled.f)
+    local _, err, code = q(("miners recalculate --from %s --to %s"):format(day, day))
+    assert.are.equal(0, code, err)
+    _, err, code = q("rollup refresh --date " .. day) -- the curtailment changed behind quarry's back
+    assert.are.equal(0, code, err)
+    local function rows(fp)
+      return db:query([[SELECT miner_model, curtailed_energy::text AS e, calculated_at > '2000-01-01' AS rewritten
+        FROM historical_bitcoin_calculations WHERE ]] .. where .. " ORDER BY 1", day, fp.p, fp.f)
+    end
+    local function energy(fp)
+      return db:query_one("SELECT sum(abs(volume))::text AS e FROM curtailment_records WHERE " .. where,
+        day, fp.p, fp.f).e
+    end
+    local models = tonumber(db:query_one("SELECT count(*) AS n FROM miner_models").n)
+    for _, fp in ipairs({ changed, rescaled }) do
+      local got = rows(fp)
+      assert.are.equal(models, #got)
+      for _, r in ipairs(got) do
+        assert.is_true(r.rewritten, r.miner_model)
+        assert.are.equal(energy(fp), r.e)
+      end
+    end
+    assert.are.equal(0, #rows(gone))
+    local r = db:query_one([[SELECT count(*) FILTER (WHERE calculated_at > '2000-01-01') AS rewritten,
+        count(*) AS n FROM historical_bitcoin_calculations WHERE settlement_date = $1]], day)
+    assert.are.equal(2 * models, tonumber(r.rewritten)) -- nothing else was written
+    local fp = db:query_one([[SELECT count(*) AS n FROM (SELECT DISTINCT settlement_period, farm_id
+      FROM curtailment_records WHERE settlement_date = $1) x]], day).n
+    assert.are.equal(fp * models, tonumber(r.n))
+    _, err, code = q("rollup verify")
+    assert.are.equal(0, code, err)
+  end)
 end)
