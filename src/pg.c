@@ -315,10 +315,11 @@ static void drop_plans_if_stale(qr_conn *c)
     PQclear(r);
 }
 
-static int check_restricted(qr_conn *c, const char *sql, size_t len, qr_error *err)
+/* script: whether sql holds several statements, as the statement cache
+ * found when it first saw this text (a lexer pass over the whole text). */
+static int check_restricted(const char *sql, size_t len, int script, qr_error *err)
 {
-    (void)c;
-    if (qr_sql_is_script(sql, len)) {
+    if (script) {
         qr_error_set(err, "denied", "one statement per query here: this SQL holds several");
         return -1;
     }
@@ -412,6 +413,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
 {
     if (st) sql = st->sql;
     size_t len = st ? st->len : strlen(sql);
+    int script = st ? st->simple : qr_sql_is_script(sql, len);
     if (c->no_prepare) st = NULL; /* behind a pooler a named statement may be on another server */
     struct qr_pending *q = new_pending(c);
     q->st = st;
@@ -420,7 +422,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
     q->values = values;
     q->lengths = lengths;
     if (c->restricted) {
-        if (check_restricted(c, sql, len, err) != 0) return -1;
+        if (check_restricted(sql, len, script, err) != 0) return -1;
         /* Never the simple protocol: even a text the lexer misjudged cannot
          * carry a second statement through PQprepare or PQexecParams. */
         q->kind = st ? SEND_PREPARED : SEND_PARAMS;
@@ -434,7 +436,7 @@ int qr_conn_send(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *co
                 }
             }
         }
-        if (st ? st->simple : qr_sql_is_script(sql, len)) {
+        if (script) {
             if (n > 0) {
                 qr_error_set(err, "usage", "a script of several statements cannot take parameters");
                 return -1;

@@ -336,6 +336,29 @@ local function make_summaries(tx)
 end
 
 
+-- A breakdown's statement, {query=, party=}: built from the definitions
+-- once per process and shape (a few KB of SQL formatted, then scanned and
+-- hashed by the statement cache, on every call otherwise). source "rollup"
+-- may be nil: the shape is finer than any rollup.
+local statements = {}
+local function statement(source, by, party, farm)
+  local key = ("%s:%s:%s:%s"):format(source, by, party, farm)
+  local st = statements[key]
+  if st == nil then
+    local sql
+    if source == "rollup" then sql = summaries_defs.breakdown_rollup_sql(by, party, farm)
+    else sql = summaries_defs.breakdown_sql(by, party) end
+    st = false
+    if sql then
+      local tag = (sql.rollup and ("rollup." .. sql.rollup .. ".") or "breakdown.") .. by
+        .. (sql.party and ".party" or "")
+      st = { query = { name = tag, sql = summaries_defs.combined(sql) }, party = sql.party }
+    end
+    statements[key] = st
+  end
+  return st or nil
+end
+
 -- ctx.breakdown(by, p [, miner]): curtailment and bitcoin over the period
 -- of p grouped `by` (a shape of defs/summaries.lua: day, week, month, farm,
 -- lead_party, period, all), with one
@@ -352,13 +375,12 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     usage(("no breakdown by '%s' (lua/quarry/defs/summaries.lua has %s)"):format(tostring(by),
       table.concat(names, ", ")))
   end
-  local sql = not direct and summaries_defs.breakdown_rollup_sql(by, p.lead_party ~= nil, p.farm ~= nil) or nil
+  local party, farm = p.lead_party ~= nil, p.farm ~= nil
+  local sql = not direct and statement("rollup", by, party, farm) or nil
   if sql and sql.party and rollup.mixed_parties(tx, from, to) then sql = nil end
-  sql = sql or summaries_defs.breakdown_sql(by, p.lead_party ~= nil)
-  local n = sql.party and 4 or 3
+  sql = sql or statement("raw", by, party)
   local args = { from, to, p.farm, p.lead_party }
-  local tag = (sql.rollup and ("rollup." .. sql.rollup .. ".") or "breakdown.") .. by .. (sql.party and ".party" or "")
-  local c = tx:query({ name = tag, sql = summaries_defs.combined(sql) }, table.unpack(args, 1, n))
+  local c = tx:query(sql.query, table.unpack(args, 1, sql.party and 4 or 3))
   local models = {}
   if miner then models[1] = miner
   else
