@@ -4,29 +4,66 @@
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
+local find, type, concat = string.find, type, table.concat
+local json_value, json_string = F.json_value, F.json_string
+local NUMBER, ESCAPE = "^-?%d+%.?%d*$", '[%c"\\]'
 
--- keys: each field's quoted name and "":", made once for all the rows
-local function object(row, fields, keys, numeric)
-  local parts = {}
-  for i, f in ipairs(fields) do parts[i] = keys[i] .. F.json_value(row[f.name], numeric[i]) end
-  return "{" .. table.concat(parts, ",") .. "}"
+-- Append row as a JSON object to buf after position n; the new end. Every
+-- piece goes into the one buffer, concatenated once for the document: the
+-- rows are most of a report's bytes, and a string per value and per row
+-- cost three times this (a served report is rendered on every request).
+-- heads: '{"name":' for the first field, ',"name":' for the others.
+local function object(buf, n, row, names, heads, numeric)
+  for i = 1, #names do
+    n = n + 1
+    buf[n] = heads[i]
+    local v = row[names[i]]
+    if type(v) == "string" then
+      if numeric[i] and find(v, NUMBER) then
+        n = n + 1
+        buf[n] = v
+      elseif not find(v, ESCAPE) then
+        buf[n + 1], buf[n + 2], buf[n + 3] = '"', v, '"'
+        n = n + 3
+      else
+        n = n + 1
+        buf[n] = json_string(v)
+      end
+    else
+      n = n + 1
+      buf[n] = json_value(v, numeric[i])
+    end
+  end
+  n = n + 1
+  buf[n] = #names == 0 and "{}" or "}"
+  return n
 end
 
 return function(r)
-  local keys, numeric = {}, {}
-  for i, f in ipairs(r.fields) do keys[i], numeric[i] = F.json_string(F.column(f)) .. ":", F.is_numeric_field(f) end
-  local rows = {}
-  for i, row in ipairs(r.rows) do rows[i] = object(row, r.fields, keys, numeric) end
+  local names, heads, numeric = {}, {}, {}
+  for i, f in ipairs(r.fields) do
+    names[i], numeric[i] = f.name, F.is_numeric_field(f)
+    heads[i] = (i == 1 and "{" or ",") .. json_string(F.column(f)) .. ":"
+  end
   local fields = {}
   for i, f in ipairs(r.fields) do
-    fields[i] = ("{%s:%s,%s:%s,%s:%s,%s:%s}"):format(F.json_string("name"), F.json_string(F.column(f)),
-      F.json_string("type"), F.json_string(f.type or "unknown"), F.json_string("unit"),
-      f.unit and F.json_string(f.unit) or "null", F.json_string("label"), F.json_string(f.label or F.column(f)))
+    fields[i] = ("{%s:%s,%s:%s,%s:%s,%s:%s}"):format(json_string("name"), json_string(F.column(f)),
+      json_string("type"), json_string(f.type or "unknown"), json_string("unit"),
+      f.unit and json_string(f.unit) or "null", json_string("label"), json_string(f.label or F.column(f)))
   end
-  return ("{\"schema\":\"quarry.report/1\",\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],"
-    .. "\"rows\":[%s],\"totals\":%s,\"footer\":%s}\n"):format(
-    F.json_string(r.name or ""), F.json_string(r.title or ""), F.json_value(r.params or {}),
-    table.concat(fields, ","), table.concat(rows, ",\n"),
-    r.totals and object(r.totals, r.fields, keys, numeric) or "null",
-    r.footer and F.json_string(r.footer) or "null")
+  local buf = { ("{\"schema\":\"quarry.report/1\",\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],"
+    .. "\"rows\":["):format(json_string(r.name or ""), json_string(r.title or ""), json_value(r.params or {}),
+    concat(fields, ",")) }
+  local n = 1
+  for i, row in ipairs(r.rows) do
+    if i > 1 then n = n + 1 buf[n] = ",\n" end
+    n = object(buf, n, row, names, heads, numeric)
+  end
+  n = n + 1
+  buf[n] = "],\"totals\":"
+  if r.totals then n = object(buf, n, r.totals, names, heads, numeric)
+  else n = n + 1 buf[n] = "null" end
+  n = n + 1
+  buf[n] = (",\"footer\":%s}\n"):format(r.footer and json_string(r.footer) or "null")
+  return concat(buf, "", 1, n)
 end
