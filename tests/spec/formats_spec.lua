@@ -39,6 +39,29 @@ describe("formats", function()
     assert.are.equal(1000000, decoded.rows[2].n)
   end)
 
+  it("writes json that quotes what is not a number, escapes what must be, and keeps every value's place", function()
+    local odd = {
+      name = "o", title = "T",
+      fields = { { name = "id", type = "text", column = "farm" }, { name = "v", type = "numeric", unit = "MWh" },
+                 { name = "x" } },
+      rows = { { id = "123", v = "1.50", x = 0.1 }, { id = 'q"\\\1', v = "NaN", x = { 2, 1 } }, { v = "-7" },
+               { id = "", x = true } },
+      totals = { v = "1.2e3" }, footer = "tab\t",
+    }
+    assert.are.equal('{"schema":"quarry.report/1","report":"o","title":"T","params":{},"fields":['
+      .. '{"name":"farm","type":"text","unit":null,"label":"farm"},'
+      .. '{"name":"v","type":"numeric","unit":"MWh","label":"v"},'
+      .. '{"name":"x","type":"unknown","unit":null,"label":"x"}],"rows":['
+      .. '{"farm":"123","v":1.50,"x":0.1},\n'
+      .. '{"farm":"q\\"\\\\\\u0001","v":"NaN","x":[2,1]},\n'
+      .. '{"farm":null,"v":-7,"x":null},\n'
+      .. '{"farm":"","v":null,"x":true}],'
+      .. '"totals":{"farm":null,"v":"1.2e3","x":null},"footer":"tab\\t"}\n', formats.json(odd))
+    local empty = formats.json({ name = "e", fields = {}, rows = { {}, {} } })
+    assert.matches('"rows":[{},\n{}],"totals":null', empty, 1, true)
+    assert.is_table(require("cjson").decode(empty))
+  end)
+
   it("aligns a table for the terminal, with thousands separators", function()
     local out = formats.table({ fields = result.fields, rows = { { key = "x", mwh = "1234567.8915", n = 3 } } })
     assert.are.equal("key             mwh  n\n---  --------------  -\nx    1,234,567.8915  3\n", out)

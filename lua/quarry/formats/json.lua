@@ -52,7 +52,8 @@ return function(r)
       f.unit and json_string(f.unit) or "null", json_string("label"), json_string(f.label or F.column(f)))
   end
   local buf = { ("{\"schema\":\"quarry.report/1\",\"report\":%s,\"title\":%s,\"params\":%s,\"fields\":[%s],"
-    .. "\"rows\":["):format(json_string(r.name or ""), json_string(r.title or ""), json_value(r.params or {}),
+    .. "\"rows\":["):format(json_string(r.name or ""), json_string(r.title or ""),
+    next(r.params or {}) == nil and "{}" or json_value(r.params), -- an object even when empty, not []
     concat(fields, ",")) }
   local n = 1
   for i, row in ipairs(r.rows) do
