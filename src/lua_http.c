@@ -105,14 +105,24 @@ static void done_with(lreq *r)
     r->c_holds = 0;
 }
 
-/* host:port as an IPv4 socket address, or a Lua error naming host. */
+/* An address that cannot be listened on is the user's to fix (a port
+ * another program holds, an address not this host's): a usage error, one
+ * line with no Lua position, so `quarry serve` exits 2 with it. */
+static int cannot_listen(lua_State *L, const char *host, lua_Integer port, const char *why)
+{
+    qr_error e;
+    if (port < 0) qr_error_set(&e, "usage", "cannot listen on '%s': %s", host, why);
+    else qr_error_set(&e, "usage", "cannot listen on %s:%d: %s", host, (int)port, why);
+    return qr_lua_raise(L, &e);
+}
+
+/* host:port as an IPv4 socket address, or a usage error naming host. */
 static void ipv4(lua_State *L, const char *host, lua_Integer port, struct sockaddr_in *sa)
 {
     memset(sa, 0, sizeof *sa);
     sa->sin_family = AF_INET;
     sa->sin_port = htons((unsigned short)port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        luaL_error(L, "cannot listen on '%s': not an IPv4 address", host);
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) cannot_listen(L, host, -1, "not an IPv4 address");
 }
 
 static int l_http_listen(lua_State *L)
@@ -148,11 +158,11 @@ static int l_http_listen(lua_State *L)
         qr_lua_loop_base(loop), NULL, NULL,
         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
         (struct sockaddr *)&sa, sizeof sa);
-    if (!lst) return luaL_error(L, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+    if (!lst) return cannot_listen(L, host, port, strerror(errno));
     s->bound = evhttp_bind_listener(s->http, lst);
     if (!s->bound) {
         evconnlistener_free(lst);
-        return luaL_error(L, "cannot listen on %s:%d", host, port);
+        return cannot_listen(L, host, port, "the HTTP server would not take the socket");
     }
     struct sockaddr_in got;
     socklen_t len = sizeof got;
@@ -176,7 +186,7 @@ static int l_http_reserve_port(lua_State *L)
         bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return luaL_error(L, "cannot listen on %s:%d: %s", host, (int)port, strerror(e));
+        return cannot_listen(L, host, port, strerror(e));
     }
     /* fd stays open on purpose: it holds the port until the process ends */
     lua_pushinteger(L, ntohs(sa.sin_port));

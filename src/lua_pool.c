@@ -814,17 +814,11 @@ static int l_conn_begin(lua_State *L)
         if (qr_tx_begin(lc->c, &o, &err) != 0) return qr_lua_raise(L, &err);
         return 0;
     }
-    char sql[QR_TX_SQL_MAX];
-    if (qr_tx_begin_sql(lc->c, &o, sql, sizeof sql, &err) != 0) return qr_lua_raise(L, &err);
     lua_pushnil(L); /* no JSON decoding */
     int decode = lua_gettop(L);
     PGresult **box = new_result_box(L);
-    PGresult *r = qr_conn_exec(lc->c, NULL, sql, 0, NULL, NULL, &err);
-    if (!r) {
-        qr_tx_begin_failed(lc->c);
-        return qr_lua_raise(L, &err);
-    }
-    qr_tx_began(lc->c);
+    PGresult *r = qr_tx_begin_rows(lc->c, &o, &err);
+    if (!r) return qr_lua_raise(L, &err);
     *box = r;
     push_result(L, r, ROWS, decode);
     PQclear(r);

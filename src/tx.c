@@ -51,7 +51,7 @@ void qr_tx_began(qr_conn *c)
     (*qr_conn_tx_depth(c))++;
 }
 
-void qr_tx_begin_failed(qr_conn *c)
+static void begin_failed(qr_conn *c)
 {
     /* BEGIN ran but a setup statement after it failed: the server is in an
      * aborted transaction the caller does not know it has. */
@@ -100,12 +100,25 @@ void qr_tx_rolled_back(qr_conn *c, int ok)
     if (!ok) qr_conn_mark_broken(c); /* the pool discards it */
 }
 
+PGresult *qr_tx_begin_rows(qr_conn *c, const qr_tx_options *opt, qr_error *err)
+{
+    char sql[QR_TX_SQL_MAX];
+    if (qr_tx_begin_sql(c, opt, sql, sizeof sql, err) != 0) return NULL;
+    PGresult *r = qr_conn_exec(c, NULL, sql, 0, NULL, NULL, err);
+    if (!r) {
+        begin_failed(c);
+        return NULL;
+    }
+    qr_tx_began(c);
+    return r;
+}
+
 int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err)
 {
     char sql[QR_TX_SQL_MAX];
     if (qr_tx_begin_sql(c, opt, sql, sizeof sql, err) != 0) return -1;
     if (qr_conn_command(c, sql, err) != 0) {
-        qr_tx_begin_failed(c);
+        begin_failed(c);
         return -1;
     }
     qr_tx_began(c);

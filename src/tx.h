@@ -37,6 +37,9 @@ typedef struct qr_tx_options {
 int qr_isolation_parse(const char *name);
 
 int qr_tx_begin(qr_conn *c, const qr_tx_options *opt, qr_error *err);
+/* The same for a begin with setup statements: the result of the last one
+ * (the caller PQclears it), or NULL with err and no transaction open. */
+PGresult *qr_tx_begin_rows(qr_conn *c, const qr_tx_options *opt, qr_error *err);
 int qr_tx_commit(qr_conn *c, qr_error *err);
 int qr_tx_rollback(qr_conn *c, qr_error *err);
 int qr_tx_depth(qr_conn *c);
@@ -46,8 +49,6 @@ int qr_tx_depth(qr_conn *c);
  * and must be rolled back instead; -1 with err), then what it did. */
 int qr_tx_begin_sql(qr_conn *c, const qr_tx_options *opt, char *sql, size_t cap, qr_error *err);
 void qr_tx_began(qr_conn *c);
-/* After a failed begin the caller sent: ends what the server began (blocking). */
-void qr_tx_begin_failed(qr_conn *c);
 int qr_tx_commit_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);
 void qr_tx_committed(qr_conn *c, int ok);
 int qr_tx_rollback_sql(qr_conn *c, char *sql, size_t cap, qr_error *err);

@@ -425,12 +425,12 @@ local function release_leftovers(self)
   end
 end
 
--- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
--- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
--- we took the compute lock); nil when Redis is unavailable or behind.
 -- The most bytes of stored values opts.share keeps decoded (then it starts afresh).
 local SHARED_BYTES = 16 * 1024 * 1024
 
+-- What Redis holds for key: {name=, hit=true, value=, compute_ms=, pttl=},
+-- {name=, corrupt=true}, or a miss {name=, locked=} (with want_lock, whether
+-- we took the compute lock); nil when Redis is unavailable or behind.
 local function fetch(self, key, want_lock, opts)
   if next(self.unreleased) then release_leftovers(self) end
   local r = lookup(self, key, want_lock, opts)

@@ -69,7 +69,6 @@ local current = setmetatable({}, { __mode = "k" }) -- the handles found current:
 
 --- Raise a clear error unless every migration is applied and every rollup
 -- table matches its declaration (checked once per handle).
-
 function M.require_current(db)
   if current[db] then return end
   for _, m in ipairs(M.status(db)) do

@@ -201,9 +201,9 @@ end
 
 --- Check raw values (strings from the command line, or values from a
 -- script) against a plugin's params; the values to run it with. Bad input
--- is a usage error naming the flag. Given db, the values that must exist
--- are looked up too (M.check_known); report.run does that itself.
-function M.check(plugin, raw, db)
+-- is a usage error naming the flag. The values that must exist in the
+-- database are looked up by M.check_known, in the report's transaction.
+function M.check(plugin, raw)
   local out = {}
   for name, spec in pairs(plugin.params) do
     local v = raw[name]
@@ -218,7 +218,6 @@ function M.check(plugin, raw, db)
   for name in pairs(raw) do
     if not plugin.params[name] then usage(("report %s takes no %s"):format(plugin.name, M.flag(name))) end
   end
-  if db then M.check_known(plugin, out, db, {}) end
   return out
 end
 

@@ -274,7 +274,7 @@ end
 
 -- Their form only: what must exist in the database (a miner model, a farm)
 -- is looked up in the report's transaction, so a cached answer needs none.
-function M.params(plugin, raw) return params.check(plugin, raw) end
+M.params = params.check
 M.range = params.range
 
 local FAMILIES = { "daily_mining", "monthly_mining", "quarterly_mining", "yearly_mining" }

@@ -139,11 +139,9 @@ function M.worker(host, port, opts)
   local timeout_s = opts.request_timeout_s or 60
   local loop <close> = core.loop_new()
   loop:signals()
-  local listening, bound = pcall(core.http_listen, loop, host, port, { max_header_bytes = M.MAX_HEADER_BYTES,
+  -- a port another program holds, an address not this host's: a usage error (exit 2), in one line
+  local srv <close> = core.http_listen(loop, host, port, { max_header_bytes = M.MAX_HEADER_BYTES,
     max_body_bytes = M.MAX_BODY_BYTES, timeout_s = 30 })
-  -- a port another program holds, an address not this host's: said as bad input (exit 2), in one line
-  if not listening then core.usage((tostring(bound):gsub("^[^:]+%.lua:%d+: ", ""))) end
-  local srv <close> = bound
   if opts.on_listen then opts.on_listen(srv:port()) end
   local tasks = tasks_mod.new(loop)
   local m = new_metrics()

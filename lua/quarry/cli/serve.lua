@@ -40,9 +40,7 @@ function commands.serve(args)
   -- The port held here first: one that another program holds is said once,
   -- before any worker starts; port 0 becomes the one the system chose, on
   -- which every worker (a replaced one too) listens.
-  local held, got = pcall(core.http_reserve_port, host, port)
-  if not held then cli.usage_error((tostring(got):gsub("^[^:]+%.lua:%d+: ", ""))) end
-  port = got
+  port = core.http_reserve_port(host, port)
   quarry.close() -- each worker opens its own pool and cache connection after the fork
   local born = {}
   local function start_worker(i)
