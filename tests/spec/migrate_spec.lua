@@ -69,6 +69,22 @@ describe("migrations", function()
     assert.are.same({ "13.5", "1323" }, { m.hashrate_th, m.power_watts })
   end)
 
+  it("keeps on each dated table the indexes its partition plan declares, no more", function()
+    -- every index is paid for on every ingest: one the plan (and so a
+    -- partitioned copy) lacks is a cost no read was measured to need
+    for tname, plan in pairs(require "quarry.defs.partitions") do
+      local want, got = {}, {}
+      for _, ix in ipairs(plan.indexes) do want[#want + 1] = table.concat(ix, ", ") end
+      for _, r in ipairs(db:query([[
+          SELECT substring(pg_get_indexdef(indexrelid) FROM '\((.*)\)$') AS cols FROM pg_index
+          WHERE indrelid = $1::regclass AND NOT indisunique ORDER BY 1]], tname)) do
+        got[#got + 1] = r.cols
+      end
+      table.sort(want)
+      assert.are.same(want, got, tname)
+    end
+  end)
+
   it("lets two processes migrate at once", function()
     admin:exec("DROP DATABASE quarry_migrate_spec WITH (FORCE)")
     admin:exec("CREATE DATABASE quarry_migrate_spec")

@@ -36,8 +36,8 @@ return {
     batch_key = "id",
     primary_key = { "id", "settlement_date" },
     unique = { { "settlement_date", "settlement_period", "farm_id", "miner_model" } },
-    indexes = { -- by date (and miner): the unique key, which starts with settlement_date
-      { "farm_id", "settlement_date" },
-    },
+    -- by date (and miner): the unique key, which starts with settlement_date;
+    -- by farm: rollup_farm_miner_day (migration 10)
+    indexes = {},
   },
 }
