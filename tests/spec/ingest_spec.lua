@@ -159,6 +159,17 @@ describe("ingest curtailment", function()
     end)
   end
 
+  it("names the line of a bad row deep in a file (rows numbered only once a load fails)", function()
+    local rows = {}
+    for i = 1, 6000 do
+      rows[i] = ("2031-01-%02d,%d,T_FARR-%d,P,-1,-80,-80,-80,true,false"):format(5 + i % 3, 1 + i % 48, i % 97)
+    end
+    rows[4321] = "2031-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,yes"
+    local _, err, code = ingest("curtailment", csv(rows))
+    assert.are.equal(2, code, err)
+    assert.matches(":4322: cadl_flag 'yes' is not a boolean", err)
+  end)
+
   it("takes 46 periods on the spring clock change and 50 on the autumn one, and the periods report shows them", function()
     clear("2024-03-31", "2024-03-31")
     clear("2024-10-27", "2024-10-27")
