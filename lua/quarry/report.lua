@@ -101,7 +101,29 @@ local function plain(v)
   return copy(v, 0)
 end
 
-local function sandbox_env()
+-- The libraries a plugin sees, copied into tables of its own at each load
+-- (one that replaces string.format changes only its copy), by table
+-- constructors generated once from the libraries' keys: filled key by key,
+-- a table rehashes as it grows, and that made the environment the most
+-- costly part of loading a plugin, which a cached request does each time.
+local LIB_COPY = {}
+for _, lib in ipairs({ "math", "string", "table", "utf8" }) do
+  local fields = {}
+  for k in pairs(_G[lib]) do
+    if type(k) == "string" and not (lib == "string" and k == "dump") -- no bytecode of the host's functions
+        and not (lib == "math" and k == "randomseed") then -- the generator is the host's too
+      fields[#fields + 1] = ("[%q] = L[%q]"):format(k, k)
+    end
+  end
+  table.sort(fields)
+  LIB_COPY[lib] = assert(load("local L = ...; return { " .. table.concat(fields, ", ") .. " }", "=" .. lib, "t", {}))
+end
+
+-- load: the state of one load of a plugin file; what its code asks of the
+-- clock or the random generator marks it (load.varies), since a top level
+-- that does may declare something else at its next load.
+local function sandbox_env(load)
+  local function marking(f) return function(...) load.varies = true return f(...) end end
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
     pcall = function(...) return rethrow_if_tripped(pcall(...)) end,
@@ -110,14 +132,11 @@ local function sandbox_env()
     setmetatable = sandbox_setmetatable, getmetatable = sandbox_getmetatable,
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
     _VERSION = _VERSION,
-    math = {}, string = {}, table = {}, utf8 = {},
-    os = { date = os.date, time = os.time, clock = os.clock, difftime = os.difftime },
+    math = LIB_COPY.math(math), string = LIB_COPY.string(string), table = LIB_COPY.table(table),
+    utf8 = LIB_COPY.utf8(utf8),
+    os = { date = marking(os.date), time = marking(os.time), clock = marking(os.clock), difftime = os.difftime },
   }
-  for _, lib in ipairs({ "math", "string", "table", "utf8" }) do
-    for k, v in pairs(_G[lib]) do env[lib][k] = v end
-  end
-  env.string.dump = nil
-  env.math.randomseed = nil -- the generator is the host's too
+  env.math.random = marking(math.random)
   env._G = env
   return env
 end
@@ -194,35 +213,74 @@ function M.validate(p, file)
   return p
 end
 
--- path -> {text=, dump=}: the plugin files this process compiled
+-- path -> {text=, chunk=, declared=}: the plugin files this process
+-- compiled, and the declaration of each (see M.declaration)
 local compiled = {}
+-- the plugin tables M.declaration hands out: never run (report.run loads
+-- one of its own to compute)
+local declarations = setmetatable({}, { __mode = "k" })
 
---- Load one plugin file in its sandbox.
-function M.load_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then usage(("cannot read plugin %s: %s"):format(path, err)) end
-  local text = f:read("a")
-  f:close()
-  -- Read at every use, so an edited plugin counts at once; compiled once per
-  -- text. Each use is a fresh load of the compiled form: its own
-  -- environment and upvalues, so nothing of one run reaches the next.
-  local seen = compiled[path]
-  local chunk, lerr
-  if seen and seen.text == text then
-    chunk = load(seen.dump, "@" .. path, "b", sandbox_env())
-  else
-    chunk, lerr = load(text, "@" .. path, "t", sandbox_env())
-    if not chunk then usage(lerr) end -- a syntax error names the file and line
-    compiled[path] = { text = text, dump = string.dump(chunk) }
-  end
-  -- a copy of its own: what run does later cannot change the definition
-  local ok, p = pcall(limited, "plugin file " .. path, function() return copy(chunk(), 0) end)
+-- One fresh instance of a compiled plugin: its table and whether its load
+-- asked the clock or the random generator.
+local function instantiate(path, chunk)
+  local state = {}
+  -- handed on as it is when it is plain tables (the host's reads of it then
+  -- run no plugin code), else copied into such: a copy made by Lua costs
+  -- more than all the rest of a load
+  local ok, p = pcall(limited, "plugin file " .. path, function() return plain(chunk(sandbox_env(state))) end)
   if not ok then
     local msg = type(p) == "table" and p.message or tostring(p)
     usage(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg))
   end
   p = M.validate(p, path)
   p.file = path
+  return p, state.varies == true
+end
+
+local function read_plugin(path)
+  local f, err = io.open(path, "rb")
+  if not f then usage(("cannot read plugin %s: %s"):format(path, err)) end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- Read at every use, so an edited plugin counts at once; compiled once per
+-- text, as a function of its environment (`local _ENV = ...` ahead of the
+-- text, on its first line: line numbers stay). Each use calls it afresh
+-- with a new environment: new closures, new upvalues, so nothing of one
+-- run reaches the next.
+local function compiled_file(path)
+  local text = read_plugin(path)
+  local seen = compiled[path]
+  if not seen or seen.text ~= text then
+    local chunk, lerr = load("local _ENV = ...; " .. text, "@" .. path, "t", {})
+    if not chunk then usage(lerr) end -- a syntax error names the file and line
+    seen = { text = text, chunk = chunk }
+    compiled[path] = seen
+  end
+  return seen
+end
+
+--- Load one plugin file in its sandbox: a fresh instance of its own.
+function M.load_file(path)
+  local seen = compiled_file(path)
+  return (instantiate(path, seen.chunk))
+end
+
+--- What a plugin file declares (name, params, cache, ...), to decide what
+-- to answer; not for running (report.run loads the plugin afresh when it
+-- computes, so a cache hit runs no plugin code). The file is read each
+-- time; while it stays the same, and its top level asked neither the
+-- clock nor the random generator, it declares the same at every load, so
+-- one instance, kept from the first load and never run, answers: a load
+-- was most of what a cached request of `quarry serve` cost.
+function M.declaration(path)
+  local seen = compiled_file(path)
+  if seen.declared then return seen.declared end
+  local p, varies = instantiate(path, seen.chunk)
+  declarations[p] = true
+  if not varies then seen.declared = p end
   return p
 end
 
@@ -242,9 +300,10 @@ function M.all(root)
   return found
 end
 
-function M.find(root, name)
-  -- A plugin's file is named after it: load just that one when it is there
-  -- (the last folder wins, as in M.all); list them all only to say what exists.
+-- The plugin `name` through load(path): a plugin's file is named after it,
+-- so just that one is read when it is there (the last folder wins, as in
+-- M.all); they are all listed only to say what exists.
+local function lookup(root, name, load_path)
   if name:match("^[%a_][%w_]*$") then
     local dirs = plugin_dirs(root)
     for i = #dirs, 1, -1 do
@@ -252,7 +311,7 @@ function M.find(root, name)
       local f = io.open(path, "r")
       if f then
         f:close()
-        local p = M.load_file(path)
+        local p = load_path(path)
         if p.name == name then return p end
       end
     end
@@ -270,6 +329,13 @@ function M.find(root, name)
   return p
 end
 
+--- The plugin `name`, loaded afresh.
+function M.find(root, name) return lookup(root, name, M.load_file) end
+
+--- The plugin `name` as M.declaration gives it: to check params and answer
+-- from the cache; report.run computes with a fresh load.
+function M.find_declared(root, name) return lookup(root, name, M.declaration) end
+
 -- ---- parameters (lua/quarry/params.lua) ----
 
 -- Their form only: what must exist in the database (a miner model, a farm)
@@ -277,7 +343,7 @@ end
 M.params = params.check
 M.range = params.range
 
-local FAMILIES = { "daily_mining", "monthly_mining", "quarterly_mining", "yearly_mining" }
+local FAMILIES = { "daily_mining:", "monthly_mining:", "quarterly_mining:", "yearly_mining:" }
 
 -- Fill a cache key template; values are percent-encoded so no two param
 -- sets share a key and keys stay free of '@' and spaces. A key that does
@@ -288,8 +354,11 @@ local FAMILIES = { "daily_mining", "monthly_mining", "quarterly_mining", "yearly
 -- cached result of an older shape is never served after an upgrade.
 M.RESULT_SHAPE = "r2"
 
+local function percent(c) return ("%%%02X"):format(c:byte()) end
 local function key_part(v)
-  return (tostring(v):gsub("[^%w_.-]", function(c) return ("%%%02X"):format(c:byte()) end))
+  v = tostring(v)
+  if not v:find("[^%w_.-]") then return v end
+  return (v:gsub("[^%w_.-]", percent))
 end
 
 function M.cache_key(plugin, p)
@@ -310,7 +379,7 @@ function M.cache_key(plugin, p)
   for _, name in ipairs(extra) do key = key .. ":" .. name .. "=" .. key_part(p[name]) end
   key = key .. ":" .. M.RESULT_SHAPE
   for _, f in ipairs(FAMILIES) do
-    if key:sub(1, #f + 1) == f .. ":" then return key end
+    if key:find(f, 1, true) == 1 then return key end
   end
   return params.family(p, plugin.params) .. ":" .. plugin.name .. ":" .. key
 end
@@ -513,12 +582,14 @@ function M.run(db, cache, plugin, p, opts)
   -- a script's report on a database not migrated is told so, not "relation does not exist" (once per handle)
   require("quarry.migrate").require_current(db)
   local function compute()
+    -- a declaration is never run: the run has a fresh load of its own
+    local live = declarations[plugin] and M.load_file(plugin.file) or plugin
     local ok, res = db:transaction(function(tx, models)
       tx:restrict(true)
       local exported
       local make_ctx
       local memo = { models = models } -- what every breakdown of this run reads alike (the miner models)
-      params.check_known(plugin, p, tx, memo) -- before any of the plugin's code: it sees only known values
+      params.check_known(live, p, tx, memo) -- before any of the plugin's code: it sees only known values
       -- ctx.parallel(f1, f2, ...): each f(ctx) on a connection of its own,
       -- at the same time, in a transaction that sees exactly the data of
       -- this one (an exported snapshot, REPEATABLE READ); their first
@@ -568,10 +639,10 @@ function M.run(db, cache, plugin, p, opts)
           query = function(sql, ...) return t:query(sql, ...) end,
           query_one = function(sql, ...) return t:query_one(sql, ...) end,
           summaries = make_summaries(t),
-          range = function(pp) return params.range(pp, plugin.params) end,
+          range = function(pp) return params.range(pp, live.params) end,
           -- the block reward of a date column, from lua/quarry/defs/mining.lua
           reward_sql = require("quarry.mining").reward_sql,
-          breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, plugin.params, memo) end,
+          breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, live.params, memo) end,
           parallel = parallel,
           sequence = sequence,
           -- independent pieces, the faster way: at the same time when they read
@@ -590,7 +661,7 @@ function M.run(db, cache, plugin, p, opts)
         return ctxs[t]
       end
       local ctx = make_ctx(tx)
-      local out = limited("report " .. plugin.name, function() return result_of(plugin, plugin.run(ctx, p), p) end)
+      local out = limited("report " .. live.name, function() return result_of(live, live.run(ctx, p), p) end)
       tx:restrict(false)
       return out
     end, M.sandbox_tx(nil, opts.direct))

@@ -43,7 +43,7 @@ end
 -- and whether it came from the cache. Routes only read it (share).
 local function run_report(name, raw, no_cache)
   local report = reports()
-  local plugin = report.find(services.root(), name)
+  local plugin = report.find_declared(services.root(), name)
   local params = {}
   for k, v in pairs(raw) do params[k] = v end
   local db = quarry.db

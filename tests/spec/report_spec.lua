@@ -490,6 +490,30 @@ return { name = "%s", description = "test", params = {},
     assert.are.equal("aa", string.rep("a", 2))
   end)
 
+  it("keeps one declaration while a file is unchanged (what quarry serve answers hits from), "
+    .. "and computes each time with a fresh load", function()
+    local runner = require "quarry.report"
+    local path = dir .. "/sb_state.lua"
+    h.write(path, [[local n = 0
+      return { name = "sb_state", description = "x", params = { k = { type = "integer", default = 1 } },
+        run = function() n = n + 1 return { fields = { { name = "n", type = "integer" } }, rows = { { n = n } } } end }]])
+    local a = runner.declaration(path)
+    assert.are.equal(a, runner.declaration(path))
+    for _ = 1, 2 do -- a declaration's own run never runs: each computation starts from n = 0
+      local r = runner.run(db, nil, a, runner.params(a, {}), { no_cache = true })
+      assert.are.equal(1, r.result.rows[1].n)
+    end
+    assert.are_not.equal(a, runner.load_file(path)) -- a load is always an instance of its own
+    h.write(path, (h.read(path):gsub("default = 1", "default = 2")))
+    local b = runner.declaration(path)
+    assert.are_not.equal(a, b)
+    assert.are.equal(2, runner.params(b, {}).k)
+    -- a top level that asks the clock may declare something else next time: never kept
+    h.write(dir .. "/sb_clock.lua", [[return { name = "sb_clock", description = tostring(os.time()),
+      run = function() return {} end }]])
+    assert.are_not.equal(runner.declaration(dir .. "/sb_clock.lua"), runner.declaration(dir .. "/sb_clock.lua"))
+  end)
+
   it("names the file and key of a bad definition, as bad input (exit 2)", function()
     h.write(dir .. "/sb_bad.lua", [[return { name = "sb_bad", description = "x", run = function() end,
       params = { when = { type = "weekday" } } }]])
