@@ -47,15 +47,19 @@ M.DATE_HELP = ("is not a date (YYYY-MM-DD, %s..%s)"):format(range.from, range.to
 
 --- A real calendar date "YYYY-MM-DD" within the dates quarry takes
 -- (lua/quarry/defs/bounds.lua), or nil.
+local DAYS_IN_MONTH = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
 function M.check_date(s)
   if type(s) ~= "string" then return nil end
   local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
   if not y then return nil end
   if s < range.from or s > range.to then return nil end
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  local t = os.time({ year = y, month = m, day = d, hour = 12 })
-  local back = os.date("*t", t)
-  if back.year ~= y or back.month ~= m or back.day ~= d then return nil end
+  -- by the calendar's rule, not a round trip through mktime (which reads
+  -- the time zone each call: a date check cost more than a cache hit)
+  if m < 1 or m > 12 or d < 1 then return nil end
+  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
+  if d > (m == 2 and (leap and 29 or 28) or DAYS_IN_MONTH[m]) then return nil end
   return s
 end
 
