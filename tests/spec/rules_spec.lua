@@ -15,6 +15,14 @@ describe("rules", function()
     assert.are.equal("r.lua: rule 1: 'stale' must be a non-empty list of key patterns", err.message)
     assert.are.same({ "2024-02-29" }, { rules.check_date("2024-02-29") })
     assert.is_nil(rules.check_date("2023-02-29"))
+    -- the calendar's rule: month lengths, and leap years but for centuries not divisible by 400
+    for _, d in ipairs({ "2100-02-28", "2024-04-30", "2024-12-31", "2024-01-31", "2004-02-29" }) do
+      assert.are.equal(d, rules.check_date(d))
+    end
+    for _, d in ipairs({ "2100-02-29", "2024-04-31", "2024-06-31", "2024-13-01", "2024-00-10", "2024-05-00",
+                         "2024-05-32", "2024-5-01", " 2024-05-01" }) do
+      assert.is_nil(rules.check_date(d), d)
+    end
     -- several tables at once: each stale pattern once
     local defs = { { table = "a", stale = { "m:{month}:*" } }, { table = "b", stale = { "m:{month}:*", "y:{year}:*" } },
                    { table = "c", stale = { "z:*" } } }
