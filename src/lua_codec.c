@@ -3,6 +3,7 @@
  *   core.encode(value) -> string     raises on a function, userdata, thread,
  *                                    or nesting deeper than 64 (a cycle)
  *   core.decode(bytes) -> value | nil, message
+ *   core.json_kind(s) -> 0 | 1 | 2   how a string goes into JSON (below)
  *
  * Exact: integers stay integers, floats keep every bit, strings keep every
  * byte, numeric strings stay strings. Safe: the decoder only builds plain
@@ -285,8 +286,41 @@ static int l_decode(lua_State *L)
     return 2;
 }
 
+/* core.json_kind(s): 0 when s is number text as PostgreSQL writes a
+ * numeric (-?digits[.digits], the form the JSON writer leaves unquoted in a
+ * numeric column), 1 when it can be quoted as it is (no control character,
+ * quote or backslash), 2 when it needs escaping. The JSON writer asks this
+ * of every value of every row: the same test as two Lua patterns cost some
+ * 3,000 instructions a value, a tenth of a computed report's whole cost. */
+static int l_json_kind(lua_State *L)
+{
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    size_t i = 0;
+    if (i < len && s[i] == '-') i++;
+    size_t digits = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    if (i > digits) {
+        if (i < len && s[i] == '.') i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == len) {
+            lua_pushinteger(L, 0);
+            return 1;
+        }
+    }
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] == 0x7f || s[i] == '"' || s[i] == '\\') {
+            lua_pushinteger(L, 2);
+            return 1;
+        }
+    }
+    lua_pushinteger(L, 1);
+    return 1;
+}
+
 void qr_lua_open_codec(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"encode", l_encode}, {"decode", l_decode}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"encode", l_encode}, {"decode", l_decode}, {"json_kind", l_json_kind}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

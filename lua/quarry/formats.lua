@@ -72,8 +72,10 @@ end
 
 -- ---- json ----
 
+local json_kind = require("quarry.core").json_kind
+
 local function json_string(s)
-  if not s:find('[%c"\\]') then return '"' .. s .. '"' end -- the common case, without a callback per character
+  if json_kind(s) < 2 then return '"' .. s .. '"' end -- the common case, without a callback per character
   return '"' .. s:gsub('[%c"\\]', function(c)
     local map = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
     return map[c] or ("\\u%04x"):format(c:byte())
@@ -94,7 +96,7 @@ local function json_value(v, exact_numeric)
   if t == "boolean" then return tostring(v) end
   if t == "number" then return number_text(v) or "null" end
   if t == "string" then
-    if exact_numeric and v:match("^-?%d+%.?%d*$") then return v end
+    if exact_numeric and json_kind(v) == 0 then return v end
     return json_string(v)
   end
   if t == "table" then

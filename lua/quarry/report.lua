@@ -119,9 +119,11 @@ for _, lib in ipairs({ "math", "string", "table", "utf8" }) do
   LIB_COPY[lib] = assert(load("local L = ...; return { " .. table.concat(fields, ", ") .. " }", "=" .. lib, "t", {}))
 end
 
--- load: the state of one load of a plugin file; what its code asks of the
--- clock or the random generator marks it (load.varies), since a top level
--- that does may declare something else at its next load.
+-- load: the state of one load of a plugin file. What its code asks of the
+-- clock or the random generator marks it (load.varies: a top level that
+-- does may declare something else at its next load), and so does setting
+-- a metatable (load.metatables: only then can what it hands over hold one
+-- of its own, whose metamethods would run its code in the host).
 local function sandbox_env(load)
   local function marking(f) return function(...) load.varies = true return f(...) end end
   local env = {
@@ -129,7 +131,11 @@ local function sandbox_env(load)
     pcall = function(...) return rethrow_if_tripped(pcall(...)) end,
     xpcall = function(...) return rethrow_if_tripped(xpcall(...)) end,
     select = select, tonumber = tonumber, tostring = tostring, type = type,
-    setmetatable = sandbox_setmetatable, getmetatable = sandbox_getmetatable,
+    setmetatable = function(t, mt)
+      load.metatables = true
+      return sandbox_setmetatable(t, mt)
+    end,
+    getmetatable = sandbox_getmetatable,
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
     _VERSION = _VERSION,
     math = LIB_COPY.math(math), string = LIB_COPY.string(string), table = LIB_COPY.table(table),
@@ -220,6 +226,9 @@ local compiled = {}
 -- one of its own to compute)
 local declarations = setmetatable({}, { __mode = "k" })
 
+-- plugin table -> the state of the load that made it (see sandbox_env)
+local loads = setmetatable({}, { __mode = "k" })
+
 -- One fresh instance of a compiled plugin: its table and whether its load
 -- asked the clock or the random generator.
 local function instantiate(path, chunk)
@@ -227,13 +236,18 @@ local function instantiate(path, chunk)
   -- handed on as it is when it is plain tables (the host's reads of it then
   -- run no plugin code), else copied into such: a copy made by Lua costs
   -- more than all the rest of a load
-  local ok, p = pcall(limited, "plugin file " .. path, function() return plain(chunk(sandbox_env(state))) end)
+  local ok, p = pcall(limited, "plugin file " .. path, function()
+    local def = chunk(sandbox_env(state))
+    if state.metatables then def = plain(def) end
+    return def
+  end)
   if not ok then
     local msg = type(p) == "table" and p.message or tostring(p)
     usage(msg:find(path, 1, true) and msg or ("%s: %s"):format(path, msg))
   end
   p = M.validate(p, path)
   p.file = path
+  loads[p] = state
   return p, state.varies == true
 end
 
@@ -527,7 +541,10 @@ end
 -- Normalise what run returned into a result table.
 local function result_of(plugin, out, p)
   if type(out) ~= "table" then error(("report %s: run must return rows or a result table"):format(plugin.name), 0) end
-  out = plain(out)
+  -- checked (and copied if need be) unless the plugin never set a metatable:
+  -- the check walked every value of every row, a fifth of a computed report
+  local load = loads[plugin]
+  if not load or load.metatables then out = plain(out) end
   local rows = out.rows or out
   local fields = out.fields or rows.fields
   if type(fields) ~= "table" then

@@ -57,6 +57,13 @@ describe("formats", function()
       .. '{"farm":null,"v":-7,"x":null},\n'
       .. '{"farm":"","v":null,"x":true}],'
       .. '"totals":{"farm":null,"v":"1.2e3","x":null},"footer":"tab\\t"}\n', formats.json(odd))
+    -- the test the writer asks of each value: 0 number text, 1 quotable as it is, 2 to escape
+    local kind = require("quarry.core").json_kind
+    for s, want in pairs({ ["12"] = 0, ["-1.50"] = 0, ["1."] = 0, ["007"] = 0, ["-"] = 1, [""] = 1, ["1e5"] = 1,
+                           [".5"] = 1, ["1.2.3"] = 1, ["+1"] = 1, [" 1"] = 1, ["1 "] = 1, ["Ynys Môn"] = 1,
+                           ['a"b'] = 2, ["a\\b"] = 2, ["x\n"] = 2, ["\127"] = 2, ["1\0"] = 2, ["\31"] = 2 }) do
+      assert.are.equal(want, kind(s), s)
+    end
     local empty = formats.json({ name = "e", fields = {}, rows = { {}, {} } })
     assert.matches('"rows":[{},\n{}],"totals":null', empty, 1, true)
     assert.is_table(require("cjson").decode(empty))

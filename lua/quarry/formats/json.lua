@@ -4,9 +4,9 @@
 -- A format is a function(result) -> text; lua/quarry/formats.lua lists them.
 local F = require "quarry.formats"
 
-local find, type, concat = string.find, type, table.concat
+local type, concat = type, table.concat
 local json_value, json_string = F.json_value, F.json_string
-local NUMBER, ESCAPE = "^-?%d+%.?%d*$", '[%c"\\]'
+local json_kind = require("quarry.core").json_kind -- 0 number text, 1 quotable as is, 2 to escape
 
 -- Append row as a JSON object to buf after position n; the new end. Every
 -- piece goes into the one buffer, concatenated once for the document: the
@@ -19,10 +19,11 @@ local function object(buf, n, row, names, heads, numeric)
     buf[n] = heads[i]
     local v = row[names[i]]
     if type(v) == "string" then
-      if numeric[i] and find(v, NUMBER) then
+      local kind = json_kind(v)
+      if kind == 0 and numeric[i] then
         n = n + 1
         buf[n] = v
-      elseif not find(v, ESCAPE) then
+      elseif kind < 2 then
         buf[n + 1], buf[n + 2], buf[n + 3] = '"', v, '"'
         n = n + 3
       else
