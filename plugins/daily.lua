@@ -15,7 +15,12 @@ return {
     -- the farms and the day's totals, on one snapshot (ctx.together: at once with --direct)
     local r, all = ctx.together(function(c) return c.breakdown("farm", p) end,
                                 function(c) return c.breakdown("all", p) end)
-    table.sort(r.rows, function(a, b) return tonumber(a.curtailed_mwh) > tonumber(b.curtailed_mwh) end)
+    local mwh = {} -- each row's figure read once, not at every comparison
+    for _, row in ipairs(r.rows) do mwh[row] = tonumber(row.curtailed_mwh) end
+    table.sort(r.rows, function(a, b)
+      if mwh[a] ~= mwh[b] then return mwh[a] > mwh[b] end
+      return a.key < b.key -- ties in a stable order
+    end)
     local t = all.rows[1]
     r.title = "Curtailment and bitcoin on " .. p.date
     r.totals = t

@@ -75,38 +75,72 @@ static void push_value(lua_State *L, const qr_oid_info *t, const char *v, int le
 
 /* Parse one {...} level of an array's text form at *pos into a Lua array;
  * NULL elements become core.null (a light userdata equal to cjson.null). */
+/* How many elements the level at v[pos] == '{' holds: the table is made
+ * that size at once (grown one element at a time it was reallocated at 1,
+ * 2, 4, ... elements, most of the cost of a short array). */
+static int array_level_size(const char *v, int len, int pos)
+{
+    int depth = 0, quoted = 0, n = 0, any = 0;
+    for (int i = pos + 1; i < len; i++) {
+        char c = v[i];
+        if (quoted) {
+            if (c == '\\') i++;
+            else if (c == '"') quoted = 0;
+            continue;
+        }
+        if (c == '"') quoted = 1;
+        else if (c == '{') depth++;
+        else if (c == '}' && depth-- == 0) break;
+        else if (c == ',' && depth == 0) n++;
+        any = 1;
+    }
+    return any ? n + 1 : 0;
+}
+
 static void push_array_level(lua_State *L, const qr_oid_info *elem, const char *v, int len, int *pos,
                              int decode)
 {
     luaL_checkstack(L, 6, "array nested too deep");
-    lua_newtable(L);
+    lua_createtable(L, array_level_size(v, len, *pos), 0);
     int i = *pos + 1, n = 0; /* past '{' */
     while (i < len && v[i] != '}') {
         if (v[i] == '{') {
             push_array_level(L, elem, v, len, &i, decode);
-        } else {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            int quoted = v[i] == '"';
-            if (quoted) {
-                for (i++; i < len && v[i] != '"'; i++) {
-                    if (v[i] == '\\' && i + 1 < len) i++;
-                    luaL_addchar(&b, v[i]);
+        } else if (v[i] == '"') {
+            /* quoted: pushed in place unless it holds an escape (then unescaped
+             * into a buffer first) */
+            int start = ++i, escaped = 0;
+            for (; i < len && v[i] != '"'; i++) {
+                if (v[i] == '\\' && i + 1 < len) {
+                    escaped = 1;
+                    i++;
                 }
-                i++; /* the closing quote */
-            } else {
-                for (; i < len && v[i] != ',' && v[i] != '}'; i++) luaL_addchar(&b, v[i]);
             }
-            luaL_pushresult(&b);
-            size_t sl;
-            const char *s = lua_tolstring(L, -1, &sl);
-            if (!quoted && sl == 4 && strncasecmp(s, "NULL", 4) == 0) {
-                lua_pop(L, 1);
-                lua_pushlightuserdata(L, NULL);
+            if (!escaped) {
+                push_value(L, elem, v + start, i - start, decode);
             } else {
+                luaL_Buffer b;
+                luaL_buffinit(L, &b);
+                for (int k = start; k < i; k++) {
+                    if (v[k] == '\\' && k + 1 < i) k++;
+                    luaL_addchar(&b, v[k]);
+                }
+                luaL_pushresult(&b);
+                size_t sl;
+                const char *s = lua_tolstring(L, -1, &sl);
                 push_value(L, elem, s, (int)sl, decode);
                 lua_remove(L, -2);
             }
+            i++; /* the closing quote */
+        } else {
+            /* unquoted: pushed in place, the bytes up to the next ',' or '}'
+             * (the number parsers of push_value stop there too) */
+            int start = i;
+            while (i < len && v[i] != ',' && v[i] != '}') i++;
+            if (i - start == 4 && strncasecmp(v + start, "NULL", 4) == 0)
+                lua_pushlightuserdata(L, NULL);
+            else
+                push_value(L, elem, v + start, i - start, decode);
         }
         lua_rawseti(L, -2, ++n);
         if (i < len && v[i] == ',') i++;

@@ -470,6 +470,9 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     -- once per report run: its breakdowns share one snapshot, so one list
     for _, r in ipairs(params.miner_models(tx, memo)) do models[#models + 1] = r.name end
   end
+  -- the column names of each model, made once (not per row)
+  local btc_col, value_col = {}, {}
+  for _, m in ipairs(models) do btc_col[m], value_col[m] = "btc_" .. m, "value_gbp_" .. m end
   local by_key = {}
   for _, row in ipairs(c) do by_key[tostring(row.key)] = row end
   -- Value columns only where every bitcoin row of the period has its day's
@@ -485,8 +488,8 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     local ms, btc, val = row.q_miners, row.q_bitcoin, row.q_value
     if ms then
       for i, m in ipairs(ms) do
-        row["btc_" .. m] = btc[i]
-        if valued then row["value_gbp_" .. m] = val[i] end
+        row[btc_col[m] or ("btc_" .. m)] = btc[i]
+        if valued then row[value_col[m] or ("value_gbp_" .. m)] = val[i] end
       end
     end
     row.q_miners, row.q_bitcoin, row.q_value, row.q_unpriced = nil, nil, nil, nil
@@ -500,17 +503,18 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     { name = "farm_periods", type = "int8" }, { name = "curtailed_mwh", type = "numeric", unit = "MWh" },
     { name = "paid_gbp", type = "numeric", unit = "GBP" } }
   for _, m in ipairs(models) do
-    fields[#fields + 1] = { name = "btc_" .. m, type = "numeric", label = "btc " .. m, unit = "BTC" }
+    fields[#fields + 1] = { name = btc_col[m], type = "numeric", label = "btc " .. m, unit = "BTC" }
   end
   if valued then -- at each day's price (bitcoin_prices); the value report sets it against the payment
     for _, m in ipairs(models) do
-      fields[#fields + 1] = { name = "value_gbp_" .. m, type = "numeric", label = "value " .. m, unit = "GBP" }
+      fields[#fields + 1] = { name = value_col[m], type = "numeric", label = "value " .. m, unit = "GBP" }
     end
   end
   for _, row in ipairs(c) do
     for _, m in ipairs(models) do
-      if row["btc_" .. m] == nil then row["btc_" .. m] = "0" end
-      if valued and row["value_gbp_" .. m] == nil then row["value_gbp_" .. m] = "0" end
+      local b, v = btc_col[m], value_col[m]
+      if row[b] == nil then row[b] = "0" end
+      if valued and row[v] == nil then row[v] = "0" end
     end
   end
   local rows = {}
@@ -522,8 +526,8 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
       if not row then
         row = { key = k.key, farms = 0, periods = 0, farm_periods = 0, curtailed_mwh = "0", paid_gbp = "0" }
         for _, m in ipairs(models) do
-          row["btc_" .. m] = "0"
-          if valued then row["value_gbp_" .. m] = "0" end
+          row[btc_col[m]] = "0"
+          if valued then row[value_col[m]] = "0" end
         end
       end
       listed[tostring(k.key)] = true

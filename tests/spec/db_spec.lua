@@ -412,14 +412,14 @@ describe("the query layer", function()
 
   it("decodes arrays of scalar types to Lua arrays, exact numerics and NULLs included", function()
     local r = db:query_one([[SELECT ARRAY[1, NULL, 3]::int[] AS i, ARRAY[9007199254740993]::int8[] AS b,
-      ARRAY[1.10, 0.000000000001]::numeric[] AS n, ARRAY['a', 'b,c', '"q"', 'NULL', NULL, '{x}']::text[] AS t,
+      ARRAY[1.10, 0.000000000001]::numeric[] AS n, ARRAY['a', 'b,c', '"q"', 'NULL', NULL, '{x}', 'x\y', '']::text[] AS t,
       ARRAY[true, false]::bool[] AS tf, ARRAY[1.5]::float8[] AS f, ARRAY[DATE '2024-03-31']::date[] AS d,
       '{{1,2},{3,4}}'::int[] AS m, '[0:1]={7,8}'::int[] AS lb, '{}'::int[] AS e]])
     assert.are.same({ 1, core.null, 3 }, r.i)
     assert.are.equal(r.i[2], require("cjson").null)
     assert.are.equal(9007199254740993, r.b[1])
     assert.are.same({ "1.10", "0.000000000001" }, r.n)
-    assert.are.same({ "a", "b,c", '"q"', "NULL", core.null, "{x}" }, r.t)
+    assert.are.same({ "a", "b,c", '"q"', "NULL", core.null, "{x}", "x\\y", "" }, r.t)
     assert.are.same({ true, false }, r.tf)
     assert.are.equal(1.5, r.f[1])
     assert.are.same({ "2024-03-31" }, r.d)

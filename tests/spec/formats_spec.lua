@@ -64,6 +64,18 @@ describe("formats", function()
                            ['a"b'] = 2, ["a\\b"] = 2, ["x\n"] = 2, ["\127"] = 2, ["1\0"] = 2, ["\31"] = 2 }) do
       assert.are.equal(want, kind(s), s)
     end
+    -- the rows are written in C: each value as formats.json_value writes it
+    local objects, json_value = require("quarry.core").json_objects, require("quarry.formats").json_value
+    for _, v in ipairs({ "x", "1.50", "-7", "1e5", 'tab\t"q"\\ \n\r\1\127 end', "Ynys Môn", "", 0, -12, 2 ^ 53,
+                         0.1 + 0.2, 1 / 3, 1e20, -0.0, 0 / 0, math.huge, -math.huge, true, false, { 2, 1 },
+                         { b = 1, a = "x" } }) do
+      for _, numeric in ipairs({ false, true }) do
+        assert.are.equal('{"v":' .. json_value(v, numeric) .. "}",
+          objects({ { v = v } }, { "v" }, { '{"v":' }, { numeric }, json_value, ""), tostring(v))
+      end
+    end
+    assert.are.equal("{}|{}", objects({ {}, {} }, {}, {}, {}, json_value, "|"))
+    assert.are.equal("", objects({}, { "v" }, { '{"v":' }, { false }, json_value, ","))
     local empty = formats.json({ name = "e", fields = {}, rows = { {}, {} } })
     assert.matches('"rows":[{},\n{}],"totals":null', empty, 1, true)
     assert.is_table(require("cjson").decode(empty))
