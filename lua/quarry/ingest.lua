@@ -9,6 +9,7 @@
 local core = require "quarry.core"
 local log = require "quarry.log"
 local mining = require "quarry.mining"
+local rollup = require "quarry.rollup"
 local rules = require "quarry.rules"
 local write = require "quarry.write"
 
@@ -249,10 +250,12 @@ for _, c in ipairs(M.UPSTREAM_COLUMNS) do STAGE_COLUMNS[#STAGE_COLUMNS + 1] = c 
 -- fail on at once). Then the full check says which line. $1: the dates.
 -- Number text the casts take and the check does not (NaN, Infinity) is out
 -- of every bound.
-local INSERT_STAGED = with_bounds([[
-  INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
-    payment, original_price, final_price, so_flag, cadl_flag, acceptance_id, bid_offer, bid_offer_pair_id)
-  SELECT d, p, farm_id, party, v, pay, op, fp, so, cadl, acc, side, pair
+local ROW_COLUMNS = "settlement_date, settlement_period, farm_id, lead_party_name, volume, payment, "
+  .. "original_price, final_price, so_flag, cadl_flag, acceptance_id, bid_offer, bid_offer_pair_id"
+local CAST_STAGED = with_bounds([[
+  SELECT d AS settlement_date, p AS settlement_period, farm_id, party AS lead_party_name, v AS volume,
+         pay AS payment, op AS original_price, fp AS final_price, so AS so_flag, cadl AS cadl_flag,
+         acc AS acceptance_id, side AS bid_offer, pair AS bid_offer_pair_id
   FROM (
     SELECT s.ctid AS row_id, s.settlement_date::date AS d, btrim(s.settlement_period)::int AS p, s.farm_id,
            coalesce(nullif(btrim(s.lead_party_name), ''), b.lead_party_name) AS party, -- else the reference's
@@ -274,6 +277,25 @@ local INSERT_STAGED = with_bounds([[
                   AND abs(t.op) <= PRICEMAX AND abs(t.fp) <= PRICEMAX
                   AND (t.cap IS NULL OR -t.v <= t.cap * PERIODH)
              THEN true ELSE ('out of bounds: row ' || t.row_id::text)::boolean END]])
+local INSERT_STAGED = ("INSERT INTO curtailment_records (%s) %s"):format(ROW_COLUMNS, CAST_STAGED)
+
+-- The same rows cast into a temporary table, for comparing with the stored
+-- ones first (a reload), and the dates whose rows differ from the stored
+-- ones, compared as multisets of every column a user reads (numbers with
+-- their scale: 1.50 and 1.5 print differently). $1: the dates.
+local TYPE_STAGED = "CREATE TEMP TABLE quarry_typed ON COMMIT DROP AS " .. CAST_STAGED
+local COMPARED = ROW_COLUMNS:gsub("[%w_]+", function(c)
+  if c == "volume" or c == "payment" or c == "original_price" or c == "final_price" then
+    return c .. ", scale(" .. c .. ")"
+  end
+end)
+local CHANGED_DATES = ([[
+  SELECT DISTINCT settlement_date::text AS d FROM (
+    (SELECT %s FROM quarry_typed
+     EXCEPT ALL SELECT %s FROM curtailment_records WHERE settlement_date = ANY($1::date[]))
+    UNION ALL
+    (SELECT %s FROM curtailment_records WHERE settlement_date = ANY($1::date[])
+     EXCEPT ALL SELECT %s FROM quarry_typed)) x ORDER BY 1]]):format(COMPARED, COMPARED, COMPARED, COMPARED)
 
 -- The dates present, in one pass over the stage, each with whether all its
 -- period texts are one or two digits: text the casts would take and the
@@ -287,12 +309,17 @@ local STAGED_DATES = [[
 -- rows read from f (CSV in the order of cols, past any header), check them
 -- and replace the dates given -- or, without dates, every date present --
 -- with them. name names the source in messages; prepare: SQL run on the
--- staged rows before the check (filling derived columns). Returns rows, dates.
+-- staged rows before the check (filling derived columns). Returns rows,
+-- dates, and the dates whose rows changed (the others are left as they
+-- are: their bitcoin, rollups and cached figures stand).
 --
 -- Checking each text field of every row before casting it took a fifth of
 -- an ingest; so the rows are cast, bounds-checked and inserted in one pass
 -- in a savepoint, and only when that fails is the savepoint rolled back and
--- the full check run, for its message naming the line and the field.
+-- the full check run, for its message naming the line and the field. When
+-- the dates have rows already (a re-run, a refresh, a repair), the rows are
+-- cast into a temporary table first and only the dates whose rows differ
+-- are rewritten: a reload of what is there writes nothing.
 function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare)
   local function slow(original)
@@ -315,34 +342,50 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
       if not wanted[d] then bad_input(("%s: a row of %s, outside the dates replaced"):format(name, d)) end
     end
   end
-  w:dates(dates)
-  tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", mining.pg_array(dates))
+  rollup.lock_dates(tx, dates) -- before looking at what the dates hold
+  local arr = mining.pg_array(dates)
+  local stored = tx:query_one([[SELECT EXISTS (SELECT 1 FROM curtailment_records
+    WHERE settlement_date = ANY($1::date[])) AS e]], arr).e
+  local changed = dates
   local ok, err = tx:transaction(function(sp)
-    local n = sp:exec(INSERT_STAGED, mining.pg_array(dates))
-    if n ~= rows then error(("%d of %d staged rows inserted"):format(n, rows), 0) end
+    local n = sp:exec(stored and TYPE_STAGED or INSERT_STAGED, arr)
+    if n ~= rows then error(("%d of %d staged rows cast"):format(n, rows), 0) end
   end)
   if not ok then slow(err) end
+  if stored then
+    changed = {}
+    for _, r in ipairs(tx:query(CHANGED_DATES, arr)) do changed[#changed + 1] = r.d end
+    if #changed > 0 then
+      local carr = mining.pg_array(changed)
+      tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
+      tx:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
+        .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
+    end
+    tx:exec("DROP TABLE quarry_typed") -- a second load in one transaction (seed) makes its own
+  end
+  w:dates(changed)
   mining.require_difficulty(tx, dates) -- after the rows: a bad row is the first thing to fix
-  return rows, dates
+  return rows, dates, changed
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).
 -- The dates present are replaced whole, through the dated-write path
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
 -- path (then path only names it); it is closed.
--- Returns {rows=, dates={...}, bitcoin_rows=}.
+-- Returns {rows=, dates={...} (those present), changed={...} (those whose
+-- rows differ from what was stored: rewritten), bitcoin_rows=}.
 function M.curtailment(db, path, cache, file)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      result.rows = M.replace_curtailment(tx, w, path, f, cols, size)
+      result.rows, result.dates = M.replace_curtailment(tx, w, path, f, cols, size)
     end)
   f:close()
   if not ok then error(err, 0) end
-  result.dates, result.bitcoin_rows = info.dates, info.bitcoin_rows
+  result.changed, result.bitcoin_rows = info.dates, info.bitcoin_rows
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
-    dates = #result.dates, bitcoin_rows = result.bitcoin_rows } })
+    dates = #result.dates, changed = #result.changed, bitcoin_rows = result.bitcoin_rows } })
   return result
 end
 

@@ -56,6 +56,47 @@ describe("ingest curtailment", function()
       WHERE settlement_date = '2031-01-02']]))
   end)
 
+  it("rewrites on a reload only the dates whose rows changed: the others keep their rows, bitcoin and cache", function()
+    local rows = {
+      "2031-01-20,1,T_FARR-1,P,-1.5,-120,-80,-80,true,false",
+      "2031-01-20,2,T_FARR-1,P,-2,-160,-80,-80,true,",
+      "2031-01-21,1,T_FARR-1,P,-3,-240,-80,-80,true,false",
+      "2031-01-22,1,T_FARR-1,P,-4,-320,-80,-80,true,false",
+    }
+    local out, err, code = ingest("curtailment", csv(rows))
+    assert.are.equal(0, code, err)
+    assert.matches("for 3 date%(s%); 12 bitcoin row%(s%)", out)
+    local function state(d) -- the ids of a date's rows, and when its bitcoin was last computed
+      return db:query_one([[SELECT
+        (SELECT string_agg(id::text, ',' ORDER BY id) FROM curtailment_records WHERE settlement_date = $1) AS rows,
+        (SELECT max(calculated_at)::text FROM historical_bitcoin_calculations WHERE settlement_date = $1) AS btc]], d)
+    end
+    local days = { "2031-01-20", "2031-01-21", "2031-01-22" }
+    local function states() local s = {} for i, d in ipairs(days) do s[i] = state(d) end return s end
+    local before = states()
+    local logged = count("SELECT count(*) AS n FROM quarry_cache_invalidations")
+    out, err, code = ingest("curtailment", csv({ rows[4], rows[2], rows[3], rows[1] })) -- another order: the same rows
+    assert.are.equal(0, code, err)
+    assert.matches("for 3 date%(s%), 3 of them unchanged; 0 bitcoin row%(s%)", out)
+    assert.are.same(before, states())
+    assert.are.equal(logged, count("SELECT count(*) AS n FROM quarry_cache_invalidations")) -- nothing went stale
+    -- one figure changed on the 21st, and on the 22nd only how a number is written (-4.0 prints apart from -4)
+    rows[3] = "2031-01-21,1,T_FARR-1,P,-3.25,-260,-80,-80,true,false"
+    rows[4] = "2031-01-22,1,T_FARR-1,P,-4.0,-320,-80,-80,true,false"
+    out, err, code = ingest("curtailment", csv(rows))
+    assert.are.equal(0, code, err)
+    assert.matches("for 3 date%(s%), 1 of them unchanged; 6 bitcoin row%(s%)", out)
+    local after = states()
+    assert.are.same(before[1], after[1])
+    for i = 2, 3 do assert.are_not.equal(before[i].rows, after[i].rows, days[i]) end
+    assert.are.same({ "-3.25", "-4.0" }, { db:query_one([[SELECT volume FROM curtailment_records
+      WHERE settlement_date = '2031-01-21']]).volume, db:query_one([[SELECT volume FROM curtailment_records
+      WHERE settlement_date = '2031-01-22']]).volume })
+    assert.are.equal("3.25", db:query_one([[SELECT curtailed_energy FROM historical_bitcoin_calculations
+      WHERE settlement_date = '2031-01-21' AND miner_model = 'S9']]).curtailed_energy)
+    assert.is_true(count("SELECT count(*) AS n FROM quarry_cache_invalidations") > logged)
+  end)
+
   it("takes lead party and capacity from the BM unit reference: fills an empty party, refuses the impossible", function()
     db:exec([[INSERT INTO bmus (farm_id, name, capacity_mw, lead_party_name, fuel_type)
       VALUES ('T_INGSPEC-1', 'Ingest spec', 20, 'Spec Wind Ltd', 'WIND')]])

@@ -139,7 +139,13 @@ describe("the other reports", function()
     assert.is_not_nil(problems["bitcoin rows with the wrong block reward|2031-05-01"])
     assert.is_not_nil(problems["bitcoin rows with a difficulty no longer in force|2031-05-01"])
     db:exec("UPDATE bitcoin_difficulty SET difficulty = 100e12 WHERE effective_date = '2031-05-01'")
+    -- loading the same rows again rewrites nothing (none of them changed), so it mends nothing either
     load_data(ROWS)
+    assert.is_not_nil(db:query_one([[SELECT 1 AS x FROM historical_bitcoin_calculations
+      WHERE settlement_date = '2031-05-01' AND miner_model = 'M20S' AND block_reward = 6.25]]))
+    -- what does: recomputing the bitcoin of the dates
+    local _, err, code = h.quarry("miners recalculate --from 2031-05-01 --to 2031-05-31", ENV)
+    assert.are.equal(0, code, err)
     r = json_report("integrity --month 2031-05")
     for _, row in ipairs(r.rows) do assert.not_matches("bitcoin", row.problem) end
   end)

@@ -12,7 +12,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   ingest = ingest:command_target("ingest_command")
   for _, c in ipairs({
     ingest:command("curtailment", "Load curtailment rows (header: the columns of curtailment_records, "
-      .. "docs/DATA.md); replaces the dates present, computes their bitcoin, applies the invalidation rules."),
+      .. "docs/DATA.md); replaces the dates present (one whose rows are stored as given is left as it is), "
+      .. "computes their bitcoin, applies the invalidation rules."),
     ingest:command("difficulty", "Load difficulty points (header: date,difficulty), each in force from its "
       .. "date; recalculates the bitcoin of the dates affected."),
   }) do
@@ -79,8 +80,9 @@ function commands.ingest(args)
   migrate.require_current(quarry.db)
   if args.ingest_command == "curtailment" then
     local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on())
-    print(("loaded %d curtailment row(s) for %d date(s); %d bitcoin row(s) computed"):format(
-      r.rows, #r.dates, r.bitcoin_rows))
+    local same = #r.dates - #r.changed -- dates whose rows were already there as loaded: left as they are
+    print(("loaded %d curtailment row(s) for %d date(s)%s; %d bitcoin row(s) computed"):format(
+      r.rows, #r.dates, same > 0 and (", %d of them unchanged"):format(same) or "", r.bitcoin_rows))
   else
     local r = ingest.difficulty(quarry.db, args.file, cli.cache_if_on())
     print(("loaded %d difficulty point(s); bitcoin recalculated for %d date(s)"):format(r.points, #r.dates))
