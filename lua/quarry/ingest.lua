@@ -284,18 +284,25 @@ local INSERT_STAGED = ("INSERT INTO curtailment_records (%s) %s"):format(ROW_COL
 -- ones, compared as multisets of every column a user reads (numbers with
 -- their scale: 1.50 and 1.5 print differently). $1: the dates.
 local TYPE_STAGED = "CREATE TEMP TABLE quarry_typed ON COMMIT DROP AS " .. CAST_STAGED
-local COMPARED = ROW_COLUMNS:gsub("[%w_]+", function(c)
-  if c == "volume" or c == "payment" or c == "original_price" or c == "final_price" then
-    return c .. ", scale(" .. c .. ")"
+local SCALED = { volume = true, payment = true, original_price = true, final_price = true }
+local COMPARED, GROUPED = {}, {}
+for c in ROW_COLUMNS:gmatch("[%w_]+") do
+  COMPARED[#COMPARED + 1], GROUPED[#GROUPED + 1] = c, c
+  if SCALED[c] then
+    COMPARED[#COMPARED + 1], GROUPED[#GROUPED + 1] = ("scale(%s) AS %s_scale"):format(c, c), c .. "_scale"
   end
-end)
+end
+COMPARED, GROUPED = table.concat(COMPARED, ", "), table.concat(GROUPED, ", ")
+-- One pass: each distinct row counted +1 per staged copy and -1 per stored
+-- one; a date with any row whose count is not 0 changed (the two EXCEPT ALLs
+-- this replaces hashed every row twice).
 local CHANGED_DATES = ([[
   SELECT DISTINCT settlement_date::text AS d FROM (
-    (SELECT %s FROM quarry_typed
-     EXCEPT ALL SELECT %s FROM curtailment_records WHERE settlement_date = ANY($1::date[]))
-    UNION ALL
-    (SELECT %s FROM curtailment_records WHERE settlement_date = ANY($1::date[])
-     EXCEPT ALL SELECT %s FROM quarry_typed)) x ORDER BY 1]]):format(COMPARED, COMPARED, COMPARED, COMPARED)
+    SELECT settlement_date FROM (
+      SELECT %s, 1 AS side FROM quarry_typed
+      UNION ALL
+      SELECT %s, -1 FROM curtailment_records WHERE settlement_date = ANY($1::date[])) x
+    GROUP BY %s HAVING sum(side) <> 0) y ORDER BY 1]]):format(COMPARED, COMPARED, GROUPED)
 
 -- The dates present, in one pass over the stage, each with whether all its
 -- period texts are one or two digits: text the casts would take and the
