@@ -46,8 +46,9 @@ local function check_header(path, cols, expected)
 end
 
 -- Progress on a terminal for files of 4 MB or more: bytes read, rate, ETA.
+-- total is nil for a pipe (its size is not known): no progress then.
 local function progress(total)
-  if total < 4 * 1024 * 1024 then return function() end end
+  if not total or total < 4 * 1024 * 1024 then return function() end end
   return log.progress(total, function(done, all, rate, eta)
     return ("reading %5.1f%%  %6.1f MB/s  ETA %4.0fs "):format(100 * done / all, rate / 1e6, eta)
   end)
@@ -57,7 +58,7 @@ end
 -- \. -- PostgreSQL's end-of-data mark, which would end a COPY there and
 -- drop every line after it without an error.
 local function end_mark_line(f)
-  f:seek("set")
+  if not f:seek("set") then return nil end -- a pipe: what was read is gone
   local n = 0
   for line in f:lines() do
     n = n + 1
@@ -95,8 +96,8 @@ local function open_csv(path, expected, file)
   local f, err = file, nil
   if not f then f, err = io.open(path, "rb") end
   if not f then bad_input(("cannot open %s: %s"):format(path, err)) end
-  local size = f:seek("end")
-  f:seek("set")
+  local size = f:seek("end") -- nil for a pipe (/dev/stdin, <(...)): read as it comes
+  if size then f:seek("set") end
   local header = f:read("l")
   if not header then
     f:close()
@@ -224,8 +225,8 @@ local function stage(tx, path, f, cols, size, expected, check, prepare)
   local ok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
     :format(ident_list(cols)), size)
   if not ok and rows == END_MARK then
-    bad_input(("%s:%d: a line holding only \\. would end the load there (PostgreSQL's end-of-data mark); "
-      .. "remove it, or quote it if it is a value"):format(path, end_mark_line(f) or 0))
+    bad_input(("%s:%s: a line holding only \\. would end the load there (PostgreSQL's end-of-data mark); "
+      .. "remove it, or quote it if it is a value"):format(path, end_mark_line(f) or "?"))
   end
   if not ok then copy_error(path, rows) end
   if prepare or check then number_lines(tx) end -- before prepare moves rows

@@ -56,6 +56,16 @@ describe("ingest curtailment", function()
       WHERE settlement_date = '2031-01-02']]))
   end)
 
+  it("loads from a pipe, whose size is not known (/dev/stdin, <(...))", function()
+    local path = csv({ "2031-01-25,1,T_FARR-1,P,-1,-80,-80,-80,true,false",
+                       "2031-01-25,2,T_FARR-1,P,-2,-160,-80,-80,true,false" })
+    local pipe = assert(io.popen("cat " .. h.shell_quote(path)))
+    local r = require("quarry.ingest").curtailment(db, "(pipe)", nil, pipe)
+    os.remove(path)
+    assert.are.equal(2, r.rows)
+    assert.are.equal(2, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-25'"))
+  end)
+
   it("rewrites on a reload only the dates whose rows changed: the others keep their rows, bitcoin and cache", function()
     local rows = {
       "2031-01-20,1,T_FARR-1,P,-1.5,-120,-80,-80,true,false",
