@@ -95,12 +95,15 @@ end
 local function open_csv(path, expected, file)
   local f, err = file, nil
   if not f then f, err = io.open(path, "rb") end
-  if not f then bad_input(("cannot open %s: %s"):format(path, err)) end
+  if not f then -- io.open's message starts with the path already
+    bad_input(("cannot open %s: %s"):format(path, err:sub(1, #path + 2) == path .. ": " and err:sub(#path + 3) or err))
+  end
   local size = f:seek("end") -- nil for a pipe (/dev/stdin, <(...)): read as it comes
   if size then f:seek("set") end
-  local header = f:read("l")
+  local header, rerr = f:read("l")
   if not header then
     f:close()
+    if rerr then bad_input(("cannot read %s: %s"):format(path, rerr)) end -- a directory, say
     bad_input(path .. ": empty file (expected a header line)")
   end
   local cols = split_header(header)
