@@ -616,6 +616,10 @@ describe("quarry cache commands", function()
     end
     code = select(3, h.quarry("cache invalidate", env))
     assert.are.equal(2, code)
+    out, err, code = h.quarry("cache invalidate ''", env) -- an empty pattern: bad input, said in one line
+    assert.are.equal("", out)
+    assert.are.equal(2, code)
+    assert.are.equal("quarry: cache invalidate needs a PATTERN (or --date D)\n", err)
   end)
 
   it("lists keys, shows stats across processes, and clears", function()

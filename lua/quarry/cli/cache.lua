@@ -56,6 +56,7 @@ function commands.cache(args)
   elseif sub == "invalidate" and args.date then
     for _, p in ipairs(need(rules.invalidate(c, nil, { args.date }))) do print("invalidated " .. p) end
   elseif sub == "invalidate" then
+    if (args.pattern or "") == "" then cli.usage_error("cache invalidate needs a PATTERN (or --date D)") end
     local n = need(c:invalidate(args.pattern))
     print(n == "group" and ("invalidated group " .. args.pattern) or ("removed %d key(s)"):format(n))
   elseif sub == "clear" then
