@@ -4,6 +4,7 @@
  *                                    or nesting deeper than 64 (a cycle)
  *   core.decode(bytes) -> value | nil, message
  *   core.json_kind(s) -> 0 | 1 | 2   how a string goes into JSON (below)
+ *   core.json_string(s) -> text      s quoted and escaped for JSON
  *   core.json_objects(rows, names, heads, numeric, json_value, sep) -> text
  *                                    rows as JSON objects (below)
  *
@@ -290,22 +291,13 @@ static int l_decode(lua_State *L)
     return 2;
 }
 
-/* core.json_kind(s): 0 when s is number text as PostgreSQL writes a
- * numeric (-?digits[.digits], the form the JSON writer leaves unquoted in a
- * numeric column), 1 when it can be quoted as it is (no control character,
- * quote or backslash), 2 when it needs escaping. The JSON writer asks this
- * of every value of every row: the same test as two Lua patterns cost some
- * 3,000 instructions a value, a tenth of a computed report's whole cost. */
-static int json_kind(const unsigned char *s, size_t len);
-
-static int l_json_kind(lua_State *L)
-{
-    size_t len;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    lua_pushinteger(L, json_kind(s, len));
-    return 1;
-}
-
+/* How a string goes into JSON: 0 when it is number text as PostgreSQL
+ * writes a numeric (-?digits[.digits], the form the JSON writer leaves
+ * unquoted in a numeric column), 1 when it can be quoted as it is (no
+ * control character, quote or backslash), 2 when it needs escaping. The
+ * JSON writer asks this of every value of every row: the same test as two
+ * Lua patterns cost some 3,000 instructions a value, a tenth of a computed
+ * report's whole cost. */
 static int json_kind(const unsigned char *s, size_t len)
 {
     size_t i = 0;
@@ -319,6 +311,15 @@ static int json_kind(const unsigned char *s, size_t len)
     }
     for (i = 0; i < len; i++)
         if (s[i] < 0x20 || s[i] == 0x7f || s[i] == '"' || s[i] == '\\') return 2;
+    return 1;
+}
+
+/* core.json_kind(s) -> 0 | 1 | 2, as above. */
+static int l_json_kind(lua_State *L)
+{
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, json_kind(s, len));
     return 1;
 }
 
@@ -349,6 +350,20 @@ static void put_json_string(lua_State *L, wbuf *b, const unsigned char *s, size_
     }
     put(L, b, s + len - run, run);
     put_byte(L, b, '"');
+}
+
+/* core.json_string(s): s as a JSON string, quoted and escaped: '"', '\\',
+ * \n, \r and \t as such, other control characters as \u00XX. The one
+ * escaping quarry's JSON has (json_objects writes its strings the same). */
+static int l_json_string(lua_State *L)
+{
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    wbuf *b = qr_lua_buf_new(L);
+    put_json_string(L, b, s, len);
+    lua_pushlstring(L, b->data, b->len);
+    qr_lua_buf_free(b);
+    return 1;
 }
 
 /* core.json_objects(rows, names, heads, numeric, json_value, sep): each row
@@ -450,6 +465,7 @@ void qr_lua_open_codec(lua_State *L)
     static const luaL_Reg fns[] = {{"encode", l_encode},
                                    {"decode", l_decode},
                                    {"json_kind", l_json_kind},
+                                   {"json_string", l_json_string},
                                    {"json_objects", l_json_objects},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);

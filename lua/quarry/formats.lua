@@ -74,13 +74,9 @@ end
 
 local json_kind = require("quarry.core").json_kind
 
-local function json_string(s)
-  if json_kind(s) < 2 then return '"' .. s .. '"' end -- the common case, without a callback per character
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    local map = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-    return map[c] or ("\\u%04x"):format(c:byte())
-  end) .. '"'
-end
+-- quoted and escaped in C (core.json_string), the escaping json_objects
+-- gives the rows too
+local json_string = require("quarry.core").json_string
 
 local function is_array(t)
   local n = #t

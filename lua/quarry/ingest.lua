@@ -289,14 +289,13 @@ local INSERT_STAGED = ("INSERT INTO curtailment_records (%s) %s"):format(ROW_COL
 -- their scale: 1.50 and 1.5 print differently). $1: the dates.
 local TYPE_STAGED = "CREATE TEMP TABLE quarry_typed ON COMMIT DROP AS " .. CAST_STAGED
 local SCALED = { volume = true, payment = true, original_price = true, final_price = true }
-local COMPARED, GROUPED = {}, {}
+local compared, grouped = {}, {} -- the columns, and the numbers' scales after each
 for c in ROW_COLUMNS:gmatch("[%w_]+") do
-  COMPARED[#COMPARED + 1], GROUPED[#GROUPED + 1] = c, c
+  compared[#compared + 1], grouped[#grouped + 1] = c, c
   if SCALED[c] then
-    COMPARED[#COMPARED + 1], GROUPED[#GROUPED + 1] = ("scale(%s) AS %s_scale"):format(c, c), c .. "_scale"
+    compared[#compared + 1], grouped[#grouped + 1] = ("scale(%s) AS %s_scale"):format(c, c), c .. "_scale"
   end
 end
-COMPARED, GROUPED = table.concat(COMPARED, ", "), table.concat(GROUPED, ", ")
 -- One pass: each distinct row counted +1 per staged copy and -1 per stored
 -- one; a date with any row whose count is not 0 changed (the two EXCEPT ALLs
 -- this replaces hashed every row twice).
@@ -306,7 +305,8 @@ local CHANGED_DATES = ([[
       SELECT %s, 1 AS side FROM quarry_typed
       UNION ALL
       SELECT %s, -1 FROM curtailment_records WHERE settlement_date = ANY($1::date[])) x
-    GROUP BY %s HAVING sum(side) <> 0) y ORDER BY 1]]):format(COMPARED, COMPARED, GROUPED)
+    GROUP BY %s HAVING sum(side) <> 0) y ORDER BY 1]]):format(table.concat(compared, ", "),
+  table.concat(compared, ", "), table.concat(grouped, ", "))
 
 -- The dates present, in one pass over the stage, each with whether all its
 -- period texts are one or two digits: text the casts would take and the
