@@ -367,10 +367,15 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
     changed = {}
     for _, r in ipairs(tx:query(CHANGED_DATES, arr)) do changed[#changed + 1] = r.d end
     if #changed > 0 then
+      -- in a savepoint too: the table's own checks (a volume that is not
+      -- negative, say) are met only here, and the full check names the line
       local carr = mining.pg_array(changed)
-      tx:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
-      tx:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
-        .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
+      local wok, werr = tx:transaction(function(sp)
+        sp:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
+        sp:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
+          .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
+      end)
+      if not wok then slow(werr) end
     end
     tx:exec("DROP TABLE quarry_typed") -- a second load in one transaction (seed) makes its own
   end

@@ -105,6 +105,14 @@ describe("ingest curtailment", function()
     assert.are.equal("3.25", db:query_one([[SELECT curtailed_energy FROM historical_bitcoin_calculations
       WHERE settlement_date = '2031-01-21' AND miner_model = 'S9']]).curtailed_energy)
     assert.is_true(count("SELECT count(*) AS n FROM quarry_cache_invalidations") > logged)
+    -- a bad row in a reload (the rows cast for comparing first) is refused the same way, nothing changed
+    local bad = { rows[1], rows[2], rows[3], "2031-01-22,1,T_FARR-1,P,5,-320,-80,-80,true,false" }
+    local stored = states()
+    out, err, code = ingest("curtailment", csv(bad))
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.matches(":5: volume '5' must be negative", err)
+    assert.are.same(stored, states())
   end)
 
   it("takes lead party and capacity from the BM unit reference: fills an empty party, refuses the impossible", function()
