@@ -10,11 +10,16 @@
  *       replace(i, code, signalled), unless a SIGTERM or SIGINT came, may
  *       start another process for child i and return its pid (a worker
  *       that crashed); a code it does not replace counts as above.
+ *   core.stdout_status()        -> true, or nil, message, errno: whether all
+ *       written to standard output reached it (flushed now). A report sent to
+ *       a full disk must not end in exit 0; print() and io.write keep no
+ *       error of their own beyond stdio's sticky flag, which only C sees.
  */
 #include "lua_quarry.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -119,8 +124,26 @@ static int l_wait_children(lua_State *L)
     return 1;
 }
 
+static int l_stdout_status(lua_State *L)
+{
+    errno = 0;
+    int failed = fflush(stdout) != 0;
+    int e = errno;
+    if (!failed && !ferror(stdout)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    clearerr(stdout); /* said once */
+    lua_pushnil(L);
+    lua_pushstring(L, failed && e ? strerror(e) : "a write to it failed");
+    lua_pushinteger(L, failed ? e : 0);
+    return 3;
+}
+
 void qr_lua_open_process(lua_State *L)
 {
+    lua_pushcfunction(L, l_stdout_status);
+    lua_setfield(L, -2, "stdout_status");
     lua_pushcfunction(L, l_fork);
     lua_setfield(L, -2, "fork");
     lua_pushcfunction(L, l_getpid);

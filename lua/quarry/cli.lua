@@ -96,15 +96,31 @@ local function print_timings()
   end
 end
 
+-- What went to standard output must have got there: a report sent to a
+-- full disk ends in exit 1 with the reason, not 0. A reader that stopped
+-- reading (`| head`) took what it wanted: EPIPE is not reported.
+local EPIPE = 32
+local function stdout_checked(code)
+  local ok, msg, errno = core.stdout_status()
+  if ok or errno == EPIPE then return code end
+  fail("cannot write standard output: " .. msg)
+  return code == 0 and cli.EXIT_RUNTIME or code
+end
+
+local main
+
 function M.main(argv, info)
-  info = info or {}
   local real_exit = os.exit
   -- Close the Lua state on every exit (argparse's --help, a script's
   -- os.exit): finalizers release connections and the sanitizers see no leak.
   os.exit = function(code, close) -- luacheck: ignore 122
-    io.stdout:flush()
-    return real_exit(code, close ~= false)
+    if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+    return real_exit(stdout_checked(code), close ~= false)
   end
+  return stdout_checked(main(argv, info or {}))
+end
+
+main = function(argv, info)
 
   for i, a in ipairs(argv) do
     if not utf8.len(a) then

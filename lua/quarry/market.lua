@@ -210,7 +210,9 @@ function M.fetch_difficulty(db, cache, from, to)
   for _, d in ipairs(dates) do lines[#lines + 1] = d .. "," .. ("%.0f"):format(by_date[d][3]) end
   if #dates == 0 then return { points = 0, dates = {} } end
   local f = assert(io.tmpfile())
-  f:write(table.concat(lines, "\n"), "\n")
+  local files = require "quarry.files"
+  files.write(f, "a temporary file", table.concat(lines, "\n"), "\n")
+  files.flush(f, "a temporary file") -- a full disk is an error, not fewer difficulty points
   f:seek("set")
   return require("quarry.ingest").difficulty(db, url, cache, f)
 end

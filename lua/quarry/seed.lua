@@ -9,6 +9,7 @@
 -- BMU never gives up more than capacity x 0.5 MWh in a period.
 -- Scale 1 is about 500k rows for 2022-2025, like the real platform.
 local core = require "quarry.core"
+local files = require "quarry.files"
 
 local M = {}
 
@@ -95,7 +96,8 @@ local PRICE = {
 --- Write the curtailment CSV for from..to to path; returns rows written.
 function M.write_curtailment(path, from, to, scale)
   local f = type(path) == "string" and assert(io.open(path, "wb")) or path -- a path or an open file
-  f:write("settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,",
+  local name = type(path) == "string" and path or "the generated curtailment rows"
+  files.write(f, name, "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,",
     "final_price,so_flag,cadl_flag\n")
   local rows, buf = 0, {}
   for _, date in ipairs(M.dates(from, to)) do
@@ -132,7 +134,7 @@ function M.write_curtailment(path, from, to, scale)
                   pay, p, p, r() < 0.02 and "true" or "false")
                 rows = rows + 1
                 if #buf >= 4096 then
-                  f:write(table.concat(buf))
+                  files.write(f, name, table.concat(buf))
                   buf = {}
                 end
               end
@@ -142,7 +144,8 @@ function M.write_curtailment(path, from, to, scale)
       end
     end
   end
-  f:write(table.concat(buf))
+  files.write(f, name, table.concat(buf))
+  files.flush(f, name) -- a full disk shows here, not as a smaller seed
   if f ~= path then f:close() end
   return rows
 end
@@ -151,7 +154,8 @@ end
 function M.write_difficulty(path, from, to)
   local pts = M.DIFFICULTY_POINTS
   local f = type(path) == "string" and assert(io.open(path, "wb")) or path -- a path or an open file
-  f:write("date,difficulty\n")
+  local name = type(path) == "string" and path or "the generated difficulty points"
+  files.write(f, name, "date,difficulty\n")
   local first, last = day_number(from) - 31, day_number(to)
   for i = 1, #pts - 1 do
     local a, b = day_number(pts[i][1]), day_number(pts[i + 1][1])
@@ -161,15 +165,16 @@ function M.write_difficulty(path, from, to)
       if n >= first and n <= last then
         local t = (n - a) / (b - a)
         local d = da * (db / da) ^ t * 1e12
-        f:write(("%s,%.0f\n"):format(date_of(n), d))
+        files.write(f, name, ("%s,%.0f\n"):format(date_of(n), d))
       end
       n = n + 14
     end
   end
   local lastp = pts[#pts]
   if day_number(lastp[1]) >= first and day_number(lastp[1]) <= last + 31 then
-    f:write(("%s,%.0f\n"):format(lastp[1], lastp[2] * 1e12))
+    files.write(f, name, ("%s,%.0f\n"):format(lastp[1], lastp[2] * 1e12))
   end
+  files.flush(f, name)
   if f ~= path then f:close() end
 end
 

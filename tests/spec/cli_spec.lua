@@ -220,6 +220,78 @@ quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
     assert.not_matches("PENDING", out)
   end)
 
+  -- quarry with its files limited to kb KiB (writes beyond fail with EFBIG,
+  -- as on a full disk; SIGXFSZ ignored so the write returns the error)
+  local function limited(args, kb)
+    local p = io.popen(("bash -c %s 2>&1; echo __rc=$?"):format(h.shell_quote(
+      ("trap '' XFSZ; ulimit -f %d; exec %s %s"):format(kb, h.shell_quote(h.bin), args))))
+    local out = p:read("a")
+    p:close()
+    return out:gsub("__rc=%d+%s*$", ""), tonumber(out:match("__rc=(%d+)%s*$"))
+  end
+
+  it("fails (exit 1) when standard output cannot take what it printed, not when its reader left", function()
+    for _, args in ipairs({ "report monthly --month 2031-05", "report monthly --month 2031-05 --format json",
+                            "plugins", "--help" }) do
+      local _, err, code = h.quarry(args .. " >/dev/full")
+      assert.are.equal(1, code, args)
+      assert.matches("quarry: cannot write standard output", err, 1, true)
+    end
+    local path = script([[print(("x"):rep(100000)) os.exit(0)]]) -- a script's own exit is checked too
+    local _, err, code = h.quarry("run " .. path .. " >/dev/full")
+    assert.are.equal(1, code)
+    assert.matches("cannot write standard output", err, 1, true)
+    os.remove(path)
+    -- `| head` took what it wanted: no error, no failure
+    local p = io.popen(("bash -c %s 2>&1; echo __rc=$?"):format(h.shell_quote(("set -o pipefail; %s report monthly "
+      .. "--month 2031-05 --format json | head -c 10 >/dev/null"):format(h.shell_quote(h.bin)))))
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("__rc=0\n", out)
+  end)
+
+  it("leaves -o FILE as it was when the disk fills, and says so (exit 1)", function()
+    local path = h.tmpname(".json")
+    h.write(path, "the old report\n")
+    local out, code = limited("report monthly --month 2031-05 --format json -o " .. path, 1)
+    assert.are.equal(1, code, out)
+    assert.matches("cannot write " .. path .. ": File too large", out, 1, true)
+    assert.not_matches("wrote", out)
+    assert.are.equal("the old report\n", h.read(path))
+    local dir = path:match("^(.*)/")
+    for name in io.popen("ls -a " .. h.shell_quote(dir)):lines() do
+      assert.is_nil(name:find(path:match("[^/]+$") .. ".tmp", 1, true), "a temporary file was left: " .. name)
+    end
+    out, code = limited("report monthly --month 2031-05 --format json -o " .. path, 1024)
+    assert.are.equal(0, code, out)
+    assert.matches('"report":"monthly"', h.read(path), 1, true)
+    os.remove(path)
+  end)
+
+  it("refuses -o FILE of a format it does not write (exit 2) unless --format says what to write", function()
+    local path = h.tmpname(".xlsx")
+    local _, err, code = h.quarry("report monthly --month 2031-05 -o " .. path)
+    assert.are.equal(2, code)
+    assert.matches("does not write .xlsx files", err, 1, true)
+    assert.is_nil(h.read(path))
+    _, err, code = h.quarry("report monthly --month 2031-05 --format csv -o " .. path)
+    assert.are.equal(0, code, err)
+    assert.matches("^settlement_date,", h.read(path))
+    os.remove(path)
+  end)
+
+  it("stops a seed whose generated file cannot be written, committing nothing", function()
+    local function stored()
+      return h.db():query_one([[SELECT count(*)::int AS n FROM curtailment_records
+        WHERE settlement_date BETWEEN '2037-01-01' AND '2037-03-31']]).n
+    end
+    local before = stored()
+    local out, code = limited("db seed --from 2037-01-01 --to 2037-03-31", 64)
+    assert.are.equal(1, code, out)
+    assert.matches("cannot write the generated curtailment rows: File too large", out, 1, true)
+    assert.are.equal(before, stored())
+  end)
+
   it("reports the embedded services", function()
     local out, _, code = h.quarry("services status")
     assert.are.equal(0, code)

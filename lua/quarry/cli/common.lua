@@ -54,26 +54,14 @@ function M.cache_if_on()
   return c.enabled and c or nil
 end
 
--- Write a report: whole file or nothing for ordinary files (a temporary
--- beside it, then rename); straight through for "-" and devices.
+-- Write a report: whole file or nothing for ordinary files (quarry.files);
+-- standard output for "-" (cli.lua checks at exit that it got there).
 function M.write_output(text, path)
   if not path or path == "-" then
     io.write(text)
     return
   end
-  if path:match("^/dev/") or path:match("^/proc/") then
-    local f, err = io.open(path, "wb")
-    if not f then M.usage_error(("cannot write %s: %s"):format(path, err)) end
-    f:write(text)
-    f:close()
-    return
-  end
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then M.usage_error(("cannot write %s: %s"):format(path, err)) end
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path)) -- whole file or nothing
+  require("quarry.files").replace(path, text)
 end
 
 -- The report runner, with the plugin limits of the settings.

@@ -45,10 +45,19 @@ end
 local BY_EXTENSION = { csv = "csv", tsv = "tsv", json = "json", html = "html", htm = "html", txt = "table" }
 
 -- The format to write: --format, else the -o file's extension, else table;
--- a --format the extension contradicts is refused before any work.
+-- a --format the extension contradicts is refused before any work, and so
+-- is an extension quarry does not write with no --format (top.xlsx would
+-- otherwise be a text table under a spreadsheet's name).
 local function output_format(format, path)
   local ext = path and path:match("%.(%w+)$")
   local implied = ext and BY_EXTENSION[ext:lower()]
+  if ext and not implied and not format then
+    local known = {}
+    for e in pairs(BY_EXTENSION) do known[#known + 1] = "." .. e end
+    table.sort(known)
+    cli.usage_error(("-o %s: quarry does not write .%s files; name it %s, or give --format"):format(path, ext,
+      table.concat(known, ", ")))
+  end
   if format and implied and format ~= implied then
     cli.usage_error(("--format %s does not match %s (.%s is %s): change one of them"):format(format, path, ext,
       implied))

@@ -1,0 +1,59 @@
+--- quarry.files: writing files that say when a write failed. Lua's
+-- f:write only fills stdio's buffer; a full disk shows at the flush or the
+-- close, and ignoring either turns a truncated report, or a truncated
+-- temporary file quarry then loads, into a success. Every file quarry
+-- writes goes through here.
+local M = {}
+
+local function check(name, ok, err)
+  if not ok then error(("cannot write %s: %s"):format(name, err), 0) end
+end
+
+--- f:write(...), raising "cannot write NAME: reason" on failure.
+function M.write(f, name, ...)
+  check(name, f:write(...))
+end
+
+--- Flush f (before reading back a temporary file, or handing it on).
+function M.flush(f, name)
+  check(name, f:flush())
+end
+
+-- A path that cannot be opened is the caller's bad input (exit 2); a
+-- write that fails after it (a full disk) is a failure (exit 1).
+local function open(path, shown)
+  local f, err = io.open(path, "wb")
+  if not f then
+    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end -- the reason, not a name again
+    require("quarry.core").usage(("cannot write %s: %s"):format(shown, err))
+  end
+  return f
+end
+
+--- Write text to path whole or not at all: a file beside it, flushed and
+-- closed with every error checked, then renamed over path. On any failure
+-- the file beside it is removed and path is left as it was. Devices
+-- (/dev/stdout, /dev/null, a fifo under /proc) are written straight.
+function M.replace(path, text)
+  if path:match("^/dev/") or path:match("^/proc/") then
+    local f = open(path, path)
+    local ok, werr = f:write(text)
+    if ok then ok, werr = f:flush() end
+    f:close()
+    check(path, ok, werr)
+    return
+  end
+  local tmp = ("%s.tmp.%d"):format(path, require("quarry.core").getpid()) -- two writers never share one
+  local f = open(tmp, path)
+  local ok, werr = f:write(text)
+  if ok then ok, werr = f:flush() end
+  local closed, cerr = f:close()
+  if ok and not closed then ok, werr = false, cerr end
+  if ok then ok, werr = os.rename(tmp, path) end
+  if not ok then
+    os.remove(tmp)
+    check(path, false, werr)
+  end
+end
+
+return M
