@@ -221,7 +221,7 @@ function M.run(db, opts)
   if not ok then error(err, 0) end
   require("quarry.write").after(opts.cache, { "curtailment_records", "historical_bitcoin_calculations" }, res.changed)
   require("quarry.rollup").analyze(db) -- a bulk load: the planner learns the new sizes now
-  return { rows = rows, dates = #res.dates, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
+  return { rows = rows, dates = #res.dates, changed = #res.changed, bitcoin_rows = res.bitcoin_rows, generate_s = gen,
            total_s = (core.now_ns() - t0) / 1e9 }
 end
 

@@ -23,8 +23,12 @@ describe("seed", function()
   it("is deterministic and realistic", function()
     local a = db:query_one([[SELECT count(*) AS n, sum(volume)::text AS v FROM curtailment_records
       WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
-    local _, err, code = h.quarry(("db seed --from %s --to %s"):format(FROM, TO))
+    local out, err, code = h.quarry(("db seed --from %s --to %s"):format(FROM, TO))
     assert.are.equal(0, code, err)
+    -- the second seed finds every date stored as generated, and says so (not "0 bitcoin rows")
+    local dates = db:query_one([[SELECT count(DISTINCT settlement_date)::int AS n FROM curtailment_records
+      WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO).n
+    assert.matches((" on %d date%%(s%%), %d of them unchanged, 0 bitcoin row%%(s%%) computed"):format(dates, dates), out)
     local b = db:query_one([[SELECT count(*) AS n, sum(volume)::text AS v FROM curtailment_records
       WHERE settlement_date BETWEEN $1 AND $2]], FROM, TO)
     assert.are.same(a, b)

@@ -50,8 +50,10 @@ local function seed_command(args)
   migrate.up(quarry.db)
   local r = require("quarry.seed").run(quarry.db, { from = args.from, to = args.to, scale = scale,
     cache = cli.cache_if_on() })
-  print(("seeded %s..%s: %d curtailment row(s) on %d date(s), %d bitcoin row(s), in %.1f s"):format(
-    args.from, args.to, r.rows, r.dates, r.bitcoin_rows, r.total_s))
+  local same = r.dates - r.changed -- already stored as generated: left as they are, bitcoin and all
+  print(("seeded %s..%s: %d curtailment row(s) on %d date(s)%s, %d bitcoin row(s) computed, in %.1f s"):format(
+    args.from, args.to, r.rows, r.dates, same > 0 and (", %d of them unchanged"):format(same) or "",
+    r.bitcoin_rows, r.total_s))
   return 0
 end
 
