@@ -321,8 +321,9 @@ local STAGED_DATES = [[
 -- and replace the dates given -- or, without dates, every date present --
 -- with them. name names the source in messages; prepare: SQL run on the
 -- staged rows before the check (filling derived columns). Returns rows,
--- dates, and the dates whose rows changed (the others are left as they
--- are: their bitcoin, rollups and cached figures stand).
+-- dates, the dates whose rows changed (the others are left as they are:
+-- their bitcoin, rollups and cached figures stand) and how many stored rows
+-- the new ones replaced (a file of one farm's rows removes the others').
 --
 -- Checking each text field of every row before casting it took a fifth of
 -- an ingest; so the rows are cast, bounds-checked and inserted in one pass
@@ -357,7 +358,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   local arr = mining.pg_array(dates)
   local stored = tx:query_one([[SELECT EXISTS (SELECT 1 FROM curtailment_records
     WHERE settlement_date = ANY($1::date[])) AS e]], arr).e
-  local changed = dates
+  local changed, removed = dates, 0
   local ok, err = tx:transaction(function(sp)
     local n = sp:exec(stored and TYPE_STAGED or INSERT_STAGED, arr)
     if n ~= rows then error(("%d of %d staged rows cast"):format(n, rows), 0) end
@@ -371,7 +372,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
       -- negative, say) are met only here, and the full check names the line
       local carr = mining.pg_array(changed)
       local wok, werr = tx:transaction(function(sp)
-        sp:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
+        removed = sp:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
         sp:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
           .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
       end)
@@ -381,7 +382,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   end
   w:dates(changed)
   mining.require_difficulty(tx, dates) -- after the rows: a bad row is the first thing to fix
-  return rows, dates, changed
+  return rows, dates, changed, removed
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).
@@ -389,19 +390,22 @@ end
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
 -- path (then path only names it); it is closed.
 -- Returns {rows=, dates={...} (those present), changed={...} (those whose
--- rows differ from what was stored: rewritten), bitcoin_rows=}.
+-- rows differ from what was stored: rewritten), replaced= (stored rows
+-- those dates held before), bitcoin_rows=}.
 function M.curtailment(db, path, cache, file)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      result.rows, result.dates = M.replace_curtailment(tx, w, path, f, cols, size)
+      local rows, dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size)
+      result.rows, result.dates, result.replaced = rows, dates, replaced
     end)
   f:close()
   if not ok then error(err, 0) end
   result.changed, result.bitcoin_rows = info.dates, info.bitcoin_rows
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
-    dates = #result.dates, changed = #result.changed, bitcoin_rows = result.bitcoin_rows } })
+    dates = #result.dates, changed = #result.changed, replaced = result.replaced,
+    bitcoin_rows = result.bitcoin_rows } })
   return result
 end
 

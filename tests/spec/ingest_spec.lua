@@ -95,7 +95,7 @@ describe("ingest curtailment", function()
     rows[4] = "2031-01-22,1,T_FARR-1,P,-4.0,-320,-80,-80,true,false"
     out, err, code = ingest("curtailment", csv(rows))
     assert.are.equal(0, code, err)
-    assert.matches("for 3 date%(s%), 1 of them unchanged; 6 bitcoin row%(s%)", out)
+    assert.matches("for 3 date%(s%), 1 of them unchanged, replacing 2 stored row%(s%); 6 bitcoin row%(s%)", out)
     local after = states()
     assert.are.same(before[1], after[1])
     for i = 2, 3 do assert.are_not.equal(before[i].rows, after[i].rows, days[i]) end
@@ -113,6 +113,11 @@ describe("ingest curtailment", function()
     assert.are.equal("", out)
     assert.matches(":5: volume '5' must be negative", err)
     assert.are.same(stored, states())
+    -- a file with part of a day (one of its two rows) replaces the whole day, and says how many rows went
+    out, err, code = ingest("curtailment", csv({ rows[1] }))
+    assert.are.equal(0, code, err)
+    assert.matches("for 1 date%(s%), replacing 2 stored row%(s%); 3 bitcoin row%(s%)", out)
+    assert.are.equal(1, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-20'"))
   end)
 
   it("takes lead party and capacity from the BM unit reference: fills an empty party, refuses the impossible", function()

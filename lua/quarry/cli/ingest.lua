@@ -81,8 +81,11 @@ function commands.ingest(args)
   if args.ingest_command == "curtailment" then
     local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on())
     local same = #r.dates - #r.changed -- dates whose rows were already there as loaded: left as they are
-    print(("loaded %d curtailment row(s) for %d date(s)%s; %d bitcoin row(s) computed"):format(
-      r.rows, #r.dates, same > 0 and (", %d of them unchanged"):format(same) or "", r.bitcoin_rows))
+    -- the stored rows that went: a file holding part of a day (one farm) replaces the whole day
+    print(("loaded %d curtailment row(s) for %d date(s)%s%s; %d bitcoin row(s) computed"):format(
+      r.rows, #r.dates, same > 0 and (", %d of them unchanged"):format(same) or "",
+      r.replaced > 0 and (", replacing %d stored row(s)"):format(r.replaced) or "",
+      r.bitcoin_rows))
   else
     local r = ingest.difficulty(quarry.db, args.file, cli.cache_if_on())
     print(("loaded %d difficulty point(s); bitcoin recalculated for %d date(s)"):format(r.points, #r.dates))
