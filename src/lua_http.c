@@ -10,7 +10,9 @@
  *   core.http_reserve_port(host [, port]) -> port: host:port (port 0: one
  *       the system chooses) held, bound with SO_REUSEPORT and not listening,
  *       for the life of the process, so the workers it then starts all
- *       listen on it; an error at once if another program holds it
+ *       listen on it; an error at once if another program holds it, or
+ *       another quarry serve (whose SO_REUSEPORT would otherwise let the
+ *       two split the requests: an old version answering half of them)
  *   srv:port()        the port bound (for port 0)
  *   srv:take()        -> {req, ...} the requests that arrived since the last take
  *   srv:close()       stop accepting; answers to taken requests still go out
@@ -36,10 +38,13 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define SERVER_MT "quarry.http_server"
 #define REQUEST_MT "quarry.http_request"
@@ -171,6 +176,28 @@ static int l_http_listen(lua_State *L)
     return 1;
 }
 
+/* Every quarry serve on a port binds the abstract socket name
+ * "quarry-serve:PORT" for its life: the kernel lets one socket have a
+ * name, so a second server is refused atomically, and the name goes with
+ * the last process that holds it (a crash leaves nothing to clean up).
+ * Abstract names, like ports, belong to the network namespace. */
+static int claim_port(int port)
+{
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    int n = snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "quarry-serve:%d", port);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return 0; /* fd stays open: the claim lasts as long as the process */
+}
+
 static int l_http_reserve_port(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
@@ -189,7 +216,14 @@ static int l_http_reserve_port(lua_State *L)
         return cannot_listen(L, host, port, strerror(e));
     }
     /* fd stays open on purpose: it holds the port until the process ends */
-    lua_pushinteger(L, ntohs(sa.sin_port));
+    int bound = ntohs(sa.sin_port);
+    if (claim_port(bound) != 0) {
+        int e = errno;
+        close(fd);
+        return cannot_listen(L, host, port, e == EADDRINUSE ? "another quarry serve listens on that port"
+                                                            : strerror(e));
+    }
+    lua_pushinteger(L, bound);
     return 1;
 }
 

@@ -500,4 +500,17 @@ print(s.getsockname()[1], flush=True); time.sleep(60)]])
       assert.is_true(secs < 10, secs) -- a worker that fails at once is not started again and again
     end
   end)
+
+  it("refuses to share its port with another quarry serve, which SO_REUSEPORT alone would allow", function()
+    local s = start("--workers 2")
+    local port = s.url:match(":(%d+)$")
+    for _, args in ipairs({ "--listen 127.0.0.1:" .. port, "--listen 127.0.0.1:" .. port .. " --workers 2",
+                            "--listen 0.0.0.0:" .. port }) do
+      local _, err, code = h.quarry("serve " .. args, { DATABASE_URL = h.database_url() })
+      assert.are.equal(2, code, err)
+      assert.matches(": another quarry serve listens on that port\n$", err)
+    end
+    assert.are.equal(200, (get(s.url .. "/healthz"))) -- the first one serves on
+    stop(s)
+  end)
 end)

@@ -36,11 +36,11 @@ function commands.serve(args)
         io.stderr:flush()
       end })
   end
-  if workers == 1 then return run_worker() end
-  -- The port held here first: one that another program holds is said once,
-  -- before any worker starts; port 0 becomes the one the system chose, on
-  -- which every worker (a replaced one too) listens.
+  -- The port held here first: one that another program (or another quarry
+  -- serve) holds is said once, before any worker starts; port 0 becomes the
+  -- one the system chose, on which every worker (a replaced one too) listens.
   port = core.http_reserve_port(host, port)
+  if workers == 1 then return run_worker() end
   quarry.close() -- each worker opens its own pool and cache connection after the fork
   local born = {}
   local function start_worker(i)
