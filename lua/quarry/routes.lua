@@ -88,7 +88,9 @@ M.report = function(q, name)
       if v ~= "off" and v ~= "on" then usage("cache must be on or off") end
       no_cache = v == "off"
     elseif k ~= "format" then
-      raw[(k:gsub("%-", "_"))] = v
+      local key = k:gsub("%-", "_")
+      if raw[key] ~= nil then usage(("%s and another spelling of it both given"):format(k)) end
+      raw[key] = v
     end
   end
   local format = format_of(q)

@@ -113,6 +113,8 @@ local function query_params(qs)
     local k, v = pair:match("^([^=]*)=?(.*)$")
     k, v = decode(k), decode(v)
     if not utf8.len(k) or not utf8.len(v) then core.usage("a query parameter is not valid UTF-8") end
+    -- ?date=A&date=B is refused: taking either would answer for a date the caller may not have meant
+    if out[k] ~= nil then core.usage(("query parameter '%s' given twice"):format(k)) end
     if k ~= "" then out[k] = v end
   end
   return out

@@ -268,6 +268,17 @@ quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
     os.remove(path)
   end)
 
+  it("refuses a report param given twice (exit 2) rather than pick one", function()
+    for _, args in ipairs({ "report daily --date 2031-05-01 --date 2031-05-02",
+                            "report monthly --month 2031-05 --miner S9 --miner M20S",
+                            "report monthly --month 2031-05 --format csv --format json" }) do
+      local out, err, code = h.quarry(args)
+      assert.are.equal(2, code, args)
+      assert.are.equal("", out)
+      assert.matches("must be used at most 1 time", err)
+    end
+  end)
+
   it("refuses -o FILE of a format it does not write (exit 2) unless --format says what to write", function()
     local path = h.tmpname(".xlsx")
     local _, err, code = h.quarry("report monthly --month 2031-05 -o " .. path)

@@ -22,8 +22,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   local formats = require("quarry.formats").NAMES
   report:option("--format", table.concat(formats, ", ") .. " (default: from the -o file's extension, else "
     .. formats[1] .. ").")
-    :choices(formats)
-  report:option("-o --output", "Write to this file instead of standard output.")
+    :choices(formats):overwrite(false)
+  report:option("-o --output", "Write to this file instead of standard output."):overwrite(false)
   report:flag("--no-cache", "Compute afresh; do not read or write the cache.")
   -- The params of the report asked for are its flags (lua/quarry/params.lua
   -- gives their help): a plugin's own params need no edit here.
@@ -33,7 +33,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
     if not params.problem(name, spec) then names[#names + 1] = name end
   end
   table.sort(names)
-  for _, name in ipairs(names) do report:option(params.flag(name), params.help(own[name])) end
+  -- each at most once: of --date A --date B, neither is surely the one meant
+  for _, name in ipairs(names) do report:option(params.flag(name), params.help(own[name])):overwrite(false) end
   report:flag("--direct", "Read the raw rows instead of the day-grain rollups (slow; for checking). "
     .. "Implies --no-cache.")
   p:command("plugins", "List the reports with their descriptions and params.")
