@@ -298,20 +298,27 @@ function M.declaration(path)
   return p
 end
 
---- Every plugin, by name (later folders of QUARRY_PLUGIN_PATH override).
+--- Every plugin, by name (later folders of QUARRY_PLUGIN_PATH override),
+-- and the files that do not load, {{file=, message=}}: one broken file
+-- hides no other report from a listing.
 function M.all(root)
-  local found = {}
+  local found, broken = {}, {}
   for _, dir in ipairs(plugin_dirs(root)) do
     local p = io.popen(("ls -1 %s 2>/dev/null"):format("'" .. dir:gsub("'", "'\\''") .. "'"))
     for name in p:lines() do
       if name:match("%.lua$") then
-        local plugin = M.load_file(dir .. "/" .. name)
-        found[plugin.name] = plugin
+        local ok, plugin = pcall(M.load_file, dir .. "/" .. name)
+        if ok then
+          found[plugin.name] = plugin
+        else
+          broken[#broken + 1] = { file = dir .. "/" .. name,
+                                  message = type(plugin) == "table" and plugin.message or tostring(plugin) }
+        end
       end
     end
     p:close()
   end
-  return found
+  return found, broken
 end
 
 -- The plugin `name` through load(path): a plugin's file is named after it,
@@ -330,15 +337,18 @@ local function lookup(root, name, load_path)
       end
     end
   end
-  local all = M.all(root)
+  local all, broken = M.all(root)
   local p = all[name]
   if not p then
     local names = {}
     for n in pairs(all) do names[#names + 1] = n end
     table.sort(names)
+    local unloaded = {}
+    for _, b in ipairs(broken) do unloaded[#unloaded + 1] = b.file:match("[^/]+$") end
     -- bad input (exit 2), and `missing` tells a caller (quarry serve's 404) without reading the words
     error(core.error({ code = "usage", missing = name,
-      message = ("unknown report '%s' (reports: %s)"):format(name, table.concat(names, ", ")) }), 0)
+      message = ("unknown report '%s' (reports: %s%s)"):format(name, table.concat(names, ", "),
+        #unloaded > 0 and ("; not loading: " .. table.concat(unloaded, ", ")) or "") }), 0)
   end
   return p
 end

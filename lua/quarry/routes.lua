@@ -69,7 +69,8 @@ end
 
 M["/reports"] = function()
   local out = {}
-  for name, pl in pairs(reports().all(services.root())) do
+  local all, broken = reports().all(services.root())
+  for name, pl in pairs(all) do
     local params = {}
     for pname, spec in pairs(pl.params) do
       params[pname] = { type = spec.type, required = spec.required or false, default = spec.default,
@@ -78,7 +79,12 @@ M["/reports"] = function()
     out[#out + 1] = { name = name, description = pl.description, params = params }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
-  return 200, cjson.encode({ reports = out }), CONTENT.json
+  local body = { reports = out }
+  if #broken > 0 then -- the files that do not load, by name and why: a listing, not a 500
+    body.broken = {}
+    for i, b in ipairs(broken) do body.broken[i] = { file = b.file:match("[^/]+$"), message = b.message } end
+  end
+  return 200, cjson.encode(body), CONTENT.json
 end
 
 M.report = function(q, name)

@@ -145,6 +145,29 @@ print(#report.run(quarry.db, nil, plugin, p, { no_cache = true }).result.rows)]]
   end)
 end)
 
+describe("a plugin folder with a file that does not load", function()
+  it("lists and runs the others, and names the broken file wherever reports are listed", function()
+    local dir = h.tmpname(".broken")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/halfdone.lua", "return { name = 'halfdone', run = function( end")
+    h.write(dir .. "/fine.lua", [[return { name = "fine", description = "Works", params = {},
+      run = function(ctx) return ctx.query("SELECT 1 AS one") end }]])
+    local env = env_for(dir)
+    local out, err, code = h.quarry("plugins", env)
+    assert.are.equal(1, code, err) -- the listing is not whole, and the exit says so
+    assert.matches("\nfine +Works\n", "\n" .. out)
+    assert.matches("\nmonthly ", out) -- the shipped folder too
+    assert.matches("halfdone%.lua:1: .* %(not listed%)", err)
+    out, err, code = h.quarry("report fine --format csv", env)
+    assert.are.equal(0, code, err)
+    assert.matches("^one\r?\n1\r?\n$", out)
+    _, err, code = h.quarry("report nosuch", env)
+    assert.are.equal(2, code)
+    assert.matches("unknown report 'nosuch' %(reports: .*fine.*; not loading: halfdone%.lua%)", err)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
 describe("the report cache", function()
   it("keys every param, even one the plugin's key template leaves out", function()
     local dir = h.tmpname(".forgot")

@@ -32,6 +32,7 @@ local PLUGINS = {
     run = function(ctx) ctx.parallel(function() local t = {} for i = 1, 1e9 do t[i] = { i } end end) end }]],
   boom = [[return { name = "boom", description = "Fails", params = {},
     run = function() error("boom went the plugin") end }]],
+  halfdone = "return { name = 'halfdone', run = function( end", -- does not load: hides no other report
 }
 
 local function start(extra, env_extra)
@@ -157,6 +158,10 @@ describe("quarry serve", function()
     assert.truthy(names.monthly and names.slow)
     assert.are.equal("month", names.monthly.params.month.type)
     assert.is_true(names.monthly.params.month.required)
+    local broken = cjson.decode(body).broken
+    assert.are.equal(1, #broken)
+    assert.are.equal("halfdone.lua", broken[1].file)
+    assert.matches("halfdone%.lua:1:", broken[1].message)
   end)
 
   it("answers errors as JSON with the CLI's message and the right status", function()

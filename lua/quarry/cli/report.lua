@@ -86,7 +86,7 @@ end
 
 function commands.plugins()
   local report = cli.reports()
-  local all = report.all(services.root())
+  local all, broken = report.all(services.root())
   local names = {}
   for n in pairs(all) do names[#names + 1] = n end
   table.sort(names)
@@ -102,7 +102,9 @@ function commands.plugins()
     print(("%-10s %s"):format(n, pl.description))
     for _, line in ipairs(params) do print("           " .. line) end
   end
-  return 0
+  -- the others are listed; the ones that do not load are said, and the exit says so too
+  for _, b in ipairs(broken) do cli.fail(("%s (not listed)"):format(b.message)) end
+  return #broken > 0 and cli.EXIT_RUNTIME or 0
 end
 
 function commands.demo()
