@@ -14,9 +14,26 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at timestamptz NOT NULL DEFAULT now()
 )]]
 
+-- A database migrated by a newer quarry: its migrations this one does not
+-- know, as a message (nil: none). Such a schema is refused for everything,
+-- reads, writes and migrating alike: an older quarry's rules could write
+-- rows the newer schema reads otherwise, and its migrate would rebuild the
+-- rollups to its own, older declarations.
+local function newer_message(db)
+  local newer = {}
+  for _, m in ipairs(M.status(db)) do
+    if m.unknown then newer[#newer + 1] = m.version end
+  end
+  if #newer == 0 then return nil end
+  return ("the database schema is at version %d, newer than this quarry knows (%d): "
+    .. "use the quarry that migrated it, or a newer one"):format(newer[#newer], schema[#schema].version)
+end
+
 --- Apply every missing migration. Returns the list of versions applied.
 -- progress(migration) is called before each one, if given.
 function M.up(db, progress)
+  local newer = newer_message(db)
+  if newer then error(core.error({ code = "usage", message = newer }), 0) end
   local ran = {}
   for _, m in ipairs(schema) do
     local ok, err = db:transaction(function(tx)
@@ -49,18 +66,25 @@ function M.up(db, progress)
   return ran
 end
 
---- {version, name, applied_at|nil} for every known migration.
+--- {version, name, applied_at|nil} for every known migration, in order,
+-- then {version, name, applied_at, unknown = true} for each applied one this
+-- quarry does not know (a newer quarry's).
 function M.status(db)
   local exists = db:query_one("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").e
-  local at = {}
+  local at, names, versions = {}, {}, {}
   if exists then
-    for _, r in ipairs(db:query("SELECT version, applied_at::text AS at FROM schema_migrations")) do
-      at[r.version] = r.at
+    for _, r in ipairs(db:query("SELECT version, name, applied_at::text AS at FROM schema_migrations ORDER BY 1")) do
+      at[r.version], names[r.version] = r.at, r.name
+      versions[#versions + 1] = r.version
     end
   end
-  local out = {}
+  local out, known = {}, {}
   for _, m in ipairs(schema) do
     out[#out + 1] = { version = m.version, name = m.name, applied_at = at[m.version] }
+    known[m.version] = true
+  end
+  for _, v in ipairs(versions) do
+    if not known[v] then out[#out + 1] = { version = v, name = names[v], applied_at = at[v], unknown = true } end
   end
   return out
 end
@@ -71,6 +95,8 @@ local current = setmetatable({}, { __mode = "k" }) -- the handles found current:
 -- table matches its declaration (checked once per handle).
 function M.require_current(db)
   if current[db] then return end
+  local newer = newer_message(db)
+  if newer then error(core.error({ code = "usage", message = newer }), 0) end
   for _, m in ipairs(M.status(db)) do
     if not m.applied_at then
       error(core.error({ code = "usage", message = ("the database schema is not current (migration %d missing): "

@@ -85,6 +85,37 @@ describe("migrations", function()
     end
   end)
 
+  it("refuses a database a newer quarry migrated: reports, writes and migrate alike, the rollups untouched", function()
+    migrate.up(db)
+    local rollup_cols = [[SELECT string_agg(attname, ',' ORDER BY attnum) AS c FROM pg_attribute
+      WHERE attrelid = 'rollup_day'::regclass AND attnum > 0 AND NOT attisdropped]]
+    -- the newer quarry's rollup has a column this one does not declare: its migrate would rebuild it
+    db:exec("ALTER TABLE rollup_day ADD COLUMN from_the_future int NOT NULL DEFAULT 0")
+    db:exec("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from a newer quarry')")
+    local cols = db:query_one(rollup_cols).c
+    local rows = db:query_one("SELECT count(*)::int AS n FROM curtailment_records").n
+    local u = h.shell_quote(url)
+    for _, args in ipairs({ "db migrate", "report daily --date 2031-05-01", "report monthly --month 2031-05" }) do
+      local _, err, code = h.quarry("--database-url " .. u .. " " .. args)
+      assert.are.equal(2, code, args)
+      assert.matches("the database schema is at version 9999, newer than this quarry knows %(%d+%)", err)
+    end
+    local csv = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,"
+      .. "original_price,final_price,so_flag,cadl_flag\n2031-05-01,1,T_FARR-1,P,-1,-80,-80,-80,true,false\n")
+    local _, err, code = h.quarry("--database-url " .. u .. " ingest curtailment " .. csv)
+    assert.are.equal(2, code)
+    assert.matches("newer than this quarry knows", err)
+    os.remove(csv)
+    assert.are.equal(cols, db:query_one(rollup_cols).c) -- migrate did not rebuild it to the older declaration
+    assert.are.equal(rows, db:query_one("SELECT count(*)::int AS n FROM curtailment_records").n)
+    local out
+    out, _, code = h.quarry("--database-url " .. u .. " db status")
+    assert.are.equal(1, code)
+    assert.matches("9999  applied    from a newer quarry %(NEWER than this quarry%)", out)
+    db:exec("DELETE FROM schema_migrations WHERE version = 9999")
+    db:exec("ALTER TABLE rollup_day DROP COLUMN from_the_future")
+  end)
+
   it("lets two processes migrate at once", function()
     admin:exec("DROP DATABASE quarry_migrate_spec WITH (FORCE)")
     admin:exec("CREATE DATABASE quarry_migrate_spec")

@@ -68,17 +68,23 @@ function commands.db(args)
         { module = "migrate" })
     end)
     local st = migrate.status(db)
-    print(("schema at version %d (%d applied now)"):format(st[#st].version, #ran))
+    print(("schema at version %d (%d applied now)"):format(st[#st].version, #ran)) -- up refused a newer one
     return 0
   end
   local cfg = quarry.settings()
   local v = db:query_one("SELECT current_setting('server_version') AS v, current_database() AS d")
   print(("database: %s (%s, PostgreSQL %s)"):format(config.mask(cfg.database_url or "libpq PG* environment"),
     cfg.source.database_url, v.v))
-  local pending = 0
+  local pending, newer = 0, 0
   for _, m in ipairs(migrate.status(db)) do
-    print(("  %3d  %-10s %s"):format(m.version, m.applied_at and "applied" or "PENDING", m.name))
+    print(("  %3d  %-10s %s%s"):format(m.version, m.applied_at and "applied" or "PENDING", m.name,
+      m.unknown and " (NEWER than this quarry)" or ""))
     if not m.applied_at then pending = pending + 1 end
+    if m.unknown then newer = newer + 1 end
+  end
+  if newer > 0 then
+    print(("%d migration(s) from a newer quarry: this one refuses the database; use that quarry"):format(newer))
+    return cli.EXIT_RUNTIME
   end
   if pending > 0 then print(("%d migration(s) pending: run 'quarry db migrate'"):format(pending)) end
   return 0

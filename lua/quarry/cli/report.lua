@@ -111,8 +111,8 @@ function commands.demo()
   local report = cli.reports()
   local formats = require "quarry.formats"
   local db = quarry.db
-  cli.note("demo: embedded services up, schema migrated")
   require("quarry.migrate").up(db)
+  cli.note("demo: embedded services up, schema migrated")
   local r = require("quarry.seed").run(db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
                                              cache = cli.cache_if_on() })
   local same = r.dates - r.changed -- a second demo finds them stored: nothing to compute again
