@@ -115,6 +115,10 @@ function M.main(argv, info)
   -- os.exit): finalizers release connections and the sanitizers see no leak.
   os.exit = function(code, close) -- luacheck: ignore 122
     if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+    if require("quarry.db").open > 0 then -- its writes go with the connection: no success to report
+      fail("os.exit inside a transaction: it was rolled back, nothing of it was committed")
+      if code == 0 then code = cli.EXIT_RUNTIME end
+    end
     return real_exit(stdout_checked(code), close ~= false)
   end
   return stdout_checked(main(argv, info or {}))

@@ -41,6 +41,10 @@ function M.idents(names)
   return table.concat(q, ", ")
 end
 
+-- Transactions whose function is running: an os.exit inside one ends the
+-- process before its COMMIT (cli.lua says so instead of exiting 0).
+M.open = 0
+
 local function keep(err)
   return err
 end
@@ -57,7 +61,9 @@ local function transaction(conn, fn, opts)
     if type(err) == "string" then error(err, 2) end -- misuse (a bad option), not a failure
     return false, err
   end
+  M.open = M.open + 1
   local r = table.pack(xpcall(fn, keep, conn, err))
+  M.open = M.open - 1
   if r[1] then
     local cok, cerr = pcall(conn.commit, conn)
     if cok then return true, table.unpack(r, 2, r.n) end

@@ -268,6 +268,24 @@ quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
     os.remove(path)
   end)
 
+  it("fails a script's os.exit inside a transaction, which rolls its writes back, instead of exiting 0", function()
+    local path = script([[
+local db = require("quarry").db
+db:transaction(function(tx)
+  tx:exec("CREATE TABLE cli_spec_exit (x int)")
+  os.exit(0)
+end)]])
+    local _, err, code = h.quarry("run " .. path)
+    assert.are.equal(1, code)
+    assert.matches("os.exit inside a transaction: it was rolled back", err, 1, true)
+    assert.is_false(h.db():query_one("SELECT to_regclass('cli_spec_exit') IS NOT NULL AS e").e)
+    h.write(path, [[require("quarry").db:transaction(function(tx) tx:exec("SELECT 1") end) os.exit(3)]])
+    _, err, code = h.quarry("run " .. path) -- after the transaction: the script's own code, no word
+    assert.are.equal(3, code)
+    assert.are.equal("", err)
+    os.remove(path)
+  end)
+
   it("refuses a report param given twice (exit 2) rather than pick one", function()
     for _, args in ipairs({ "report daily --date 2031-05-01 --date 2031-05-02",
                             "report monthly --month 2031-05 --miner S9 --miner M20S",
