@@ -190,10 +190,12 @@ end
 
 --- A file's bytes, or a usage error naming it.
 function M.read_file(path)
+  local files = require "quarry.files"
   local f, err = io.open(path, "rb")
-  if not f then core.usage(("cannot open %s: %s"):format(path, err)) end
-  local s = f:read("a")
+  if not f then core.usage(("cannot open %s: %s"):format(path, files.reason(path, err))) end
+  local s, rerr = f:read("a")
   f:close()
+  if not s then core.usage(("cannot read %s: %s"):format(path, files.reason(path, rerr))) end -- a directory
   return s
 end
 local read_file = M.read_file

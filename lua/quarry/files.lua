@@ -9,6 +9,14 @@ local function check(name, ok, err)
   if not ok then error(("cannot write %s: %s"):format(name, err), 0) end
 end
 
+--- io.open's reason without the path it starts with: "cannot open PATH:
+-- REASON" names the file once.
+function M.reason(path, err)
+  err = tostring(err)
+  if err:sub(1, #path + 2) == path .. ": " then return err:sub(#path + 3) end
+  return err
+end
+
 --- f:write(...), raising "cannot write NAME: reason" on failure.
 function M.write(f, name, ...)
   check(name, f:write(...))
@@ -23,10 +31,7 @@ end
 -- write that fails after it (a full disk) is a failure (exit 1).
 local function open(path, shown)
   local f, err = io.open(path, "wb")
-  if not f then
-    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end -- the reason, not a name again
-    require("quarry.core").usage(("cannot write %s: %s"):format(shown, err))
-  end
+  if not f then require("quarry.core").usage(("cannot write %s: %s"):format(shown, M.reason(path, err))) end
   return f
 end
 

@@ -96,7 +96,7 @@ local function open_csv(path, expected, file)
   local f, err = file, nil
   if not f then f, err = io.open(path, "rb") end
   if not f then -- io.open's message starts with the path already
-    bad_input(("cannot open %s: %s"):format(path, err:sub(1, #path + 2) == path .. ": " and err:sub(#path + 3) or err))
+    bad_input(("cannot open %s: %s"):format(path, require("quarry.files").reason(path, err)))
   end
   local size = f:seek("end") -- nil for a pipe (/dev/stdin, <(...)): read as it comes
   if size then f:seek("set") end

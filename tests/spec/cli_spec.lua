@@ -41,6 +41,11 @@ describe("quarry command line", function()
       { "report farms --year 2024 --limit=-5", nil, "out of range" },
       { "report daily --date '\255\254'", nil, "not valid UTF%-8" },
       { "report farms --year 2024 --lead-party \"$(printf 'a\\377b')\"", nil, "not valid UTF%-8" },
+      -- a folder or a missing file where a file goes: named once, with the reason
+      { "ingest price /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
+      { "ingest bmus /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
+      { "ingest curtailment /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
+      { "ingest price /no/such.csv", nil, "^quarry: cannot open /no/such.csv: No such file or directory\n$" },
     }
     for _, c in ipairs(cases) do
       local _, err, code = h.quarry(c[1], c[2])
