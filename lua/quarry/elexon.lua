@@ -23,17 +23,8 @@ local M = { defs = defs }
 local bad_input = core.usage
 local null = cjson.null
 
---- Settlement periods of a day in Europe/London: 46 on the last Sunday of
--- March, 50 on the last Sunday of October, else 48.
-function M.periods_in_day(date)
-  local y, m, d = date:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
-  y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  if m ~= 3 and m ~= 10 then return 48 end
-  -- weekday of the 31st (March and October both have 31 days), 0 = Sunday
-  local wday = tonumber(os.date("!%w", os.time({ year = y, month = m, day = 31, hour = 12 })))
-  if d ~= 31 - wday then return 48 end
-  return m == 3 and 46 or 50
-end
+--- Settlement periods of a day in Europe/London: 46, 48 or 50.
+M.periods_in_day = require("quarry.dates").periods_in_day
 
 --- The GETs of one day: {url=, side=, period=} for every period and side.
 function M.stack_requests(base, date)

@@ -19,18 +19,7 @@ local log = require "quarry.log"
 
 local M = {}
 
-local function days_between(from, to)
-  local out = {}
-  local y, m, d = from:match("^(%d+)-(%d+)-(%d+)$")
-  local t = os.time({ year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 12 })
-  while true do
-    local s = os.date("!%Y-%m-%d", t)
-    if s > to then break end
-    out[#out + 1] = s
-    t = t + 86400
-  end
-  return out
-end
+local days_between = require("quarry.dates").days
 M.days_between = days_between
 
 --- The settings and the HTTP options (src/fetch.c) every public source is

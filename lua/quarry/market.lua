@@ -132,18 +132,7 @@ end
 
 local function utc_date(secs) return os.date("!%Y-%m-%d", math.floor(secs)) end
 
--- Seconds since 1970 of a date's UTC midnight (days from the civil date,
--- H. Hinnant's algorithm: os.time would read it as local time).
-local function epoch(date)
-  local y, m, d = date:match("^(%d+)-(%d+)-(%d+)$")
-  y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  if m <= 2 then y = y - 1 end
-  local era = y // 400
-  local yoe = y - era * 400
-  local doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return (era * 146097 + doe - 719468) * 86400
-end
+local epoch = require("quarry.dates").epoch -- a date's UTC midnight, in seconds
 
 --- Daily GBP prices for from..to from the price source (the JSON shape of
 -- CoinGecko's market_chart/range: {"prices": [[ms, price], ...]}): the

@@ -14,12 +14,7 @@ local rules = require "quarry.rules"
 
 local M = {}
 
-local function last_day(month)
-  local y, m = month:match("^(%d+)-(%d+)$")
-  y, m = tonumber(y), tonumber(m)
-  return os.date("!%d", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
-                                  hour = 12 }) - 86400)
-end
+local month_end = require("quarry.dates").month_end
 
 -- check(value, spec) -> the value to use | nil, what is wrong with it: its
 -- form. known(value, db, memo) -> the same, for a type whose values must
@@ -38,7 +33,7 @@ M.types = {
       local ok = tostring(v):match("^%d%d%d%d%-%d%d$") and rules.check_date(v .. "-01")
       return ok and v or nil, "is not a month (YYYY-MM) of the dates quarry takes"
     end,
-    covers = function(v) return v .. "-01", ("%s-%s"):format(v, last_day(v)) end,
+    covers = function(v) return v .. "-01", month_end(v) end,
     family = "monthly_mining", grain = 2,
   },
   quarter = {
@@ -52,7 +47,7 @@ M.types = {
       local y, q = v:match("^(%d+)%-Q(%d)$")
       local first, last = (tonumber(q) - 1) * 3 + 1, tonumber(q) * 3
       local m = ("%s-%02d"):format(y, last)
-      return ("%s-%02d-01"):format(y, first), ("%s-%s"):format(m, last_day(m))
+      return ("%s-%02d-01"):format(y, first), month_end(m)
     end,
     family = "quarterly_mining", grain = 2.5,
   },

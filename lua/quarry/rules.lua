@@ -47,7 +47,7 @@ M.DATE_HELP = ("is not a date (YYYY-MM-DD, %s..%s)"):format(range.from, range.to
 
 --- A real calendar date "YYYY-MM-DD" within the dates quarry takes
 -- (lua/quarry/defs/bounds.lua), or nil.
-local DAYS_IN_MONTH = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+local days_in = require("quarry.dates").days_in_month
 
 function M.check_date(s)
   if type(s) ~= "string" then return nil end
@@ -57,9 +57,7 @@ function M.check_date(s)
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
   -- by the calendar's rule, not a round trip through mktime (which reads
   -- the time zone each call: a date check cost more than a cache hit)
-  if m < 1 or m > 12 or d < 1 then return nil end
-  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
-  if d > (m == 2 and (leap and 29 or 28) or DAYS_IN_MONTH[m]) then return nil end
+  if m < 1 or m > 12 or d < 1 or d > days_in(y, m) then return nil end
   return s
 end
 
@@ -140,10 +138,6 @@ function M.invalidate(cache, tbl, dates, rules)
   return patterns
 end
 
-local function days_in(y, m)
-  return os.date("*t", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
-                                 hour = 12 }) - 86400).day
-end
 
 --- The groups a cached value that depends on some data must carry, so that
 -- every write the rules cover makes it stale. depends: {dates = {...}},

@@ -9,6 +9,7 @@
 -- BMU never gives up more than capacity x 0.5 MWh in a period.
 -- Scale 1 is about 500k rows for 2022-2025, like the real platform.
 local core = require "quarry.core"
+local dates = require "quarry.dates"
 local files = require "quarry.files"
 
 local M = {}
@@ -69,21 +70,10 @@ local function rng(seed)
   end
 end
 
-local function day_number(date)
-  local y, m, d = date:match("^(%d+)-(%d+)-(%d+)$")
-  return os.time({ year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 12 }) // 86400
-end
-
-local function date_of(n)
-  return os.date("!%Y-%m-%d", n * 86400)
-end
+local day_number, date_of = dates.day_number, dates.date_of
 
 --- Every date from..to (inclusive), as strings.
-function M.dates(from, to)
-  local out = {}
-  for n = day_number(from), day_number(to) do out[#out + 1] = date_of(n) end
-  return out
-end
+M.dates = dates.days
 
 local PRICE = {
   onshore = function(r) return -70 - 20 * r() end,       -- subsidised: about -80
@@ -178,21 +168,8 @@ function M.write_difficulty(path, from, to)
   if f ~= path then f:close() end
 end
 
--- The last Sunday of a month (day of month).
-local function last_sunday(y, m)
-  local last = os.date("!*t", os.time({ year = m == 12 and y + 1 or y, month = m == 12 and 1 or m + 1, day = 1,
-                                        hour = 12 }) - 86400)
-  return last.day - (last.wday - 1)
-end
-
---- Settlement periods of a day in Europe/London: 46 on the last Sunday of
--- March (the clocks go forward), 50 on the last Sunday of October, else 48.
-function M.periods_in_day(date)
-  local y, m, d = tonumber(date:sub(1, 4)), tonumber(date:sub(6, 7)), tonumber(date:sub(9, 10))
-  if m == 3 and d == last_sunday(y, 3) then return 46 end
-  if m == 10 and d == last_sunday(y, 10) then return 50 end
-  return 48
-end
+--- Settlement periods of a day in Europe/London: 46, 48 or 50.
+M.periods_in_day = dates.periods_in_day
 
 --- Seed the database: difficulty, then curtailment, through ingest, in one
 -- transaction: a seed stopped at any point (Ctrl-C, kill -9) leaves nothing
