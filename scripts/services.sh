@@ -98,8 +98,12 @@ start_pg() {
         } >>"$data/pg/postgresql.conf"
     fi
     pg_running && return 0
+    # pg_ctl hands -o to /bin/sh: the socket folder quoted for it, so a
+    # QUARRY_HOME with a space or a quote in it starts like any other
+    local run_sh
+    run_sh="'$(printf '%s' "$run" | sed "s/'/'\\\\''/g")'"
     as_svc "$pgbin/pg_ctl" -D "$data/pg" -w -t 60 -l "$data/log/postgresql.log" \
-        -o "-k $run" start >/dev/null ||
+        -o "-k $run_sh" start >/dev/null ||
         { echo "services: PostgreSQL did not start, see $data/log/postgresql.log" >&2; exit 3; }
     local su=postgres
     if ! "$pgbin/psql" -h "$run" -U postgres -d postgres -tAc "SELECT 1" >/dev/null 2>&1; then
