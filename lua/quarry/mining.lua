@@ -163,11 +163,11 @@ function M.add(db, cache, name, hashrate, watts, description)
   local _, info = require("quarry.write").dated(db, cache,
     { tables = { "historical_bitcoin_calculations" }, bitcoin = true, everything = true, long = true },
     function(tx, wr)
-      if tx:query_one("SELECT 1 AS x FROM miner_models WHERE name = $1", name) then
-        usage(("miner model %s exists already (quarry miners lists them)"):format(name))
-      end
-      tx:exec("INSERT INTO miner_models (name, hashrate_th, power_watts, description) VALUES ($1, $2, $3, $4)",
-        name, tostring(hashrate), tostring(watts), description)
+      -- ON CONFLICT: one added by another process meanwhile is "exists already" too, not a raw key error
+      local n = tx:exec("INSERT INTO miner_models (name, hashrate_th, power_watts, description) "
+        .. "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", name, tostring(hashrate), tostring(watts),
+        description)
+      if n == 0 then usage(("miner model %s exists already (quarry miners lists them)"):format(name)) end
       local dates = {}
       for _, r in ipairs(tx:query(DATES, "0001-01-01", "9999-12-31")) do dates[#dates + 1] = r.d end
       wr:dates(dates)

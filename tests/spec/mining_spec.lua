@@ -70,6 +70,21 @@ describe("quarry miners", function()
     assert.are.equal(count, db:query_one("SELECT count(*) AS n FROM miner_models").n)
   end)
 
+  it("adds a model two processes add at once exactly once: the other is told it exists (exit 2)", function()
+    local rc = { h.tmpname(), h.tmpname() }
+    local cmd = "DATABASE_URL=%s QUARRY_CACHE_PREFIX=mining-spec: %s miners add S21_XP --hashrate-th 270 "
+      .. "--watts 3645 >/dev/null 2>%s; echo $? >>%s"
+    local run = {}
+    for i = 1, 2 do run[i] = cmd:format(h.shell_quote(url), h.shell_quote(h.bin), rc[i], rc[i]) end
+    os.execute(("(%s) & (%s) & wait"):format(run[1], run[2]))
+    local outs = { h.read(rc[1]), h.read(rc[2]) }
+    table.sort(outs, function(a, b) return #a < #b end)
+    assert.are.equal("0\n", outs[1])
+    assert.matches("^quarry: miner model S21_XP exists already %(quarry miners lists them%)\n2\n$", outs[2])
+    assert.are.equal(1, db:query_one("SELECT count(*)::int AS n FROM miner_models WHERE name = 'S21_XP'").n)
+    os.remove(rc[1]); os.remove(rc[2])
+  end)
+
   it("recalculates a range through the write path", function()
     local day = db:query_one("SELECT max(settlement_date)::text AS d FROM curtailment_records").d
     db:exec("UPDATE historical_bitcoin_calculations SET bitcoin_mined = 0 WHERE settlement_date = $1", day)
