@@ -37,7 +37,7 @@ M.settings = {
     doc = "most memory a report plugin may use (MiB)" },
   { key = "plugin_timeout_s", env = "QUARRY_PLUGIN_TIMEOUT", default = 300, int = true, min = 1,
     doc = "longest a report plugin may run, its queries included (s)" },
-  { key = "elexon_api_url", env = "ELEXON_API_URL", default = elexon.base_url,
+  { key = "elexon_api_url", env = "ELEXON_API_URL", default = elexon.base_url, http = true,
     doc = "base URL of Elexon's BMRS API (quarry fetch curtailment|bmus)" },
   { key = "fetch_rate", env = "QUARRY_FETCH_RATE", default = elexon.requests_per_minute, int = true, min = 1,
     doc = "most requests quarry fetch starts per minute" },
@@ -49,9 +49,9 @@ M.settings = {
     min = 0, doc = "wait after an HTTP 429 that names no Retry-After (s)" },
   { key = "fetch_backoff_ms", env = "QUARRY_FETCH_BACKOFF", default = elexon.backoff_ms, int = true, min = 1,
     doc = "first wait before quarry fetch retries a request, doubling each time (ms)" },
-  { key = "difficulty_api_url", env = "QUARRY_DIFFICULTY_URL", default = market.difficulty_url,
+  { key = "difficulty_api_url", env = "QUARRY_DIFFICULTY_URL", default = market.difficulty_url, http = true,
     doc = "base URL of the difficulty source (quarry fetch difficulty)" },
-  { key = "price_api_url", env = "QUARRY_PRICE_URL", default = market.price_url,
+  { key = "price_api_url", env = "QUARRY_PRICE_URL", default = market.price_url, http = true,
     doc = "base URL of the bitcoin price source (quarry fetch price)" },
   { key = "home", env = "QUARRY_HOME", default = nil,
     doc = "state folder of the embedded services (default: .quarry in the checkout)" },
@@ -95,6 +95,10 @@ function M.resolve(flags, getenv)
     if v == nil then v, from = s.default, "default" end
     if v ~= nil and s.int then
       v = parse_int(s, v, from == "flag" and (s.flag or ("--" .. s.key:gsub("_", "-"))) or from)
+    end
+    -- a source's base URL: said wrong now, not as five failed requests to a host named "http:"
+    if s.http and not tostring(v):match("^[Hh][Tt][Tt][Pp][Ss]?://[^/%s?#]+[^%s]*$") then
+      config_error(("%s must be an http:// or https:// URL with a host, got '%s'"):format(from, tostring(v)))
     end
     cfg[s.key], source[s.key] = v, from
   end

@@ -43,6 +43,8 @@ describe("quarry command line", function()
       { "report farms --year 2024 --lead-party \"$(printf 'a\\377b')\"", nil, "not valid UTF%-8" },
       -- a folder or a missing file where a file goes: named once, with the reason
       { "ingest price /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
+      { "fetch bmus", { ELEXON_API_URL = "http://" }, "ELEXON_API_URL must be an http:// or https:// URL with a host" },
+      { "fetch price --from 2024-01-01 --to 2024-01-02", { QUARRY_PRICE_URL = "ftp://prices" }, "QUARRY_PRICE_URL must" },
       { "ingest bmus /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
       { "ingest curtailment /tmp", nil, "^quarry: cannot read /tmp: Is a directory\n$" },
       { "ingest price /no/such.csv", nil, "^quarry: cannot open /no/such.csv: No such file or directory\n$" },
