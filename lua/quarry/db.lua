@@ -42,8 +42,11 @@ function M.idents(names)
 end
 
 -- Transactions whose function is running: an os.exit inside one ends the
--- process before its COMMIT (cli.lua says so instead of exiting 0).
+-- process before its COMMIT (cli.lua says so instead of exiting 0). Counted
+-- down by a to-be-closed guard, so a task cancelled mid-transaction
+-- (coroutine.close: quarry.parallel, a timed-out request) is counted out too.
 M.open = 0
+local OPEN = setmetatable({}, { __close = function() M.open = M.open - 1 end })
 
 local function keep(err)
   return err
@@ -62,8 +65,11 @@ local function transaction(conn, fn, opts)
     return false, err
   end
   M.open = M.open + 1
-  local r = table.pack(xpcall(fn, keep, conn, err))
-  M.open = M.open - 1
+  local r
+  do
+    local _ <close> = OPEN -- counted out when fn is over, or by coroutine.close if it never returns
+    r = table.pack(xpcall(fn, keep, conn, err))
+  end
   if r[1] then
     local cok, cerr = pcall(conn.commit, conn)
     if cok then return true, table.unpack(r, 2, r.n) end

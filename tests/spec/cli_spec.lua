@@ -290,6 +290,16 @@ end)]])
     _, err, code = h.quarry("run " .. path) -- after the transaction: the script's own code, no word
     assert.are.equal(3, code)
     assert.are.equal("", err)
+    -- a transaction of a function quarry.parallel cancelled (another one failed) is over too
+    h.write(path, [[
+local quarry = require "quarry"
+assert(not pcall(quarry.parallel,
+  function() return quarry.db:transaction(function(tx) tx:query("SELECT pg_sleep(5)") end) end,
+  function() require("quarry.core").sleep(0.2) error("the other one failed", 0) end))
+os.exit(0)]])
+    _, err, code = h.quarry("run " .. path)
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
     os.remove(path)
   end)
 
