@@ -35,6 +35,13 @@ local function open(path, shown)
   return f
 end
 
+-- text written and flushed: true, or nil and the reason
+local function write_flushed(f, text)
+  local ok, err = f:write(text)
+  if ok then ok, err = f:flush() end
+  return ok, err
+end
+
 --- Write text to path whole or not at all: a file beside it, flushed and
 -- closed with every error checked, then renamed over path. On any failure
 -- the file beside it is removed and path is left as it was. Devices
@@ -42,16 +49,14 @@ end
 function M.replace(path, text)
   if path:match("^/dev/") or path:match("^/proc/") then
     local f = open(path, path)
-    local ok, werr = f:write(text)
-    if ok then ok, werr = f:flush() end
+    local ok, werr = write_flushed(f, text)
     f:close()
     check(path, ok, werr)
     return
   end
   local tmp = ("%s.tmp.%d"):format(path, require("quarry.core").getpid()) -- two writers never share one
   local f = open(tmp, path)
-  local ok, werr = f:write(text)
-  if ok then ok, werr = f:flush() end
+  local ok, werr = write_flushed(f, text)
   local closed, cerr = f:close()
   if ok and not closed then ok, werr = false, cerr end
   if ok then ok, werr = os.rename(tmp, path) end

@@ -14,14 +14,14 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at timestamptz NOT NULL DEFAULT now()
 )]]
 
--- A database migrated by a newer quarry: its migrations this one does not
--- know, as a message (nil: none). Such a schema is refused for everything,
+-- A database migrated by a newer quarry (status: M.status's list): its
+-- migrations this one does not know, as a message (nil: none). Such a schema is refused for everything,
 -- reads, writes and migrating alike: an older quarry's rules could write
 -- rows the newer schema reads otherwise, and its migrate would rebuild the
 -- rollups to its own, older declarations.
-local function newer_message(db)
+local function newer_message(status)
   local newer = {}
-  for _, m in ipairs(M.status(db)) do
+  for _, m in ipairs(status) do
     if m.unknown then newer[#newer + 1] = m.version end
   end
   if #newer == 0 then return nil end
@@ -32,7 +32,7 @@ end
 --- Apply every missing migration. Returns the list of versions applied.
 -- progress(migration) is called before each one, if given.
 function M.up(db, progress)
-  local newer = newer_message(db)
+  local newer = newer_message(M.status(db))
   if newer then error(core.error({ code = "usage", message = newer }), 0) end
   local ran = {}
   for _, m in ipairs(schema) do
@@ -95,9 +95,10 @@ local current = setmetatable({}, { __mode = "k" }) -- the handles found current:
 -- table matches its declaration (checked once per handle).
 function M.require_current(db)
   if current[db] then return end
-  local newer = newer_message(db)
+  local status = M.status(db)
+  local newer = newer_message(status)
   if newer then error(core.error({ code = "usage", message = newer }), 0) end
-  for _, m in ipairs(M.status(db)) do
+  for _, m in ipairs(status) do
     if not m.applied_at then
       error(core.error({ code = "usage", message = ("the database schema is not current (migration %d missing): "
         .. "run 'quarry db migrate'"):format(m.version) }), 0)

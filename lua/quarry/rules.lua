@@ -138,7 +138,6 @@ function M.invalidate(cache, tbl, dates, rules)
   return patterns
 end
 
-
 --- The groups a cached value that depends on some data must carry, so that
 -- every write the rules cover makes it stale. depends: {dates = {...}},
 -- {months = {"YYYY-MM", ...}}, {years = {"YYYY", ...}}, {from = D, to = D}
