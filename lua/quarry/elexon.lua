@@ -223,6 +223,13 @@ function M.parse_bmus(text, name)
     if u.fuelType == defs.rule.fuel_type and not seen[id] then
       seen[id] = true
       local function str(v) return type(v) == "string" and v ~= "" and v or nil end
+      for _, field in ipairs({ "leadPartyName", "bmUnitName", "nationalGridBmUnit" }) do
+        -- a name is one line of text: reports, CSV and terminals show it
+        if str(u[field]) and (u[field]:find("%c") or u[field]:find("\194[\128-\159]")) then
+          bad_input(("%s: unit %d (%s): %s has a control character (a line break, tab or escape)")
+            :format(name, i, id, field))
+        end
+      end
       units[#units + 1] = { farm_id = id, national_grid_bmu = str(u.nationalGridBmUnit), name = str(u.bmUnitName),
         capacity_mw = cap and tostring(cap), lead_party_name = str(u.leadPartyName), fuel_type = u.fuelType }
     end

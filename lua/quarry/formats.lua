@@ -22,6 +22,36 @@ function M.text(v)
   return tostring(v)
 end
 
+--- Text as a terminal may show it: each control character (C0, DEL, and the
+-- C1 range terminals obey too) as \xNN or \u{NN}, so a value read from a
+-- file or a plugin can neither move the cursor, recolour the screen nor
+-- start a line of its own. keep: control characters left as they are ("\n"
+-- for a message of several lines).
+function M.visible(s, keep)
+  s = tostring(s)
+  if not s:find("[%c\194]") then return s end
+  s = s:gsub("%c", function(c)
+    if keep and keep:find(c, 1, true) then return c end
+    return ("\\x%02x"):format(c:byte())
+  end)
+  return (s:gsub("\194([\128-\159])", function(c) return ("\\u{%x}"):format(c:byte()) end))
+end
+
+--- A text cell as a spreadsheet should show it: one that Excel, LibreOffice
+-- or Sheets would take for a formula (first character = + - @, or a tab or
+-- carriage return) gets a leading apostrophe, which they hide and read as
+-- "text". A lead party named =HYPERLINK(...) in a feed must not become a
+-- link, a DDE command or a sum in an analyst's sheet. Numbers never reach
+-- this (their columns are numeric and their text is a number).
+function M.spreadsheet_text(s)
+  if s:find("^[=+%-@\t\r]") then return "'" .. s end
+  return s
+end
+
+--- Whether text is a number as a numeric column writes it (no spaces: Lua's
+-- tonumber takes a trailing tab, which would split a TSV line).
+function M.is_number_text(s) return tonumber(s) ~= nil and not s:find("%s") end
+
 --- The name csv, tsv and json give a field: its column, else its name.
 function M.column(f) return f.column or f.name end
 

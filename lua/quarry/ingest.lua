@@ -7,6 +7,7 @@
 -- invalidation rules applied. A bad row stops everything with an error
 -- naming the line and the field; nothing is committed.
 local core = require "quarry.core"
+local formats = require "quarry.formats"
 local log = require "quarry.log"
 local mining = require "quarry.mining"
 local rollup = require "quarry.rollup"
@@ -172,6 +173,8 @@ checked AS (
       THEN ARRAY['farm_id', coalesce(s.farm_id, ''), 'is not a BMU id']
     WHEN length(s.lead_party_name) > PARTYMAX
       THEN ARRAY['lead_party_name', s.lead_party_name, 'is longer than PARTYMAX characters']
+    WHEN s.lead_party_name ~ '[\x01-\x1f\x7f-\x9f]'
+      THEN ARRAY['lead_party_name', s.lead_party_name, 'has a control character (a line break, tab or escape)']
     WHEN volume IS NULL OR volume !~ NUM THEN ARRAY['volume', coalesce(volume, ''), 'is not a number']
     WHEN volume::numeric >= 0 THEN ARRAY['volume', volume, 'must be negative (the MWh given up)']
     WHEN volume::numeric < VMIN
@@ -204,7 +207,7 @@ SELECT line + 1 AS line, problem[1] AS field,
 FROM checked WHERE problem IS NOT NULL ORDER BY line LIMIT 1]])
 
 local function reject(path, bad)
-  bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, bad.value or "", bad.problem))
+  bad_input(("%s:%d: %s '%s' %s"):format(path, bad.line, bad.field, formats.visible(bad.value or ""), bad.problem))
 end
 
 -- Number the staged rows by file line (column line; the header is line
@@ -278,6 +281,7 @@ local CAST_STAGED = with_bounds([[
   WHERE CASE WHEN t.p <= days.periods AND length(t.farm_id) BETWEEN 1 AND 40 -- a bounded regex costs 6x this:
                   AND t.farm_id !~ '[^A-Za-z0-9_.-]'
                   AND coalesce(length(t.party), 0) <= PARTYMAX AND t.v >= VMIN AND abs(t.pay) <= PAYMAX
+                  AND coalesce(t.party !~ '[\x01-\x1f\x7f-\x9f]', true) -- one line of text: CURTAILMENT_CHECK
                   AND abs(t.op) <= PRICEMAX AND abs(t.fp) <= PRICEMAX
                   AND (t.cap IS NULL OR -t.v <= t.cap * PERIODH)
              THEN true ELSE ('out of bounds: row ' || t.row_id::text)::boolean END]])

@@ -190,8 +190,9 @@ function M.miner_models(db, memo)
   return memo.models
 end
 
-local function refuse(name, v, problem)
-  usage(("%s '%s'%s%s"):format(M.flag(name), tostring(v), problem:sub(1, 1) == ":" and "" or " ", problem))
+local visible = require("quarry.formats").visible
+local function refuse(name, v, problem) -- the value shown as typed, one line whatever it holds
+  usage(("%s '%s'%s%s"):format(M.flag(name), visible(v), problem:sub(1, 1) == ":" and "" or " ", problem))
 end
 
 --- Check raw values (strings from the command line, or values from a

@@ -303,6 +303,15 @@ os.exit(0)]])
     os.remove(path)
   end)
 
+  it("quotes a bad value on one line, its control characters as escapes, not obeyed by the terminal", function()
+    local value = "2031\27[2J\27]0;owned\7\nquarry: done, 0 problems"
+    local out, err, code = h.quarry("report daily --date " .. h.shell_quote(value))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.are.equal("quarry: --date '2031\\x1b[2J\\x1b]0;owned\\x07\\x0aquarry: done, 0 problems' is not a date "
+      .. "(YYYY-MM-DD, 2001-01-01..2100-12-31)\n", err)
+  end)
+
   it("refuses a report param given twice (exit 2) rather than pick one", function()
     for _, args in ipairs({ "report daily --date 2031-05-01 --date 2031-05-02",
                             "report monthly --month 2031-05 --miner S9 --miner M20S",

@@ -204,6 +204,23 @@ describe("quarry ingest bmus and fetch bmus", function()
   end)
 end)
 
+describe("quarry ingest bmus, a name of more than one line", function()
+  it("is refused with the unit named, and nothing of the list is stored", function()
+    for _, bad in ipairs({ "Seagreen Wind\nquarry: loaded", "Evil\27[2J", "C1\194\155K" }) do
+      local units = cjson.decode(cjson.encode(UNITS))
+      units[2].leadPartyName = bad
+      units[1].elexonBmUnit = "T_CTRLSPEC-1"
+      local file = h.write(h.tmpname(".json"), cjson.encode(units))
+      local _, err, code = h.quarry("ingest bmus " .. file, ENV)
+      os.remove(file)
+      assert.are.equal(2, code, err)
+      assert.matches("unit 2 (T_DOREW-1): leadPartyName has a control character", err, 1, true)
+      assert.is_nil(err:find("[\27\n].", 1))
+      assert.is_nil(db:query_one("SELECT 1 AS x FROM bmus WHERE farm_id = 'T_CTRLSPEC-1'"))
+    end
+  end)
+end)
+
 -- The reference list as UNITS has it, for the specs below.
 local function reference_units()
   local file = h.write(h.tmpname(".json"), cjson.encode(UNITS))

@@ -30,6 +30,37 @@ describe("formats", function()
     assert.are.same({ "table", "csv", "tsv", "json", "html" }, formats.NAMES) -- what --format takes
   end)
 
+  it("keeps a spreadsheet from running a text cell as a formula, in csv and tsv, and leaves numbers alone", function()
+    local hostile = {
+      name = "h", title = "H",
+      fields = { { name = "party", type = "text" }, { name = "mwh", type = "numeric" } },
+      rows = { { party = '=HYPERLINK("http://x.invalid","open")', mwh = "-12.5" },
+               { party = "+44 20 7946 0000", mwh = "1e-05" }, { party = "-2+3", mwh = "-0" },
+               { party = "@SUM(A1:A9)", mwh = "7" }, { party = "\t=1+1", mwh = "=1+1" },
+               { party = "Ørsted = wind", mwh = "NaN" } },
+    }
+    assert.are.equal('party,mwh\r\n'
+      .. '"\'=HYPERLINK(""http://x.invalid"",""open"")",-12.5\r\n'
+      .. "'+44 20 7946 0000,1e-05\r\n'-2+3,-0\r\n'@SUM(A1:A9),7\r\n'\t=1+1,'=1+1\r\n"
+      .. "Ørsted = wind,NaN\r\n", formats.csv(hostile))
+    assert.are.equal("party\tmwh\n'=HYPERLINK(\"http://x.invalid\",\"open\")\t-12.5\n"
+      .. "'+44 20 7946 0000\t1e-05\n'-2+3\t-0\n'@SUM(A1:A9)\t7\n' =1+1\t'=1+1\nØrsted = wind\tNaN\n",
+      formats.tsv(hostile))
+  end)
+
+  it("shows control characters in a table as escapes, so a value cannot drive the terminal", function()
+    local out = formats.table({
+      title = "T\27]0;owned\7", fields = { { name = "party", label = "party\27[2J", type = "text" } },
+      rows = { { party = "Evil\27[31mRed\nLine\194\155K" }, { party = "Ørsted" } },
+    })
+    assert.is_nil(out:find("[\27\7]"))
+    assert.is_nil(out:find("\194\155", 1, true))
+    assert.matches("Evil\\x1b[31mRed\\x0aLine\\u{9b}K", out, 1, true)
+    assert.matches("party\\x1b[2J", out, 1, true)
+    assert.matches("Ørsted", out, 1, true)
+    assert.are.equal(5, select(2, out:gsub("\n", ""))) -- title, head, rule, two rows: one line each
+  end)
+
   it("writes json with numeric columns as exact, unquoted numbers", function()
     local out = formats.json(result)
     assert.matches('"mwh":1234567.8915', out, 1, true)

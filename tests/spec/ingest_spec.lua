@@ -202,6 +202,11 @@ describe("ingest curtailment", function()
     { "2031-01-05,1,T_FARR-1,P,-1,-80,-80,1e6,true,false", ":2: final_price '1e6' is implausible" },
     { "2031-01-05,1,T_FARR-1," .. ("L"):rep(2 * 1024 * 1024) .. ",-1,-80,-80,-80,true,false",
       ":2: lead_party_name '" .. ("L"):rep(57) .. "...' is longer than 200 characters" },
+    -- a name is one line of text: no line break to forge a row in a report, no escape to drive a terminal
+    { '2031-01-05,1,T_FARR-1,"Good Wind Ltd\nquarry: loaded 0 rows",-1,-80,-80,-80,true,false',
+      ":2: lead_party_name 'Good Wind Ltd\\x0aquarry: loaded 0 rows' has a control character" },
+    { "2031-01-05,1,T_FARR-1,Evil\27[2J\27]0;owned\7,-1,-80,-80,-80,true,false",
+      ":2: lead_party_name 'Evil\\x1b[2J\\x1b]0;owned\\x07' has a control character" },
     { "0000-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '0000-01-05' is not a date" },
     { "1999-01-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '1999-01-05' is outside the dates" },
     -- settlement periods of the day in Europe/London
@@ -218,6 +223,7 @@ describe("ingest curtailment", function()
       assert.are.equal(2, code, err)
       local want = case[2]:gsub(":2:", ":3:") -- a good row comes first
       assert.matches(want:gsub("%p", "%%%0"), err)
+      assert.is_nil(err:find("[\27\7]"), "the message shows no raw escape")
       assert.are.equal(before, count("SELECT count(*) AS n FROM curtailment_records"))
       assert.is_not_nil(db:query_one("SELECT to_regclass('curtailment_records') AS t").t)
     end)

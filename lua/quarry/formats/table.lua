@@ -5,15 +5,16 @@ local F = require "quarry.formats"
 
 return function(r)
   local places = r.decimals or {}
-  local w, cells, right = {}, {}, {}
+  local w, cells, right, head = {}, {}, {}, {}
   for i, f in ipairs(r.fields) do
-    w[i] = #(f.label or f.name)
+    head[i] = F.visible(f.label or f.name) -- a value from a file or plugin never drives the terminal
+    w[i] = utf8.len(head[i]) or #head[i]
     right[i] = F.is_numeric_field(f)
   end
   for ri, row in ipairs(r.rows) do
     cells[ri] = {}
     for i, f in ipairs(r.fields) do
-      local s = F.display(row[f.name], f, places, r.grouping == false)
+      local s = F.visible(F.display(row[f.name], f, places, r.grouping == false))
       cells[ri][i] = s
       w[i] = math.max(w[i], utf8.len(s) or #s)
     end
@@ -27,16 +28,15 @@ return function(r)
     return (table.concat(parts, "  "):gsub("%s+$", ""))
   end
   local out = {}
-  if r.title then out[#out + 1] = r.title end
-  local head, rule = {}, {}
-  for i, f in ipairs(r.fields) do
-    head[i] = f.label or f.name
+  if r.title then out[#out + 1] = F.visible(r.title, "\n") end
+  local rule = {}
+  for i in ipairs(r.fields) do
     rule[i] = string.rep("-", w[i])
   end
   out[#out + 1] = line(head)
   out[#out + 1] = line(rule)
   for _, c in ipairs(cells) do out[#out + 1] = line(c) end
   if #r.rows == 0 then out[#out + 1] = "(no rows)" end
-  if r.footer then out[#out + 1] = r.footer end
+  if r.footer then out[#out + 1] = F.visible(r.footer, "\n") end
   return table.concat(out, "\n") .. "\n"
 end

@@ -4,7 +4,11 @@
 -- TSV has no quoting.
 local F = require "quarry.formats"
 
-local function cell(v) return (F.text(v):gsub("[\t\r\n]", " ")) end
+local function cell(v, f)
+  local s = F.text(v)
+  if f and F.is_numeric_field(f) and F.is_number_text(s) then return s end
+  return (F.spreadsheet_text(s):gsub("[\t\r\n]", " "))
+end
 
 return function(r)
   local lines, head = {}, {}
@@ -12,12 +16,12 @@ return function(r)
   lines[1] = table.concat(head, "\t")
   for _, row in ipairs(r.rows) do
     local cells = {}
-    for i, f in ipairs(r.fields) do cells[i] = cell(row[f.name]) end
+    for i, f in ipairs(r.fields) do cells[i] = cell(row[f.name], f) end
     lines[#lines + 1] = table.concat(cells, "\t")
   end
   if r.totals then
     local cells = {}
-    for i, f in ipairs(r.fields) do cells[i] = i == 1 and "total" or cell(r.totals[f.name]) end
+    for i, f in ipairs(r.fields) do cells[i] = i == 1 and "total" or cell(r.totals[f.name], f) end
     lines[#lines + 1] = table.concat(cells, "\t")
   end
   return table.concat(lines, "\n") .. "\n"
