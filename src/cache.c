@@ -151,21 +151,31 @@ int qr_redis_parse_url(const char *url, qr_redis_addr *a, qr_error *err)
 
 /* Writing to a socket Redis has closed raises SIGPIPE, whose default action
  * kills the process: a report must not die because Redis restarted. Only a
- * default disposition is changed; a handler the program set stays. */
-static void ignore_sigpipe(void)
+ * default disposition is changed; a handler the program set stays. A handler
+ * that does nothing, not SIG_IGN: the write still fails with EPIPE, and a
+ * program started from here (exec resets a caught signal, not an ignored
+ * one) keeps SIGPIPE's default, so `yes | head` in it ends as it should. */
+static void sigpipe_noop(int sig)
+{
+    (void)sig;
+}
+
+void qr_survive_sigpipe(void)
 {
     struct sigaction old;
-    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
-        struct sigaction ign;
-        memset(&ign, 0, sizeof ign);
-        ign.sa_handler = SIG_IGN;
-        sigaction(SIGPIPE, &ign, NULL);
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN)) {
+        struct sigaction noop;
+        memset(&noop, 0, sizeof noop);
+        noop.sa_handler = sigpipe_noop;
+        noop.sa_flags = SA_RESTART;
+        sigemptyset(&noop.sa_mask);
+        sigaction(SIGPIPE, &noop, NULL);
     }
 }
 
 qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err)
 {
-    ignore_sigpipe();
+    qr_survive_sigpipe();
     qr_cache *c = calloc(1, sizeof *c);
     if (!c) {
         qr_error_set(err, "usage", "out of memory");

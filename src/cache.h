@@ -7,8 +7,8 @@
  * each outage logs one warning, and one info line when Redis is back.
  * Connect and command timeouts are short (250 ms) for the same reason.
  *
- * qr_cache_new sets SIGPIPE to ignored if it was at its default (which would
- * kill the process when Redis closes a socket we write to).
+ * qr_cache_new calls qr_survive_sigpipe: SIGPIPE at its default would kill
+ * the process when Redis closes a socket we write to.
  *
  * Commands are binary-safe (argv with lengths). A qr_cache is used by one
  * thread at a time, like the hiredis context inside it. Replies belong to
@@ -46,6 +46,12 @@ int qr_redis_parse_url(const char *url, qr_redis_addr *out, qr_error *err);
 
 /* Parses the URL; connects on first use. NULL with err on a bad URL. */
 qr_cache *qr_cache_new(const qr_cache_options *opts, qr_error *err);
+
+/* SIGPIPE, if at its default or ignored, gets a handler that does nothing: a
+ * write to a closed socket or pipe fails with EPIPE instead of killing the
+ * process, and programs it starts get the default back (exec resets a caught
+ * signal but keeps an ignored one). */
+void qr_survive_sigpipe(void);
 void qr_cache_free(qr_cache *c);
 
 /* One command. A reply (any type, REDIS_REPLY_ERROR included) or NULL with

@@ -18,6 +18,7 @@
 #include "lua_quarry.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,19 +125,30 @@ static int l_wait_children(lua_State *L)
     return 1;
 }
 
+/* Whether standard output is a pipe or socket nobody reads any more. stdio
+ * keeps a failed write's flag, not its errno, so a print() that met EPIPE
+ * earlier is known only from this; poll reports it as POLLERR (a pipe) or
+ * POLLHUP (a socket). */
+static int reader_gone(void)
+{
+    struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
 static int l_stdout_status(lua_State *L)
 {
     errno = 0;
     int failed = fflush(stdout) != 0;
-    int e = errno;
+    int e = failed ? errno : 0;
     if (!failed && !ferror(stdout)) {
         lua_pushboolean(L, 1);
         return 1;
     }
     clearerr(stdout); /* said once */
+    if (!e && reader_gone()) e = EPIPE;
     lua_pushnil(L);
-    lua_pushstring(L, failed && e ? strerror(e) : "a write to it failed");
-    lua_pushinteger(L, failed ? e : 0);
+    lua_pushstring(L, e ? strerror(e) : "an earlier write to it failed");
+    lua_pushinteger(L, e);
     return 3;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "log.h"
 #include "lua_quarry.h"
 #include "paths.h"
@@ -135,6 +136,10 @@ static int boot(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* From the start, not when the cache connects: `quarry ... | head` then
+     * ends the same way with or without Redis (cli.lua: EPIPE on standard
+     * output is a reader that took what it wanted). */
+    qr_survive_sigpipe();
     lua_State *L = luaL_newstate();
     if (!L) {
         fputs("quarry: cannot create a Lua state (out of memory)\n", stderr);

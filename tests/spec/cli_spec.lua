@@ -249,12 +249,34 @@ quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
     assert.are.equal(1, code)
     assert.matches("cannot write standard output", err, 1, true)
     os.remove(path)
-    -- `| head` took what it wanted: no error, no failure
-    local p = io.popen(("bash -c %s 2>&1; echo __rc=$?"):format(h.shell_quote(("set -o pipefail; %s report monthly "
-      .. "--month 2031-05 --format json | head -c 10 >/dev/null"):format(h.shell_quote(h.bin)))))
-    local out = p:read("a")
-    p:close()
-    assert.are.equal("__rc=0\n", out)
+    -- `| head` took what it wanted: no error, no failure, whether or not the
+    -- cache was connected (it was 141, killed by SIGPIPE, without), and
+    -- however much was still to write when the reader left
+    local function piped(args)
+      local p = io.popen(("bash -c %s 2>&1; echo __rc=$?"):format(h.shell_quote(("set -o pipefail; %s %s "
+        .. "| head -c 10 >/dev/null"):format(h.shell_quote(h.bin), args))))
+      local out = p:read("a")
+      p:close()
+      return out
+    end
+    assert.are.equal("__rc=0\n", piped("report monthly --month 2031-05 --format json"))
+    assert.are.equal("__rc=0\n", piped("report periods --month 2031-05 --format csv --no-cache"))
+    local big = script([[for _ = 1, 20000 do print(("x"):rep(100)) end]])
+    local cached = script([[local q = require "quarry"
+q.cache:get("cli-spec:pipe") -- connects: the process has met Redis
+for _ = 1, 20000 do io.write(("x"):rep(100), "\n") end]])
+    assert.are.equal("__rc=0\n", piped("run " .. big))
+    assert.are.equal("__rc=0\n", piped("run " .. cached))
+    -- a program a script starts dies of SIGPIPE as it would anywhere (an
+    -- ignored SIGPIPE would be inherited: `yes` would fail with a message)
+    local child = script([[require("quarry").cache:get("cli-spec:pipe")
+local p = io.popen("bash -c 'set -o pipefail; yes | head -c 1 >/dev/null; echo $?' 2>&1")
+io.write(p:read("a"))
+p:close()]])
+    local out, err, code = h.quarry("run " .. child)
+    assert.are.equal(0, code, err)
+    assert.are.equal("141\n", out)
+    for _, f in ipairs({ big, cached, child }) do os.remove(f) end
   end)
 
   it("leaves -o FILE as it was when the disk fills, and says so (exit 1)", function()
