@@ -181,6 +181,7 @@ end
 function M.flag(name) return "--" .. name:gsub("_", "-") end
 
 local usage = require("quarry.core").usage
+local visible = require("quarry.formats").visible
 
 M.MINER_MODELS_SQL = "SELECT name FROM miner_models ORDER BY name"
 
@@ -190,7 +191,6 @@ function M.miner_models(db, memo)
   return memo.models
 end
 
-local visible = require("quarry.formats").visible
 local function refuse(name, v, problem) -- the value shown as typed, one line whatever it holds
   usage(("%s '%s'%s%s"):format(M.flag(name), visible(v), problem:sub(1, 1) == ":" and "" or " ", problem))
 end
@@ -214,6 +214,26 @@ function M.check(plugin, raw)
   for name in pairs(raw) do
     if not plugin.params[name] then usage(("report %s takes no %s"):format(plugin.name, M.flag(name))) end
   end
+  -- One period of each kind: --month 2024-03 --date 2024-05-01 ran the day
+  -- alone (the finest wins), under a title few would read twice. A period
+  -- the plugin defaults gives way to one the user gives.
+  local given = {}
+  for name, spec in pairs(plugin.params) do
+    if M.types[spec.type].covers and raw[name] ~= nil then given[#given + 1] = name end
+  end
+  table.sort(given)
+  for i = 2, #given do
+    local a, b = plugin.params[given[1]].type, plugin.params[given[i]].type
+    if a ~= b then
+      usage(("give one period: %s '%s' and %s '%s' are two (%s)"):format(M.flag(given[1]), visible(raw[given[1]]),
+        M.flag(given[i]), visible(raw[given[i]]), M.period_flags(plugin.params)))
+    end
+  end
+  if #given > 0 then
+    for name, spec in pairs(plugin.params) do
+      if M.types[spec.type].covers and raw[name] == nil then out[name] = nil end
+    end
+  end
   return out
 end
 
@@ -233,11 +253,13 @@ end
 -- specs (a plugin's params) give each param's type; without them a param's
 -- name is taken for its type (date, month, year).
 local function period_of(p, specs)
-  local best, value
+  local best, value, best_name
   for name, v in pairs(p) do
     local spec = specs and specs[name]
     local t = M.types[spec and spec.type or name]
-    if t and t.covers and (not best or t.grain < best.grain) then best, value = t, v end
+    if t and t.covers and (not best or t.grain < best.grain or (t.grain == best.grain and name < best_name)) then
+      best, value, best_name = t, v, name -- ties (two months of a comparison) by name: the same every run
+    end
   end
   return best, value
 end

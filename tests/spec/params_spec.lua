@@ -35,6 +35,25 @@ describe("params", function()
     end
   end)
 
+  it("takes one period: two of different kinds are refused, and a default period gives way", function()
+    local periods = { name = "p", params = { date = { type = "date" }, month = { type = "month" },
+      year = { type = "year", default = "2024" }, versus = { type = "month" } } }
+    for _, raw in ipairs({ { month = "2024-03", date = "2024-05-01" }, { year = "2023", date = "2024-05-01" } }) do
+      local ok, err = pcall(params.check, periods, raw)
+      assert.is_false(ok)
+      assert.are.equal("usage", err.code)
+      assert.matches("give one period: %-%-date '2024%-05%-01' and %-%-%a+ '[%d-]+' are two "
+        .. "%(%-%-date, %-%-month, %-%-versus or %-%-year%)", err.message)
+    end
+    local p = params.check(periods, { month = "2024-03" }) -- not the defaulted year
+    assert.are.same({ month = "2024-03" }, p)
+    assert.are.same({ "2024-03-01", "2024-03-31" }, { params.range(p, periods.params) })
+    assert.are.same({ year = "2024" }, params.check(periods, {}))
+    -- two of one kind (a comparison) are the plugin's to read; the range is the same every time
+    p = params.check(periods, { month = "2024-03", versus = "2023-03" })
+    for _ = 1, 20 do assert.are.same({ "2024-03-01", "2024-03-31" }, { params.range(p, periods.params) }) end
+  end)
+
   it("gives the dates a period covers and its cache family", function()
     assert.are.same({ "2024-02-01", "2024-02-29" }, { params.range({ month = "2024-02" }) })
     assert.are.same({ "2024-01-01", "2024-12-31" }, { params.range({ year = "2024" }) })

@@ -179,6 +179,10 @@ describe("quarry serve", function()
     status, body = get(s.url .. "/reports/daily?date=2031-05-01&lead-party=A&lead_party=B")
     assert.are.equal(400, status)
     assert.matches("both given", cjson.decode(body).message)
+    status, body = get(s.url .. "/reports/farms?month=2031-05&date=2031-06-01") -- two periods: which one?
+    assert.are.equal(400, status)
+    assert.matches("give one period: --date '2031-06-01' and --month '2031-05' are two", cjson.decode(body).message, 1,
+      true)
     status, body = get(s.url .. "/reports/nosuch")
     assert.are.equal(404, status)
     assert.matches("unknown report 'nosuch'", cjson.decode(body).message)
