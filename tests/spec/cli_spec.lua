@@ -273,9 +273,9 @@ for _ = 1, 20000 do io.write(("x"):rep(100), "\n") end]])
 local p = io.popen("bash -c 'set -o pipefail; yes | head -c 1 >/dev/null; echo $?' 2>&1")
 io.write(p:read("a"))
 p:close()]])
-    local out, err, code = h.quarry("run " .. child)
-    assert.are.equal(0, code, err)
-    assert.are.equal("141\n", out)
+    local child_out, child_err, child_code = h.quarry("run " .. child)
+    assert.are.equal(0, child_code, child_err)
+    assert.are.equal("141\n", child_out)
     for _, f in ipairs({ big, cached, child }) do os.remove(f) end
   end)
 
