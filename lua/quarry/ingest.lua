@@ -336,6 +336,12 @@ local STAGED_DATES = [[
 -- the dates have rows already (a re-run, a refresh, a repair), the rows are
 -- cast into a temporary table first and only the dates whose rows differ
 -- are rewritten: a reload of what is there writes nothing.
+-- The dates a load replaced are loaded (lua/quarry/schema.lua, version 11):
+-- which of them were not before.
+local MARK_LOADED = [[INSERT INTO curtailment_loaded_days AS l (settlement_date) SELECT unnest($1::date[])
+  ON CONFLICT (settlement_date) DO UPDATE SET loaded_at = now()
+  RETURNING l.settlement_date::text AS d, (l.xmax = 0) AS new]]
+
 function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare)
   local function slow(original)
@@ -383,26 +389,39 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
       if not wok then slow(werr) end
     end
     tx:exec("DROP TABLE quarry_typed") -- a second load in one transaction (seed) makes its own
+    -- a date loaded for the first time changed even with no rows (unknown
+    -- before, a day without curtailment now): its cached reports are stale
+    local listed = {}
+    for _, d in ipairs(changed) do listed[d] = true end
+    for _, r in ipairs(tx:query(MARK_LOADED, arr)) do
+      if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
+    end
+    table.sort(changed)
+  else
+    tx:exec(MARK_LOADED, arr)
   end
   w:dates(changed)
-  mining.require_difficulty(tx, dates) -- after the rows: a bad row is the first thing to fix
+  mining.require_difficulty(tx, present) -- after the rows: a bad row is the first thing to fix (a date
+  -- with no rows has no bitcoin to compute)
   return rows, dates, changed, removed
 end
 
 --- Load a curtailment CSV (header: the columns of curtailment_records).
 -- The dates present are replaced whole, through the dated-write path
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
--- path (then path only names it); it is closed.
--- Returns {rows=, dates={...} (those present), changed={...} (those whose
--- rows differ from what was stored: rewritten), replaced= (stored rows
--- those dates held before), bitcoin_rows=}.
-function M.curtailment(db, path, cache, file)
+-- path (then path only names it); it is closed. dates: the dates the file
+-- holds whole (a date of them with no row had no curtailment; a row of
+-- another date is refused); without, the dates present.
+-- Returns {rows=, dates={...} (those replaced), changed={...} (those whose
+-- rows differ from what was stored, or loaded for the first time:
+-- rewritten), replaced= (stored rows those dates held before), bitcoin_rows=}.
+function M.curtailment(db, path, cache, file, dates)
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      local rows, dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size)
-      result.rows, result.dates, result.replaced = rows, dates, replaced
+      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, dates)
+      result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
     end)
   f:close()
   if not ok then error(err, 0) end

@@ -272,7 +272,7 @@ function M.period_flags(specs)
     local t = M.types[spec.type]
     if t.covers then found[#found + 1] = { grain = t.grain, flag = M.flag(name) } end
   end
-  table.sort(found, function(a, b) return a.grain < b.grain end)
+  table.sort(found, function(a, b) return a.grain < b.grain or (a.grain == b.grain and a.flag < b.flag) end)
   local flags = {}
   for i, f in ipairs(found) do flags[i] = f.flag end
   if #flags < 2 then return flags[1] or "a period" end

@@ -835,6 +835,15 @@ function M.maintain(db, tname, p, opts)
           local d = rollup.dates_in(tx, part.lo, last)
           rollup.lock_dates(tx, d)
           tx:exec(("ALTER TABLE %s DETACH PARTITION %s"):format(ident(tname), ident(part.name)))
+          if tname == "curtailment_records" then -- its days are no longer loaded: reports show them empty
+            local seen = {}
+            for _, x in ipairs(d) do seen[x] = true end
+            for _, r in ipairs(tx:query([[DELETE FROM curtailment_loaded_days WHERE settlement_date
+                BETWEEN $1::date AND $2::date RETURNING settlement_date::text AS d]], part.lo, last)) do
+              if not seen[r.d] then d[#d + 1] = r.d end
+            end
+            table.sort(d)
+          end
           write.finish(tx, { tname }, d, { bitcoin = false }) -- the dated-write path's closing steps
           return d
         end)

@@ -16,6 +16,7 @@
 -- It reaches the data only through ctx: ctx.query / ctx.query_one and
 -- ctx.summaries (the definitions in lua/quarry/defs/summaries.lua).
 local core = require "quarry.core"
+local dates = require "quarry.dates"
 local rollup = require "quarry.rollup"
 local params = require "quarry.params"
 local summaries_defs = require "quarry.defs.summaries"
@@ -376,7 +377,7 @@ local FAMILIES = { "daily_mining:", "monthly_mining:", "quarterly_mining:", "yea
 -- (lua/quarry/defs/rules.lua) reach every report of a changed date.
 -- The shape of a result (fields, rows, totals, ...): part of every key, so a
 -- cached result of an older shape is never served after an upgrade.
-M.RESULT_SHAPE = "r2"
+M.RESULT_SHAPE = "r3" -- r3: coverage, and days with no data loaded empty, not zero
 
 local function percent(c) return ("%%%02X"):format(c:byte()) end
 local function key_part(v)
@@ -533,7 +534,9 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     local listed = {}
     for _, k in ipairs(tx:query({ name = "breakdown.calendar." .. by, sql = calendar }, from, to)) do
       local row = by_key[tostring(k.key)]
-      if not row then
+      if not row and not k.loaded then
+        row = { key = k.key } -- no data loaded: empty (null), never a zero that reads as a calm day
+      elseif not row then
         row = { key = k.key, farms = 0, periods = 0, farm_periods = 0, curtailed_mwh = "0", paid_gbp = "0" }
         for _, m in ipairs(models) do
           row[btc_col[m]] = "0"
@@ -550,6 +553,48 @@ local function breakdown(tx, by, p, miner, direct, specs, memo)
     for i, row in ipairs(c) do rows[i] = row end
   end
   return { fields = fields, rows = rows }
+end
+
+-- The days of from..to that hold no data (not in curtailment_loaded_days),
+-- as ranges: a report's figures cover the other days only, and saying "no
+-- curtailment" of a day nobody loaded would be a figure quarry does not have.
+local COVERAGE_SQL = [[
+WITH gaps AS (
+  SELECT d::date AS day, d::date - (row_number() OVER (ORDER BY d))::int AS g
+  FROM generate_series($1::date, $2::date, interval '1 day') AS d
+  WHERE NOT EXISTS (SELECT 1 FROM curtailment_loaded_days l WHERE l.settlement_date = d::date))
+SELECT min(day)::text AS first, max(day)::text AS last, count(*)::int AS n FROM gaps GROUP BY g ORDER BY 1]]
+M.COVERAGE_RANGES = 20 -- the most ranges a result lists (their days are all counted)
+
+local function coverage(tx, from, to)
+  local days = dates.day_number(to) - dates.day_number(from) + 1
+  local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0 }
+  for _, r in ipairs(tx:query({ name = "report.coverage", sql = COVERAGE_SQL }, from, to)) do
+    c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
+    if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last } end
+  end
+  return c
+end
+
+--- The line a result whose period is not all loaded carries (footer, the
+-- CLI's note), or nil: which days, and how to load them.
+function M.coverage_note(c)
+  if not c or c.loaded == c.days then return nil end
+  local shown = {}
+  for i = 1, math.min(3, #c.missing) do
+    local r = c.missing[i]
+    shown[i] = r[1] == r[2] and r[1] or (r[1] .. ".." .. r[2])
+  end
+  local ranges = c.ranges or #c.missing
+  local more = ranges > 3 and (" and %d more range(s)"):format(ranges - 3) or ""
+  local how = ("load it: quarry fetch curtailment --from %s --to %s, or quarry ingest curtailment FILE")
+    :format(c.missing[1][1], c.last_missing or c.missing[#c.missing][2])
+  if c.loaded == 0 then
+    return ("no data loaded for %s: nothing to report (%s)"):format(c.from == c.to and c.from
+      or (c.from .. ".." .. c.to), how)
+  end
+  return ("no data loaded for %d of the %d days (%s%s): the figures cover the other %d only; %s")
+    :format(c.days - c.loaded, c.days, table.concat(shown, ", "), more, c.loaded, how)
 end
 
 -- Normalise what run returned into a result table.
@@ -694,6 +739,13 @@ function M.run(db, cache, plugin, p, opts)
       local ctx = make_ctx(tx)
       local out = limited("report " .. live.name, function() return result_of(live, live.run(ctx, p), p) end)
       tx:restrict(false)
+      local from, to = params.range(p, live.params)
+      if from then -- on the report's snapshot: what its figures were computed from
+        out.coverage = coverage(tx, from, to)
+        local note = M.coverage_note(out.coverage)
+        if note and out.coverage.loaded == 0 then out.footer = note -- the plugin's words are of figures there are not
+        elseif note then out.footer = (out.footer and out.footer .. "\n" or "") .. note end
+      end
       return out
     end, M.sandbox_tx(nil, opts.direct))
     if not ok then error(res, 0) end

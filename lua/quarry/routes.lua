@@ -123,8 +123,11 @@ end
 
 -- ---- the old platform's read routes ----
 
-local function totals_of(name, raw)
+-- The report's totals, and its coverage as two fields the old API lacked
+-- (its 0 for a day nobody loaded read as a calm day): days, daysLoaded.
+local function totals_of(name, raw, out)
   local r = run_report(name, raw, false)
+  if r.coverage then out.days, out.daysLoaded = r.coverage.days, r.coverage.loaded end
   return r.totals or {}
 end
 
@@ -132,9 +135,9 @@ local function num(v) return tonumber(v) or 0 end
 
 local function summary(period_key, report_name, param)
   return function(q, value)
-    local t = totals_of(report_name, { [param] = value, lead_party = q.params.leadParty })
-    local out = { [period_key] = value, totalCurtailedEnergy = num(t.curtailed_mwh),
-                  totalPayment = math.abs(num(t.paid_gbp)), leadParty = q.params.leadParty }
+    local out = { [period_key] = value, leadParty = q.params.leadParty }
+    local t = totals_of(report_name, { [param] = value, lead_party = q.params.leadParty }, out)
+    out.totalCurtailedEnergy, out.totalPayment = num(t.curtailed_mwh), math.abs(num(t.paid_gbp))
     return 200, cjson.encode(out), CONTENT.json
   end
 end
@@ -157,11 +160,11 @@ local function mining(report_name, param, agg)
     value = value or q.params[param]
     if not value then usage(param .. " is needed") end
     local miner, farm = q.params.minerModel or "S19J_PRO", q.params.farmId
-    local t = totals_of(report_name, { [param] = value, miner = miner, farm = farm })
+    local out = { [param == "month" and "yearMonth" or param] = value, minerModel = miner, farmId = farm }
+    local t = totals_of(report_name, { [param] = value, miner = miner, farm = farm }, out)
     local from, to = require("quarry.params").range({ [param] = value }) -- the report checked the value
-    local out = { [param == "month" and "yearMonth" or param] = value, minerModel = miner, farmId = farm,
-                  bitcoinMined = num(t["btc_" .. miner]), curtailedEnergy = num(t.curtailed_mwh),
-                  difficulty = difficulty(from, to, miner, farm, agg) }
+    out.bitcoinMined, out.curtailedEnergy = num(t["btc_" .. miner]), num(t.curtailed_mwh)
+    out.difficulty = difficulty(from, to, miner, farm, agg)
     return 200, cjson.encode(out), CONTENT.json
   end
 end

@@ -305,4 +305,25 @@ BEGIN
 END $$;
 ]],
   },
+  {
+    version = 11,
+    name = "the dates whose curtailment is loaded: a day with no rows is zero only if it was loaded",
+    sql = [[
+-- A date is here once a load replaced it (ingest, seed, fetch): its rows,
+-- or none, are the day's curtailment. A date not here holds no data, and a
+-- report shows it empty, not as a day without curtailment. Retention
+-- removes a detached partition's dates.
+CREATE TABLE curtailment_loaded_days (
+  settlement_date date PRIMARY KEY,
+  loaded_at       timestamptz NOT NULL DEFAULT now()
+);
+-- What earlier loads left: every date with rows, and every day fetched
+-- (Elexon's empty days included). A calm day of an earlier seed or CSV is
+-- not known to be loaded until it is loaded again.
+INSERT INTO curtailment_loaded_days (settlement_date)
+  SELECT DISTINCT settlement_date FROM curtailment_records
+  UNION SELECT settlement_date FROM elexon_fetch_days;
+GRANT SELECT ON curtailment_loaded_days TO quarry_reader;
+]],
+  },
 }

@@ -109,21 +109,23 @@ M.MAY_2031 = {
   "2031-05-02,1,T_DOREW-1,Dorenell Windfarm Limited,-30,-2400,-80,-80,true,false",
 }
 
---- Ingest curtailment rows (strings) through `quarry ingest curtailment`.
-function M.ingest_rows(rows, env)
+--- Ingest curtailment rows (strings) through `quarry ingest curtailment`;
+-- dates: its --dates (FROM..TO the rows hold whole), if any.
+function M.ingest_rows(rows, env, dates)
   local path = M.curtailment_csv(rows)
-  local _, err, code = M.quarry("ingest curtailment " .. path, env)
+  local _, err, code = M.quarry("ingest curtailment " .. (dates and ("--dates " .. dates .. " ") or "") .. path, env)
   os.remove(path)
   assert(code == 0, err)
 end
 
---- Migrate db and load M.MAY_2031 afresh (difficulty 100e12), for env's cache.
+--- Migrate db and load M.MAY_2031 afresh as the whole of May 2031 (difficulty
+-- 100e12), for env's cache.
 function M.load_may_2031(db, env)
   require("quarry.migrate").up(db)
   db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2031-05-01' AND '2031-05-31'")
   db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-05-01', 100e12) ON CONFLICT (effective_date) "
     .. "DO UPDATE SET difficulty = 100e12")
-  M.ingest_rows(M.MAY_2031, env)
+  M.ingest_rows(M.MAY_2031, env, "2031-05-01..2031-05-31") -- the whole month: its other days had no curtailment
   M.quarry("cache clear", env)
 end
 

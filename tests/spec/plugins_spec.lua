@@ -236,6 +236,66 @@ describe("every shipped report's output", function()
   end
 end)
 
+-- A day nobody loaded is no data, not a calm day: its row is empty, the
+-- footer and the JSON say which days, and loading them (a calm one
+-- included) makes the cached report stale.
+describe("a period not all loaded", function()
+  local ROW = "2031-08-05,7,T_DOREW-1,Dorenell Windfarm Limited,-4,-320,-80,-80,true,false"
+  setup(function()
+    db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-08-01', 100e12) ON CONFLICT DO NOTHING")
+    for _, t in ipairs({ "curtailment_records", "curtailment_loaded_days" }) do -- an earlier run's August
+      db:exec(("DELETE FROM %s WHERE settlement_date BETWEEN '2031-08-01' AND '2031-09-30'"):format(t))
+    end
+    h.quarry("cache clear", ENV)
+    load_data({ ROW }) -- one day of August
+  end)
+
+  it("shows the days with no data empty, says which they are, and never says 'no curtailment' of them", function()
+    local out, err, code = report("monthly --month 2031-08 --format json")
+    assert.are.equal(0, code, err)
+    local r = cjson.decode(out)
+    assert.are.equal(31, #r.rows)
+    assert.are.equal(cjson.null, r.rows[1].curtailed_mwh)
+    assert.are.equal(cjson.null, r.rows[1].farms)
+    assert.are.equal(cjson.null, r.rows[1].btc_S9)
+    assert.are.equal(4, r.rows[5].curtailed_mwh)
+    assert.are.same({ from = "2031-08-01", to = "2031-08-31", days = 31, loaded = 1,
+      missing = { { "2031-08-01", "2031-08-04" }, { "2031-08-06", "2031-08-31" } } }, r.coverage)
+    assert.matches("no data loaded for 30 of the 31 days (2031-08-01..2031-08-04, 2031-08-06..2031-08-31)",
+      r.footer, 1, true)
+    assert.matches("quarry: no data loaded for 30 of the 31 days", err, 1, true) -- json has no footer to read
+    local csv = report("monthly --month 2031-08 --format csv --no-cache")
+    assert.matches("\r\n2031%-08%-01,,,,,,", csv) -- empty cells, not zeros
+    assert.matches("\r\n2031%-08%-05,1,1,1,4,320,", csv)
+    local table_out = report("monthly --month 2031-08 --no-cache")
+    assert.matches("no data loaded for 30 of the 31 days", table_out, 1, true)
+    -- nothing at all loaded: the plugin's "no curtailment in this month" would be a figure quarry lacks
+    local sept = cjson.decode((report("monthly --month 2031-09 --format json --no-cache")))
+    assert.matches("^no data loaded for 2031%-09%-01..2031%-09%-30: nothing to report", sept.footer)
+    assert.are.equal(0, sept.coverage.loaded)
+    local year = cjson.decode((report("yearly --year 2031 --format json --no-cache")))
+    assert.are.equal(cjson.null, year.rows[9].curtailed_mwh) -- September
+    assert.are.equal(4, year.rows[8].curtailed_mwh) -- August: some of it loaded, its figure over those days
+    assert.are.equal(365, year.coverage.days)
+    assert.is_true(year.coverage.loaded >= 32 and year.coverage.loaded < 365) -- May whole, 08-05, ...
+    assert.matches("no data loaded for %d+ of the 365 days", year.footer)
+  end)
+
+  it("loads a calm day as zero with --dates, and the cached report goes stale", function()
+    local before = cjson.decode((report("monthly --month 2031-08 --format json")))
+    assert.are.equal(cjson.null, before.rows[1].curtailed_mwh)
+    h.ingest_rows({ ROW }, ENV, "2031-08-01..2031-08-31") -- the same row, and the month declared whole
+    local out, err = report("monthly --month 2031-08 --format json")
+    local after = cjson.decode(out)
+    assert.are.equal(0, after.rows[1].curtailed_mwh)
+    assert.are.equal(4, after.rows[5].curtailed_mwh)
+    assert.are.same({}, after.coverage.missing)
+    assert.are.equal(31, after.coverage.loaded)
+    assert.are.equal("", err)
+    assert.matches("^total: 4 MWh", after.footer)
+  end)
+end)
+
 -- A name from a feed is data, never a formula: what a spreadsheet opens of
 -- quarry's csv and tsv cannot run it, while json keeps the name as it is.
 describe("a lead party named like a formula", function()

@@ -233,10 +233,15 @@ describe("quarry serve", function()
     local status, body = get(s.url .. "/api/summary/monthly/2031-05")
     assert.are.equal(200, status)
     local m = cjson.decode(body)
-    assert.are.same({ yearMonth = "2031-05", totalCurtailedEnergy = 65, totalPayment = 4075 }, m)
+    assert.are.same({ yearMonth = "2031-05", totalCurtailedEnergy = 65, totalPayment = 4075, days = 31,
+                      daysLoaded = 31 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/summary/daily/2031-05-01?leadParty=Dorenell%20Windfarm%20Limited"))))
     assert.are.same({ date = "2031-05-01", totalCurtailedEnergy = 20, totalPayment = 1600,
-                      leadParty = "Dorenell Windfarm Limited" }, m)
+                      leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1 }, m)
+    -- a month nobody loaded: its 0 is no data, and says so
+    m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2032-02"))))
+    assert.are.same({ yearMonth = "2032-02", totalCurtailedEnergy = 0, totalPayment = 0, days = 29,
+                      daysLoaded = 0 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/mining-potential/daily?date=2031-05-02&minerModel=S9"))))
     local report = cjson.decode((h.quarry("report daily --date 2031-05-02 --miner S9 --format json --no-cache", ENV)))
     assert.are.equal(tonumber(report.totals.btc_S9), m.bitcoinMined)

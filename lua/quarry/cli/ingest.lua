@@ -10,16 +10,20 @@ local commands = M.commands
 function M.define(p, info, plugin) -- luacheck: ignore 212
   local ingest = p:command("ingest", "Load files (CSV, saved Elexon answers, BM units); all or nothing.")
   ingest = ingest:command_target("ingest_command")
+  local curtailment = ingest:command("curtailment", "Load curtailment rows (header: the columns of "
+    .. "curtailment_records, docs/DATA.md); replaces the dates present, or --dates (one whose rows are stored as "
+    .. "given is left as it is), computes their bitcoin, applies the invalidation rules.")
   for _, c in ipairs({
-    ingest:command("curtailment", "Load curtailment rows (header: the columns of curtailment_records, "
-      .. "docs/DATA.md); replaces the dates present (one whose rows are stored as given is left as it is), "
-      .. "computes their bitcoin, applies the invalidation rules."),
+    curtailment,
     ingest:command("difficulty", "Load difficulty points (header: date,difficulty), each in force from its "
       .. "date; recalculates the bitcoin of the dates affected."),
   }) do
     c:argument("file", "CSV file."):args("?")
     c:flag("--template", "Print a sample file of this kind (header and rows) to start from, and exit.")
   end
+  curtailment:option("--dates", "FROM..TO (or one date): the dates the file holds whole. Each is "
+    .. "replaced, and one with no row had no curtailment (reports show it as 0, not as no data); a row of "
+    .. "another date is refused. Without it, the dates present.")
   ingest:command("elexon", "Load saved Elexon settlement-stack answers (files or folders of .json; 'bid' or "
     .. "'offer' in each path), each date stored whole as quarry fetch stores it."):argument("path",
     "File or folder."):args("+")
@@ -29,6 +33,20 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   price:option("--usd-gbp", "For a file in USD: a CSV of date,gbp_per_usd with a rate for every date.")
   ingest:command("bmus", "Load a BM unit reference list (the shape of Elexon's /reference/bmunits/all); "
     .. "keeps the wind units."):argument("file", "JSON file.")
+end
+
+-- --dates FROM..TO (or one date) as the list of its days.
+local function dates_flag(v)
+  if v == nil then return nil end
+  local rules = require "quarry.rules"
+  local from, to = v:match("^(.-)%.%.(.*)$")
+  from, to = from or v, to or v
+  if not rules.check_date(from) or not rules.check_date(to) then
+    cli.usage_error(("--dates '%s' is not a date or FROM..TO %s"):format(require("quarry.formats").visible(v),
+      rules.DATE_HELP:gsub("^is not a date ", "")))
+  end
+  if from > to then cli.usage_error(("--dates '%s': %s is after %s"):format(v, from, to)) end
+  return require("quarry.dates").days(from, to)
 end
 
 -- What --template prints: the header quarry takes and rows as real data has
@@ -75,11 +93,12 @@ function commands.ingest(args)
     return 0
   end
   if not args.file then cli.usage_error("ingest " .. args.ingest_command .. " needs a FILE (or --template)") end
+  local dates = dates_flag(args.dates) -- bad input first: before any service is asked
   local migrate = require "quarry.migrate"
   local ingest = require "quarry.ingest"
   migrate.require_current(quarry.db)
   if args.ingest_command == "curtailment" then
-    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on())
+    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on(), nil, dates)
     local same = #r.dates - #r.changed -- dates whose rows were already there as loaded: left as they are
     -- the stored rows that went: a file holding part of a day (one farm) replaces the whole day
     print(("loaded %d curtailment row(s) for %d date(s)%s%s; %d bitcoin row(s) computed"):format(

@@ -81,6 +81,9 @@ function commands.report(args)
   if args.output then
     cli.note(("wrote %s (%s)"):format(args.output, run.cached and "cached" or "computed"))
   end
+  -- a csv or a file has no footer a person reads: the missing days are said here too
+  local note = report.coverage_note(run.result.coverage)
+  if note and (args.output or args.format ~= "table") then cli.note("quarry: " .. note) end
   return 0
 end
 

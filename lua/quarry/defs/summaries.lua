@@ -316,14 +316,18 @@ M.shapes = {
   all = { label = "total", key = "'total'", columns = {} },
 }
 
---- The keys a calendar shape has over $1..$2, in order: SQL.
+--- The keys a calendar shape has over $1..$2, in order, and whether any
+-- day of each is loaded (curtailment_loaded_days: a key with none is no
+-- data, not zero): SQL.
 function M.calendar_sql(shape)
   if shape.calendar == "dates" then
-    return ("SELECT DISTINCT %s AS key FROM (SELECT d::date AS settlement_date FROM generate_series($1::date, "
-      .. "$2::date, interval '1 day') AS d) days ORDER BY 1"):format(shape.key)
+    return ("SELECT %s AS key, count(l.settlement_date) > 0 AS loaded FROM (SELECT d::date AS settlement_date "
+      .. "FROM generate_series($1::date, $2::date, interval '1 day') AS d) days "
+      .. "LEFT JOIN curtailment_loaded_days l USING (settlement_date) GROUP BY 1 ORDER BY 1"):format(shape.key)
   elseif shape.calendar == "periods" then
     return "SELECT generate_series(1, (SELECT max(quarry_periods_in_day(d::date)) FROM generate_series($1::date, "
-      .. "$2::date, interval '1 day') AS d)) AS key"
+      .. "$2::date, interval '1 day') AS d)) AS key, EXISTS (SELECT 1 FROM curtailment_loaded_days "
+      .. "WHERE settlement_date BETWEEN $1::date AND $2::date) AS loaded"
   end
   return nil
 end

@@ -27,6 +27,14 @@ return function(r)
   buf[2] = json_objects(r.rows, names, heads, numeric, json_value, ",\n")
   buf[3] = "],\"totals\":"
   buf[4] = r.totals and json_objects({ r.totals }, names, heads, numeric, json_value, "") or "null"
-  buf[5] = (",\"footer\":%s}\n"):format(r.footer and json_string(r.footer) or "null")
+  buf[5] = (",\"footer\":%s"):format(r.footer and json_string(r.footer) or "null")
+  local c = r.coverage -- the days of the period with data loaded, and the ranges without (docs/OUTPUT.md)
+  if c then
+    local missing = {}
+    for i, m in ipairs(c.missing) do missing[i] = ("[%s,%s]"):format(json_string(m[1]), json_string(m[2])) end
+    buf[6] = (',"coverage":{"from":%s,"to":%s,"days":%d,"loaded":%d,"missing":[%s]}'):format(json_string(c.from),
+      json_string(c.to), c.days, c.loaded, table.concat(missing, ","))
+  end
+  buf[#buf + 1] = "}\n"
   return table.concat(buf)
 end
