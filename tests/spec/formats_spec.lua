@@ -130,5 +130,10 @@ describe("formats", function()
     assert.matches("a, &quot;quoted&quot;", out, 1, true)
     assert.not_matches("<script", out)
     assert.not_matches("https?://[^\"]*%.js", out)
+    -- a footer of two lines (the totals, the days with no data) shows as two, escaped
+    local two = {}
+    for k, v in pairs(result) do two[k] = v end
+    two.footer = "total: 5 MWh\nno data loaded for 2031-05-03 <here>"
+    assert.matches("total: 5 MWh<br>\nno data loaded for 2031-05-03 &lt;here&gt;", formats.html(two), 1, true)
   end)
 end)

@@ -56,5 +56,6 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <p class="params">%s</p>
 </body></html>
 ]]):format(esc(r.title or r.name or "quarry report"), esc(r.title or r.name or "quarry report"),
-    table.concat(params, " · "), charts(r), table.concat(head), table.concat(rows, "\n"), esc(r.footer or ""))
+    table.concat(params, " · "), charts(r), table.concat(head), table.concat(rows, "\n"),
+    (esc(r.footer or ""):gsub("\n", "<br>\n"))) -- its lines (the totals, the days with no data) apart
 end
