@@ -6,7 +6,7 @@
 -- form with the values written in).
 -- With `tx`, the whole of what a request sends, in the same round trips:
 -- its transaction's BEGIN with the sandbox's settings and the miner list
--- (one pipeline), the statements, COMMIT.
+-- (one pipeline), the statements, the coverage (report.COVERAGE_SQL), COMMIT.
 --   quarry run bench/pgbench_daily.lua DATE [tx] > daily.sql
 local quarry = require "quarry"
 local summaries = require "quarry.defs.summaries"
@@ -43,5 +43,8 @@ for _, by in ipairs({ "farm", "all" }) do
   if not whole then stmt = stmt:gsub(" AS MATERIALIZED %(", " AS (") end
   emit(stmt)
 end
-if whole then out[#out + 1] = "COMMIT;" end
+if whole then
+  emit(require("quarry.report").COVERAGE_SQL) -- which days of the period hold data, on the same snapshot
+  out[#out + 1] = "COMMIT;"
+end
 io.write(table.concat(out, "\n"), "\n")

@@ -558,7 +558,7 @@ end
 -- The days of from..to that hold no data (not in curtailment_loaded_days),
 -- as ranges: a report's figures cover the other days only, and saying "no
 -- curtailment" of a day nobody loaded would be a figure quarry does not have.
-local COVERAGE_SQL = [[
+M.COVERAGE_SQL = [[
 WITH gaps AS (
   SELECT d::date AS day, d::date - (row_number() OVER (ORDER BY d))::int AS g
   FROM generate_series($1::date, $2::date, interval '1 day') AS d
@@ -569,7 +569,7 @@ M.COVERAGE_RANGES = 20 -- the most ranges a result lists (their days are all cou
 local function coverage(tx, from, to)
   local days = dates.day_number(to) - dates.day_number(from) + 1
   local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0 }
-  for _, r in ipairs(tx:query({ name = "report.coverage", sql = COVERAGE_SQL }, from, to)) do
+  for _, r in ipairs(tx:query({ name = "report.coverage", sql = M.COVERAGE_SQL }, from, to)) do
     c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
     if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last } end
   end
