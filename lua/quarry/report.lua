@@ -558,28 +558,59 @@ end
 -- The days of from..to that hold no data (not in curtailment_loaded_days),
 -- as ranges: a report's figures cover the other days only, and saying "no
 -- curtailment" of a day nobody loaded would be a figure quarry does not have.
+-- Days fetched with settlement periods Elexon had nothing for yet
+-- (elexon_fetch_days.missing) are loaded but partial: listed too.
 M.COVERAGE_SQL = [[
 WITH gaps AS (
   SELECT d::date AS day, d::date - (row_number() OVER (ORDER BY d))::int AS g
   FROM generate_series($1::date, $2::date, interval '1 day') AS d
   WHERE NOT EXISTS (SELECT 1 FROM curtailment_loaded_days l WHERE l.settlement_date = d::date))
-SELECT min(day)::text AS first, max(day)::text AS last, count(*)::int AS n FROM gaps GROUP BY g ORDER BY 1]]
-M.COVERAGE_RANGES = 20 -- the most ranges a result lists (their days are all counted)
+SELECT false AS partial, min(day)::text AS first, max(day)::text AS last, count(*)::int AS n, NULL AS periods
+FROM gaps GROUP BY g
+UNION ALL
+SELECT true, settlement_date::text, settlement_date::text, 1, array_to_string(missing, ',') FROM elexon_fetch_days
+WHERE settlement_date BETWEEN $1::date AND $2::date AND cardinality(missing) > 0
+ORDER BY 1, 2]]
+M.COVERAGE_RANGES = 20 -- the most ranges (and partial days) a result lists; their days are all counted
 
 local function coverage(tx, from, to)
   local days = dates.day_number(to) - dates.day_number(from) + 1
-  local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0 }
+  local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0, partial = {},
+              partial_days = 0 }
   for _, r in ipairs(tx:query({ name = "report.coverage", sql = M.COVERAGE_SQL }, from, to)) do
-    c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
-    if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last } end
+    if r.partial then
+      c.partial_days = c.partial_days + 1
+      if #c.partial < M.COVERAGE_RANGES then
+        local periods = {}
+        for n in r.periods:gmatch("%d+") do periods[#periods + 1] = tonumber(n) end
+        c.partial[#c.partial + 1] = { date = r.first, periods = periods }
+      end
+    else
+      c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
+      if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last } end
+    end
   end
   return c
 end
 
 --- The line a result whose period is not all loaded carries (footer, the
 -- CLI's note), or nil: which days, and how to load them.
+local function partial_note(c)
+  if not c.partial or c.partial_days == 0 then return nil end
+  local runs = require("quarry.fetch").period_runs
+  local shown = {}
+  for i = 1, math.min(3, #c.partial) do
+    shown[i] = ("%s lacks %s"):format(c.partial[i].date, runs(c.partial[i].periods))
+  end
+  local more = c.partial_days > 3 and (" and %d more day(s)"):format(c.partial_days - 3) or ""
+  return ("%s%s (Elexon had nothing yet for those settlement periods): those days' figures are partial; "
+    .. "quarry fetch curtailment --from %s --to %s fills them once published"):format(table.concat(shown, ", "),
+    more, c.partial[1].date, c.partial[#c.partial].date)
+end
+
 function M.coverage_note(c)
-  if not c or c.loaded == c.days then return nil end
+  if not c then return nil end
+  if c.loaded == c.days then return partial_note(c) end
   local shown = {}
   for i = 1, math.min(3, #c.missing) do
     local r = c.missing[i]
@@ -593,8 +624,10 @@ function M.coverage_note(c)
     return ("no data loaded for %s: nothing to report (%s)"):format(c.from == c.to and c.from
       or (c.from .. ".." .. c.to), how)
   end
-  return ("no data loaded for %d of the %d days (%s%s): the figures cover the other %d only; %s")
-    :format(c.days - c.loaded, c.days, table.concat(shown, ", "), more, c.loaded, how)
+  local partial = partial_note(c)
+  return ("no data loaded for %d of the %d days (%s%s): the figures cover the other %d only; %s%s")
+    :format(c.days - c.loaded, c.days, table.concat(shown, ", "), more, c.loaded, how,
+      partial and ("\n" .. partial) or "")
 end
 
 -- Normalise what run returned into a result table.
@@ -743,7 +776,7 @@ function M.run(db, cache, plugin, p, opts)
       if from then -- on the report's snapshot: what its figures were computed from
         out.coverage = coverage(tx, from, to)
         local note = M.coverage_note(out.coverage)
-        if note and out.coverage.loaded == 0 then out.footer = note -- the plugin's words are of figures there are not
+        if out.coverage.loaded == 0 then out.footer = note -- the plugin's words are of figures there are not
         elseif note then out.footer = (out.footer and out.footer .. "\n" or "") .. note end
       end
       return out

@@ -291,6 +291,13 @@ describe("quarry fetch curtailment", function()
     assert_stored(kept, { "2033-03-22" })
     local integrity = h.quarry("report integrity --format csv --no-cache", ENV)
     assert.matches("2033%-03%-22[^\n]*SP20,SP35%-48", integrity)
+    -- the day's own reports say their figures are partial, not just smaller
+    local daily = cjson.decode((h.quarry("report daily --date 2033-03-22 --format json --no-cache", ENV)))
+    local lacking = { 20 }
+    for p = 35, 48 do lacking[#lacking + 1] = p end
+    assert.are.same({ { date = "2033-03-22", missing_periods = lacking } }, daily.coverage.partial)
+    assert.matches("2033-03-22 lacks SP20,SP35-48 (Elexon had nothing yet for those settlement periods): those days' "
+      .. "figures are partial", daily.footer, 1, true)
     -- published since: the next fetch (no --refresh) takes the day again and fills it
     expected = publish(root, "2033-03-22")
     server = start_server(root)
@@ -301,6 +308,9 @@ describe("quarry fetch curtailment", function()
     assert_stored(expected, { "2033-03-22" })
     assert.are.equal("{}", db:query_one("SELECT missing::text AS m FROM elexon_fetch_days "
       .. "WHERE settlement_date = '2033-03-22'").m)
+    daily = cjson.decode((h.quarry("report daily --date 2033-03-22 --format json --no-cache", ENV)))
+    assert.are.same({}, daily.coverage.partial)
+    assert.not_matches("partial", daily.footer)
   end)
 
   it("refuses a day with a malformed answer (URL and reason) and changes nothing of it", function()

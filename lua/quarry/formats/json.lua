@@ -32,8 +32,12 @@ return function(r)
   if c then
     local missing = {}
     for i, m in ipairs(c.missing) do missing[i] = ("[%s,%s]"):format(json_string(m[1]), json_string(m[2])) end
-    buf[6] = (',"coverage":{"from":%s,"to":%s,"days":%d,"loaded":%d,"missing":[%s]}'):format(json_string(c.from),
-      json_string(c.to), c.days, c.loaded, table.concat(missing, ","))
+    local partial = {}
+    for i, d in ipairs(c.partial or {}) do
+      partial[i] = ('{"date":%s,"missing_periods":[%s]}'):format(json_string(d.date), table.concat(d.periods, ","))
+    end
+    buf[6] = (',"coverage":{"from":%s,"to":%s,"days":%d,"loaded":%d,"missing":[%s],"partial":[%s]}'):format(
+      json_string(c.from), json_string(c.to), c.days, c.loaded, table.concat(missing, ","), table.concat(partial, ","))
   end
   buf[#buf + 1] = "}\n"
   return table.concat(buf)
