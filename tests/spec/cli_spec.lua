@@ -258,7 +258,8 @@ quarry.timed("my_block", function() quarry.db:query("SELECT 1") end)
         .. "| head -c 10 >/dev/null"):format(h.shell_quote(h.bin), args))))
       local out = p:read("a")
       p:close()
-      return out
+      -- this spec loads no May 2031 of its own: on a fresh database the report says so, which is no error
+      return (out:gsub("quarry: no data loaded for [^\n]*\n", ""))
     end
     assert.are.equal("__rc=0\n", piped("report monthly --month 2031-05 --format json"))
     assert.are.equal("__rc=0\n", piped("report periods --month 2031-05 --format csv --no-cache"))
