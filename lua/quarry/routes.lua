@@ -174,7 +174,8 @@ M["/api/mining-potential/monthly"] = mining("monthly", "month", "avg")
 M["/api/mining-potential/yearly"] = mining("yearly", "year", "avg")
 
 M["/api/lead-parties"] = function()
-  local rows = quarry.db:query("SELECT DISTINCT lead_party_name AS name FROM curtailment_records "
+  -- from the farm-day rollup (its grain holds the lead party): one row a farm and day, not one an acceptance
+  local rows = quarry.db:query("SELECT DISTINCT lead_party_name AS name FROM rollup_farm_day "
     .. "WHERE lead_party_name IS NOT NULL ORDER BY 1")
   local names = {}
   for i, r in ipairs(rows) do names[i] = r.name end

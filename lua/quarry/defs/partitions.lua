@@ -23,10 +23,9 @@ return {
     primary_key = { "id", "settlement_date" },
     unique = { -- what makes a row unique upstream (Elexon); CSV rows leave it NULL
       { "settlement_date", "settlement_period", "farm_id", "bid_offer", "acceptance_id", "bid_offer_pair_id" } },
-    indexes = { -- by date alone: the unique key, which starts with settlement_date
-      { "farm_id", "settlement_date" },
-      { "lead_party_name", "settlement_date" },
-    },
+    -- by date alone: the unique key, which starts with settlement_date; by
+    -- lead party: the rollups, and the raw rows through the date (migration 12)
+    indexes = { { "farm_id", "settlement_date" } },
   },
   historical_bitcoin_calculations = {
     key = "settlement_date",
