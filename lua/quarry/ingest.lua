@@ -389,17 +389,18 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
       if not wok then slow(werr) end
     end
     tx:exec("DROP TABLE quarry_typed") -- a second load in one transaction (seed) makes its own
-    -- a date loaded for the first time changed even with no rows (unknown
-    -- before, a day without curtailment now): its cached reports are stale
-    local listed = {}
-    for _, d in ipairs(changed) do listed[d] = true end
-    for _, r in ipairs(tx:query(MARK_LOADED, arr)) do
-      if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
-    end
-    table.sort(changed)
   else
-    tx:exec(MARK_LOADED, arr)
+    changed = {} -- none of the dates held rows: those the file gives some changed
+    for i, d in ipairs(present) do changed[i] = d end
   end
+  -- a date loaded for the first time changed even with no rows (unknown
+  -- before, a day without curtailment now): its cached reports are stale
+  local listed = {}
+  for _, d in ipairs(changed) do listed[d] = true end
+  for _, r in ipairs(tx:query(MARK_LOADED, arr)) do
+    if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
+  end
+  table.sort(changed)
   w:dates(changed)
   mining.require_difficulty(tx, present) -- after the rows: a bad row is the first thing to fix (a date
   -- with no rows has no bitcoin to compute)

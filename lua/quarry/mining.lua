@@ -84,8 +84,12 @@ end
 -- each finding its deleted twin in the unique key) cost 2.5x the compare.
 function M.recalculate(tx, dates)
   if #dates == 0 then return 0 end
-  M.require_difficulty(tx, dates)
   local arr = pg_array(dates)
+  -- a date with no curtailment (a calm day loaded) has no bitcoin: no difficulty needed for it
+  local curtailed = {}
+  for _, r in ipairs(tx:query([[SELECT DISTINCT settlement_date::text AS d FROM curtailment_records
+      WHERE settlement_date = ANY($1::date[])]], arr)) do curtailed[#curtailed + 1] = r.d end
+  M.require_difficulty(tx, curtailed)
   -- Rows whose farm-period has no curtailment any more, or whose model is gone.
   tx:exec([[
     DELETE FROM historical_bitcoin_calculations h

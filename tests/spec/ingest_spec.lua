@@ -24,6 +24,7 @@ end
 setup(function()
   require("quarry.migrate").up(db)
   clear("2031-01-01", "2032-12-31")
+  db:exec("DELETE FROM curtailment_loaded_days WHERE settlement_date BETWEEN '2031-01-01' AND '2032-12-31'")
   clear("2024-04-15", "2024-04-25")
   db:exec("INSERT INTO bitcoin_difficulty VALUES ('2031-01-01', 100e12), ('2024-04-11', 86390000000000)")
 end)
@@ -183,6 +184,32 @@ describe("ingest curtailment", function()
     assert.are.equal(2, code)
     assert.matches("no bitcoin difficulty known for 2032%-06%-01", err)
     assert.are.equal(before, count("SELECT count(*) AS n FROM curtailment_records"))
+  end)
+
+  it("takes --dates FROM..TO as the file's whole dates: rows elsewhere refused, calm days loaded as zero", function()
+    local function empty() return h.write(h.tmpname(".csv"), h.CURTAILMENT_HEADER .. "\n") end -- no rows
+    -- 2032-07 has no difficulty point: a calm day needs none (it has no bitcoin)
+    local _, err, code = ingest("curtailment --dates 2032-07-01..2032-07-03", empty())
+    assert.are.equal(0, code, err)
+    assert.are.equal(3, count([[SELECT count(*)::int AS n FROM curtailment_loaded_days
+      WHERE settlement_date BETWEEN '2032-07-01' AND '2032-07-03']]))
+    local out
+    out, err, code = ingest("curtailment --dates 2032-07-01..2032-07-03", empty())
+    assert.are.equal(0, code, err)
+    assert.matches("for 3 date%(s%), 3 of them unchanged", out) -- loaded already: nothing to invalidate
+    -- a row outside the dates, or a bad --dates, changes nothing
+    local before = count("SELECT count(*)::int AS n FROM curtailment_loaded_days")
+    _, err, code = ingest("curtailment --dates 2031-03-01..2031-03-02",
+      csv({ "2031-03-05,1,T_FARR-1,P,-1,-80,-80,-80,true,false" }))
+    assert.are.equal(2, code)
+    assert.matches("a row of 2031-03-05, outside the dates replaced", err, 1, true)
+    for _, bad in ipairs({ "2031-03-32", "2031-03-05..2031-03-01", "'2031-03-01; DROP TABLE bmus'" }) do
+      _, err, code = ingest("curtailment --dates " .. bad, empty())
+      assert.are.equal(2, code, bad)
+      assert.matches("%-%-dates", err)
+    end
+    assert.are.equal(before, count("SELECT count(*)::int AS n FROM curtailment_loaded_days"))
+    assert.is_not_nil(db:query_one("SELECT to_regclass('bmus') AS t").t)
   end)
 
   local bad_rows = {
