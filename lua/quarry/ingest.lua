@@ -368,7 +368,8 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   local arr = mining.pg_array(dates)
   local stored = tx:query_one([[SELECT EXISTS (SELECT 1 FROM curtailment_records
     WHERE settlement_date = ANY($1::date[])) AS e]], arr).e
-  local changed, removed = {}, 0
+  local changed -- the dates whose rows differ (below), and those loaded for the first time
+  local removed = 0
   local ok, err = tx:transaction(function(sp)
     local n = sp:exec(stored and TYPE_STAGED or INSERT_STAGED, arr)
     if n ~= rows then error(("%d of %d staged rows cast"):format(n, rows), 0) end
