@@ -61,17 +61,23 @@ return {
         FROM days LEFT JOIN curtailment_records c ON c.settlement_date = days.day
         GROUP BY days.day
       ),
-      thin_days AS (  -- no data, or far fewer periods than both neighbours
-        SELECT CASE WHEN cur.periods = 0 THEN 'dates with no curtailment data'
-                    ELSE 'dates with missing periods among their neighbours' END,
+      thin_days AS (  -- far fewer periods than both neighbours (a day with none: loaded calm, or listed below)
+        SELECT 'dates with missing periods among their neighbours',
                cur.day::text, cur.periods::text || ' period(s); neighbours ' || prev.periods::text || ' and '
                  || next.periods::text, 1::bigint
         FROM per_day cur JOIN per_day prev ON prev.day = cur.day - 1 JOIN per_day next ON next.day = cur.day + 1
-        WHERE cur.periods * 4 < least(prev.periods, next.periods)
+        WHERE cur.periods > 0 AND cur.periods * 4 < least(prev.periods, next.periods)
       )
       SELECT * FROM missing_bitcoin UNION ALL SELECT * FROM orphans UNION ALL SELECT * FROM stale_difficulty
       UNION ALL SELECT * FROM wrong_reward UNION ALL SELECT * FROM thin_days
       ORDER BY 1, 2, 3]]):gsub("REWARD", ctx.reward_sql("settlement_date")), from, to)
+    -- Days no load replaced: no data, which reports show empty (not as calm days).
+    local cov = ctx.coverage(from, to)
+    for _, m in ipairs(cov.missing) do
+      rows[#rows + 1] = { problem = "dates with no data loaded (quarry fetch curtailment or ingest loads them)",
+                          date = m[1], detail = m[1] == m[2] and "" or ("to " .. m[2]),
+                          count = ctx.query_one("SELECT ($2::date - $1::date + 1)::int AS n", m[1], m[2]).n }
+    end
     -- Days whose rollup rows disagree with their raw rows (a write made
     -- outside quarry): 'quarry rollup refresh --date D' mends them.
     for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do

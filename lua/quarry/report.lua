@@ -749,6 +749,8 @@ function M.run(db, cache, plugin, p, opts)
           query_one = function(sql, ...) return t:query_one(sql, ...) end,
           summaries = make_summaries(t),
           range = function(pp) return params.range(pp, live.params) end,
+          -- which days of from..to hold loaded data: {days=, loaded=, missing={{first, last}...}, partial=...}
+          coverage = function(from, to) return coverage(t, from, to) end,
           -- the block reward of a date column, from lua/quarry/defs/mining.lua
           reward_sql = require("quarry.mining").reward_sql,
           breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, live.params, memo) end,

@@ -269,6 +269,12 @@ describe("a period not all loaded", function()
     assert.matches("\r\n2031%-08%-05,1,1,1,4,320,", csv)
     local table_out = report("monthly --month 2031-08 --no-cache")
     assert.matches("no data loaded for 30 of the 31 days", table_out, 1, true)
+    -- integrity lists them as problems, range by range
+    local gaps = {}
+    for _, row in ipairs(json_report("integrity --month 2031-08").rows) do
+      if row.problem:find("no data loaded", 1, true) then gaps[#gaps + 1] = { row.date, row.detail, row.count } end
+    end
+    assert.are.same({ { "2031-08-01", "to 2031-08-04", 4 }, { "2031-08-06", "to 2031-08-31", 26 } }, gaps)
     -- nothing at all loaded: the plugin's "no curtailment in this month" would be a figure quarry lacks
     local sept = cjson.decode((report("monthly --month 2031-09 --format json --no-cache")))
     assert.matches("^no data loaded for 2031%-09%-01..2031%-09%-30: nothing to report", sept.footer)
