@@ -19,6 +19,7 @@ local core = require "quarry.core"
 local dates = require "quarry.dates"
 local rollup = require "quarry.rollup"
 local params = require "quarry.params"
+local rules = require "quarry.rules"
 local summaries_defs = require "quarry.defs.summaries"
 
 local M = {}
@@ -593,8 +594,7 @@ local function coverage(tx, from, to)
   return c
 end
 
---- The line a result whose period is not all loaded carries (footer, the
--- CLI's note), or nil: which days, and how to load them.
+-- The fetched days of c that lack settlement periods, as a line, or nil.
 local function partial_note(c)
   if not c.partial or c.partial_days == 0 then return nil end
   local runs = require("quarry.fetch").period_runs
@@ -608,6 +608,8 @@ local function partial_note(c)
     more, c.partial[1].date, c.partial[#c.partial].date)
 end
 
+--- The line a result whose period is not all loaded carries (footer, the
+-- CLI's note), or nil: which days, and how to load them.
 function M.coverage_note(c)
   if not c then return nil end
   if c.loaded == c.days then return partial_note(c) end
@@ -750,7 +752,13 @@ function M.run(db, cache, plugin, p, opts)
           summaries = make_summaries(t),
           range = function(pp) return params.range(pp, live.params) end,
           -- which days of from..to hold loaded data: {days=, loaded=, missing={{first, last}...}, partial=...}
-          coverage = function(from, to) return coverage(t, from, to) end,
+          coverage = function(from, to)
+            if not rules.check_date(from) or not rules.check_date(to) or from > to then
+              error(("ctx.coverage: expected two dates, the first not after the second (%s, %s)")
+                :format(tostring(from), tostring(to)), 2)
+            end
+            return coverage(t, from, to)
+          end,
           -- the block reward of a date column, from lua/quarry/defs/mining.lua
           reward_sql = require("quarry.mining").reward_sql,
           breakdown = function(by, bp, miner) return breakdown(t, by, bp, miner, opts.direct, live.params, memo) end,

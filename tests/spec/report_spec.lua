@@ -218,6 +218,26 @@ describe("-o FILE", function()
 end)
 
 describe("summary shapes", function()
+  it("give a plugin the loaded days of a range, and refuse a range that is not one", function()
+    local dir = h.tmpname(".coverage")
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/cov.lua", [[return { name = "cov", description = "Coverage",
+      params = { from = { type = "date", required = true }, to = { type = "date", required = true } },
+      run = function(ctx, p)
+        local c = ctx.coverage(p.from, p.to)
+        return { fields = { { name = "days", type = "int8" }, { name = "loaded", type = "int8" } },
+                 rows = { { days = c.days, loaded = c.loaded } } }
+      end }]])
+    local env = env_for(dir)
+    local out, err, code = h.quarry("report cov --from 2031-05-01 --to 2031-05-31 --format json --no-cache", env)
+    assert.are.equal(0, code, err)
+    assert.are.same({ days = 31, loaded = 31 }, cjson.decode(out).rows[1]) -- May 2031, loaded whole
+    _, err, code = h.quarry("report cov --from 2031-05-31 --to 2031-05-01 --no-cache", env)
+    assert.are.equal(1, code)
+    assert.matches("ctx.coverage: expected two dates, the first not after the second", err, 1, true)
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("take a new shape from one declaration: week, from the rollups and the raw rows alike", function()
     local dir = h.tmpname(".shape")
     os.execute("mkdir -p " .. dir)
