@@ -232,6 +232,7 @@ describe("summary shapes", function()
     local out, err, code = h.quarry("report cov --from 2031-05-01 --to 2031-05-31 --format json --no-cache", env)
     assert.are.equal(0, code, err)
     assert.are.same({ days = 31, loaded = 31 }, cjson.decode(out).rows[1]) -- May 2031, loaded whole
+    local _
     _, err, code = h.quarry("report cov --from 2031-05-31 --to 2031-05-01 --no-cache", env)
     assert.are.equal(1, code)
     assert.matches("ctx.coverage: expected two dates, the first not after the second", err, 1, true)
