@@ -411,27 +411,62 @@ end
 --- Load a curtailment CSV (header: the columns of curtailment_records).
 -- The dates present are replaced whole, through the dated-write path
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
--- path (then path only names it); it is closed. dates: the dates the file
--- holds whole (a date of them with no row had no curtailment; a row of
--- another date is refused); without, the dates present.
+-- path (then path only names it); it is closed. opts.dates: the dates the
+-- file holds whole (a date of them with no row had no curtailment; a row of
+-- another date is refused); without, the dates present. opts.quiet: no log
+-- line (a dry run, which is rolled back).
 -- Returns {rows=, dates={...} (those replaced), changed={...} (those whose
 -- rows differ from what was stored, or loaded for the first time:
 -- rewritten), replaced= (stored rows those dates held before), bitcoin_rows=}.
-function M.curtailment(db, path, cache, file, dates)
+function M.curtailment(db, path, cache, file, opts)
+  opts = opts or {}
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, dates)
+      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, opts.dates)
       result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
     end)
   f:close()
   if not ok then error(err, 0) end
   result.changed, result.bitcoin_rows = info.dates, info.bitcoin_rows
+  if opts.quiet then return result end
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
     dates = #result.dates, changed = #result.changed, replaced = result.replaced,
     bitcoin_rows = result.bitcoin_rows } })
   return result
+end
+
+-- Per date: its rows, MWh given up and GBP paid (positive), and whether
+-- it is loaded. $1: the dates.
+local DATE_TOTALS = [[SELECT d::text AS date, count(c.id)::int AS rows, coalesce(sum(-c.volume), 0) AS mwh,
+    coalesce(sum(abs(c.payment)), 0) AS gbp, EXISTS (SELECT 1 FROM curtailment_loaded_days l
+      WHERE l.settlement_date = d) AS loaded
+  FROM unnest($1::date[]) AS d LEFT JOIN curtailment_records c ON c.settlement_date = d GROUP BY d ORDER BY d]]
+
+--- What M.curtailment(db, path, nil, nil, {dates = dates}) would do, done and rolled
+-- back: the file checked as a load checks it (a bad row is the same
+-- error), then per date replaced {date=, before={rows=, mwh=, gbp=,
+-- loaded=}, after={...}}, and the load's result. Nothing is committed and
+-- no cached figure is touched.
+function M.preview_curtailment(db, path, dates)
+  local ROLLBACK = {}
+  local preview = {}
+  local ok, err = db:transaction(function(tx)
+    local after, result
+    local _, serr = tx:transaction(function(sp) -- the load, undone before the "before" is read
+      result = M.curtailment(sp, path, nil, nil, { dates = dates, quiet = true })
+      after = sp:query(DATE_TOTALS, mining.pg_array(result.dates))
+      error(ROLLBACK, 0)
+    end)
+    if serr ~= ROLLBACK then error(serr, 0) end
+    local before = tx:query(DATE_TOTALS, mining.pg_array(result.dates))
+    for i, b in ipairs(before) do preview[i] = { date = b.date, before = b, after = after[i] } end
+    preview.result = result
+    error(ROLLBACK, 0)
+  end)
+  if not ok and err ~= ROLLBACK then error(err, 0) end
+  return preview
 end
 
 local DIFFICULTY_CHECK = with_bounds([[

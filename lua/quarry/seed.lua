@@ -190,7 +190,8 @@ function M.run(db, opts)
   local ok, err = db:transaction(function(tx)
     tx:expect_long_hold()
     ingest.difficulty(tx, "seed difficulty", nil, diff)
-    res = ingest.curtailment(tx, "seed curtailment", nil, curt, M.dates(from, to)) -- calm days too: loaded, zero
+    -- every day of the range: the calm ones are loaded too, as days without curtailment
+    res = ingest.curtailment(tx, "seed curtailment", nil, curt, { dates = M.dates(from, to) })
   end)
   for _, f in ipairs({ diff, curt }) do
     if io.type(f) == "file" then f:close() end -- ingest closes what it read

@@ -212,6 +212,40 @@ describe("ingest curtailment", function()
     assert.is_not_nil(db:query_one("SELECT to_regclass('bmus') AS t").t)
   end)
 
+  it("--dry-run shows per date what a load would change, checks the file the same way, and changes nothing", function()
+    for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations", "curtailment_loaded_days" }) do
+      db:exec(("DELETE FROM %s WHERE settlement_date BETWEEN '2031-01-20' AND '2031-01-23'"):format(t))
+    end
+    local _, err, code = ingest("curtailment", csv({ "2031-01-22,1,T_FARR-1,P,-2,-160,-80,-80,true,false",
+      "2031-01-22,2,T_FARR-1,P,-3,-240,-80,-80,true,false" }))
+    assert.are.equal(0, code, err)
+    local function state()
+      return db:query_one([[SELECT (SELECT count(*) FROM curtailment_records WHERE settlement_date
+          BETWEEN '2031-01-21' AND '2031-01-23')::int AS rows,
+        (SELECT count(*) FROM historical_bitcoin_calculations WHERE settlement_date
+          BETWEEN '2031-01-21' AND '2031-01-23')::int AS btc,
+        (SELECT count(*) FROM curtailment_loaded_days WHERE settlement_date
+          BETWEEN '2031-01-21' AND '2031-01-23')::int AS loaded,
+        (SELECT coalesce(max(seq), 0) FROM quarry_cache_invalidations)::bigint AS seq]])
+    end
+    local before = state()
+    local out
+    out, err, code = ingest("curtailment --dry-run --dates 2031-01-21..2031-01-23",
+      csv({ "2031-01-22,1,T_FARR-1,P,-7,-560,-80,-80,true,false" }))
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err) -- no "ingested" log line: nothing was
+    assert.matches("dry run: 3 date(s), 3 with other totals or not loaded yet; nothing was changed", out, 1, true)
+    assert.matches("2031%-01%-21 +no data +0 +0 +0 +new", out)
+    assert.matches("2031%-01%-22 +2 +1 +5 +7 +400 +560 +replaced", out)
+    assert.matches("2031%-01%-23 +no data +0 +0 +0 +new", out)
+    assert.are.same(before, state())
+    -- a bad row is the error a load would give, and still nothing changes
+    _, err, code = ingest("curtailment --dry-run", csv({ "2031-01-22,99,T_FARR-1,P,-7,-560,-80,-80,true,false" }))
+    assert.are.equal(2, code)
+    assert.matches(":2: settlement_period '99' is not a settlement period", err, 1, true)
+    assert.are.same(before, state())
+  end)
+
   local bad_rows = {
     { "2031-02-30,1,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_date '2031-02-30' is not a date" },
     { "2031-01-05,51,T_FARR-1,P,-1,-80,-80,-80,true,false", ":2: settlement_period '51' is not a settlement period" },

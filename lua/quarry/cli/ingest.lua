@@ -21,6 +21,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
     c:argument("file", "CSV file."):args("?")
     c:flag("--template", "Print a sample file of this kind (header and rows) to start from, and exit.")
   end
+  curtailment:flag("--dry-run", "Check the file and print, per date, what the load would change (rows, MWh, "
+    .. "GBP, now and after); change nothing.")
   curtailment:option("--dates", "FROM..TO (or one date): the dates the file holds whole. Each is "
     .. "replaced, and one with no row had no curtailment (reports show it as 0, not as no data); a row of "
     .. "another date is refused. Without it, the dates present.")
@@ -47,6 +49,30 @@ local function dates_flag(v)
   end
   if from > to then cli.usage_error(("--dates '%s': %s is after %s"):format(v, from, to)) end
   return require("quarry.dates").days(from, to)
+end
+
+-- The dates a load would change, as a table: what each holds now, what it
+-- would hold.
+local function dry_run(preview)
+  local rows, changing = {}, 0
+  for i, d in ipairs(preview) do
+    local b, a = d.before, d.after
+    local same = b.loaded and b.rows == a.rows and b.mwh == a.mwh and b.gbp == a.gbp
+    if not same then changing = changing + 1 end
+    rows[i] = { date = d.date, now = b.loaded and tostring(b.rows) or "no data", after = a.rows,
+                mwh_now = b.loaded and b.mwh or nil, mwh_after = a.mwh, gbp_now = b.loaded and b.gbp or nil,
+                gbp_after = a.gbp, change = same and "same totals" or (not b.loaded and "new") or "replaced" }
+  end
+  local F = "numeric"
+  io.write(require("quarry.formats").table({
+    title = ("dry run: %d date(s), %d with other totals or not loaded yet; nothing was changed"):format(#preview,
+      changing),
+    fields = { { name = "date", type = "text" }, { name = "now", label = "rows now", type = "text" },
+      { name = "after", label = "rows after", type = "int8" }, { name = "mwh_now", label = "MWh now", type = F },
+      { name = "mwh_after", label = "MWh after", type = F }, { name = "gbp_now", label = "GBP now", type = F },
+      { name = "gbp_after", label = "GBP after", type = F }, { name = "change", type = "text" } },
+    rows = rows,
+  }))
 end
 
 -- What --template prints: the header quarry takes and rows as real data has
@@ -97,8 +123,10 @@ function commands.ingest(args)
   local migrate = require "quarry.migrate"
   local ingest = require "quarry.ingest"
   migrate.require_current(quarry.db)
-  if args.ingest_command == "curtailment" then
-    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on(), nil, dates)
+  if args.ingest_command == "curtailment" and args.dry_run then
+    dry_run(ingest.preview_curtailment(quarry.db, args.file, dates))
+  elseif args.ingest_command == "curtailment" then
+    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on(), nil, { dates = dates })
     local same = #r.dates - #r.changed -- dates whose rows were already there as loaded: left as they are
     -- the stored rows that went: a file holding part of a day (one farm) replaces the whole day
     print(("loaded %d curtailment row(s) for %d date(s)%s%s; %d bitcoin row(s) computed"):format(
