@@ -1,6 +1,25 @@
 --- quarry.schema: the database schema as numbered migrations.
 -- Append only: a migration that has shipped is never edited; a change is a
 -- new entry. `quarry db migrate` applies the missing ones in order.
+-- SQL that drops the plain index of tbl on exactly cols, found by its
+-- columns: partitioning may have renamed it.
+local function drop_index_on(tbl, cols)
+  return ([[
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN
+    SELECT i.indexrelid::regclass::text AS name FROM pg_index i
+    WHERE NOT i.indisunique AND i.indpred IS NULL
+      AND i.indrelid = '%s'::regclass
+      AND pg_get_indexdef(i.indexrelid) ~ '\(%s\)$'
+  LOOP
+    EXECUTE 'DROP INDEX ' || r.name;
+  END LOOP;
+END $$;
+]]):format(tbl, cols)
+end
+
 return {
   {
     version = 1,
@@ -291,19 +310,7 @@ GRANT SELECT ON bitcoin_prices TO quarry_reader;
 -- farm's rows of those dates through the unique key (date first) as fast
 -- without this index (measured). Keeping it up cost 13% of an ingest.
 -- Found by its columns: partitioning may have renamed it.
-DO $$
-DECLARE r record;
-BEGIN
-  FOR r IN
-    SELECT i.indexrelid::regclass::text AS name FROM pg_index i
-    WHERE NOT i.indisunique AND i.indpred IS NULL
-      AND i.indrelid = 'historical_bitcoin_calculations'::regclass
-      AND pg_get_indexdef(i.indexrelid) ~ '\(farm_id, settlement_date\)$'
-  LOOP
-    EXECUTE 'DROP INDEX ' || r.name;
-  END LOOP;
-END $$;
-]],
+]] .. drop_index_on("historical_bitcoin_calculations", "farm_id, settlement_date"),
   },
   {
     version = 11,
@@ -333,20 +340,8 @@ GRANT SELECT ON curtailment_loaded_days TO quarry_reader;
 -- Every read of curtailment by lead party goes to the rollups
 -- (rollup_farm_day and its kin carry the lead party), but the raw rows of
 -- --direct, which filter a date range first through the upstream key
--- (date first). Keeping this index up cost 8% of an ingest (measured in
--- docs/BENCHMARKS.md). Found by its columns: partitioning may have renamed it.
-DO $$
-DECLARE r record;
-BEGIN
-  FOR r IN
-    SELECT i.indexrelid::regclass::text AS name FROM pg_index i
-    WHERE NOT i.indisunique AND i.indpred IS NULL
-      AND i.indrelid = 'curtailment_records'::regclass
-      AND pg_get_indexdef(i.indexrelid) ~ '\(lead_party_name, settlement_date\)$'
-  LOOP
-    EXECUTE 'DROP INDEX ' || r.name;
-  END LOOP;
-END $$;
-]],
+-- (date first). Keeping this index up cost 12-16% of a first load
+-- (docs/BENCHMARKS.md).
+]] .. drop_index_on("curtailment_records", "lead_party_name, settlement_date"),
   },
 }
