@@ -107,7 +107,10 @@ M.report = function(q, name)
     end
     error(result, 0)
   end
-  return 200, render(result, format, cached), CONTENT[format]
+  -- in every format, csv's too (it has no footer): how many days of the period hold data
+  local c = result.coverage
+  local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d"):format(c.loaded, c.days) } or nil
+  return 200, render(result, format, cached), CONTENT[format], extra
 end
 
 M["/healthz"] = function()

@@ -150,8 +150,10 @@ function M.worker(host, port, opts)
   local deadlines = {} -- {at = ns, req =, id = task} -> true, for the requests in flight
   local draining = false
 
-  local function answer(req, route, t0, status, body, ctype)
-    req:reply(status, body, { ["Content-Type"] = ctype or "application/json" })
+  local function answer(req, route, t0, status, body, ctype, extra)
+    local headers = { ["Content-Type"] = ctype or "application/json" }
+    for k, v in pairs(extra or {}) do headers[k] = v end -- a route's own (routes.lua: Quarry-Coverage)
+    req:reply(status, body, headers)
     observe(m, route, status, (core.now_ns() - t0) / 1e9)
   end
 
@@ -184,7 +186,7 @@ function M.worker(host, port, opts)
     end, function(done_ok, r)
       deadlines[d] = nil
       m.inflight = m.inflight - 1
-      if done_ok then answer(req, route, t0, r[1], r[2], r[3])
+      if done_ok then answer(req, route, t0, r[1], r[2], r[3], r[4])
       else answer(req, route, t0, error_answer(r)) end
     end)
   end

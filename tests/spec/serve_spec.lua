@@ -238,6 +238,12 @@ describe("quarry serve", function()
     m = cjson.decode((select(2, get(s.url .. "/api/summary/daily/2031-05-01?leadParty=Dorenell%20Windfarm%20Limited"))))
     assert.are.same({ date = "2031-05-01", totalCurtailedEnergy = 20, totalPayment = 1600,
                       leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1 }, m)
+    -- a report in csv, which has no footer, says in a header how many days hold data
+    local _, csv, head = get(s.url .. "/reports/monthly?month=2031-05&format=csv")
+    assert.matches("^settlement_date,", csv)
+    assert.matches("\r\nQuarry%-Coverage: loaded=31; days=31\r\n", head)
+    _, _, head = get(s.url .. "/reports/monthly?month=2032-02&format=csv")
+    assert.matches("\r\nQuarry%-Coverage: loaded=0; days=29\r\n", head)
     -- a month nobody loaded: its 0 is no data, and says so
     m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2032-02"))))
     assert.are.same({ yearMonth = "2032-02", totalCurtailedEnergy = 0, totalPayment = 0, days = 29,
