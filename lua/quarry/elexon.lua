@@ -22,6 +22,7 @@ local M = { defs = defs }
 
 local bad_input = core.usage
 local null = cjson.null
+local has_control = require("quarry.formats").has_control
 
 --- Settlement periods of a day in Europe/London: 46, 48 or 50.
 M.periods_in_day = require("quarry.dates").periods_in_day
@@ -225,7 +226,7 @@ function M.parse_bmus(text, name)
       local function str(v) return type(v) == "string" and v ~= "" and v or nil end
       for _, field in ipairs({ "leadPartyName", "bmUnitName", "nationalGridBmUnit" }) do
         -- a name is one line of text: reports, CSV and terminals show it
-        if str(u[field]) and (u[field]:find("%c") or u[field]:find("\194[\128-\159]")) then
+        if str(u[field]) and has_control(u[field]) then
           bad_input(("%s: unit %d (%s): %s has a control character (a line break, tab or escape)")
             :format(name, i, id, field))
         end

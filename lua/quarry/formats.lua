@@ -29,7 +29,7 @@ end
 -- for a message of several lines).
 function M.visible(s, keep)
   s = tostring(s)
-  if not s:find("[%c\194]") then return s end
+  if not s:find("[%c\194]") then return s end -- the common case, one scan
   s = s:gsub("%c", function(c)
     if keep and keep:find(c, 1, true) then return c end
     return ("\\x%02x"):format(c:byte())
@@ -37,20 +37,23 @@ function M.visible(s, keep)
   return (s:gsub("\194([\128-\159])", function(c) return ("\\u{%x}"):format(c:byte()) end))
 end
 
---- A text cell as a spreadsheet should show it: one that Excel, LibreOffice
--- or Sheets would take for a formula (first character = + - @, or a tab or
--- carriage return) gets a leading apostrophe, which they hide and read as
--- "text". A lead party named =HYPERLINK(...) in a feed must not become a
--- link, a DDE command or a sum in an analyst's sheet. Numbers never reach
--- this (their columns are numeric and their text is a number).
-function M.spreadsheet_text(s)
+--- Whether s holds a control character of those visible escapes (C0, DEL,
+-- C1): what a name from a file must not (elexon.lua refuses it).
+function M.has_control(s) return s:find("%c") ~= nil or s:find("\194[\128-\159]") ~= nil end
+
+--- A value as csv and tsv write its cell (before their own quoting): a
+-- number of a numeric field as it is; text that Excel, LibreOffice or Sheets
+-- would take for a formula (first character = + - @, or a tab or carriage
+-- return) with a leading apostrophe, which they hide and read as "text". A
+-- lead party named =HYPERLINK(...) in a feed must not become a link, a DDE
+-- command or a sum in an analyst's sheet. f: the field, if any.
+function M.sheet_text(v, f)
+  local s = M.text(v)
+  -- no spaces in a number: Lua's tonumber takes a trailing tab, which would split a TSV line
+  if f and is_numeric_field(f) and tonumber(s) ~= nil and not s:find("%s") then return s end
   if s:find("^[=+%-@\t\r]") then return "'" .. s end
   return s
 end
-
---- Whether text is a number as a numeric column writes it (no spaces: Lua's
--- tonumber takes a trailing tab, which would split a TSV line).
-function M.is_number_text(s) return tonumber(s) ~= nil and not s:find("%s") end
 
 --- The name csv, tsv and json give a field: its column, else its name.
 function M.column(f) return f.column or f.name end

@@ -145,6 +145,7 @@ local BOUNDS = {
   PAYMAX = sql_number(bounds.payment_gbp.max_abs), PARTYMAX = sql_number(bounds.lead_party_chars.max),
   DIFFMIN = sql_number(bounds.difficulty.min), DIFFMAX = sql_number(bounds.difficulty.max),
   PERIODH = sql_number(require("quarry.defs.elexon").period_hours),
+  CTRL = [['[\x01-\x1f\x7f-\x9f]']], -- control characters, C1 too: what formats.visible escapes
   RANGE = ("'is outside the dates quarry takes (%s..%s)'"):format(bounds.dates.from, bounds.dates.to),
 }
 local function with_bounds(sql)
@@ -173,7 +174,7 @@ checked AS (
       THEN ARRAY['farm_id', coalesce(s.farm_id, ''), 'is not a BMU id']
     WHEN length(s.lead_party_name) > PARTYMAX
       THEN ARRAY['lead_party_name', s.lead_party_name, 'is longer than PARTYMAX characters']
-    WHEN s.lead_party_name ~ '[\x01-\x1f\x7f-\x9f]'
+    WHEN s.lead_party_name ~ CTRL
       THEN ARRAY['lead_party_name', s.lead_party_name, 'has a control character (a line break, tab or escape)']
     WHEN volume IS NULL OR volume !~ NUM THEN ARRAY['volume', coalesce(volume, ''), 'is not a number']
     WHEN volume::numeric >= 0 THEN ARRAY['volume', volume, 'must be negative (the MWh given up)']
@@ -281,7 +282,7 @@ local CAST_STAGED = with_bounds([[
   WHERE CASE WHEN t.p <= days.periods AND length(t.farm_id) BETWEEN 1 AND 40 -- a bounded regex costs 6x this:
                   AND t.farm_id !~ '[^A-Za-z0-9_.-]'
                   AND coalesce(length(t.party), 0) <= PARTYMAX AND t.v >= VMIN AND abs(t.pay) <= PAYMAX
-                  AND coalesce(t.party !~ '[\x01-\x1f\x7f-\x9f]', true) -- one line of text: CURTAILMENT_CHECK
+                  AND coalesce(t.party !~ CTRL, true) -- one line of text: CURTAILMENT_CHECK
                   AND abs(t.op) <= PRICEMAX AND abs(t.fp) <= PRICEMAX
                   AND (t.cap IS NULL OR -t.v <= t.cap * PERIODH)
              THEN true ELSE ('out of bounds: row ' || t.row_id::text)::boolean END]])
@@ -403,8 +404,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   end
   table.sort(changed)
   w:dates(changed)
-  mining.require_difficulty(tx, present) -- after the rows: a bad row is the first thing to fix (a date
-  -- with no rows has no bitcoin to compute)
+  mining.require_difficulty(tx, dates) -- after the rows: a bad row is the first thing to fix
   return rows, dates, changed, removed
 end
 

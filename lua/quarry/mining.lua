@@ -52,12 +52,14 @@ local DIFFICULTY_SQL = [[
     SELECT difficulty, effective_date FROM bitcoin_difficulty
     WHERE effective_date <= d AND effective_date > d - $2::int
     ORDER BY effective_date DESC LIMIT 1) p ON true
+  WHERE EXISTS (SELECT 1 FROM curtailment_records c WHERE c.settlement_date = d) -- a calm day has no bitcoin
   ORDER BY d]]
 
 local function pg_array(dates) return "{" .. table.concat(dates, ",") .. "}" end
 M.pg_array = pg_array
 
---- Raise an error naming the dates whose difficulty is not known.
+--- Raise an error naming the dates with curtailment whose difficulty is not
+-- known (a date without curtailment has no bitcoin to compute).
 function M.require_difficulty(tx, dates)
   if #dates == 0 then return end
   local missing = {}
@@ -84,12 +86,8 @@ end
 -- each finding its deleted twin in the unique key) cost 2.5x the compare.
 function M.recalculate(tx, dates)
   if #dates == 0 then return 0 end
+  M.require_difficulty(tx, dates)
   local arr = pg_array(dates)
-  -- a date with no curtailment (a calm day loaded) has no bitcoin: no difficulty needed for it
-  local curtailed = {}
-  for _, r in ipairs(tx:query([[SELECT DISTINCT settlement_date::text AS d FROM curtailment_records
-      WHERE settlement_date = ANY($1::date[])]], arr)) do curtailed[#curtailed + 1] = r.d end
-  M.require_difficulty(tx, curtailed)
   -- Rows whose farm-period has no curtailment any more, or whose model is gone.
   tx:exec([[
     DELETE FROM historical_bitcoin_calculations h

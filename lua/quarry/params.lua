@@ -200,11 +200,21 @@ end
 -- is a usage error naming the flag. The values that must exist in the
 -- database are looked up by M.check_known, in the report's transaction.
 function M.check(plugin, raw)
+  -- One period of each kind: --month 2024-03 --date 2024-05-01 ran the day
+  -- alone (the finest wins), under a title few would read twice. A period
+  -- the plugin defaults gives way to one the user gives.
+  local given = {}
+  for name, spec in pairs(plugin.params) do
+    if M.types[spec.type].covers and raw[name] ~= nil then given[#given + 1] = name end
+  end
+  table.sort(given)
   local out = {}
   for name, spec in pairs(plugin.params) do
     local v = raw[name]
-    if v == nil then v = spec.default end
-    if v == nil and spec.required then usage(("report %s needs %s"):format(plugin.name, M.flag(name))) end
+    if v == nil and not (#given > 0 and M.types[spec.type].covers) then v = spec.default end
+    if v == nil and spec.required and spec.default == nil then
+      usage(("report %s needs %s"):format(plugin.name, M.flag(name)))
+    end
     if v ~= nil then
       local checked, problem = M.types[spec.type].check(v, spec)
       if checked == nil then refuse(name, v, problem) end
@@ -214,24 +224,11 @@ function M.check(plugin, raw)
   for name in pairs(raw) do
     if not plugin.params[name] then usage(("report %s takes no %s"):format(plugin.name, M.flag(name))) end
   end
-  -- One period of each kind: --month 2024-03 --date 2024-05-01 ran the day
-  -- alone (the finest wins), under a title few would read twice. A period
-  -- the plugin defaults gives way to one the user gives.
-  local given = {}
-  for name, spec in pairs(plugin.params) do
-    if M.types[spec.type].covers and raw[name] ~= nil then given[#given + 1] = name end
-  end
-  table.sort(given)
   for i = 2, #given do
     local a, b = plugin.params[given[1]].type, plugin.params[given[i]].type
     if a ~= b then
       usage(("give one period: %s '%s' and %s '%s' are two (%s)"):format(M.flag(given[1]), visible(raw[given[1]]),
         M.flag(given[i]), visible(raw[given[i]]), M.period_flags(plugin.params)))
-    end
-  end
-  if #given > 0 then
-    for name, spec in pairs(plugin.params) do
-      if M.types[spec.type].covers and raw[name] == nil then out[name] = nil end
     end
   end
   return out

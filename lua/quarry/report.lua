@@ -588,7 +588,7 @@ local function coverage(tx, from, to)
       end
     else
       c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
-      if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last } end
+      if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last, r.n } end
     end
   end
   return c
@@ -596,7 +596,7 @@ end
 
 -- The fetched days of c that lack settlement periods, as a line, or nil.
 local function partial_note(c)
-  if not c.partial or c.partial_days == 0 then return nil end
+  if c.partial_days == 0 then return nil end
   local runs = require("quarry.fetch").period_runs
   local shown = {}
   for i = 1, math.min(3, #c.partial) do
@@ -618,10 +618,9 @@ function M.coverage_note(c)
     local r = c.missing[i]
     shown[i] = r[1] == r[2] and r[1] or (r[1] .. ".." .. r[2])
   end
-  local ranges = c.ranges or #c.missing
-  local more = ranges > 3 and (" and %d more range(s)"):format(ranges - 3) or ""
+  local more = c.ranges > 3 and (" and %d more range(s)"):format(c.ranges - 3) or ""
   local how = ("load it: quarry fetch curtailment --from %s --to %s, or quarry ingest curtailment FILE")
-    :format(c.missing[1][1], c.last_missing or c.missing[#c.missing][2])
+    :format(c.missing[1][1], c.last_missing)
   if c.loaded == 0 then
     return ("no data loaded for %s: nothing to report (%s)"):format(c.from == c.to and c.from
       or (c.from .. ".." .. c.to), how)
@@ -751,7 +750,7 @@ function M.run(db, cache, plugin, p, opts)
           query_one = function(sql, ...) return t:query_one(sql, ...) end,
           summaries = make_summaries(t),
           range = function(pp) return params.range(pp, live.params) end,
-          -- which days of from..to hold loaded data: {days=, loaded=, missing={{first, last}...}, partial=...}
+          -- which days of from..to hold loaded data: {days=, loaded=, missing={{first, last, days}...}, partial=...}
           coverage = function(from, to)
             if not rules.check_date(from) or not rules.check_date(to) or from > to then
               error(("ctx.coverage: expected two dates, the first not after the second (%s, %s)")

@@ -5,9 +5,7 @@
 local F = require "quarry.formats"
 
 local function csv_cell(v, f)
-  local s = F.text(v)
-  if f and F.is_numeric_field(f) and F.is_number_text(s) then return s end
-  s = F.spreadsheet_text(s)
+  local s = F.sheet_text(v, f)
   if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
   return s
 end

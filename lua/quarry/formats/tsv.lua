@@ -4,11 +4,7 @@
 -- TSV has no quoting.
 local F = require "quarry.formats"
 
-local function cell(v, f)
-  local s = F.text(v)
-  if f and F.is_numeric_field(f) and F.is_number_text(s) then return s end
-  return (F.spreadsheet_text(s):gsub("[\t\r\n]", " "))
-end
+local function cell(v, f) return (F.sheet_text(v, f):gsub("[\t\r\n]", " ")) end
 
 return function(r)
   local lines, head = {}, {}
