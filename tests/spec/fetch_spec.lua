@@ -157,6 +157,7 @@ setup(function()
     .. "DO UPDATE SET difficulty = 150e12")
   db:exec("DELETE FROM curtailment_records WHERE settlement_date BETWEEN '2033-03-01' AND '2033-03-31'")
   db:exec("DELETE FROM elexon_fetch_days WHERE settlement_date BETWEEN '2033-03-01' AND '2033-03-31'")
+  db:exec("DELETE FROM curtailment_loaded_days WHERE settlement_date BETWEEN '2033-03-01' AND '2033-03-31'")
   root = h.tmpname(".stacks")
   os.execute("mkdir -p " .. root)
 end)
@@ -411,6 +412,9 @@ describe("quarry fetch curtailment", function()
     local n = db:query_one([[SELECT count(*)::int AS n FROM elexon_fetch_days
       WHERE settlement_date BETWEEN '2033-03-15' AND '2033-03-18']]).n
     assert.is_true(n >= 1 and n < 4, "killed after " .. n .. " day(s)")
+    -- a day counts as loaded with its rows or not at all: the same days, committed together
+    assert.are.equal(n, db:query_one([[SELECT count(*)::int AS n FROM curtailment_loaded_days
+      WHERE settlement_date BETWEEN '2033-03-15' AND '2033-03-18']]).n)
     local out, err, code = h.quarry("fetch curtailment --from 2033-03-15 --to 2033-03-18", env)
     assert.are.equal(0, code, err)
     assert.matches(("%d already stored"):format(n), out)
