@@ -78,6 +78,21 @@ local function split_run(argv)
   return head, rest
 end
 
+-- The command words of argv that name (sub)commands: "miners add" for
+-- `quarry miners add S21 --hashrate 1`, so a usage error points at the help
+-- that describes the options the user got wrong.
+local function command_path(parser, argv)
+  local words, p = {}, parser
+  for _, a in ipairs(argv) do
+    local found
+    for _, c in ipairs(p._commands) do
+      for _, alias in ipairs(c._aliases) do if alias == a then found = c end end
+    end
+    if found then words[#words + 1], p = a, found end
+  end
+  return table.concat(words, " ")
+end
+
 local function print_timings()
   local t = quarry.timings()
   local names = {}
@@ -133,11 +148,14 @@ main = function(argv, info)
     end
   end
   local head, script_args = split_run(argv)
-  local parser = build_parser(info, cli.report_plugin(head))
+  local plugin = cli.report_plugin(head)
+  local parser = build_parser(info, plugin)
   local ok, args = parser:pparse(head)
   if not ok then
     fail(args)
-    io.stderr:write("Try 'quarry --help'.\n")
+    local path = command_path(parser, head)
+    if plugin then path = path .. " " .. plugin.name end
+    io.stderr:write(("Try 'quarry %s--help'.\n"):format(path ~= "" and path .. " " or ""))
     return EXIT_USAGE
   end
   if not args.command then

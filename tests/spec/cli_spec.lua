@@ -29,6 +29,16 @@ describe("quarry command line", function()
     end
   end)
 
+  it("points a usage error at the help of the command that was mistyped", function()
+    for args, help in pairs({ ["--bogus"] = "quarry --help", ["miners add S21 --hashrate 1"] = "quarry miners add --help",
+                              ["--log-level warn ingest curtailment --nope x"] = "quarry ingest curtailment --help",
+                              ["report monthly --mont 2024-03"] = "quarry report monthly --help" }) do
+      local _, err, code = h.quarry(args)
+      assert.are.equal(2, code, args)
+      assert.matches("Try '" .. help:gsub("%-", "%%-") .. "'", err, 1, false, args)
+    end
+  end)
+
   it("calls bad input bad input (exit 2) in every command, never a raw server error", function()
     local cases = {
       { "db status", { DATABASE_URL = "mysql://u@h/db" }, "must be a postgresql:// URL" },
