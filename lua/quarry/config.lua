@@ -74,7 +74,7 @@ function M.mask(s)
 end
 
 local function parse_int(setting, raw, from)
-  local n = math.tointeger(tonumber(raw))
+  local n = require("quarry.rules").integer(raw)
   if not n or n < (setting.min or 0) then
     config_error(("%s must be an integer >= %d, got '%s'"):format(from, setting.min or 0, raw))
   end

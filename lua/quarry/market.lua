@@ -50,8 +50,7 @@ local function read_series(path, column, bounds)
       local d, v = f[1], f[2]
       if #f ~= 2 then bad_input(("%s:%d: expected 2 fields, got %d"):format(path, n, #f)) end
       if not rules.check_date(d) then bad_input(("%s:%d: date '%s' %s"):format(path, n, d, rules.DATE_HELP)) end
-      -- a plain decimal: tonumber would also take hex and "inf", which PostgreSQL's numeric does not
-      local x = v:match("^%s*%d*%.?%d+[eE]?[-+]?%d*%s*$") and tonumber(v)
+      local x = rules.decimal(v:match("^%s*(.-)%s*$"))
       if not x or x ~= x or x <= 0 then
         bad_input(("%s:%d: %s '%s' is not a positive number"):format(path, n, column, v))
       end

@@ -153,7 +153,8 @@ function M.add(db, cache, name, hashrate, watts, description)
   if type(name) ~= "string" or not name:match("^[A-Z0-9_]+$") or #name > 32 then
     usage(("miner name '%s' must be 1 to 32 of A-Z, 0-9 and _ (e.g. S21_PRO)"):format(tostring(name)))
   end
-  local th, w = tonumber(hashrate), tonumber(watts)
+  local decimal = require("quarry.rules").decimal
+  local th, w = decimal(hashrate), decimal(watts)
   if not th or th <= 0 or th > bounds.miner_hashrate_th.max then
     usage(("--hashrate-th '%s' must be a number of TH/s above 0 and at most %g"):format(tostring(hashrate),
       bounds.miner_hashrate_th.max))

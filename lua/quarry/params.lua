@@ -96,10 +96,7 @@ M.types = {
         .. "."
     end,
     check = function(v, spec)
-      -- Decimal digits only: Lua's tonumber would take "0x10" as 16 and
-      -- "1e3" as 1000, which nobody typing a --limit means.
-      if type(v) == "string" and not v:match("^%-?%d+$") then return nil, "is not an integer" end
-      local n = math.tointeger(tonumber(v))
+      local n = rules.integer(v)
       if n and (n < (spec.min or math.mininteger) or n > (spec.max or math.maxinteger)) then
         return nil, ("is out of range (%s..%s)"):format(spec.min or "", spec.max or "")
       end

@@ -61,6 +61,24 @@ function M.check_date(s)
   return s
 end
 
+--- A number as people write it, or nil: decimal digits with an optional
+-- sign, point and exponent. Lua's tonumber also takes "0x10", " 5" and a
+-- trailing tab, which PostgreSQL's numeric refuses or a reader would not mean.
+function M.decimal(s)
+  if math.type(s) then return s end
+  if type(s) ~= "string" or not (s:match("^%-?%d+%.?%d*$") or s:match("^%-?%d*%.%d+$")
+      or s:match("^%-?%d+%.?%d*[eE][-+]?%d+$") or s:match("^%-?%d*%.%d+[eE][-+]?%d+$")) then
+    return nil
+  end
+  return tonumber(s)
+end
+
+--- An integer of decimal digits (optional minus), or nil.
+function M.integer(s)
+  if math.type(s) then return math.tointeger(s) end
+  return type(s) == "string" and s:match("^%-?%d+$") and math.tointeger(tonumber(s)) or nil
+end
+
 --- The patterns made stale by a change to `tbl` (a table name, a list of
 -- them, or nil: every table) on `dates` (a list of YYYY-MM-DD), without
 -- repeats, in a stable order.

@@ -36,7 +36,7 @@ describe("config.resolve", function()
   end)
 
   it("refuses malformed numbers with a usage error naming the variable", function()
-    for _, bad in ipairs({ "abc", "0", "-5", "1.5", "20; DROP" }) do
+    for _, bad in ipairs({ "abc", "0", "-5", "1.5", "20; DROP", "0x10", "2e1" }) do
       local ok, err = pcall(config.resolve, {}, env({ DB_POOL_MAX = bad }))
       assert.is_false(ok)
       assert.are.equal("usage", err.code)

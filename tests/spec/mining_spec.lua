@@ -63,7 +63,8 @@ describe("quarry miners", function()
     local count = db:query_one("SELECT count(*) AS n FROM miner_models").n
     for _, args in ipairs({ "S19J_PRO --hashrate-th 1 --watts 1", "'s21; drop' --hashrate-th 1 --watts 1",
                             "X1 --hashrate-th 0 --watts 100", "X1 --hashrate-th 1e9 --watts 100",
-                            "X1 --hashrate-th 10 --watts lots" }) do
+                            "X1 --hashrate-th 10 --watts lots", "X1 --hashrate-th 0x10 --watts 100",
+                            "X1 --hashrate-th ' 10' --watts 100" }) do
       local _, err, code = q("miners add " .. args)
       assert.are.equal(2, code, args .. ": " .. err)
     end

@@ -63,4 +63,20 @@ describe("rules", function()
     assert.is_nil(rules.check_date("2101-01-01"))
     assert.are.equal("2001-01-01", rules.check_date("2001-01-01"))
   end)
+
+  it("reads numbers as people write them, not as Lua's tonumber does", function()
+    for s, n in pairs({ ["12"] = 12, ["-3"] = -3, ["1.5"] = 1.5, [".5"] = 0.5, ["2."] = 2, ["1e3"] = 1000,
+                        ["2.5E-1"] = 0.25 }) do
+      assert.are.equal(n, rules.decimal(s), s)
+    end
+    for _, s in ipairs({ "0x10", " 5", "5\t", "inf", "nan", "1e", "e3", "+-1", "", "1,5", "1.2.3" }) do
+      assert.is_nil(rules.decimal(s), s)
+      assert.is_nil(rules.integer(s), s)
+    end
+    assert.are.equal(42, rules.integer("42"))
+    assert.are.equal(7, rules.integer(7))
+    assert.is_nil(rules.integer("1.5"))
+    assert.is_nil(rules.integer("1e3"))
+    assert.is_nil(rules.integer("99999999999999999999"))
+  end)
 end)

@@ -45,7 +45,7 @@ function M.fail(msg) line("error", "quarry", msg, "quarry: " .. msg) end
 
 -- An integer flag from 1 (to max); otherwise "FLAG must be WHAT", exit 2.
 function M.int_flag(value, flag, what, max)
-  local n = math.tointeger(tonumber(value))
+  local n = require("quarry.rules").integer(value)
   if not n or n < 1 or (max and n > max) then M.usage_error(("%s must be %s"):format(flag, what)) end
   return n
 end
