@@ -157,7 +157,11 @@ static int l_http_listen(lua_State *L)
     evhttp_set_max_headers_size(s->http, (ev_ssize_t)max_header);
     evhttp_set_max_body_size(s->http, (ev_ssize_t)max_body);
     evhttp_set_timeout(s->http, (int)timeout);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* Every method reaches Lua, which answers those it does not serve
+     * with a JSON 405 and Allow: libevent's own refusal is a 501 in HTML. */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(s->http, on_request, s);
     struct evconnlistener *lst = evconnlistener_new_bind(
         qr_lua_loop_base(loop), NULL, NULL,
@@ -317,8 +321,11 @@ static struct evhttp_request *live_req(lua_State *L)
 
 static int l_req_method(lua_State *L)
 {
-    enum evhttp_cmd_type t = evhttp_request_get_command(live_req(L));
-    lua_pushstring(L, t == EVHTTP_REQ_HEAD ? "HEAD" : t == EVHTTP_REQ_GET ? "GET" : "OTHER");
+    switch (evhttp_request_get_command(live_req(L))) {
+    case EVHTTP_REQ_GET: lua_pushliteral(L, "GET"); break;
+    case EVHTTP_REQ_HEAD: lua_pushliteral(L, "HEAD"); break;
+    default: lua_pushliteral(L, "OTHER"); break;
+    }
     return 1;
 }
 
@@ -371,6 +378,16 @@ static int l_req_reply(lua_State *L)
                 evhttp_add_header(out, lua_tostring(L, -2), lua_tostring(L, -1));
             lua_pop(L, 1);
         }
+    }
+    /* HEAD: the headers GET would send, no body. libevent 2.1 writes a
+     * reply's body even to HEAD, which a keep-alive client then reads as
+     * the start of its next answer, and leaves out its length. */
+    if (evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", len);
+        evhttp_remove_header(out, "Content-Length");
+        evhttp_add_header(out, "Content-Length", n);
+        len = 0;
     }
     struct evbuffer *buf = evbuffer_new();
     if (!buf || evbuffer_add(buf, body, len) != 0) {

@@ -163,6 +163,10 @@ function M.worker(host, port, opts)
     if #uri > M.MAX_URL then
       return answer(req, "other", t0, 414, error_body("usage", ("the URL is longer than %d bytes"):format(M.MAX_URL)))
     end
+    if req:method() == "OTHER" then -- every route only reads
+      return answer(req, "other", t0, 405, error_body("method", "quarry serve answers GET and HEAD only"), nil,
+        { Allow = "GET, HEAD" })
+    end
     local path = req:path()
     if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
       return answer(req, path, t0, 200, metrics_text(m), "text/plain; version=0.0.4")

@@ -71,9 +71,9 @@ local function stop(s)
   assert.matches("\nexit 0\n", log)
 end
 
--- status, body, headers of GET url (curl)
-local function get(url, headers)
-  local hdr = ""
+-- status, body, headers of GET url (curl; method: another one)
+local function get(url, headers, method)
+  local hdr = method and (" -X " .. method) or ""
   for _, x in ipairs(headers or {}) do hdr = hdr .. " -H " .. h.shell_quote(x) end
   local out = h.tmpname(".body")
   local p = io.popen(("curl -s -o %s -D - -w '\\n%%{http_code}' %s %s"):format(out, hdr, h.shell_quote(url)))
@@ -150,6 +150,29 @@ describe("quarry serve", function()
     for _ = 1, 3 do assert.are.equal(after, select(2, get(path))) end
   end)
 
+  it("answers HEAD with GET's headers and length and no body, so the connection stays usable", function()
+    local py = h.write(h.tmpname(".py"), [=[
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=20)
+for method in ("HEAD", "GET", "HEAD", "GET"):
+    c.request(method, "/reports/monthly?month=2031-05&format=csv")
+    r = c.getresponse()
+    b = r.read()
+    print(method, r.status, r.getheader("Content-Length"), len(b))
+]=])
+    local p = io.popen(("python3 %s 127.0.0.1 %s 2>&1"):format(py, s.url:match(":(%d+)$")))
+    local out = p:read("a")
+    p:close()
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(4, #lines, out)
+    local len = lines[2]:match("^GET 200 (%d+) %1$")
+    assert.is_truthy(len, out)
+    assert.are.equal("HEAD 200 " .. len .. " 0", lines[1])
+    assert.are.equal("HEAD 200 " .. len .. " 0", lines[3])
+    assert.are.equal(lines[2], lines[4])
+  end)
+
   it("lists the reports with their params", function()
     local status, body = get(s.url .. "/reports")
     assert.are.equal(200, status)
@@ -193,6 +216,13 @@ describe("quarry serve", function()
     assert.matches("boom went the plugin", cjson.decode(body).message)
     status = get(s.url .. "/reports/monthly?month=2031-05&" .. string.rep("x", 5000))
     assert.are.equal(414, status)
+    for _, method in ipairs({ "POST", "PUT", "DELETE", "OPTIONS" }) do -- every route only reads
+      local head
+      status, body, head = get(s.url .. "/reports/monthly?month=2031-05", { "Content-Type: application/json" }, method)
+      assert.are.equal(405, status, method)
+      assert.are.equal("method", cjson.decode(body).error)
+      assert.matches("\r\nAllow: GET, HEAD\r\n", head)
+    end
     assert.are.equal(200, (get(s.url .. "/healthz"))) -- and the worker goes on
   end)
 
