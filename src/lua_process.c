@@ -10,18 +10,28 @@
  *       replace(i, code, signalled), unless a SIGTERM or SIGINT came, may
  *       start another process for child i and return its pid (a worker
  *       that crashed); a code it does not replace counts as above.
+ *   core.shared_slots(n, bytes) -> slots: n buffers of up to `bytes` each in
+ *       memory the processes forked after it share. slots:put(i, s) -> true,
+ *       or nil, "too big"; slots:get(i) -> the last string put in slot i,
+ *       or nil (none yet, or being written past a few retries). Each slot
+ *       has one writer (the worker of that number) and is read by any:
+ *       what one worker's /metrics needs of the others.
  *   core.stdout_status()        -> true, or nil, message, errno: whether all
  *       written to standard output reached it (flushed now). A report sent to
  *       a full disk must not end in exit 0; print() and io.write keep no
  *       error of their own beyond stdio's sticky flag, which only C sees.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "lua_quarry.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,6 +135,116 @@ static int l_wait_children(lua_State *L)
     return 1;
 }
 
+/* ---- slots shared by forked workers ----
+ *
+ * A sequence lock per slot: the writer makes the sequence odd, copies,
+ * then makes it even; a reader copies and keeps the copy only if the
+ * sequence was even and unchanged around it. A reader never blocks a
+ * writer (a worker answering requests waits for no other), and a worker
+ * killed mid-write leaves an odd sequence its replacement simply carries on
+ * from. In memory rather than files: nothing to clean up after a crash. */
+
+#define SLOTS_MT "quarry.slots"
+
+typedef struct {
+    _Atomic uint64_t seq;
+    _Atomic uint64_t len;
+} slot_head;
+
+typedef struct {
+    unsigned char *base; /* n slots of stride bytes, MAP_SHARED */
+    size_t n, stride, cap;
+} slots;
+
+static slots *check_slots(lua_State *L)
+{
+    slots *s = luaL_checkudata(L, 1, SLOTS_MT);
+    if (!s->base) luaL_error(L, "the shared slots are closed");
+    return s;
+}
+
+static slot_head *slot_at(lua_State *L, slots *s)
+{
+    lua_Integer i = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, i >= 1 && (size_t)i <= s->n, 2, "no such slot");
+    return (slot_head *)(s->base + (size_t)(i - 1) * s->stride);
+}
+
+static int l_shared_slots(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1), bytes = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "from 1 to 1024 slots");
+    luaL_argcheck(L, bytes >= 1 && bytes <= (64 << 20), 2, "from 1 byte to 64 MiB a slot");
+    slots *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    luaL_setmetatable(L, SLOTS_MT);
+    size_t stride = (sizeof(slot_head) + (size_t)bytes + 63) & ~(size_t)63;
+    /* untouched pages of an anonymous mapping cost no memory */
+    void *m = mmap(NULL, stride * (size_t)n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return luaL_error(L, "cannot map shared memory: %s", strerror(errno));
+    s->base = m;
+    s->n = (size_t)n;
+    s->stride = stride;
+    s->cap = (size_t)bytes;
+    return 1;
+}
+
+static int l_slots_put(lua_State *L)
+{
+    slots *s = check_slots(L);
+    slot_head *h = slot_at(L, s);
+    size_t len;
+    const char *v = luaL_checklstring(L, 3, &len);
+    if (len > s->cap) {
+        luaL_pushfail(L);
+        lua_pushliteral(L, "too big");
+        return 2;
+    }
+    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_relaxed);
+    if (seq & 1) seq++; /* a writer before this one died mid-write */
+    atomic_store_explicit(&h->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    memcpy((unsigned char *)(h + 1), v, len);
+    atomic_store_explicit(&h->len, len, memory_order_relaxed);
+    atomic_store_explicit(&h->seq, seq + 2, memory_order_release);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_slots_get(lua_State *L)
+{
+    slots *s = check_slots(L);
+    slot_head *h = slot_at(L, s);
+    luaL_Buffer b;
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t before = atomic_load_explicit(&h->seq, memory_order_acquire);
+        if (before == 0) break; /* never written */
+        if (before & 1) continue;
+        size_t len = atomic_load_explicit(&h->len, memory_order_relaxed);
+        if (len > s->cap) continue;
+        char *p = luaL_buffinitsize(L, &b, len);
+        memcpy(p, (unsigned char *)(h + 1), len);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&h->seq, memory_order_relaxed) != before) {
+            luaL_pushresultsize(&b, 0);
+            lua_pop(L, 1);
+            continue;
+        }
+        luaL_pushresultsize(&b, len);
+        return 1;
+    }
+    luaL_pushfail(L);
+    return 1;
+}
+
+static int l_slots_gc(lua_State *L)
+{
+    slots *s = luaL_checkudata(L, 1, SLOTS_MT);
+    if (s->base) munmap(s->base, s->stride * s->n);
+    s->base = NULL;
+    return 0;
+}
+
 /* Whether standard output is a pipe or socket nobody reads any more. stdio
  * keeps a failed write's flag, not its errno, so a print() that met EPIPE
  * earlier is known only from this; poll reports it as POLLERR (a pipe) or
@@ -164,4 +284,13 @@ void qr_lua_open_process(lua_State *L)
     lua_setfield(L, -2, "pid_namespace");
     lua_pushcfunction(L, l_wait_children);
     lua_setfield(L, -2, "wait_children");
+    lua_pushcfunction(L, l_shared_slots);
+    lua_setfield(L, -2, "shared_slots");
+    static const luaL_Reg slot_methods[] = {{"put", l_slots_put}, {"get", l_slots_get}, {NULL, NULL}};
+    luaL_newmetatable(L, SLOTS_MT);
+    luaL_newlib(L, slot_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_slots_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
 }

@@ -41,64 +41,106 @@ local function observe(m, route, status, secs)
   s.sum, s.n = s.sum + secs, s.n + 1
 end
 
-local function metrics_text(m)
-  local out = {}
-  local function line(...) out[#out + 1] = table.concat({ ... }) end
-  line("# HELP quarry_http_requests_total Requests answered, by route and status.")
-  line("# TYPE quarry_http_requests_total counter")
+-- This worker's metrics as families: {name, type, help, samples = {{suffix,
+-- labels, value}}}, values already formatted.
+local function metric_families(m)
+  local fams = {}
+  local function family(name, typ, help)
+    local f = { name = name, type = typ, help = help, samples = {} }
+    fams[#fams + 1] = f
+    return f
+  end
+  local function sample(f, suffix, labels, value) f.samples[#f.samples + 1] = { suffix, labels, tostring(value) } end
+  local f = family("quarry_http_requests_total", "counter", "Requests answered, by route and status.")
   local keys = {}
   for k in pairs(m.requests) do keys[#keys + 1] = k end
   table.sort(keys)
-  for _, k in ipairs(keys) do line("quarry_http_requests_total{", k, "} ", m.requests[k]) end
-  line("# HELP quarry_http_request_seconds Time to answer a request.")
-  line("# TYPE quarry_http_request_seconds histogram")
-  for i, b in ipairs(BUCKETS) do
-    line(('quarry_http_request_seconds_bucket{le="%s"} %d'):format(b, m.seconds.counts[i] or 0))
-  end
-  line(('quarry_http_request_seconds_bucket{le="+Inf"} %d'):format(m.seconds.n))
-  line(("quarry_http_request_seconds_sum %.6f"):format(m.seconds.sum))
-  line(("quarry_http_request_seconds_count %d"):format(m.seconds.n))
-  line("# TYPE quarry_http_requests_in_flight gauge")
-  line("quarry_http_requests_in_flight ", m.inflight)
-  line("# TYPE quarry_http_requests_rejected_total counter")
-  line("quarry_http_requests_rejected_total ", m.rejected)
-  line("# HELP quarry_http_requests_abandoned_total Requests stopped because their client left.")
-  line("# TYPE quarry_http_requests_abandoned_total counter")
-  line("quarry_http_requests_abandoned_total ", m.abandoned)
+  for _, k in ipairs(keys) do sample(f, "", k, m.requests[k]) end
+  f = family("quarry_http_request_seconds", "histogram", "Time to answer a request.")
+  for i, b in ipairs(BUCKETS) do sample(f, "_bucket", ('le="%s"'):format(b), m.seconds.counts[i] or 0) end
+  sample(f, "_bucket", 'le="+Inf"', m.seconds.n)
+  sample(f, "_sum", "", ("%.6f"):format(m.seconds.sum))
+  sample(f, "_count", "", m.seconds.n)
+  sample(family("quarry_http_requests_in_flight", "gauge"), "", "", m.inflight)
+  sample(family("quarry_http_requests_rejected_total", "counter"), "", "", m.rejected)
+  sample(family("quarry_http_requests_abandoned_total", "counter", "Requests stopped because their client left."),
+    "", "", m.abandoned)
   local st = quarry.db:stats()
-  line("# HELP quarry_pool_connections Database connections of this worker's pool, by state.")
-  line("# TYPE quarry_pool_connections gauge")
-  for _, k in ipairs({ "max", "total", "idle", "in_use", "waiting" }) do
-    line(('quarry_pool_connections{state="%s"} %d'):format(k, st[k]))
-  end
-  line("# TYPE quarry_pool_wait_seconds_total counter")
-  line(("quarry_pool_wait_seconds_total %.6f"):format(st.wait_ms / 1000))
-  line("# TYPE quarry_pool_timeouts_total counter")
-  line("quarry_pool_timeouts_total ", st.timeouts)
-  line("# HELP quarry_query_seconds Statement latency by statement (quantiles of this worker).")
-  line("# TYPE quarry_query_seconds summary")
+  f = family("quarry_pool_connections", "gauge", "Database connections of a worker's pool, by state.")
+  for _, k in ipairs({ "max", "total", "idle", "in_use", "waiting" }) do sample(f, "", ('state="%s"'):format(k), st[k]) end
+  sample(family("quarry_pool_wait_seconds_total", "counter"), "", "", ("%.6f"):format(st.wait_ms / 1000))
+  sample(family("quarry_pool_timeouts_total", "counter"), "", "", st.timeouts)
+  f = family("quarry_query_seconds", "summary", "Statement latency by statement (quantiles of a worker).")
   local t = quarry.timings()
   local names = {}
   for n in pairs(t) do names[#names + 1] = n end
   table.sort(names)
   for _, n in ipairs(names) do
-    local s, label = t[n], ("%q"):format(n):gsub("\\\n", "\\n")
+    local s, label = t[n], ("statement=%q"):format(n):gsub("\\\n", "\\n")
     for _, q in ipairs({ { "0.5", "p50" }, { "0.95", "p95" }, { "0.99", "p99" } }) do
-      line(('quarry_query_seconds{statement=%s,quantile="%s"} %.6f'):format(label, q[1], s[q[2]] / 1000))
+      sample(f, "", ('%s,quantile="%s"'):format(label, q[1]), ("%.6f"):format(s[q[2]] / 1000))
     end
-    line(("quarry_query_seconds_sum{statement=%s} %.6f"):format(label, s.total_ms / 1000))
-    line(("quarry_query_seconds_count{statement=%s} %d"):format(label, s.count))
+    sample(f, "_sum", label, ("%.6f"):format(s.total_ms / 1000))
+    sample(f, "_count", label, s.count)
   end
   local c = quarry.cache
   if c.enabled then
     local cs = c:process_stats() -- not c:stats(), which scans every key in Redis
-    line("# HELP quarry_cache_events_total Shared cache events of this worker.")
-    line("# TYPE quarry_cache_events_total counter")
+    f = family("quarry_cache_events_total", "counter", "Shared cache events of a worker.")
     for _, k in ipairs({ "hits", "misses", "computes", "lock_waits", "errors", "sets" }) do
-      line(('quarry_cache_events_total{event="%s"} %d'):format(k, cs[k] or 0))
+      sample(f, "", ('event="%s"'):format(k), cs[k] or 0)
     end
   end
+  return fams
+end
+
+-- The Prometheus text of every worker's families ({worker number = families}):
+-- each sample labelled with its worker, each family's lines together (the
+-- format asks that), in the order this worker lists them.
+local function metrics_text(by_worker)
+  local order, merged, workers = {}, {}, {}
+  for w in pairs(by_worker) do workers[#workers + 1] = w end
+  table.sort(workers)
+  for _, w in ipairs(workers) do
+    for _, f in ipairs(by_worker[w]) do
+      local into = merged[f.name]
+      if not into then
+        into = { f = f, lines = {} }
+        merged[f.name], order[#order + 1] = into, f.name
+      end
+      for _, x in ipairs(f.samples) do
+        into.lines[#into.lines + 1] = ('%s%s{worker="%d"%s} %s'):format(f.name, x[1], w, x[2] ~= "" and ("," .. x[2]) or "",
+          x[3])
+      end
+    end
+  end
+  local out = {}
+  for _, name in ipairs(order) do
+    local f = merged[name].f
+    if f.help then out[#out + 1] = ("# HELP %s %s"):format(name, f.help) end
+    out[#out + 1] = ("# TYPE %s %s"):format(name, f.type)
+    for _, l in ipairs(merged[name].lines) do out[#out + 1] = l end
+  end
   return table.concat(out, "\n") .. "\n"
+end
+
+-- Every worker's metrics, for whichever one a scrape reaches: each puts its
+-- families in its shared slot (opts.slots) each second and when asked; the
+-- others' are read from theirs. Without this a scrape of `--workers N`
+-- answered one worker's counters at random, which Prometheus reads as resets.
+local function all_metrics(m, slots, me, workers)
+  local mine = metric_families(m)
+  local by_worker = { [me] = mine }
+  if slots then
+    slots:put(me, cjson.encode(mine))
+    for w = 1, workers do
+      local raw = w ~= me and slots:get(w)
+      local ok, fams = false, nil
+      if raw then ok, fams = pcall(cjson.decode, raw) end
+      if ok and type(fams) == "table" then by_worker[w] = fams end
+    end
+  end
+  return metrics_text(by_worker)
 end
 
 -- ---- requests ----
@@ -134,7 +176,9 @@ local function error_answer(err)
 end
 
 --- Serve on host:port until SIGTERM. opts: max_inflight (64),
--- request_timeout_s (60), on_listen(port) (called once listening).
+-- request_timeout_s (60), on_listen(port) (called once listening); with
+-- several workers, worker (this one's number), workers (how many) and slots
+-- (core.shared_slots, one per worker: /metrics answers for all).
 function M.worker(host, port, opts)
   opts = opts or {}
   local max_inflight = opts.max_inflight or 64
@@ -169,7 +213,7 @@ function M.worker(host, port, opts)
     end
     local path = req:path()
     if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
-      return answer(req, path, t0, 200, metrics_text(m), "text/plain; version=0.0.4")
+      return answer(req, path, t0, 200, all_metrics(m, opts.slots, opts.worker or 1, opts.workers), "text/plain; version=0.0.4")
     end
     if m.inflight >= max_inflight and path ~= "/healthz" then
       m.rejected = m.rejected + 1
@@ -226,7 +270,10 @@ function M.worker(host, port, opts)
     for _, k in ipairs(loop:wait()) do
       if k == 0 then ticked = true elseif tasks.state[k] == "io" then tasks:step(k) end
     end
-    if ticked then loop:timer(1, 0) end
+    if ticked then
+      loop:timer(1, 0)
+      if opts.slots then opts.slots:put(opts.worker, cjson.encode(metric_families(m))) end
+    end
     tasks:retry_pool()
   end
   -- the last answers are written out before the server goes

@@ -305,11 +305,11 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     local text
     status, text = get(s.url .. "/metrics")
     assert.are.equal(200, status)
-    assert.matches('quarry_http_requests_total{route="/healthz",status="200"} %d+', text)
-    assert.matches('quarry_pool_connections{state="max"} %d+', text)
-    assert.matches('quarry_http_request_seconds_bucket{le="%+Inf"} %d+', text)
-    assert.matches('quarry_cache_events_total{event="hits"} %d+', text)
-    assert.matches("quarry_query_seconds_count{statement=", text, 1, true)
+    assert.matches('quarry_http_requests_total{worker="1",route="/healthz",status="200"} %d+', text)
+    assert.matches('quarry_pool_connections{worker="1",state="max"} %d+', text)
+    assert.matches('quarry_http_request_seconds_bucket{worker="1",le="%+Inf"} %d+', text)
+    assert.matches('quarry_cache_events_total{worker="1",event="hits"} %d+', text)
+    assert.matches('quarry_query_seconds_count{worker="1",statement=', text, 1, true)
   end)
 end)
 
@@ -320,7 +320,7 @@ describe("quarry serve under pressure", function()
     local first = fire({ s.url .. "/reports/slow?secs=4&tag=41" })
     -- the first holds the only slot (the server says so in /metrics) while the second is asked
     local holding = h.eventually(function()
-      return (select(2, get(s.url .. "/metrics"))):match("quarry_http_requests_in_flight (%d+)")
+      return (select(2, get(s.url .. "/metrics"))):match('quarry_http_requests_in_flight{worker="1"} (%d+)')
     end, "1", 3)
     assert.are.equal("1", holding)
     local status, body = get(s.url .. "/reports/slow?secs=0&tag=42")
@@ -345,9 +345,29 @@ describe("quarry serve under pressure", function()
         .. "AND state = 'active' AND pid <> pg_backend_pid()").n
     end, 0, 3))
     local _, metrics = get(s.url .. "/metrics")
-    assert.matches("quarry_http_requests_abandoned_total 1\n", metrics)
-    assert.matches('quarry_pool_connections{state="in_use"} 0\n', metrics, 1, true)
-    assert.matches("quarry_http_requests_in_flight 0\n", metrics)
+    assert.matches('quarry_http_requests_abandoned_total{worker="1"} 1\n', metrics)
+    assert.matches('quarry_pool_connections{worker="1",state="in_use"} 0\n', metrics, 1, true)
+    assert.matches('quarry_http_requests_in_flight{worker="1"} 0\n', metrics)
+  end)
+
+  it("answers /metrics for every worker, whichever one a scrape reaches", function()
+    local s = start("--workers 2")
+    finally(function() stop(s) end)
+    for _ = 1, 20 do assert.are.equal(200, (get(s.url .. "/healthz"))) end -- a connection each: both workers
+    core.sleep(1.5) -- each worker shares its figures every second
+    for _ = 1, 3 do
+      local status, text = get(s.url .. "/metrics")
+      assert.are.equal(200, status)
+      local total, workers = 0, {}
+      for w, n in text:gmatch('quarry_http_requests_total{worker="(%d+)",route="/healthz",status="200"} (%d+)') do
+        total, workers[w] = total + tonumber(n), true
+      end
+      assert.are.equal(20, total, text)
+      assert.are.same({ ["1"] = true, ["2"] = true }, workers)
+      -- one HELP and TYPE a family, its samples together, as the format asks
+      local _, types = text:gsub("# TYPE quarry_http_requests_total ", "")
+      assert.are.equal(1, types)
+    end
   end)
 
   it("drains on SIGTERM: the request in flight is answered, then it exits 0", function()
@@ -358,7 +378,7 @@ describe("quarry serve under pressure", function()
     -- once the request is in flight in one of the workers, SIGTERM the parent
     local log = h.eventually(function()
       local st, body = get(s.url .. "/metrics") -- whichever worker answers; retried until one has it
-      return st == 200 and body:match("quarry_http_requests_in_flight 1") and "busy" or "idle"
+      return st == 200 and body:match('quarry_http_requests_in_flight{worker="%d"} 1') and "busy" or "idle"
     end, "busy", 3)
     assert.are.equal("busy", log)
     os.execute(("sh -c 'kill -TERM %d; wait %d 2>/dev/null'"):format(s.pid, s.pid))
@@ -527,7 +547,7 @@ describe("quarry serve under pressure", function()
     assert.are.same({ ["200"] = r.statuses["200"] }, r.statuses)
     assert.are.same({ expected }, r.bodies)
     local _, metrics = get(s.url .. "/metrics")
-    assert.matches('quarry_cache_events_total{event="errors"} [1-9]', metrics)
+    assert.matches('quarry_cache_events_total{worker="%d+",event="errors"} [1-9]', metrics)
   end)
 
   it("refuses bad flags before listening", function()

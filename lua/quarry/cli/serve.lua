@@ -29,8 +29,11 @@ function commands.serve(args)
   local serve = require "quarry.serve"
   local core = require "quarry.core"
   local children = {}
-  local function run_worker()
+  -- made before the fork, so every worker shares it: /metrics of any answers for all
+  local slots = workers > 1 and core.shared_slots(workers, 4 * 1024 * 1024) or nil
+  local function run_worker(i)
     return serve.worker(host, port, { max_inflight = inflight, request_timeout_s = timeout,
+      worker = i, workers = workers, slots = slots,
       on_listen = function(p)
         cli.note(("serving http://%s:%d/ (pid %d)"):format(host, p, core.getpid()))
         io.stderr:flush()
@@ -40,12 +43,12 @@ function commands.serve(args)
   -- serve) holds is said once, before any worker starts; port 0 becomes the
   -- one the system chose, on which every worker (a replaced one too) listens.
   port = core.http_reserve_port(host, port)
-  if workers == 1 then return run_worker() end
+  if workers == 1 then return run_worker(1) end
   quarry.close() -- each worker opens its own pool and cache connection after the fork
   local born = {}
   local function start_worker(i)
     local pid = core.fork()
-    if pid == 0 then os.exit(run_worker()) end
+    if pid == 0 then os.exit(run_worker(i)) end
     children[i], born[i] = pid, core.now_ns()
     return pid
   end
