@@ -109,8 +109,8 @@ local function metrics_text(by_worker)
         merged[f.name], order[#order + 1] = into, f.name
       end
       for _, x in ipairs(f.samples) do
-        into.lines[#into.lines + 1] = ('%s%s{worker="%d"%s} %s'):format(f.name, x[1], w, x[2] ~= "" and ("," .. x[2]) or "",
-          x[3])
+        local labels = x[2] ~= "" and ("," .. x[2]) or ""
+        into.lines[#into.lines + 1] = ('%s%s{worker="%d"%s} %s'):format(f.name, x[1], w, labels, x[3])
       end
     end
   end
@@ -213,7 +213,8 @@ function M.worker(host, port, opts)
     end
     local path = req:path()
     if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
-      return answer(req, path, t0, 200, all_metrics(m, opts.slots, opts.worker or 1, opts.workers), "text/plain; version=0.0.4")
+      local text = all_metrics(m, opts.slots, opts.worker or 1, opts.workers)
+      return answer(req, path, t0, 200, text, "text/plain; version=0.0.4")
     end
     if m.inflight >= max_inflight and path ~= "/healthz" then
       m.rejected = m.rejected + 1
