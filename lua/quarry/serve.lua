@@ -67,7 +67,9 @@ local function metric_families(m)
     "", "", m.abandoned)
   local st = quarry.db:stats()
   f = family("quarry_pool_connections", "gauge", "Database connections of a worker's pool, by state.")
-  for _, k in ipairs({ "max", "total", "idle", "in_use", "waiting" }) do sample(f, "", ('state="%s"'):format(k), st[k]) end
+  for _, k in ipairs({ "max", "total", "idle", "in_use", "waiting" }) do
+    sample(f, "", ('state="%s"'):format(k), st[k])
+  end
   sample(family("quarry_pool_wait_seconds_total", "counter"), "", "", ("%.6f"):format(st.wait_ms / 1000))
   sample(family("quarry_pool_timeouts_total", "counter"), "", "", st.timeouts)
   f = family("quarry_query_seconds", "summary", "Statement latency by statement (quantiles of a worker).")
