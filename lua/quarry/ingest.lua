@@ -339,11 +339,47 @@ local STAGED_DATES = [[
 -- are rewritten: a reload of what is there writes nothing.
 -- The dates a load replaced are loaded (lua/quarry/schema.lua, version 11):
 -- which of them were not before.
-local MARK_LOADED = [[INSERT INTO curtailment_loaded_days AS l (settlement_date) SELECT unnest($1::date[])
-  ON CONFLICT (settlement_date) DO UPDATE SET loaded_at = now()
+local MARK_LOADED = [[INSERT INTO curtailment_loaded_days AS l (settlement_date, source)
+  SELECT unnest($1::date[]), $2
+  ON CONFLICT (settlement_date) DO UPDATE SET loaded_at = now(), source = EXCLUDED.source
   RETURNING l.settlement_date::text AS d, (l.xmax = 0) AS new]]
 
-function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
+-- The dates of $1 that a source other than a seed loaded, as ranges.
+local REAL_DAYS = [[SELECT min(d)::text AS first, max(d)::text AS last, count(*)::int AS n,
+    array_to_string(array_agg(DISTINCT source ORDER BY source), ',') AS sources
+  FROM (SELECT settlement_date AS d, source,
+          settlement_date - (row_number() OVER (ORDER BY settlement_date))::int AS g
+        FROM curtailment_loaded_days WHERE settlement_date = ANY($1::date[]) AND source <> 'seed') x
+  GROUP BY g ORDER BY 1]]
+
+M.SOURCE_NAMES = { csv = "quarry ingest curtailment", elexon = "Elexon (quarry fetch or ingest elexon)",
+                   seed = "quarry db seed" }
+
+--- Refuse (bad input) when any of `dates` holds data a source other than a
+-- seed loaded: synthetic figures must never stand in for real ones, nor
+-- alter them. why: what the seed would do to those days ("replace", "change
+-- the difficulty in force on").
+function M.refuse_over_real(tx, dates, why)
+  local ranges = tx:query(REAL_DAYS, mining.pg_array(dates))
+  if #ranges == 0 then return end
+  local shown, n, by, seen = {}, 0, {}, {}
+  for i, r in ipairs(ranges) do
+    n = n + r.n
+    if i <= 3 then shown[#shown + 1] = r.first == r.last and r.first or (r.first .. ".." .. r.last) end
+    for src in r.sources:gmatch("[^,]+") do
+      if not seen[src] then seen[src], by[#by + 1] = true, M.SOURCE_NAMES[src] or src end
+    end
+  end
+  bad_input(("quarry db seed writes synthetic data and would %s %d day(s) loaded by %s (%s%s); "
+    .. "seed other dates, or a database of its own (the embedded default: DATABASE_URL unset)"):format(why, n,
+    table.concat(by, " and "), table.concat(shown, ", "), #ranges > 3 and ", ..." or ""))
+end
+
+--- Replace the curtailment of the staged dates. source: what loads them
+-- ('csv', 'elexon', 'seed': curtailment_loaded_days.source); a seed
+-- refuses dates another source loaded.
+function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, source)
+  source = source or "csv"
   local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare)
   local function slow(original)
     if not prepare then number_lines(tx) end
@@ -366,6 +402,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
     end
   end
   rollup.lock_dates(tx, dates) -- before looking at what the dates hold
+  if source == "seed" then M.refuse_over_real(tx, dates, "replace") end
   local arr = mining.pg_array(dates)
   local stored = tx:query_one([[SELECT EXISTS (SELECT 1 FROM curtailment_records
     WHERE settlement_date = ANY($1::date[])) AS e]], arr).e
@@ -399,7 +436,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare)
   -- before, a day without curtailment now): its cached reports are stale
   local listed = {}
   for _, d in ipairs(changed) do listed[d] = true end
-  for _, r in ipairs(tx:query(MARK_LOADED, arr)) do
+  for _, r in ipairs(tx:query(MARK_LOADED, arr, source)) do
     if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
   end
   table.sort(changed)
@@ -413,7 +450,8 @@ end
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
 -- path (then path only names it); it is closed. opts.dates: the dates the
 -- file holds whole (a date of them with no row had no curtailment; a row of
--- another date is refused); without, the dates present. opts.quiet: no log
+-- another date is refused); without, the dates present. opts.source: 'csv'
+-- (default) or 'seed' (curtailment_loaded_days.source). opts.quiet: no log
 -- line (a dry run, which is rolled back).
 -- Returns {rows=, dates={...} (those replaced), changed={...} (those whose
 -- rows differ from what was stored, or loaded for the first time:
@@ -424,7 +462,8 @@ function M.curtailment(db, path, cache, file, opts)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, opts.dates)
+      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, opts.dates, nil,
+        opts.source)
       result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
     end)
   f:close()
@@ -501,8 +540,14 @@ local IN_FORCE = [[
 
 --- Load difficulty points (header: date,difficulty), each in force from its
 -- date. Dates whose difficulty in force changes get their bitcoin
--- recalculated in the same transaction. Returns {points=, dates={...}}.
-function M.difficulty(db, path, cache, file)
+-- recalculated in the same transaction. opts.source: 'csv' (default),
+-- 'fetch' or 'seed' (bitcoin_difficulty.source): a seed's point never
+-- replaces another's, nor changes the difficulty of a day another source
+-- loaded. opts.quiet: no log line (the caller's transaction may yet fail).
+-- Returns {points=, dates={...}}.
+function M.difficulty(db, path, cache, file, opts)
+  opts = opts or {}
+  local source = opts.source or "csv"
   local f, cols, size = open_csv(path, { "date", "difficulty" }, file)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache,
@@ -515,9 +560,12 @@ function M.difficulty(db, path, cache, file)
       tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_before")
       tx:exec("CREATE TEMP TABLE quarry_before ON COMMIT DROP AS " .. IN_FORCE, from)
       tx:exec([[
-        INSERT INTO bitcoin_difficulty (effective_date, difficulty)
-        SELECT date::date, quarry_try_numeric(difficulty) FROM quarry_stage
-        ON CONFLICT (effective_date) DO UPDATE SET difficulty = EXCLUDED.difficulty]])
+        INSERT INTO bitcoin_difficulty AS b (effective_date, difficulty, source)
+        SELECT date::date, quarry_try_numeric(difficulty), $1 FROM quarry_stage
+        ON CONFLICT (effective_date) DO UPDATE SET difficulty = EXCLUDED.difficulty, source = EXCLUDED.source
+        WHERE EXCLUDED.source <> 'seed' OR b.source = 'seed'
+          OR (b.source IS NULL AND b.difficulty = EXCLUDED.difficulty)]], source)
+      -- a seed's point replaces only a seed's: one of before the source was kept is known by its value
       local dates = {}
       for _, r in ipairs(tx:query([[
           SELECT a.settlement_date::text AS d FROM (]] .. IN_FORCE .. [[) a
@@ -525,11 +573,13 @@ function M.difficulty(db, path, cache, file)
           WHERE a.difficulty IS DISTINCT FROM b.difficulty ORDER BY 1]], from)) do
         dates[#dates + 1] = r.d
       end
+      if source == "seed" then M.refuse_over_real(tx, dates, "change the difficulty in force on") end
       w:dates(dates) -- their bitcoin is recomputed by the write path
     end)
   f:close()
   if not ok then error(err, 0) end
   result.dates, result.bitcoin_rows = info.dates, info.bitcoin_rows
+  if opts.quiet then return result end
   log.info("ingested difficulty", { module = "ingest", context = { file = path, points = result.points,
     recalculated_dates = #result.dates } })
   return result

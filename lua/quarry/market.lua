@@ -202,7 +202,7 @@ function M.fetch_difficulty(db, cache, from, to)
   files.write(f, "a temporary file", table.concat(lines, "\n"), "\n")
   files.flush(f, "a temporary file") -- a full disk is an error, not fewer difficulty points
   f:seek("set")
-  return require("quarry.ingest").difficulty(db, url, cache, f)
+  return require("quarry.ingest").difficulty(db, url, cache, f, { source = "fetch" })
 end
 
 return M

@@ -378,7 +378,7 @@ local FAMILIES = { "daily_mining:", "monthly_mining:", "quarterly_mining:", "yea
 -- (lua/quarry/defs/rules.lua) reach every report of a changed date.
 -- The shape of a result (fields, rows, totals, ...): part of every key, so a
 -- cached result of an older shape is never served after an upgrade.
-M.RESULT_SHAPE = "r3" -- r3: coverage, and days with no data loaded empty, not zero
+M.RESULT_SHAPE = "r4" -- r3: coverage, and days with no data loaded empty, not zero; r4: synthetic days
 
 local function percent(c) return ("%%%02X"):format(c:byte()) end
 local function key_part(v)
@@ -560,35 +560,52 @@ end
 -- as ranges: a report's figures cover the other days only, and saying "no
 -- curtailment" of a day nobody loaded would be a figure quarry does not have.
 -- Days fetched with settlement periods Elexon had nothing for yet
--- (elexon_fetch_days.missing) are loaded but partial: listed too.
+-- (elexon_fetch_days.missing) are loaded but partial: listed too. So are the
+-- days whose figures are synthetic: rows loaded by `quarry db seed`
+-- ('seed'), or real rows whose bitcoin rests on a seed's difficulty point
+-- ('seed_difficulty'): a figure made up for a demo must say so.
 M.COVERAGE_SQL = [[
 WITH gaps AS (
   SELECT d::date AS day, d::date - (row_number() OVER (ORDER BY d))::int AS g
   FROM generate_series($1::date, $2::date, interval '1 day') AS d
-  WHERE NOT EXISTS (SELECT 1 FROM curtailment_loaded_days l WHERE l.settlement_date = d::date))
-SELECT false AS partial, min(day)::text AS first, max(day)::text AS last, count(*)::int AS n, NULL AS periods
+  WHERE NOT EXISTS (SELECT 1 FROM curtailment_loaded_days l WHERE l.settlement_date = d::date)),
+synthetic AS (
+  SELECT l.settlement_date AS day, CASE WHEN l.source = 'seed' THEN 'seed' ELSE 'seed_difficulty' END AS kind
+  FROM curtailment_loaded_days l
+  LEFT JOIN LATERAL (SELECT b.source FROM bitcoin_difficulty b WHERE b.effective_date <= l.settlement_date
+                     ORDER BY b.effective_date DESC LIMIT 1) p ON true
+  WHERE l.settlement_date BETWEEN $1::date AND $2::date AND (l.source = 'seed' OR p.source = 'seed')),
+runs AS (SELECT day, kind, day - (row_number() OVER (PARTITION BY kind ORDER BY day))::int AS g FROM synthetic)
+SELECT 'missing' AS kind, min(day)::text AS first, max(day)::text AS last, count(*)::int AS n, NULL AS periods
 FROM gaps GROUP BY g
 UNION ALL
-SELECT true, settlement_date::text, settlement_date::text, 1, array_to_string(missing, ',') FROM elexon_fetch_days
+SELECT 'partial', settlement_date::text, settlement_date::text, 1, array_to_string(missing, ',') FROM elexon_fetch_days
 WHERE settlement_date BETWEEN $1::date AND $2::date AND cardinality(missing) > 0
+UNION ALL
+SELECT kind, min(day)::text, max(day)::text, count(*)::int, NULL FROM runs GROUP BY kind, g
 ORDER BY 1, 2]]
 M.COVERAGE_RANGES = 20 -- the most ranges (and partial days) a result lists; their days are all counted
 
 local function coverage(tx, from, to)
   local days = dates.day_number(to) - dates.day_number(from) + 1
   local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0, partial = {},
-              partial_days = 0 }
+              partial_days = 0, synthetic = {}, synthetic_days = 0, seed_difficulty = {}, seed_difficulty_days = 0 }
   for _, r in ipairs(tx:query({ name = "report.coverage", sql = M.COVERAGE_SQL }, from, to)) do
-    if r.partial then
+    if r.kind == "partial" then
       c.partial_days = c.partial_days + 1
       if #c.partial < M.COVERAGE_RANGES then
         local periods = {}
         for n in r.periods:gmatch("%d+") do periods[#periods + 1] = tonumber(n) end
         c.partial[#c.partial + 1] = { date = r.first, periods = periods }
       end
-    else
+    elseif r.kind == "missing" then
       c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
       if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last, r.n } end
+    else -- seed, seed_difficulty
+      local list = r.kind == "seed" and c.synthetic or c.seed_difficulty
+      local key = r.kind == "seed" and "synthetic_days" or "seed_difficulty_days"
+      c[key] = c[key] + r.n
+      if #list < M.COVERAGE_RANGES then list[#list + 1] = { r.first, r.last, r.n } end
     end
   end
   return c
@@ -608,27 +625,52 @@ local function partial_note(c)
     more, c.partial[1].date, c.partial[#c.partial].date)
 end
 
+-- "a..b, c and 2 more range(s)" of the first ranges of a list.
+local function ranges_text(list, total)
+  local shown = {}
+  for i = 1, math.min(3, #list) do
+    local r = list[i]
+    shown[i] = r[1] == r[2] and r[1] or (r[1] .. ".." .. r[2])
+  end
+  return table.concat(shown, ", ") .. (total > 3 and (" and %d more range(s)"):format(total - 3) or "")
+end
+
+-- The lines saying which days' figures are synthetic, or nil.
+local function synthetic_note(c)
+  local lines = {}
+  if c.synthetic_days > 0 then
+    lines[#lines + 1] = ("%ssynthetic data from quarry db seed, not real curtailment (%s)"):format(
+      c.synthetic_days == c.loaded and "" or ("%d of the %d days are "):format(c.synthetic_days, c.days),
+      ranges_text(c.synthetic, #c.synthetic))
+  end
+  if c.seed_difficulty_days > 0 then
+    local first, last = c.seed_difficulty[1][1], c.seed_difficulty[#c.seed_difficulty][2]
+    lines[#lines + 1] = ("the bitcoin of %d day(s) (%s) uses quarry db seed's synthetic difficulty; "
+      .. "load the real one: quarry fetch difficulty --from %s --to %s"):format(c.seed_difficulty_days,
+      ranges_text(c.seed_difficulty, #c.seed_difficulty), first, last)
+  end
+  return #lines > 0 and table.concat(lines, "\n") or nil
+end
+
 --- The line a result whose period is not all loaded carries (footer, the
 -- CLI's note), or nil: which days, and how to load them.
 function M.coverage_note(c)
   if not c then return nil end
-  if c.loaded == c.days then return partial_note(c) end
-  local shown = {}
-  for i = 1, math.min(3, #c.missing) do
-    local r = c.missing[i]
-    shown[i] = r[1] == r[2] and r[1] or (r[1] .. ".." .. r[2])
+  local synthetic = c.synthetic and synthetic_note(c) -- a result cached before r4 has none
+  local function with(...) -- the lines given, nil ones left out
+    local lines, all = {}, table.pack(...)
+    for i = 1, all.n do if all[i] then lines[#lines + 1] = all[i] end end
+    return #lines > 0 and table.concat(lines, "\n") or nil
   end
-  local more = c.ranges > 3 and (" and %d more range(s)"):format(c.ranges - 3) or ""
+  if c.loaded == c.days then return with(partial_note(c), synthetic) end
   local how = ("load it: quarry fetch curtailment --from %s --to %s, or quarry ingest curtailment FILE")
     :format(c.missing[1][1], c.last_missing)
   if c.loaded == 0 then
     return ("no data loaded for %s: nothing to report (%s)"):format(c.from == c.to and c.from
       or (c.from .. ".." .. c.to), how)
   end
-  local partial = partial_note(c)
-  return ("no data loaded for %d of the %d days (%s%s): the figures cover the other %d only; %s%s")
-    :format(c.days - c.loaded, c.days, table.concat(shown, ", "), more, c.loaded, how,
-      partial and ("\n" .. partial) or "")
+  return with(("no data loaded for %d of the %d days (%s): the figures cover the other %d only; %s")
+    :format(c.days - c.loaded, c.days, ranges_text(c.missing, c.ranges), c.loaded, how), partial_note(c), synthetic)
 end
 
 -- Normalise what run returned into a result table.

@@ -109,7 +109,8 @@ M.report = function(q, name)
   end
   -- in every format, csv's too (it has no footer): how many days of the period hold data
   local c = result.coverage
-  local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d"):format(c.loaded, c.days) } or nil
+  local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d; synthetic=%d"):format(c.loaded, c.days,
+    c.synthetic_days or 0) } or nil
   return 200, render(result, format, cached), CONTENT[format], extra
 end
 
@@ -126,11 +127,13 @@ end
 
 -- ---- the old platform's read routes ----
 
--- The report's totals, and its coverage as two fields the old API lacked
--- (its 0 for a day nobody loaded read as a calm day): days, daysLoaded.
+-- The report's totals, and its coverage as fields the old API lacked (its 0
+-- for a day nobody loaded read as a calm day): days, daysLoaded, and
+-- daysSynthetic (days of quarry db seed's made-up data).
 local function totals_of(name, raw, out)
   local r = run_report(name, raw, false)
-  if r.coverage then out.days, out.daysLoaded = r.coverage.days, r.coverage.loaded end
+  local c = r.coverage
+  if c then out.days, out.daysLoaded, out.daysSynthetic = c.days, c.loaded, c.synthetic_days or 0 end
   return r.totals or {}
 end
 

@@ -344,4 +344,19 @@ GRANT SELECT ON curtailment_loaded_days TO quarry_reader;
 -- (docs/BENCHMARKS.md).
 ]] .. drop_index_on("curtailment_records", "lead_party_name, settlement_date"),
   },
+  {
+    version = 13,
+    name = "where loaded days and difficulty points came from: a seed's synthetic data is never taken for real",
+    sql = [[
+-- 'seed' (quarry db seed: synthetic), 'csv' (quarry ingest), 'elexon' or
+-- 'fetch' (quarry fetch, quarry ingest elexon). A seed never replaces what
+-- another source loaded, and reports name the days whose figures are
+-- synthetic. NULL: loaded before quarry kept the source (a fetched day is
+-- known from elexon_fetch_days).
+ALTER TABLE curtailment_loaded_days ADD COLUMN source text CHECK (source IN ('seed', 'csv', 'elexon'));
+UPDATE curtailment_loaded_days l SET source = 'elexon' FROM elexon_fetch_days f
+  WHERE f.settlement_date = l.settlement_date;
+ALTER TABLE bitcoin_difficulty ADD COLUMN source text CHECK (source IN ('seed', 'csv', 'fetch'));
+]],
+  },
 }

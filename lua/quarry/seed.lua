@@ -189,9 +189,13 @@ function M.run(db, opts)
   local res
   local ok, err = db:transaction(function(tx)
     tx:expect_long_hold()
-    ingest.difficulty(tx, "seed difficulty", nil, diff)
+    -- what another source loaded is never replaced: said before any work
+    -- (ingest checks again with the dates locked)
+    ingest.refuse_over_real(tx, M.dates(from, to), "replace")
+    ingest.difficulty(tx, "seed difficulty", nil, diff, { source = "seed", quiet = true }) -- said once committed
     -- every day of the range: the calm ones are loaded too, as days without curtailment
-    res = ingest.curtailment(tx, "seed curtailment", nil, curt, { dates = M.dates(from, to) })
+    res = ingest.curtailment(tx, "seed curtailment", nil, curt, { dates = M.dates(from, to), source = "seed",
+                                                                   quiet = true })
   end)
   for _, f in ipairs({ diff, curt }) do
     if io.type(f) == "file" then f:close() end -- ingest closes what it read

@@ -129,3 +129,95 @@ describe("a seed stopped part-way", function()
   end)
 end)
 
+describe("a seed beside real data", function()
+  local url, sdb
+  local function q(args) return h.quarry(args, { DATABASE_URL = url, QUARRY_CACHE = "off" }) end
+  local function csv(lines) return h.write(h.tmpname(".csv"), table.concat(lines, "\n") .. "\n") end
+  local HEAD = "settlement_date,settlement_period,farm_id,lead_party_name,volume,payment,original_price,final_price,"
+    .. "so_flag,cadl_flag"
+  local function curtailment(date)
+    return csv({ HEAD, date .. ",20,T_REAL-1,Real Wind Ltd,-10.000,-500.00,-50.00,-50.00,true,false" })
+  end
+  local function difficulty(date)
+    local r = sdb:query_one("SELECT difficulty::text AS d, source FROM bitcoin_difficulty WHERE effective_date = $1",
+      date)
+    return r.d .. " " .. r.source
+  end
+  setup(function()
+    url, sdb = h.scratch_database("seed_beside_real")
+    assert.are.equal(0, select(3, q("db migrate")))
+    local _, err, code = q("ingest difficulty " .. csv({ "date,difficulty", "2024-04-01,85000000000000",
+      "2024-04-25,90000000000000", "2024-05-10,91000000000000" }))
+    assert.are.equal(0, code, err)
+    for _, d in ipairs({ "2024-04-20", "2024-05-10" }) do
+      _, err, code = q("ingest curtailment " .. curtailment(d))
+      assert.are.equal(0, code, err)
+    end
+  end)
+  teardown(function()
+    sdb:close()
+    h.drop_database("seed_beside_real")
+  end)
+
+  local function unchanged()
+    local days = {}
+    for _, r in ipairs(sdb:query("SELECT settlement_date::text AS d, source FROM curtailment_loaded_days ORDER BY 1")) do
+      days[#days + 1] = r.d .. " " .. r.source
+    end
+    assert.are.same({ "2024-04-20 csv", "2024-05-10 csv" }, days)
+    assert.are.equal("90000000000000 csv", difficulty("2024-04-25"))
+    assert.are.equal(2, sdb:query_one("SELECT count(*)::int AS n FROM curtailment_records").n)
+  end
+
+  it("refuses to replace a day another source loaded, committing nothing", function()
+    local _, err, code = q("db seed --from 2024-05-09 --to 2024-05-11")
+    assert.are.equal(2, code, err)
+    assert.matches("quarry db seed writes synthetic data and would replace 1 day%(s%) loaded by quarry ingest "
+      .. "curtailment %(2024%-05%-10%)", err)
+    unchanged()
+  end)
+
+  it("refuses to change the difficulty in force on a day another source loaded", function()
+    -- its point of 2024-04-11 would be in force on 2024-04-20 instead of the loaded one of 2024-04-01
+    local _, err, code = q("db seed --from 2024-04-10 --to 2024-04-15")
+    assert.are.equal(2, code, err)
+    assert.matches("would change the difficulty in force on 1 day%(s%) loaded by quarry ingest curtailment "
+      .. "%(2024%-04%-20%)", err)
+    unchanged()
+  end)
+
+  it("seeds around real data without replacing its difficulty, and reports say which days are synthetic", function()
+    -- its points of 2024-04-25 (one is loaded there), 05-09 and 05-23 change no loaded day's difficulty
+    local _, err, code = q("db seed --from 2024-05-20 --to 2024-05-24")
+    assert.are.equal(0, code, err)
+    assert.are.equal("90000000000000 csv", difficulty("2024-04-25")) -- the loaded point kept
+    assert.matches(" seed$", difficulty("2024-05-23"))
+    assert.are.equal("seed", sdb:query_one([[SELECT source FROM curtailment_loaded_days
+      WHERE settlement_date = '2024-05-20']]).source)
+    local out
+    out, err, code = q("report monthly --month 2024-05 --format json")
+    assert.are.equal(0, code, err)
+    local c = cjson.decode(out).coverage
+    assert.are.same({ { "2024-05-20", "2024-05-24" } }, c.synthetic)
+    assert.are.same({ 5, 6, 0 }, { c.synthetic_days, c.loaded, c.seed_difficulty_days })
+    assert.matches("quarry: 5 of the 31 days are synthetic data from quarry db seed, not real curtailment "
+      .. "%(2024%-05%-20..2024%-05%-24%)", err)
+    out = q("report monthly --month 2024-05")
+    assert.matches("5 of the 31 days are synthetic data from quarry db seed", out)
+  end)
+
+  it("says when real curtailment's bitcoin rests on a seed's difficulty point", function()
+    local _, err, code = q("db seed --from 2024-08-01 --to 2024-08-05")
+    assert.are.equal(0, code, err)
+    _, err, code = q("ingest curtailment " .. curtailment("2024-08-06")) -- its difficulty: the seed's of 2024-08-01
+    assert.are.equal(0, code, err)
+    local out
+    out, err, code = q("report daily --date 2024-08-06 --format json")
+    assert.are.equal(0, code, err)
+    local c = cjson.decode(out).coverage
+    assert.are.same({ { "2024-08-06", "2024-08-06" } }, c.seed_difficulty)
+    assert.are.same({ 0, 1 }, { c.synthetic_days, c.seed_difficulty_days })
+    assert.matches("the bitcoin of 1 day%(s%) %(2024%-08%-06%) uses quarry db seed's synthetic difficulty; load the "
+      .. "real one: quarry fetch difficulty %-%-from 2024%-08%-06 %-%-to 2024%-08%-06", err)
+  end)
+end)

@@ -264,20 +264,20 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     assert.are.equal(200, status)
     local m = cjson.decode(body)
     assert.are.same({ yearMonth = "2031-05", totalCurtailedEnergy = 65, totalPayment = 4075, days = 31,
-                      daysLoaded = 31 }, m)
+                      daysLoaded = 31, daysSynthetic = 0 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/summary/daily/2031-05-01?leadParty=Dorenell%20Windfarm%20Limited"))))
     assert.are.same({ date = "2031-05-01", totalCurtailedEnergy = 20, totalPayment = 1600,
-                      leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1 }, m)
+                      leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1, daysSynthetic = 0 }, m)
     -- a report in csv, which has no footer, says in a header how many days hold data
     local _, csv, head = get(s.url .. "/reports/monthly?month=2031-05&format=csv")
     assert.matches("^settlement_date,", csv)
-    assert.matches("\r\nQuarry%-Coverage: loaded=31; days=31\r\n", head)
+    assert.matches("\r\nQuarry%-Coverage: loaded=31; days=31; synthetic=0\r\n", head)
     _, _, head = get(s.url .. "/reports/monthly?month=2032-02&format=csv")
-    assert.matches("\r\nQuarry%-Coverage: loaded=0; days=29\r\n", head)
+    assert.matches("\r\nQuarry%-Coverage: loaded=0; days=29; synthetic=0\r\n", head)
     -- a month nobody loaded: its 0 is no data, and says so
     m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2032-02"))))
     assert.are.same({ yearMonth = "2032-02", totalCurtailedEnergy = 0, totalPayment = 0, days = 29,
-                      daysLoaded = 0 }, m)
+                      daysLoaded = 0, daysSynthetic = 0 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/mining-potential/daily?date=2031-05-02&minerModel=S9"))))
     local report = cjson.decode((h.quarry("report daily --date 2031-05-02 --miner S9 --format json --no-cache", ENV)))
     assert.are.equal(tonumber(report.totals.btc_S9), m.bitcoinMined)

@@ -36,6 +36,34 @@ describe("services", function()
     out, err, code = h.quarry("report daily --date 2031-05-01 --format csv", env)
     assert.are.equal(0, code, err)
     assert.matches("^farm_id,", out)
+    -- README's first command: the demo, on these services
+    out, err, code = h.quarry("demo", env)
+    assert.are.equal(0, code, err)
+    assert.matches("total: 295053.765 MWh curtailed, £13439443.69 paid, 606.112938260662 BTC (S19J_PRO)", out, 1, true)
+    assert.matches("synthetic data from quarry db seed, not real curtailment (2024-03-01..2024-03-31)", out, 1, true)
+    assert.matches("<html", h.read(home .. "/demo-monthly-2024-03.html") or "", 1, true)
+    -- a day loaded from a file since is real data: a second demo leaves it, and says so (exit 2)
+    local file = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
+      .. "payment,original_price,final_price,so_flag,cadl_flag\n"
+      .. "2024-03-12,20,T_REAL-1,Real Wind Ltd,-10.000,-500.00,-50.00,-50.00,true,false\n")
+    _, err, code = h.quarry("ingest curtailment " .. h.shell_quote(file), env)
+    assert.are.equal(0, code, err)
+    out, err, code = h.quarry("demo", env)
+    assert.are.equal(2, code, err)
+    assert.matches("would replace 1 day(s) loaded by quarry ingest curtailment (2024-03-12); the demo leaves them",
+      err, 1, true)
+    out = h.quarry("report daily --date 2024-03-12 --format csv", env)
+    assert.matches("\nT_REAL%-1,", out)
+    assert.is_nil(out:find("T_SGRWO", 1, true))
+  end)
+
+  it("runs the demo only on the embedded services, never on a database DATABASE_URL names", function()
+    local before = h.db():query_one("SELECT count(*)::int AS n FROM curtailment_loaded_days").n
+    local _, err, code = h.quarry("demo", { DATABASE_URL = h.database_url() }) -- the test database, named
+    assert.are.equal(2, code, err)
+    assert.matches("quarry demo writes synthetic data into the embedded default services, and DATABASE_URL names "
+      .. "another database", err, 1, true)
+    assert.are.equal(before, h.db():query_one("SELECT count(*)::int AS n FROM curtailment_loaded_days").n)
   end)
 
   it("has no URLs for a state folder where nothing was started", function()

@@ -83,7 +83,7 @@ function commands.report(args)
   end
   -- a csv or a file has no footer a person reads: the missing days are said here too
   local note = report.coverage_note(run.result.coverage)
-  if note and (args.output or args.format ~= "table") then cli.note("quarry: " .. note) end
+  if note and (args.output or args.format ~= "table") then cli.note("quarry: " .. note:gsub("\n", "\nquarry: ")) end
   return 0
 end
 
@@ -111,13 +111,30 @@ function commands.plugins()
 end
 
 function commands.demo()
+  -- Three months of synthetic data go into the database: only into quarry's
+  -- own, never one DATABASE_URL names (the old platform's variable, likely
+  -- set on an analyst's machine to the real database).
+  local cfg = quarry.settings()
+  if not cfg.embedded_db then
+    cli.usage_error(("quarry demo writes synthetic data into the embedded default services, and %s names another "
+      .. "database; run it without (env -u DATABASE_URL quarry demo), or seed that one on purpose: quarry db seed")
+      :format(cfg.source.database_url == "flag" and "--database-url" or
+        (cfg.database_url and "DATABASE_URL" or "a PG* variable (PGHOST, PGSERVICE or PGDATABASE)")))
+  end
   local report = cli.reports()
   local formats = require "quarry.formats"
   local db = quarry.db
   require("quarry.migrate").up(db)
   cli.note("demo: embedded services up, schema migrated")
-  local r = require("quarry.seed").run(db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
-                                             cache = cli.cache_if_on() })
+  local ok, r = pcall(require("quarry.seed").run, db, { from = "2024-01-01", to = "2024-03-31", scale = 1,
+                                                        cache = cli.cache_if_on() })
+  if not ok then
+    if type(r) == "table" and r.code == "usage" then -- real data there: left as it is
+      cli.usage_error(("demo: %s; the demo leaves them as they are (QUARRY_HOME=DIR quarry demo runs it on "
+        .. "services of its own)"):format(tostring(r.message):gsub("; seed other dates.*$", "")))
+    end
+    error(r, 0)
+  end
   local same = r.dates - r.changed -- a second demo finds them stored: nothing to compute again
   cli.note(("demo: seeded 2024-01..03: %d curtailment rows%s, %d bitcoin rows computed, in %.1f s")
     :format(r.rows, same > 0 and (" (%d of %d dates unchanged)"):format(same, r.dates) or "", r.bitcoin_rows,
