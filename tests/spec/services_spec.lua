@@ -48,7 +48,7 @@ describe("services", function()
       .. "2024-03-12,20,T_REAL-1,Real Wind Ltd,-10.000,-500.00,-50.00,-50.00,true,false\n")
     _, err, code = h.quarry("ingest curtailment " .. h.shell_quote(file), env)
     assert.are.equal(0, code, err)
-    out, err, code = h.quarry("demo", env)
+    _, err, code = h.quarry("demo", env)
     assert.are.equal(2, code, err)
     assert.matches("would replace 1 day(s) loaded by quarry ingest curtailment (2024-03-12); the demo leaves them",
       err, 1, true)
