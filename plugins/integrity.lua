@@ -77,6 +77,13 @@ return {
       rows[#rows + 1] = { problem = "dates with no data loaded (quarry fetch curtailment or ingest loads them)",
                           date = m[1], detail = m[1] == m[2] and "" or ("to " .. m[2]), count = m[3] }
     end
+    -- Real rows whose bitcoin rests on a difficulty point quarry db seed
+    -- made up (loaded over a seeded range): a fetch of the real one mends it.
+    for _, m in ipairs(cov.seed_difficulty) do
+      rows[#rows + 1] = { problem = "dates whose bitcoin uses quarry db seed's synthetic difficulty",
+                          date = m[1], detail = ("quarry fetch difficulty --from %s --to %s"):format(m[1], m[2]),
+                          count = m[3] }
+    end
     -- Days whose rollup rows disagree with their raw rows (a write made
     -- outside quarry): 'quarry rollup refresh --date D' mends them.
     for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do

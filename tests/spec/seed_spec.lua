@@ -219,5 +219,9 @@ describe("a seed beside real data", function()
     assert.are.same({ 0, 1 }, { c.synthetic_days, c.seed_difficulty_days })
     assert.matches("the bitcoin of 1 day%(s%) %(2024%-08%-06%) uses quarry db seed's synthetic difficulty; load the "
       .. "real one: quarry fetch difficulty %-%-from 2024%-08%-06 %-%-to 2024%-08%-06", err)
+    out, err, code = q("report integrity --month 2024-08 --format csv")
+    assert.are.equal(0, code, err)
+    assert.matches("\ndates whose bitcoin uses quarry db seed's synthetic difficulty,2024%-08%-06,quarry fetch difficulty "
+      .. "%-%-from 2024%-08%-06 %-%-to 2024%-08%-06,1\r?\n", out)
   end)
 end)
