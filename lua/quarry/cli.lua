@@ -154,7 +154,7 @@ main = function(argv, info)
   if not ok then
     fail(args)
     local path = command_path(parser, head)
-    if plugin then path = path .. " " .. plugin.name end
+    if plugin and plugin.name then path = path .. " " .. plugin.name end
     io.stderr:write(("Try 'quarry %s--help'.\n"):format(path ~= "" and path .. " " or ""))
     return EXIT_USAGE
   end

@@ -114,6 +114,12 @@ describe("a plugin's own params", function()
           from, to, p.min_mwh, p.unit == "gwh" and 1000 or 1)
       end }]])
     local env = env_for(dir)
+    -- `quarry report --help` with no report named lists every report's params, this one's and the shipped ones'
+    local help = h.quarry("report --help", env)
+    for _, flag in ipairs({ "%-%-min%-mwh", "%-%-unit <unit> +One of: mwh, gwh%.", "%-%-quarter", "%-%-sort",
+                            "%-%-by <by> +One of: farm, lead_party, day, month%." }) do
+      assert.matches(flag, help)
+    end
     local out, err, code = h.quarry("report above --month 2031-05 --min-mwh 31 --unit gwh --format json", env)
     assert.are.equal(0, code, err)
     local r = cjson.decode(out)

@@ -74,16 +74,50 @@ function M.reports()
   return report
 end
 
+-- Every installed report's params as one set, for `quarry report --help`
+-- with no report named: a choice's choices and an integer's bounds are those
+-- of all of them; defaults and "required" belong to each report, not here.
+local function all_params()
+  local all = M.reports().all(services.root())
+  local names = {}
+  for n in pairs(all) do names[#names + 1] = n end
+  table.sort(names)
+  local merged = {}
+  for _, n in ipairs(names) do
+    for pname, spec in pairs(all[n].params) do
+      local m = merged[pname]
+      if not m then
+        m = { type = spec.type, min = spec.min, max = spec.max, choices = spec.choices and {} }
+        merged[pname] = m
+      elseif m.type == "integer" then
+        m.min = m.min and spec.min and math.min(m.min, spec.min)
+        m.max = m.max and spec.max and math.max(m.max, spec.max)
+      end
+      if m.choices and spec.choices then
+        local have = {}
+        for _, c in ipairs(m.choices) do have[c] = true end
+        for _, c in ipairs(spec.choices) do if not have[c] then m.choices[#m.choices + 1] = c end end
+      end
+    end
+  end
+  return merged
+end
+
 -- The plugin `quarry report NAME` names, loaded before the command line is
 -- parsed so that its own params become flags; nil when there is none or it
--- does not load (the report command then says why).
+-- does not load (the report command then says why). With no name yet (`quarry
+-- report --help`), a stand-in without a name whose params are every report's.
 function M.report_plugin(head)
   local i = 1
   while head[i] and head[i]:sub(1, 1) == "-" do
     i = i + ((M.VALUED[head[i]] and not head[i]:find("=", 1, true)) and 2 or 1)
   end
-  local name = head[i] == "report" and head[i + 1]
-  if not name or name:sub(1, 1) == "-" then return nil end
+  if head[i] ~= "report" then return nil end
+  local name = head[i + 1]
+  if not name or name:sub(1, 1) == "-" then
+    local ok, params = pcall(all_params)
+    return ok and { params = params } or nil
+  end
   local ok, plugin = pcall(function() return M.reports().find(services.root(), name) end)
   return ok and plugin or nil
 end

@@ -7,13 +7,6 @@ local services = require "quarry.services"
 
 local M = { commands = {} }
 local commands = M.commands
--- The params of the shipped reports: the flags `quarry report --help` shows
--- when no report is named (with one, its own params are the flags).
-local REPORT_PARAMS = {
-  date = { type = "date" }, month = { type = "month" }, year = { type = "year" }, miner = { type = "miner" },
-  farm = { type = "farm" }, lead_party = { type = "lead_party" },
-  by = { type = "choice", choices = { "farm", "lead_party" } }, limit = { type = "integer", min = 1 },
-}
 
 
 function M.define(p, info, plugin) -- luacheck: ignore 212
@@ -28,7 +21,7 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   -- The params of the report asked for are its flags (lua/quarry/params.lua
   -- gives their help): a plugin's own params need no edit here.
   local params = require "quarry.params"
-  local own, names = plugin and plugin.params or REPORT_PARAMS, {}
+  local own, names = plugin and plugin.params or {}, {} -- with no report named, every report's (cli/common.lua)
   for name, spec in pairs(own) do
     if not params.problem(name, spec) then names[#names + 1] = name end
   end
