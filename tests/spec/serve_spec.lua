@@ -550,10 +550,19 @@ describe("quarry serve under pressure", function()
     assert.matches('quarry_cache_events_total{worker="%d+",event="errors"} [1-9]', metrics)
   end)
 
+  it("takes localhost for the loopback address", function()
+    local s = start("--listen localhost:0")
+    finally(function() stop(s) end)
+    assert.are.equal(200, (get(s.url .. "/healthz")))
+  end)
+
   it("refuses bad flags before listening", function()
-    local _, err, code = h.quarry("serve --listen localhost:80")
-    assert.are.equal(2, code)
-    assert.matches("%-%-listen takes IPV4:PORT", err)
+    local _, err, code
+    for _, bad in ipairs({ "example.org:80", "[::1]:8080", ":8080", "127.0.0.1" }) do
+      _, err, code = h.quarry("serve --listen " .. bad)
+      assert.are.equal(2, code, bad)
+      assert.matches("%-%-listen takes IPV4:PORT %(or localhost:PORT%)", err)
+    end
     _, err, code = h.quarry("serve --workers 0")
     assert.are.equal(2, code)
     assert.matches("%-%-workers must be an integer from 1 to 256", err)

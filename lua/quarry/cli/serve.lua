@@ -18,8 +18,9 @@ function M.define(p)
 end
 
 function commands.serve(args)
-  local host, port = tostring(args.listen):match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
-  if not host then cli.usage_error("--listen takes IPV4:PORT, e.g. 127.0.0.1:8080") end
+  local listen = tostring(args.listen):gsub("^localhost:", "127.0.0.1:") -- what people type for loopback
+  local host, port = listen:match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
+  if not host then cli.usage_error("--listen takes IPV4:PORT (or localhost:PORT), e.g. 127.0.0.1:8080") end
   port = tonumber(port)
   if port > 65535 then cli.usage_error("--listen: the port must be at most 65535") end
   local workers = cli.int_flag(args.workers, "--workers", "an integer from 1 to 256", 256)
