@@ -163,6 +163,9 @@ describe("a plugin folder with a file that does not load", function()
     assert.are.equal(1, code, err) -- the listing is not whole, and the exit says so
     assert.matches("\nfine +Works\n", "\n" .. out)
     assert.matches("\nmonthly ", out) -- the shipped folder too
+    -- each param with what it may be: a choice's choices, an integer's bounds, the default
+    assert.matches("\n +%-%-sort curtailed_mwh|paid_gbp|btc %(default curtailed_mwh%)\n", out)
+    assert.matches("\n +%-%-limit INTEGER %(1..10000%) %(default 20%)\n", out)
     assert.matches("halfdone%.lua:1: .* %(not listed%)", err)
     out, err, code = h.quarry("report fine --format csv", env)
     assert.are.equal(0, code, err)

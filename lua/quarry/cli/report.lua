@@ -90,7 +90,12 @@ function commands.plugins()
     local pl = all[n]
     local params = {}
     for pname, spec in pairs(pl.params) do
-      params[#params + 1] = ("--%s %s%s%s"):format(pname:gsub("_", "-"), spec.type:upper(),
+      -- what the value may be, at a glance: a choice's choices, an integer's bounds
+      local what = spec.choices and table.concat(spec.choices, "|") or spec.type:upper()
+      if spec.type == "integer" and (spec.min or spec.max) then
+        what = ("%s (%s..%s)"):format(what, spec.min or "", spec.max or "")
+      end
+      params[#params + 1] = ("--%s %s%s%s"):format(pname:gsub("_", "-"), what,
         spec.required and " (required)" or "", spec.default ~= nil and (" (default " .. tostring(spec.default) .. ")")
         or "")
     end
