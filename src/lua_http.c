@@ -321,11 +321,20 @@ static struct evhttp_request *live_req(lua_State *L)
 
 static int l_req_method(lua_State *L)
 {
+    const char *name = "OTHER";
     switch (evhttp_request_get_command(live_req(L))) {
-    case EVHTTP_REQ_GET: lua_pushliteral(L, "GET"); break;
-    case EVHTTP_REQ_HEAD: lua_pushliteral(L, "HEAD"); break;
-    default: lua_pushliteral(L, "OTHER"); break;
+    case EVHTTP_REQ_GET: name = "GET"; break;
+    case EVHTTP_REQ_HEAD: name = "HEAD"; break;
+    case EVHTTP_REQ_POST: name = "POST"; break;
+    case EVHTTP_REQ_PUT: name = "PUT"; break;
+    case EVHTTP_REQ_DELETE: name = "DELETE"; break;
+    case EVHTTP_REQ_OPTIONS: name = "OPTIONS"; break;
+    case EVHTTP_REQ_TRACE: name = "TRACE"; break;
+    case EVHTTP_REQ_CONNECT: name = "CONNECT"; break;
+    case EVHTTP_REQ_PATCH: name = "PATCH"; break;
+    default: break;
     }
+    lua_pushstring(L, name);
     return 1;
 }
 

@@ -178,7 +178,8 @@ local function error_answer(err)
 end
 
 --- Serve on host:port until SIGTERM. opts: max_inflight (64),
--- request_timeout_s (60), on_listen(port) (called once listening); with
+-- request_timeout_s (60), on_listen(port) (called once listening),
+-- access_log (a log line for every request answered); with
 -- several workers, worker (this one's number), workers (how many) and slots
 -- (core.shared_slots, one per worker: /metrics answers for all).
 function M.worker(host, port, opts)
@@ -196,11 +197,18 @@ function M.worker(host, port, opts)
   local deadlines = {} -- {at = ns, req =, id = task} -> true, for the requests in flight
   local draining = false
 
+  local access_log = opts.access_log
   local function answer(req, route, t0, status, body, ctype, extra)
     local headers = { ["Content-Type"] = ctype or "application/json" }
     for k, v in pairs(extra or {}) do headers[k] = v end -- a route's own (routes.lua: Quarry-Coverage)
+    local method, uri = access_log and req:method(), access_log and req:uri() -- the request is gone once answered
     req:reply(status, body, headers)
-    observe(m, route, status, (core.now_ns() - t0) / 1e9)
+    local secs = (core.now_ns() - t0) / 1e9
+    observe(m, route, status, secs)
+    if access_log then
+      quarry.log.info(("%s %s %d"):format(method, require("quarry.formats").visible(uri), status),
+        { module = "http", context = { ms = math.floor(secs * 1e5 + 0.5) / 100, bytes = #(body or "") } })
+    end
   end
 
   local function handle(req)
@@ -209,7 +217,8 @@ function M.worker(host, port, opts)
     if #uri > M.MAX_URL then
       return answer(req, "other", t0, 414, error_body("usage", ("the URL is longer than %d bytes"):format(M.MAX_URL)))
     end
-    if req:method() == "OTHER" then -- every route only reads
+    local method = req:method()
+    if method ~= "GET" and method ~= "HEAD" then -- every route only reads
       return answer(req, "other", t0, 405, error_body("method", "quarry serve answers GET and HEAD only"), nil,
         { Allow = "GET, HEAD" })
     end

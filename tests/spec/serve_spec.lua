@@ -556,6 +556,19 @@ describe("quarry serve under pressure", function()
     assert.are.equal(200, (get(s.url .. "/healthz")))
   end)
 
+  it("logs every request answered with --access-log", function()
+    local s = start("--access-log")
+    finally(function() stop(s) end)
+    assert.are.equal(200, (get(s.url .. "/healthz")))
+    assert.are.equal(404, (get(s.url .. "/no/such?x=1")))
+    assert.are.equal(405, (get(s.url .. "/healthz", nil, "DELETE")))
+    h.eventually(function() return (h.read(s.dir .. "/log") or ""):find("DELETE", 1, true) ~= nil end, true, 3)
+    local log = h.read(s.dir .. "/log")
+    assert.matches("%[http%] GET /healthz 200 bytes=%d+ ms=[%d.]+\n", log)
+    assert.matches("%[http%] GET /no/such%?x=1 404 bytes=%d+ ms=[%d.]+\n", log)
+    assert.matches("%[http%] DELETE /healthz 405 ", log)
+  end)
+
   it("refuses bad flags before listening", function()
     local _, err, code
     for _, bad in ipairs({ "example.org:80", "[::1]:8080", ":8080", "127.0.0.1" }) do

@@ -15,6 +15,7 @@ function M.define(p)
     .. "one that crashes is replaced.", "1")
   s:option("--max-inflight", "Requests one worker answers at once (503 beyond).", "64")
   s:option("--request-timeout", "Longest a request may take, s (504 beyond).", "60")
+  s:flag("--access-log", "Log every request answered: method, URL, status, time (as JSON with --log-format json).")
 end
 
 function commands.serve(args)
@@ -34,6 +35,7 @@ function commands.serve(args)
   local slots = workers > 1 and core.shared_slots(workers, 4 * 1024 * 1024) or nil
   local function run_worker(i)
     return serve.worker(host, port, { max_inflight = inflight, request_timeout_s = timeout,
+      access_log = args.access_log,
       worker = i, workers = workers, slots = slots,
       on_listen = function(p)
         cli.note(("serving http://%s:%d/ (pid %d)"):format(host, p, core.getpid()))
