@@ -16,6 +16,12 @@
  *       or nil (none yet, or being written past a few retries). Each slot
  *       has one writer (the worker of that number) and is read by any:
  *       what one worker's /metrics needs of the others.
+ *   core.fsync(file)            -> true, or nil, message: an open Lua file's
+ *       data on the disk (fsync), before a rename makes it the file a
+ *       success message names: a machine that crashes after "wrote X"
+ *       leaves X whole, not empty.
+ *   core.fsync_dir(path)        -> true, or nil, message: the directory's
+ *       entries (a rename into it) on the disk.
  *   core.stdout_status()        -> true, or nil, message, errno: whether all
  *       written to standard output reached it (flushed now). A report sent to
  *       a full disk must not end in exit 0; print() and io.write keep no
@@ -25,6 +31,7 @@
 #include "lua_quarry.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -245,6 +252,35 @@ static int l_slots_gc(lua_State *L)
     return 0;
 }
 
+static int l_fsync(lua_State *L)
+{
+    luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    if (!p->f || !p->closef) return luaL_error(L, "attempt to use a closed file");
+    if (fflush(p->f) != 0 || fsync(fileno(p->f)) != 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_fsync_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int ok = fd >= 0 && fsync(fd) == 0;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (!ok) {
+        luaL_pushfail(L);
+        lua_pushstring(L, strerror(e));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* Whether standard output is a pipe or socket nobody reads any more. stdio
  * keeps a failed write's flag, not its errno, so a print() that met EPIPE
  * earlier is known only from this; poll reports it as POLLERR (a pipe) or
@@ -286,6 +322,10 @@ void qr_lua_open_process(lua_State *L)
     lua_setfield(L, -2, "wait_children");
     lua_pushcfunction(L, l_shared_slots);
     lua_setfield(L, -2, "shared_slots");
+    lua_pushcfunction(L, l_fsync);
+    lua_setfield(L, -2, "fsync");
+    lua_pushcfunction(L, l_fsync_dir);
+    lua_setfield(L, -2, "fsync_dir");
     static const luaL_Reg slot_methods[] = {{"put", l_slots_put}, {"get", l_slots_get}, {NULL, NULL}};
     luaL_newmetatable(L, SLOTS_MT);
     luaL_newlib(L, slot_methods);

@@ -42,8 +42,9 @@ local function write_flushed(f, text)
   return ok, err
 end
 
---- Write text to path whole or not at all: a file beside it, flushed and
--- closed with every error checked, then renamed over path. On any failure
+--- Write text to path whole or not at all: a file beside it, flushed,
+-- synced and closed with every error checked, then renamed over path (and
+-- the directory synced). On any failure
 -- the file beside it is removed and path is left as it was. Devices
 -- (/dev/stdout, /dev/null, a fifo under /proc) are written straight.
 function M.replace(path, text)
@@ -54,12 +55,16 @@ function M.replace(path, text)
     check(path, ok, werr)
     return
   end
-  local tmp = ("%s.tmp.%d"):format(path, require("quarry.core").getpid()) -- two writers never share one
+  local core = require "quarry.core"
+  local tmp = ("%s.tmp.%d"):format(path, core.getpid()) -- two writers never share one
   local f = open(tmp, path)
   local ok, werr = write_flushed(f, text)
+  if ok then ok, werr = core.fsync(f) end -- on the disk before its name says "written"
   local closed, cerr = f:close()
   if ok and not closed then ok, werr = false, cerr end
   if ok then ok, werr = os.rename(tmp, path) end
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  if ok then ok, werr = core.fsync_dir(dir == "" and "/" or dir) end -- and the rename too
   if not ok then
     os.remove(tmp)
     check(path, false, werr)
