@@ -188,11 +188,26 @@ M["/api/lead-parties"] = function()
   return 200, cjson.encode(names), CONTENT.json
 end
 
+-- What a browser opened on the server's address finds: the routes there are.
+M["/"] = function()
+  local api = {}
+  for path in pairs(M) do
+    if type(path) == "string" and path:match("^/api/") then
+      api[#api + 1] = path .. (path:match("/api/summary/") and "/:value"
+        or (path:match("/api/mining%-potential/[my]") and "/:value") or "")
+    end
+  end
+  table.sort(api)
+  return 200, cjson.encode({ reports = "/reports", report = "/reports/NAME?param=value&format=json|csv|tsv|html",
+    healthz = "/healthz", metrics = "/metrics", api = api }), CONTENT.json
+end
+
 --- The route of a path: fn, and the value in its last segment (a date,
 -- a month, a report's name), or nil.
 function M.find(path)
   if M[path] and path:sub(1, 1) == "/" then return M[path] end
-  local name = path:match("^/reports/([%w_]+)$")
+  if path:sub(-1) == "/" and #path > 1 and M[path:sub(1, -2)] then return M[path:sub(1, -2)] end -- /reports/
+  local name = path:match("^/reports/([%w_]+)/?$")
   if name then return M.report, name end
   local base, value = path:match("^(/api/[%w%-]+/[%w]+)/([^/]+)$")
   if base and M[base] then return M[base], value end

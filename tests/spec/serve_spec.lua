@@ -185,6 +185,17 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     assert.are.equal(1, #broken)
     assert.are.equal("halfdone.lua", broken[1].file)
     assert.matches("halfdone%.lua:1:", broken[1].message)
+    -- a trailing slash is the same route; the server's root lists the routes
+    local again
+    status, again = get(s.url .. "/reports/")
+    assert.are.same({ 200, cjson.decode(body) }, { status, cjson.decode(again) })
+    assert.are.equal((select(2, get(s.url .. "/reports/monthly?month=2031-05&format=csv"))),
+      (select(2, get(s.url .. "/reports/monthly/?month=2031-05&format=csv"))))
+    status, body = get(s.url .. "/")
+    assert.are.equal(200, status)
+    local index = cjson.decode(body)
+    assert.are.equal("/reports", index.reports)
+    assert.truthy(index.api[1]:match("^/api/"), body)
   end)
 
   it("answers errors as JSON with the CLI's message and the right status", function()
