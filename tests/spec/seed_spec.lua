@@ -224,4 +224,11 @@ describe("a seed beside real data", function()
     assert.matches("\ndates whose bitcoin uses quarry db seed's synthetic difficulty,2024%-08%-06,quarry fetch difficulty "
       .. "%-%-from 2024%-08%-06 %-%-to 2024%-08%-06,1\r?\n", out)
   end)
+
+  it("says in db status what each source loaded", function()
+    local out, err, code = q("db status")
+    assert.are.equal(0, code, err)
+    assert.matches("\nloaded days: csv 3 %(2024%-04%-20..2024%-08%-06%), seed 10 %(2024%-05%-20..2024%-08%-05%)\n", out)
+    assert.matches("\ndifficulty points: csv 3 %(2024%-04%-01..2024%-05%-10%), seed %d+ %(", out)
+  end)
 end)

@@ -57,6 +57,32 @@ local function seed_command(args)
   return 0
 end
 
+-- What the database holds, by where it came from (schema version 13): which
+-- days are real and which a seed made up, at a glance.
+local SOURCES = [[
+SELECT 'loaded days' AS what, coalesce(source, 'unrecorded') AS source, count(*)::int AS n,
+       min(settlement_date)::text AS first, max(settlement_date)::text AS last
+FROM curtailment_loaded_days GROUP BY 1, 2
+UNION ALL
+SELECT 'difficulty points', coalesce(source, 'unrecorded'), count(*)::int, min(effective_date)::text,
+       max(effective_date)::text
+FROM bitcoin_difficulty GROUP BY 1, 2
+UNION ALL
+SELECT 'daily prices', NULL, count(*)::int, min(price_date)::text, max(price_date)::text FROM bitcoin_prices
+HAVING count(*) > 0
+ORDER BY 1 DESC, 2]]
+
+local function data_summary(db)
+  local lines, order = {}, {}
+  for _, r in ipairs(db:query(SOURCES)) do
+    if not lines[r.what] then lines[r.what], order[#order + 1] = {}, r.what end
+    local part = ("%d (%s..%s)"):format(r.n, r.first, r.last)
+    lines[r.what][#lines[r.what] + 1] = r.source and (r.source .. " " .. part) or part
+  end
+  if #order == 0 then print("data: none loaded yet (quarry fetch or ingest; quarry db seed makes some up)") end
+  for _, what in ipairs(order) do print(("%s: %s"):format(what, table.concat(lines[what], ", "))) end
+end
+
 function commands.db(args)
   if args.db_command == "seed" then return seed_command(args) end
   if args.db_command == "psql" then return psql_command(args) end
@@ -87,6 +113,7 @@ function commands.db(args)
     return cli.EXIT_RUNTIME
   end
   if pending > 0 then print(("%d migration(s) pending: run 'quarry db migrate'"):format(pending)) end
+  if pending == 0 then data_summary(db) end
   return 0
 end
 
