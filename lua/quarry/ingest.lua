@@ -375,6 +375,15 @@ function M.refuse_over_real(tx, dates, why)
     table.concat(by, " and "), table.concat(shown, ", "), #ranges > 3 and ", ..." or ""))
 end
 
+-- Per date of $1 being rewritten, the stored rows of farms the file has no
+-- row of that date for: what replacing the date whole would remove unasked.
+local DROPPED_FARMS = [[SELECT c.settlement_date::text AS d, count(DISTINCT c.farm_id)::int AS farms,
+    count(*)::int AS rows, min(c.farm_id) AS example
+  FROM curtailment_records c
+  WHERE c.settlement_date = ANY($1::date[])
+    AND NOT EXISTS (SELECT 1 FROM quarry_typed t WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)
+  GROUP BY 1 ORDER BY 1]]
+
 --- Replace the curtailment of the staged dates. source: what loads them
 -- ('csv', 'elexon', 'seed': curtailment_loaded_days.source); a seed
 -- refuses dates another source loaded.
@@ -392,6 +401,7 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
     if not rules.check_date(r.d) or r.periods_ok ~= true then slow("staged rows refused") end
     present[#present + 1] = r.d
   end
+  local whole = dates ~= nil -- the caller says the file holds these dates whole
   if not dates then
     dates = present
   else
@@ -416,6 +426,21 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
   if stored then
     changed = {}
     for _, r in ipairs(tx:query(CHANGED_DATES, arr)) do changed[#changed + 1] = r.d end
+    if #changed > 0 and not whole then
+      -- A file of some farms' rows of a day (a correction of one farm)
+      -- would remove the others' rows of it: refused unless --dates says
+      -- the file is those days whole.
+      local dropped = tx:query(DROPPED_FARMS, mining.pg_array(changed))
+      if #dropped > 0 then
+        local d = dropped[1]
+        bad_input(("%s: %s holds %d stored row(s) of %d farm(s) the file has no row of (%s%s)%s; a load replaces "
+          .. "each date whole, so they would go. If the file is %s whole, say so: --dates %s%s"):format(name, d.d,
+          d.rows, d.farms, d.example, d.farms > 1 and ", ..." or "",
+          #dropped > 1 and (" (and %d more date(s) like it)"):format(#dropped - 1) or "",
+          #dropped > 1 and "those dates" or "that day", dropped[1].d,
+          #dropped > 1 and (".." .. dropped[#dropped].d) or ""))
+      end
+    end
     if #changed > 0 then
       -- in a savepoint too: the table's own checks (a volume that is not
       -- negative, say) are met only here, and the full check names the line

@@ -49,8 +49,16 @@ describe("ingest curtailment", function()
   it("replaces the dates present, and only those", function()
     local path = csv({ "2031-01-03,1,T_FARR-1,Smartestenergy Limited,-1,-80,-80,-80,true,false" })
     assert.are.equal(0, select(3, ingest("curtailment", path)))
-    path = csv({ "2031-01-02,5,T_FARR-1,Smartestenergy Limited,-2,-160,-80,-80,true,false" })
-    assert.are.equal(0, select(3, ingest("curtailment", path)))
+    -- a file of one farm's rows of a day the others have rows of: refused, for it would remove them
+    local one = { "2031-01-02,5,T_FARR-1,Smartestenergy Limited,-2,-160,-80,-80,true,false" }
+    local _, err, code = ingest("curtailment", csv(one))
+    assert.are.equal(2, code, err)
+    assert.matches("2031%-01%-02 holds 3 stored row%(s%) of 2 farm%(s%) the file has no row of %(T_[%w_-]+, ...%); a "
+      .. "load replaces each date whole, so they would go%. If the file is that day whole, say so: %-%-dates 2031%-01%-02",
+      err)
+    assert.are.equal(3, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-02'"))
+    -- said whole, it is the day
+    assert.are.equal(0, select(3, ingest("curtailment --dates 2031-01-02", csv(one))))
     assert.are.equal(1, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-02'"))
     assert.are.equal(1, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-03'"))
     assert.are.equal(3, count([[SELECT count(*) AS n FROM historical_bitcoin_calculations

@@ -124,7 +124,7 @@ describe("partition", function()
     local _, rerr, rcode = q("rollup refresh --date " .. day)
     assert.are.equal(0, rcode, rerr)
     local csv = h.curtailment_csv({ "2024-01-20,7,T_SGRWO-1,Seagreen Wind Energy Limited,-12.5,-60,-5,-5,true,false" })
-    local _, err, code = q("ingest curtailment " .. csv)
+    local _, err, code = q("ingest curtailment --dates 2024-01-20 " .. csv) -- the day whole: its other farms go
     os.remove(csv)
     assert.are.equal(0, code, err)
     local expected = fingerprint()
@@ -173,7 +173,7 @@ describe("partition", function()
   it("keeps the kept plain table in step, and verify catches a difference", function()
     -- quarry's own writes work on the partitioned tables, rollups included.
     local csv = h.curtailment_csv({ "2023-12-28,9,T_DOREW-1,Dorenell Windfarm Limited,-40.5,-3240,-80,-80,true,false" })
-    local _, err, code = q("ingest curtailment " .. csv)
+    local _, err, code = q("ingest curtailment --dates 2023-12-28 " .. csv)
     os.remove(csv)
     assert.are.equal(0, code, err)
     assert.are.equal(1, db:query_one([[SELECT count(*) AS n FROM curtailment_records_y2023
@@ -278,7 +278,8 @@ describe("partition", function()
 
   it("apply runs while ingests write to the table, and loses none of their rows", function()
     local files, rcs = {}, {}
-    for i, day in ipairs({ "2024-01-21", "2024-01-22", "2023-12-23" }) do
+    local days = { "2024-01-21", "2024-01-22", "2023-12-23" }
+    for i, day in ipairs(days) do
       local lines = {}
       for j = 1, 400 do
         lines[j] = ("%s,%d,T_SGRWO-%d,Seagreen Wind Energy Limited,-%d.5,-%d,-5,-5,true,false")
@@ -292,8 +293,8 @@ describe("partition", function()
     -- the ingests one after another, alongside the apply (small batches, so they overlap)
     local ingests = {}
     for i, f in ipairs(files) do
-      ingests[i] = ("%s%s ingest curtailment %s >/dev/null 2>&1; echo $? > %s; sleep 0.2")
-        :format(env, h.shell_quote(h.bin), f, rcs[i])
+      ingests[i] = ("%s%s ingest curtailment --dates %s %s >/dev/null 2>&1; echo $? > %s; sleep 0.2") -- each day whole
+        :format(env, h.shell_quote(h.bin), days[i], f, rcs[i])
     end
     os.execute(("(%s%s partition apply curtailment_records --batch-size 200 >%s 2>%s; echo $? > %s) & "
       .. "(sleep 0.3; %s) & wait"):format(env, h.shell_quote(h.bin), applyout, applyerr, applyrc,

@@ -94,7 +94,7 @@ describe("rollups", function()
   it("follow a re-ingested date", function()
     local before = report("monthly --month 2024-01")
     local path = csv_file("2024-01-05", 300, 7)
-    local _, err, code = q("ingest curtailment " .. path)
+    local _, err, code = q("ingest curtailment --dates 2024-01-05 " .. path) -- the day whole, its other farms gone
     os.remove(path)
     assert.are.equal(0, code, err)
     local after = report("monthly --month 2024-01")
@@ -181,14 +181,15 @@ describe("rollups", function()
   end)
 
   it("stay exact under parallel ingests: different dates do not wait, one date serialises", function()
-    local files = { csv_file("2024-02-20", 4000, 1), csv_file("2024-02-21", 4000, 2),
-                    csv_file("2024-02-22", 4000, 3), csv_file("2024-02-22", 3000, 4) }
+    local days = { "2024-02-20", "2024-02-21", "2024-02-22", "2024-02-22" }
+    local files = { csv_file(days[1], 4000, 1), csv_file(days[2], 4000, 2), csv_file(days[3], 4000, 3),
+                    csv_file(days[4], 3000, 4) }
     local rcs = {}
     for i = 1, #files do rcs[i] = h.tmpname(".rc") end
     local cmds = {}
     for i, f in ipairs(files) do
-      cmds[i] = ("(DATABASE_URL=%s %s ingest curtailment %s >/dev/null 2>&1; echo $? > %s) &"):format(
-        h.shell_quote(URL), h.shell_quote(h.bin), f, rcs[i])
+      cmds[i] = ("(DATABASE_URL=%s %s ingest curtailment --dates %s %s >/dev/null 2>&1; echo $? > %s) &"):format(
+        h.shell_quote(URL), h.shell_quote(h.bin), days[i], f, rcs[i])
     end
     os.execute(table.concat(cmds, " ") .. " wait")
     for i, f in ipairs(files) do

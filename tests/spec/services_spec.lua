@@ -46,7 +46,7 @@ describe("services", function()
     local file = h.write(h.tmpname(".csv"), "settlement_date,settlement_period,farm_id,lead_party_name,volume,"
       .. "payment,original_price,final_price,so_flag,cadl_flag\n"
       .. "2024-03-12,20,T_REAL-1,Real Wind Ltd,-10.000,-500.00,-50.00,-50.00,true,false\n")
-    _, err, code = h.quarry("ingest curtailment " .. h.shell_quote(file), env)
+    _, err, code = h.quarry("ingest curtailment --dates 2024-03-12 " .. h.shell_quote(file), env)
     assert.are.equal(0, code, err)
     _, err, code = h.quarry("demo", env)
     assert.are.equal(2, code, err)
