@@ -167,8 +167,8 @@ function M.store_day(db, cache, day, source)
   local f, size = rows_file(day)
   local out = {}
   local _, info = write.dated(db, cache, { tables = { "curtailment_records" } }, function(tx, w)
-    out.rows = ingest.replace_curtailment(tx, w, source .. " " .. day.date, f, COLUMNS, size, { day.date },
-      DERIVE_PAYMENT, "elexon")
+    out.rows = ingest.replace_curtailment(tx, w, source .. " " .. day.date, f, COLUMNS, size,
+      { dates = { day.date }, prepare = DERIVE_PAYMENT, source = "elexon" })
     local t = tx:query_one([[SELECT count(*)::int AS n, coalesce(sum(-volume), 0) AS mwh,
       coalesce(sum(payment), 0) AS gbp FROM curtailment_records WHERE settlement_date = $1]], day.date)
     out.mwh, out.gbp = t.mwh, t.gbp

@@ -375,6 +375,19 @@ function M.refuse_over_real(tx, dates, why)
     table.concat(by, " and "), table.concat(shown, ", "), #ranges > 3 and ", ..." or ""))
 end
 
+-- CHANGED_DATES of a merge (--farms-only): the stored rows compared are the
+-- file's farms' only, for the others' stay as they are.
+local CHANGED_FARM_DATES = CHANGED_DATES:gsub("FROM curtailment_records WHERE settlement_date = ANY%(%$1::date%[%]%)",
+  "FROM curtailment_records c WHERE settlement_date = ANY($1::date[]) AND EXISTS (SELECT 1 FROM quarry_typed t "
+    .. "WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)")
+assert(CHANGED_FARM_DATES ~= CHANGED_DATES)
+
+-- The dates of $1 a merge cannot go into: not loaded (the other farms are
+-- unknown, and the day would read as whole), or made up by a seed.
+local NOT_MERGEABLE = [[SELECT d::text AS d, l.source FROM unnest($1::date[]) AS d
+  LEFT JOIN curtailment_loaded_days l ON l.settlement_date = d
+  WHERE l.settlement_date IS NULL OR l.source = 'seed' ORDER BY 1]]
+
 -- Per date of $1 being rewritten, the stored rows of farms the file has no
 -- row of that date for: what replacing the date whole would remove unasked.
 local DROPPED_FARMS = [[SELECT c.settlement_date::text AS d, count(DISTINCT c.farm_id)::int AS farms,
@@ -384,11 +397,14 @@ local DROPPED_FARMS = [[SELECT c.settlement_date::text AS d, count(DISTINCT c.fa
     AND NOT EXISTS (SELECT 1 FROM quarry_typed t WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)
   GROUP BY 1 ORDER BY 1]]
 
---- Replace the curtailment of the staged dates. source: what loads them
--- ('csv', 'elexon', 'seed': curtailment_loaded_days.source); a seed
--- refuses dates another source loaded.
-function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, source)
-  source = source or "csv"
+--- Replace the curtailment of the staged dates. opts: dates (the dates the
+-- file holds whole; without, those present, and a file lacking farms stored
+-- for one of them is refused), prepare (SQL run on the stage), source
+-- ('csv', 'elexon', 'seed': curtailment_loaded_days.source; a seed refuses
+-- dates another source loaded), merge (replace only the file's farms of each
+-- date, which must be loaded, not by a seed).
+function M.replace_curtailment(tx, w, name, f, cols, size, opts)
+  local dates, prepare, source, merge = opts.dates, opts.prepare, opts.source or "csv", opts.merge
   local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare)
   local function slow(original)
     if not prepare then number_lines(tx) end
@@ -413,6 +429,15 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
   end
   rollup.lock_dates(tx, dates) -- before looking at what the dates hold
   if source == "seed" then M.refuse_over_real(tx, dates, "replace") end
+  if merge then
+    local bad = tx:query(NOT_MERGEABLE, mining.pg_array(dates))
+    if #bad > 0 then
+      bad_input(("%s: --farms-only replaces some farms of a loaded day, and %s %s%s; load %s whole first "
+        .. "(quarry fetch curtailment, or ingest curtailment --dates)"):format(name, bad[1].d,
+        bad[1].source and "holds made-up data from quarry db seed" or "is not loaded",
+        #bad > 1 and (" (and %d more date(s))"):format(#bad - 1) or "", #bad > 1 and "them" or "it"))
+    end
+  end
   local arr = mining.pg_array(dates)
   local stored = tx:query_one([[SELECT EXISTS (SELECT 1 FROM curtailment_records
     WHERE settlement_date = ANY($1::date[])) AS e]], arr).e
@@ -425,8 +450,8 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
   if not ok then slow(err) end
   if stored then
     changed = {}
-    for _, r in ipairs(tx:query(CHANGED_DATES, arr)) do changed[#changed + 1] = r.d end
-    if #changed > 0 and not whole then
+    for _, r in ipairs(tx:query(merge and CHANGED_FARM_DATES or CHANGED_DATES, arr)) do changed[#changed + 1] = r.d end
+    if #changed > 0 and not whole and not merge then
       -- A file of some farms' rows of a day (a correction of one farm)
       -- would remove the others' rows of it: refused unless --dates says
       -- the file is those days whole.
@@ -434,7 +459,8 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
       if #dropped > 0 then
         local d = dropped[1]
         bad_input(("%s: %s holds %d stored row(s) of %d farm(s) the file has no row of (%s%s)%s; a load replaces "
-          .. "each date whole, so they would go. If the file is %s whole, say so: --dates %s%s"):format(name, d.d,
+          .. "each date whole, so they would go. If the file is %s whole, say so: --dates %s%s; if it holds "
+          .. "only its farms' rows, --farms-only replaces just those"):format(name, d.d,
           d.rows, d.farms, d.example, d.farms > 1 and ", ..." or "",
           #dropped > 1 and (" (and %d more date(s) like it)"):format(#dropped - 1) or "",
           #dropped > 1 and "those dates" or "that day", dropped[1].d,
@@ -446,7 +472,10 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
       -- negative, say) are met only here, and the full check names the line
       local carr = mining.pg_array(changed)
       local wok, werr = tx:transaction(function(sp)
-        removed = sp:exec("DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
+        removed = sp:exec(merge and [[DELETE FROM curtailment_records c WHERE settlement_date = ANY($1::date[])
+          AND EXISTS (SELECT 1 FROM quarry_typed t WHERE t.settlement_date = c.settlement_date
+                      AND t.farm_id = c.farm_id)]]
+          or "DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
         sp:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
           .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
       end)
@@ -461,8 +490,10 @@ function M.replace_curtailment(tx, w, name, f, cols, size, dates, prepare, sourc
   -- before, a day without curtailment now): its cached reports are stale
   local listed = {}
   for _, d in ipairs(changed) do listed[d] = true end
-  for _, r in ipairs(tx:query(MARK_LOADED, arr, source)) do
-    if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
+  if not merge then -- a merge's days are loaded already, and keep their source
+    for _, r in ipairs(tx:query(MARK_LOADED, arr, source)) do
+      if r.new and not listed[r.d] then changed[#changed + 1] = r.d end
+    end
   end
   table.sort(changed)
   w:dates(changed)
@@ -476,7 +507,8 @@ end
 -- path (then path only names it); it is closed. opts.dates: the dates the
 -- file holds whole (a date of them with no row had no curtailment; a row of
 -- another date is refused); without, the dates present. opts.source: 'csv'
--- (default) or 'seed' (curtailment_loaded_days.source). opts.quiet: no log
+-- (default) or 'seed' (curtailment_loaded_days.source). opts.merge: replace
+-- only the farms the file has rows of (--farms-only). opts.quiet: no log
 -- line (a dry run, which is rolled back).
 -- Returns {rows=, dates={...} (those replaced), changed={...} (those whose
 -- rows differ from what was stored, or loaded for the first time:
@@ -487,8 +519,8 @@ function M.curtailment(db, path, cache, file, opts)
   local result = {}
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
-      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size, opts.dates, nil,
-        opts.source)
+      local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size,
+        { dates = opts.dates, source = opts.source, merge = opts.merge })
       result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
     end)
   f:close()
@@ -513,13 +545,13 @@ local DATE_TOTALS = [[SELECT d::text AS date, count(c.id)::int AS rows, coalesce
 -- error), then per date replaced {date=, before={rows=, mwh=, gbp=,
 -- loaded=}, after={...}}, and the load's result. Nothing is committed and
 -- no cached figure is touched.
-function M.preview_curtailment(db, path, dates)
+function M.preview_curtailment(db, path, dates, merge)
   local ROLLBACK = {}
   local preview = {}
   local ok, err = db:transaction(function(tx)
     local after, result
     local _, serr = tx:transaction(function(sp) -- the load, undone before the "before" is read
-      result = M.curtailment(sp, path, nil, nil, { dates = dates, quiet = true })
+      result = M.curtailment(sp, path, nil, nil, { dates = dates, merge = merge, quiet = true })
       after = sp:query(DATE_TOTALS, mining.pg_array(result.dates))
       error(ROLLBACK, 0)
     end)

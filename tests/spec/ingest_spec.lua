@@ -54,8 +54,8 @@ describe("ingest curtailment", function()
     local _, err, code = ingest("curtailment", csv(one))
     assert.are.equal(2, code, err)
     assert.matches("2031%-01%-02 holds 3 stored row%(s%) of 2 farm%(s%) the file has no row of %(T_[%w_-]+, ...%); a "
-      .. "load replaces each date whole, so they would go%. If the file is that day whole, say so: %-%-dates 2031%-01%-02",
-      err)
+      .. "load replaces each date whole, so they would go%. If the file is that day whole, say so: %-%-dates 2031%-01%-02; "
+      .. "if it holds only its farms' rows, %-%-farms%-only replaces just those", err)
     assert.are.equal(3, count("SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-02'"))
     -- said whole, it is the day
     assert.are.equal(0, select(3, ingest("curtailment --dates 2031-01-02", csv(one))))
@@ -218,6 +218,52 @@ describe("ingest curtailment", function()
     end
     assert.are.equal(before, count("SELECT count(*)::int AS n FROM curtailment_loaded_days"))
     assert.is_not_nil(db:query_one("SELECT to_regclass('bmus') AS t").t)
+  end)
+
+  it("--farms-only replaces just the file's farms of a loaded day; the others' rows and bitcoin stay", function()
+    local D = "2031-01-14"
+    assert.are.equal(0, select(3, ingest("curtailment", csv({
+      D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
+      D .. ",11,T_SGRWO-1,Seagreen Wind Energy Limited,-4,-20,-5,-5,true,false",
+      D .. ",12,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false" }))))
+    local dorew = db:query_one([[SELECT count(*)::int AS n, sum(bitcoin_mined)::text AS btc
+      FROM historical_bitcoin_calculations WHERE settlement_date = $1 AND farm_id = 'T_DOREW-1']], D)
+    local fix = { D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-12,-60,-5,-5,true,false" }
+    local out, err, code = ingest("curtailment --farms-only", csv(fix))
+    assert.are.equal(0, code, err)
+    assert.matches("for 1 date%(s%), replacing 2 stored row%(s%) of its farms", out)
+    assert.are.same({ "T_DOREW-1 -20", "T_SGRWO-1 -12" }, (function()
+      local got = {}
+      for i, r in ipairs(db:query([[SELECT farm_id, volume::text AS v FROM curtailment_records
+          WHERE settlement_date = $1 ORDER BY 1]], D)) do got[i] = r.farm_id .. " " .. r.v end
+      return got
+    end)())
+    assert.are.same(dorew, db:query_one([[SELECT count(*)::int AS n, sum(bitcoin_mined)::text AS btc
+      FROM historical_bitcoin_calculations WHERE settlement_date = $1 AND farm_id = 'T_DOREW-1']], D))
+    assert.are.equal(0, count([[SELECT count(*)::int AS n FROM historical_bitcoin_calculations
+      WHERE settlement_date = $1 AND farm_id = 'T_SGRWO-1' AND settlement_period = 11]], D))
+    -- the day's figures are its rows': 32 MWh, from the rollups as from the raw rows
+    local r = h.quarry("report daily --date " .. D .. " --format json --no-cache")
+    assert.matches('"curtailed_mwh":32', r)
+    assert.are.equal(r, (h.quarry("report daily --date " .. D .. " --format json --direct")))
+    out, err, code = ingest("curtailment --farms-only", csv(fix)) -- again: nothing to rewrite
+    assert.are.equal(0, code, err)
+    assert.matches("1 of them unchanged", out)
+    -- not onto a day nobody loaded (the day would read as whole), nor a seed's, nor with --dates
+    local _
+    _, err, code = ingest("curtailment --farms-only",
+      csv({ "2031-01-15,10,T_SGRWO-1,Seagreen Wind Energy Limited,-12,-60,-5,-5,true,false" }))
+    assert.are.equal(2, code, err)
+    assert.matches("2031%-01%-15 is not loaded; load it whole first", err)
+    db:exec("UPDATE curtailment_loaded_days SET source = 'seed' WHERE settlement_date = $1", D)
+    _, err, code = ingest("curtailment --farms-only", csv(fix))
+    assert.are.equal(2, code, err)
+    assert.matches("2031%-01%-14 holds made%-up data from quarry db seed", err)
+    db:exec("UPDATE curtailment_loaded_days SET source = 'csv' WHERE settlement_date = $1", D)
+    _, err, code = ingest("curtailment --farms-only --dates " .. D, csv(fix))
+    assert.are.equal(2, code, err)
+    assert.matches("give %-%-dates .* or %-%-farms%-only .*, not both", err)
+    assert.are.equal(0, count("SELECT count(*)::int AS n FROM curtailment_loaded_days WHERE settlement_date = '2031-01-15'"))
   end)
 
   it("--dry-run shows per date what a load would change, checks the file the same way, and changes nothing", function()

@@ -26,6 +26,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   curtailment:option("--dates", "FROM..TO (or one date): the dates the file holds whole. Each is "
     .. "replaced, and one with no row had no curtailment (reports show it as 0, not as no data); a row of "
     .. "another date is refused. Without it, the dates present.")
+  curtailment:flag("--farms-only", "Replace, on each day of the file, only the rows of the farms it has rows of "
+    .. "(a correction of one farm); the other farms' rows stay. The days must be loaded already, not by a seed.")
   ingest:command("elexon", "Load saved Elexon settlement-stack answers (files or folders of .json; 'bid' or "
     .. "'offer' in each path), each date stored whole as quarry fetch stores it."):argument("path",
     "File or folder."):args("+")
@@ -120,18 +122,23 @@ function commands.ingest(args)
   end
   if not args.file then cli.usage_error("ingest " .. args.ingest_command .. " needs a FILE (or --template)") end
   local dates = dates_flag(args.dates) -- bad input first: before any service is asked
+  if dates and args.farms_only then
+    cli.usage_error("give --dates (the file is those days whole) or --farms-only (it is some farms of them), not both")
+  end
   local migrate = require "quarry.migrate"
   local ingest = require "quarry.ingest"
   migrate.require_current(quarry.db)
   if args.ingest_command == "curtailment" and args.dry_run then
-    dry_run(ingest.preview_curtailment(quarry.db, args.file, dates))
+    dry_run(ingest.preview_curtailment(quarry.db, args.file, dates, args.farms_only))
   elseif args.ingest_command == "curtailment" then
-    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on(), nil, { dates = dates })
+    local r = ingest.curtailment(quarry.db, args.file, cli.cache_if_on(), nil, { dates = dates,
+                                                                               merge = args.farms_only })
     local same = #r.dates - #r.changed -- dates whose rows were already there as loaded: left as they are
-    -- the stored rows that went: a file holding part of a day (one farm) replaces the whole day
+    -- the stored rows that went (with --farms-only, those of the farms the file has)
     print(("loaded %d curtailment row(s) for %d date(s)%s%s; %d bitcoin row(s) computed"):format(
       r.rows, #r.dates, same > 0 and (", %d of them unchanged"):format(same) or "",
-      r.replaced > 0 and (", replacing %d stored row(s)"):format(r.replaced) or "",
+      r.replaced > 0 and (", replacing %d stored row(s)%s"):format(r.replaced,
+        args.farms_only and " of its farms" or "") or "",
       r.bitcoin_rows))
   else
     local r = ingest.difficulty(quarry.db, args.file, cli.cache_if_on())
