@@ -223,6 +223,7 @@ function M.worker(host, port, opts)
         { Allow = "GET, HEAD" })
     end
     local path = req:path()
+    if path == "/metrics/" then path = "/metrics" end -- as every route, with a trailing slash too
     if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
       local text = all_metrics(m, opts.slots, opts.worker or 1, opts.workers)
       return answer(req, path, t0, 200, text, "text/plain; version=0.0.4")

@@ -321,6 +321,7 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     assert.matches('quarry_http_request_seconds_bucket{worker="1",le="%+Inf"} %d+', text)
     assert.matches('quarry_cache_events_total{worker="1",event="hits"} %d+', text)
     assert.matches('quarry_query_seconds_count{worker="1",statement=', text, 1, true)
+    assert.are.equal(200, (get(s.url .. "/metrics/")))
   end)
 end)
 
