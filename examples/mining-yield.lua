@@ -10,6 +10,9 @@ local db = quarry.db
 
 require("quarry.migrate").require_current(db)
 local mwh = arg[1] or "1"
+if not mwh:match("^%d+%.?%d*$") then -- bound as numeric: refused here in one line, not by PostgreSQL
+  error(("usage: quarry run examples/mining-yield.lua [MWH], MWH a number of MWh, got '%s'"):format(mwh), 0)
+end
 
 local points = { -- {date, difficulty in T}, from shared domain facts
   { "2022-01-01", 24.27 }, { "2022-05-11", 31.25 }, { "2022-09-14", 32.05 }, { "2023-01-01", 35.36 },
