@@ -25,7 +25,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
     .. "GBP, now and after); change nothing.")
   curtailment:option("--dates", "FROM..TO (or one date): the dates the file holds whole. Each is "
     .. "replaced, and one with no row had no curtailment (reports show it as 0, not as no data); a row of "
-    .. "another date is refused. Without it, the dates present.")
+    .. "another date is refused. Without it, the dates present; a file without rows of farms stored for one of "
+    .. "them is refused (it would remove them).")
   curtailment:flag("--farms-only", "Replace, on each day of the file, only the rows of the farms it has rows of "
     .. "(a correction of one farm); the other farms' rows stay. The days must be loaded already, not by a seed.")
   ingest:command("elexon", "Load saved Elexon settlement-stack answers (files or folders of .json; 'bid' or "
