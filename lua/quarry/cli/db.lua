@@ -11,9 +11,11 @@ local commands = M.commands
 function M.define(p, info, plugin) -- luacheck: ignore 212
   local db = p:command("db", "The database schema."):command_target("db_command")
   db:command("migrate", "Apply the schema migrations that are missing (safe to repeat).")
-  db:command("status", "Show the database quarry uses and which migrations are applied.")
+  db:command("status", "Show the database quarry uses, which migrations are applied, and what each source "
+    .. "(fetch, ingest, seed) loaded.")
   local seed = db:command("seed", "Load deterministic, realistic synthetic data through the ingest path "
-    .. "(scale 1 is about 500k curtailment rows for 2022-2025).")
+    .. "(scale 1 is about 500k curtailment rows for 2022-2025); never over days a fetch or ingest loaded, and "
+    .. "reports say which days are synthetic.")
   seed:option("--scale", "Multiply the acceptances (rows) by N.", "1")
   seed:option("--from", "First settlement date (YYYY-MM-DD).", "2022-01-01")
   seed:option("--to", "Last settlement date (YYYY-MM-DD).", "2025-12-31")
