@@ -16,11 +16,11 @@
  *       or nil (none yet, or being written past a few retries). Each slot
  *       has one writer (the worker of that number) and is read by any:
  *       what one worker's /metrics needs of the others.
- *   core.fsync(file)            -> true, or nil, message: an open Lua file's
+ *   core.fsync(file)            -> true, or nil, message, errno: an open Lua file's
  *       data on the disk (fsync), before a rename makes it the file a
  *       success message names: a machine that crashes after "wrote X"
  *       leaves X whole, not empty.
- *   core.fsync_dir(path)        -> true, or nil, message: the directory's
+ *   core.fsync_dir(path)        -> true, or nil, message, errno: the directory's
  *       entries (a rename into it) on the disk.
  *   core.stdout_status()        -> true, or nil, message, errno: whether all
  *       written to standard output reached it (flushed now). A report sent to
@@ -252,33 +252,23 @@ static int l_slots_gc(lua_State *L)
     return 0;
 }
 
+/* Both answer as io's functions do (luaL_fileresult): true, or fail, the
+ * reason and errno. */
 static int l_fsync(lua_State *L)
 {
     luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
     if (!p->f || !p->closef) return luaL_error(L, "attempt to use a closed file");
-    if (fflush(p->f) != 0 || fsync(fileno(p->f)) != 0) {
-        luaL_pushfail(L);
-        lua_pushstring(L, strerror(errno));
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return luaL_fileresult(L, fflush(p->f) == 0 && fsync(fileno(p->f)) == 0, NULL);
 }
 
 static int l_fsync_dir(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(luaL_checkstring(L, 1), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int ok = fd >= 0 && fsync(fd) == 0;
     int e = errno;
     if (fd >= 0) close(fd);
-    if (!ok) {
-        luaL_pushfail(L);
-        lua_pushstring(L, strerror(e));
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    errno = e; /* the open's or the fsync's, not the close's */
+    return luaL_fileresult(L, ok, NULL);
 }
 
 /* Whether standard output is a pipe or socket nobody reads any more. stdio

@@ -304,14 +304,22 @@ end
 -- One pass: each distinct row counted +1 per staged copy and -1 per stored
 -- one; a date with any row whose count is not 0 changed (the two EXCEPT ALLs
 -- this replaces hashed every row twice).
-local CHANGED_DATES = ([[
+-- stored: which stored rows of the dates are compared (a merge compares the
+-- file's farms' only, for the others' stay as they are).
+local function changed_dates(stored)
+  return ([[
   SELECT DISTINCT settlement_date::text AS d FROM (
     SELECT settlement_date FROM (
       SELECT %s, 1 AS side FROM quarry_typed
       UNION ALL
-      SELECT %s, -1 FROM curtailment_records WHERE settlement_date = ANY($1::date[])) x
+      SELECT %s, -1 FROM curtailment_records c WHERE settlement_date = ANY($1::date[])%s) x
     GROUP BY %s HAVING sum(side) <> 0) y ORDER BY 1]]):format(table.concat(compared, ", "),
-  table.concat(compared, ", "), table.concat(grouped, ", "))
+    table.concat(compared, ", "), stored, table.concat(grouped, ", "))
+end
+-- a stored row of a farm the file has rows of that date for
+local OF_FILE_FARMS = [[EXISTS (SELECT 1 FROM quarry_typed t
+  WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)]]
+local CHANGED_DATES, CHANGED_FARM_DATES = changed_dates(""), changed_dates(" AND " .. OF_FILE_FARMS)
 
 -- The dates present, in one pass over the stage, each with whether all its
 -- period texts are one or two digits: text the casts would take and the
@@ -358,8 +366,9 @@ M.SOURCE_NAMES = { csv = "quarry ingest curtailment", elexon = "Elexon (quarry f
 --- Refuse (bad input) when any of `dates` holds data a source other than a
 -- seed loaded: synthetic figures must never stand in for real ones, nor
 -- alter them. why: what the seed would do to those days ("replace", "change
--- the difficulty in force on").
-function M.refuse_over_real(tx, dates, why)
+-- the difficulty in force on"); advice: what to do instead (default: seed
+-- elsewhere).
+function M.refuse_over_real(tx, dates, why, advice)
   local ranges = tx:query(REAL_DAYS, mining.pg_array(dates))
   if #ranges == 0 then return end
   local shown, n, by, seen = {}, 0, {}, {}
@@ -370,17 +379,10 @@ function M.refuse_over_real(tx, dates, why)
       if not seen[src] then seen[src], by[#by + 1] = true, M.SOURCE_NAMES[src] or src end
     end
   end
-  bad_input(("quarry db seed writes synthetic data and would %s %d day(s) loaded by %s (%s%s); "
-    .. "seed other dates, or a database of its own (the embedded default: DATABASE_URL unset)"):format(why, n,
-    table.concat(by, " and "), table.concat(shown, ", "), #ranges > 3 and ", ..." or ""))
+  bad_input(("quarry db seed writes synthetic data and would %s %d day(s) loaded by %s (%s%s); %s"):format(why, n,
+    table.concat(by, " and "), table.concat(shown, ", "), #ranges > 3 and ", ..." or "",
+    advice or "seed other dates, or a database of its own (the embedded default: DATABASE_URL unset)"))
 end
-
--- CHANGED_DATES of a merge (--farms-only): the stored rows compared are the
--- file's farms' only, for the others' stay as they are.
-local CHANGED_FARM_DATES = CHANGED_DATES:gsub("FROM curtailment_records WHERE settlement_date = ANY%(%$1::date%[%]%)",
-  "FROM curtailment_records c WHERE settlement_date = ANY($1::date[]) AND EXISTS (SELECT 1 FROM quarry_typed t "
-    .. "WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)")
-assert(CHANGED_FARM_DATES ~= CHANGED_DATES)
 
 -- The dates of $1 a merge cannot go into: not loaded (the other farms are
 -- unknown, and the day would read as whole), or made up by a seed.
@@ -394,7 +396,7 @@ local DROPPED_FARMS = [[SELECT c.settlement_date::text AS d, count(DISTINCT c.fa
     count(*)::int AS rows, min(c.farm_id) AS example
   FROM curtailment_records c
   WHERE c.settlement_date = ANY($1::date[])
-    AND NOT EXISTS (SELECT 1 FROM quarry_typed t WHERE t.settlement_date = c.settlement_date AND t.farm_id = c.farm_id)
+    AND NOT ]] .. OF_FILE_FARMS .. [[
   GROUP BY 1 ORDER BY 1]]
 
 --- Replace the curtailment of the staged dates. opts: dates (the dates the
@@ -457,14 +459,12 @@ function M.replace_curtailment(tx, w, name, f, cols, size, opts)
       -- the file is those days whole.
       local dropped = tx:query(DROPPED_FARMS, mining.pg_array(changed))
       if #dropped > 0 then
-        local d = dropped[1]
+        local d, more = dropped[1], #dropped - 1
         bad_input(("%s: %s holds %d stored row(s) of %d farm(s) the file has no row of (%s%s)%s; a load replaces "
-          .. "each date whole, so they would go. If the file is %s whole, say so: --dates %s%s; if it holds "
-          .. "only its farms' rows, --farms-only replaces just those"):format(name, d.d,
-          d.rows, d.farms, d.example, d.farms > 1 and ", ..." or "",
-          #dropped > 1 and (" (and %d more date(s) like it)"):format(#dropped - 1) or "",
-          #dropped > 1 and "those dates" or "that day", dropped[1].d,
-          #dropped > 1 and (".." .. dropped[#dropped].d) or ""))
+          .. "each date whole, so they would go. If the file is %s whole, say so: --dates %s; if it holds "
+          .. "only its farms' rows, --farms-only replaces just those"):format(name, d.d, d.rows, d.farms, d.example,
+          d.farms > 1 and ", ..." or "", more > 0 and (" (and %d more date(s) like it)"):format(more) or "",
+          more > 0 and "those dates" or "that day", more > 0 and (d.d .. ".." .. dropped[#dropped].d) or d.d))
       end
     end
     if #changed > 0 then
@@ -472,10 +472,8 @@ function M.replace_curtailment(tx, w, name, f, cols, size, opts)
       -- negative, say) are met only here, and the full check names the line
       local carr = mining.pg_array(changed)
       local wok, werr = tx:transaction(function(sp)
-        removed = sp:exec(merge and [[DELETE FROM curtailment_records c WHERE settlement_date = ANY($1::date[])
-          AND EXISTS (SELECT 1 FROM quarry_typed t WHERE t.settlement_date = c.settlement_date
-                      AND t.farm_id = c.farm_id)]]
-          or "DELETE FROM curtailment_records WHERE settlement_date = ANY($1::date[])", carr)
+        removed = sp:exec("DELETE FROM curtailment_records c WHERE settlement_date = ANY($1::date[])"
+          .. (merge and (" AND " .. OF_FILE_FARMS) or ""), carr)
         sp:exec(("INSERT INTO curtailment_records (%s) SELECT %s FROM quarry_typed "
           .. "WHERE settlement_date = ANY($1::date[])"):format(ROW_COLUMNS, ROW_COLUMNS), carr)
       end)

@@ -656,7 +656,7 @@ end
 -- CLI's note), or nil: which days, and how to load them.
 function M.coverage_note(c)
   if not c then return nil end
-  local synthetic = c.synthetic and synthetic_note(c) -- a result cached before r4 has none
+  local synthetic = synthetic_note(c)
   local function with(...) -- the lines given, nil ones left out
     local lines, all = {}, table.pack(...)
     for i = 1, all.n do if all[i] then lines[#lines + 1] = all[i] end end

@@ -110,7 +110,7 @@ M.report = function(q, name)
   -- in every format, csv's too (it has no footer): how many days of the period hold data
   local c = result.coverage
   local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d; synthetic=%d"):format(c.loaded, c.days,
-    c.synthetic_days or 0) } or nil
+    c.synthetic_days) } or nil
   return 200, render(result, format, cached), CONTENT[format], extra
 end
 
@@ -133,7 +133,7 @@ end
 local function totals_of(name, raw, out)
   local r = run_report(name, raw, false)
   local c = r.coverage
-  if c then out.days, out.daysLoaded, out.daysSynthetic = c.days, c.loaded, c.synthetic_days or 0 end
+  if c then out.days, out.daysLoaded, out.daysSynthetic = c.days, c.loaded, c.synthetic_days end
   return r.totals or {}
 end
 
@@ -206,8 +206,7 @@ end
 -- a month, a report's name), or nil.
 function M.find(path)
   if M[path] and path:sub(1, 1) == "/" then return M[path] end
-  if path:sub(-1) == "/" and #path > 1 and M[path:sub(1, -2)] then return M[path:sub(1, -2)] end -- /reports/
-  local name = path:match("^/reports/([%w_]+)/?$")
+  local name = path:match("^/reports/([%w_]+)$")
   if name then return M.report, name end
   local base, value = path:match("^(/api/[%w%-]+/[%w]+)/([^/]+)$")
   if base and M[base] then return M[base], value end

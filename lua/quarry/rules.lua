@@ -66,10 +66,9 @@ end
 -- trailing tab, which PostgreSQL's numeric refuses or a reader would not mean.
 function M.decimal(s)
   if math.type(s) then return s end
-  if type(s) ~= "string" or not (s:match("^%-?%d+%.?%d*$") or s:match("^%-?%d*%.%d+$")
-      or s:match("^%-?%d+%.?%d*[eE][-+]?%d+$") or s:match("^%-?%d*%.%d+[eE][-+]?%d+$")) then
-    return nil
-  end
+  if type(s) ~= "string" then return nil end
+  local mantissa = s:gsub("[eE][-+]?%d+$", "", 1)
+  if not mantissa:match("^%-?%d*%.?%d*$") or not mantissa:find("%d") then return nil end
   return tonumber(s)
 end
 

@@ -175,7 +175,8 @@ M.periods_in_day = dates.periods_in_day
 -- transaction: a seed stopped at any point (Ctrl-C, kill -9) leaves nothing
 -- of itself. The CSVs go through anonymous temporary files, which vanish
 -- with the process however it ends.
--- opts: from, to (dates), scale (integer >= 1), cache. Returns a summary.
+-- opts: from, to (dates), scale (integer >= 1), cache, advice (what a
+-- refusal over real data suggests instead). Returns a summary.
 function M.run(db, opts)
   local ingest = require "quarry.ingest"
   local from, to, scale = opts.from or "2022-01-01", opts.to or "2025-12-31", opts.scale or 1
@@ -191,11 +192,11 @@ function M.run(db, opts)
     tx:expect_long_hold()
     -- what another source loaded is never replaced: said before any work
     -- (ingest checks again with the dates locked)
-    ingest.refuse_over_real(tx, M.dates(from, to), "replace")
+    local days = M.dates(from, to)
+    ingest.refuse_over_real(tx, days, "replace", opts.advice)
     ingest.difficulty(tx, "seed difficulty", nil, diff, { source = "seed", quiet = true }) -- said once committed
     -- every day of the range: the calm ones are loaded too, as days without curtailment
-    res = ingest.curtailment(tx, "seed curtailment", nil, curt, { dates = M.dates(from, to), source = "seed",
-                                                                   quiet = true })
+    res = ingest.curtailment(tx, "seed curtailment", nil, curt, { dates = days, source = "seed", quiet = true })
   end)
   for _, f in ipairs({ diff, curt }) do
     if io.type(f) == "file" then f:close() end -- ingest closes what it read

@@ -15,6 +15,7 @@ local core = require "quarry.core"
 local quarry = require "quarry"
 local routes = require "quarry.routes"
 local tasks_mod = require "quarry.tasks"
+local visible = require("quarry.formats").visible
 
 local M = {}
 
@@ -130,11 +131,9 @@ end
 -- families in its shared slot (opts.slots) each second and when asked; the
 -- others' are read from theirs. Without this a scrape of `--workers N`
 -- answered one worker's counters at random, which Prometheus reads as resets.
-local function all_metrics(m, slots, me, workers)
-  local mine = metric_families(m)
+local function all_metrics(mine, slots, me, workers)
   local by_worker = { [me] = mine }
   if slots then
-    slots:put(me, cjson.encode(mine))
     for w = 1, workers do
       local raw = w ~= me and slots:get(w)
       local ok, fams = false, nil
@@ -197,6 +196,13 @@ function M.worker(host, port, opts)
   local deadlines = {} -- {at = ns, req =, id = task} -> true, for the requests in flight
   local draining = false
 
+  -- this worker's metrics, shared with the others when there are others
+  local function publish()
+    local fams = metric_families(m)
+    if opts.slots then opts.slots:put(opts.worker, cjson.encode(fams)) end
+    return fams
+  end
+
   local access_log = opts.access_log
   local function answer(req, route, t0, status, body, ctype, extra)
     local headers = { ["Content-Type"] = ctype or "application/json" }
@@ -206,7 +212,7 @@ function M.worker(host, port, opts)
     local secs = (core.now_ns() - t0) / 1e9
     observe(m, route, status, secs)
     if access_log then
-      quarry.log.info(("%s %s %d"):format(method, require("quarry.formats").visible(uri), status),
+      quarry.log.info(("%s %s %d"):format(method, visible(uri), status),
         { module = "http", context = { ms = math.floor(secs * 1e5 + 0.5) / 100, bytes = #(body or "") } })
     end
   end
@@ -223,9 +229,9 @@ function M.worker(host, port, opts)
         { Allow = "GET, HEAD" })
     end
     local path = req:path()
-    if path == "/metrics/" then path = "/metrics" end -- as every route, with a trailing slash too
+    if #path > 1 then path = path:gsub("/$", "") end -- /reports/ is /reports, for every route
     if path == "/metrics" then -- answered at once, busy or not: it is how operators see "busy"
-      local text = all_metrics(m, opts.slots, opts.worker or 1, opts.workers)
+      local text = all_metrics(publish(), opts.slots, opts.worker or 1, opts.workers)
       return answer(req, path, t0, 200, text, "text/plain; version=0.0.4")
     end
     if m.inflight >= max_inflight and path ~= "/healthz" then
@@ -285,7 +291,7 @@ function M.worker(host, port, opts)
     end
     if ticked then
       loop:timer(1, 0)
-      if opts.slots then opts.slots:put(opts.worker, cjson.encode(metric_families(m))) end
+      if opts.slots then publish() end
     end
     tasks:retry_pool()
   end

@@ -31,18 +31,18 @@ return function(r)
   local c = r.coverage -- the days of the period with data loaded, and the ranges without (docs/OUTPUT.md)
   if c then
     local partial = {}
-    for i, d in ipairs(c.partial or {}) do
+    for i, d in ipairs(c.partial) do
       partial[i] = ('{"date":%s,"missing_periods":[%s]}'):format(json_string(d.date), table.concat(d.periods, ","))
     end
     local function ranges(list)
       local out = {}
-      for i, m in ipairs(list or {}) do out[i] = ("[%s,%s]"):format(json_string(m[1]), json_string(m[2])) end
+      for i, m in ipairs(list) do out[i] = ("[%s,%s]"):format(json_string(m[1]), json_string(m[2])) end
       return table.concat(out, ",")
     end
     buf[6] = (',"coverage":{"from":%s,"to":%s,"days":%d,"loaded":%d,"missing":[%s],"partial":[%s],'
       .. '"synthetic_days":%d,"synthetic":[%s],"seed_difficulty_days":%d,"seed_difficulty":[%s]}'):format(
       json_string(c.from), json_string(c.to), c.days, c.loaded, ranges(c.missing), table.concat(partial, ","),
-      c.synthetic_days or 0, ranges(c.synthetic), c.seed_difficulty_days or 0, ranges(c.seed_difficulty))
+      c.synthetic_days, ranges(c.synthetic), c.seed_difficulty_days, ranges(c.seed_difficulty))
   end
   buf[#buf + 1] = "}\n"
   return table.concat(buf)
