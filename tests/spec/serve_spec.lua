@@ -541,6 +541,14 @@ describe("quarry serve under pressure", function()
       assert.are.equal(expected, body)
     end
     assert.matches("worker pid " .. victim .. " ended %(signal 9%)", h.read(s.dir .. "/log"))
+    -- its replacement takes its metrics slot over: any scrape answers for both workers
+    core.sleep(1.2)
+    for _ = 1, 4 do
+      local st, text = get(s.url .. "/metrics")
+      assert.are.equal(200, st)
+      assert.matches('quarry_http_requests_in_flight{worker="1"} %d+\n', text)
+      assert.matches('quarry_http_requests_in_flight{worker="2"} %d+\n', text)
+    end
   end)
 
   it("through Redis stopped under load: every answer 200 with the right figures, cached again after", function()
