@@ -266,6 +266,46 @@ describe("ingest curtailment", function()
     assert.are.equal(0, count("SELECT count(*)::int AS n FROM curtailment_loaded_days WHERE settlement_date = '2031-01-15'"))
   end)
 
+  it("--farms-only killed with -9 mid-write leaves the day as it was, and a rerun completes", function()
+    local D = "2031-01-16"
+    assert.are.equal(0, select(3, ingest("curtailment", csv({
+      D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false",
+      D .. ",12,T_DOREW-1,Dorenell Windfarm Limited,-20,-1600,-80,-80,true,false" }))))
+    local function day()
+      local got = {}
+      for i, r in ipairs(db:query([[SELECT farm_id, volume::text AS v FROM curtailment_records
+          WHERE settlement_date = $1 ORDER BY 1]], D)) do got[i] = r.farm_id .. " " .. r.v end
+      return table.concat(got, ", ")
+    end
+    local before = day()
+    local path = csv({ D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-13,-65,-5,-5,true,false" })
+    local pidfile = h.tmpname(".pid")
+    local holder = h.db()
+    -- another session holds the farm's bitcoin row: the load rewrites the farm's curtailment rows, then
+    -- waits on that row while recomputing the day's bitcoin, and is killed there
+    assert(holder:transaction(function(tx)
+      tx:query_one([[SELECT 1 AS x FROM historical_bitcoin_calculations WHERE settlement_date = $1
+        AND farm_id = 'T_SGRWO-1' LIMIT 1 FOR UPDATE]], D)
+      os.execute(("%s ingest curtailment --farms-only %s >/dev/null 2>&1 & echo $! > %s"):format(h.shell_quote(h.bin),
+        path, pidfile))
+      local waiting = h.eventually(function()
+        return db:query_one([[SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND datname = current_database()]]).n
+      end, 1, 10)
+      assert.are.equal(1, waiting)
+      os.execute("kill -9 " .. h.read(pidfile):match("%d+"))
+    end))
+    holder:close()
+    os.remove(pidfile)
+    assert.are.equal(before, day())
+    local out, err, code = ingest("curtailment --farms-only", path)
+    assert.are.equal(0, code, err)
+    assert.matches("replacing 1 stored row%(s%) of its farms", out)
+    assert.are.equal("T_DOREW-1 -20, T_SGRWO-1 -13", day())
+    local r = h.quarry("report daily --date " .. D .. " --format json --no-cache")
+    assert.are.equal(r, (h.quarry("report daily --date " .. D .. " --format json --direct")))
+  end)
+
   it("--dry-run shows per date what a load would change, checks the file the same way, and changes nothing", function()
     for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations", "curtailment_loaded_days" }) do
       db:exec(("DELETE FROM %s WHERE settlement_date BETWEEN '2031-01-20' AND '2031-01-23'"):format(t))
