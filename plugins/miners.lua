@@ -9,6 +9,7 @@ return {
   decimals = { curtailed_mwh = 1, joules_per_th = 1, btc_per_gwh = 6 },
   run = function(ctx, p)
     local from, to = ctx.range(p)
+    if not from then ctx.refuse("the miners report needs --date, --month, --quarter or --year") end
     -- read from the rollups (ctx.direct: from the raw rows, for checking)
     local rows = ctx.summaries[ctx.direct and "miners" or "miners_rollup"](from, to, p.farm, p.lead_party)
     local period = p.date or p.month or p.quarter or p.year
