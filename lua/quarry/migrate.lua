@@ -43,6 +43,7 @@ function M.up(db, progress)
         return
       end
       if progress then progress(m) end
+      tx:exec(require("quarry.outside").WRITER_ON) -- a migration's backfill is quarry's own write
       tx:exec(type(m.sql) == "function" and m.sql() or m.sql)
       tx:exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name)
       ran[#ran + 1] = m.version

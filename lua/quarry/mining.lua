@@ -58,20 +58,29 @@ local DIFFICULTY_SQL = [[
 local function pg_array(dates) return "{" .. table.concat(dates, ",") .. "}" end
 M.pg_array = pg_array
 
---- Raise an error naming the dates with curtailment whose difficulty is not
--- known (a date without curtailment has no bitcoin to compute).
-function M.require_difficulty(tx, dates)
-  if #dates == 0 then return end
+--- The dates of `dates` with curtailment whose difficulty is not known (a
+-- date without curtailment has no bitcoin to compute), in order.
+function M.lacking_difficulty(tx, dates)
   local missing = {}
+  if #dates == 0 then return missing end
   for _, r in ipairs(tx:query(DIFFICULTY_SQL, pg_array(dates), M.defs.difficulty_max_age_days)) do
     if not r.difficulty then missing[#missing + 1] = r.date end
   end
+  return missing
+end
+
+--- What to tell of dates lacking their difficulty.
+function M.lacking_message(missing)
+  return ("no bitcoin difficulty known for %s%s (a point within %d days before the date is needed): load it "
+    .. "with 'quarry ingest difficulty'"):format(table.concat(missing, ", ", 1, math.min(#missing, 5)),
+    #missing > 5 and (" and %d more date(s)"):format(#missing - 5) or "", M.defs.difficulty_max_age_days)
+end
+
+--- Raise an error naming the dates with curtailment whose difficulty is not known.
+function M.require_difficulty(tx, dates)
+  local missing = M.lacking_difficulty(tx, dates)
   if #missing > 0 then
-    local shown = table.concat(missing, ", ", 1, math.min(#missing, 5))
-    error(require("quarry.core").error({ code = "usage", message = ("no bitcoin difficulty known for %s%s "
-      .. "(a point within %d days before the date is needed): load it with 'quarry ingest difficulty'")
-      :format(shown, #missing > 5 and (" and %d more date(s)"):format(#missing - 5) or "",
-              M.defs.difficulty_max_age_days) }), 0)
+    error(require("quarry.core").error({ code = "usage", message = M.lacking_message(missing) }), 0)
   end
 end
 

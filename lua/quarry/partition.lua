@@ -551,6 +551,9 @@ local function swap(conn, tname, p, cols, opts)
       tx:exec(("ALTER SEQUENCE %s OWNED BY %s.%s"):format(s.sequence, ident(tname), ident(s.column)))
     end
     for _, sql in ipairs(mirror_ddl(tname, p, cols)) do tx:exec(sql) end
+    -- writes made outside quarry are noted on the new table as on the old
+    local watched = require("quarry.outside").watched(tname)
+    for _, sql in ipairs(watched and require("quarry.outside").triggers(watched) or {}) do tx:exec(sql) end
     tx:exec("UPDATE quarry_partition_state SET phase = 'swapped', updated_at = now() WHERE table_name = $1", tname)
     held_ms = (core.now_ns() - t0) / 1e6
   end)

@@ -583,6 +583,9 @@ SELECT 'partial', settlement_date::text, settlement_date::text, 1, array_to_stri
 WHERE settlement_date BETWEEN $1::date AND $2::date AND cardinality(missing) > 0
 UNION ALL
 SELECT kind, min(day)::text, max(day)::text, count(*)::int, NULL FROM runs GROUP BY kind, g
+UNION ALL
+SELECT 'outside', min(settlement_date)::text, max(settlement_date)::text, count(*)::int, NULL
+FROM quarry_outside_writes WHERE settlement_date BETWEEN $1::date AND $2::date HAVING count(*) > 0
 ORDER BY 1, 2]]
 M.COVERAGE_RANGES = 20 -- the most ranges (and partial days) a result lists; their days are all counted
 
@@ -598,6 +601,10 @@ local function coverage(tx, from, to)
         for n in r.periods:gmatch("%d+") do periods[#periods + 1] = tonumber(n) end
         c.partial[#c.partial + 1] = { date = r.first, periods = periods }
       end
+    elseif r.kind == "outside" then
+      -- changed outside quarry since their bitcoin and rollups were made:
+      -- the run's figures of them are not served (M.run mends and runs again)
+      c.outside_days = r.n
     elseif r.kind == "missing" then
       c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
       if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last, r.n } end
@@ -726,6 +733,12 @@ end
 
 local SHARE = { share = true }
 
+-- What a run that read dates changed outside quarry answers, and how a run
+-- of no dates finds them.
+local OUTSIDE = setmetatable({}, { __name = "outside" })
+local ANY_OUTSIDE = { name = "report.outside",
+  sql = "SELECT EXISTS (SELECT 1 FROM quarry_outside_writes WHERE failed IS NULL) AS outside" }
+
 --- Run a plugin: {result=, cached=}. opts: no_cache; direct (read the raw
 -- rows, not the rollups: slow, for checking); share (the caller does not
 -- change the result: a cached one may be the table an earlier hit returned).
@@ -824,8 +837,10 @@ function M.run(db, cache, plugin, p, opts)
       local out = limited("report " .. live.name, function() return result_of(live, live.run(ctx, p), p) end)
       tx:restrict(false)
       local from, to = params.range(p, live.params)
+      if not from and tx:query_one(ANY_OUTSIDE).outside then return OUTSIDE end
       if from then -- on the report's snapshot: what its figures were computed from
         out.coverage = coverage(tx, from, to)
+        if out.coverage.outside_days then return OUTSIDE end
         local note = M.coverage_note(out.coverage)
         if out.coverage.loaded == 0 then out.footer = note -- the plugin's words are of figures there are not
         elseif note then out.footer = (out.footer and out.footer .. "\n" or "") .. note end
@@ -835,13 +850,32 @@ function M.run(db, cache, plugin, p, opts)
     if not ok then error(res, 0) end
     return res
   end
+  -- A run that read dates changed outside quarry (lua/quarry/outside.lua)
+  -- read stale bitcoin or rollups: they are mended, and it runs again.
+  -- A date that cannot be mended fails the runs of it, saying why.
+  local function compute_mended()
+    local from, to = params.range(p, plugin.params)
+    for _ = 1, 3 do
+      local res = compute()
+      if res ~= OUTSIDE then return res end
+      local _, failed = require("quarry.outside").repair(db, cache)
+      for _, f in ipairs(failed) do
+        if from and f.date >= from and f.date <= to then
+          error(core.error({ code = "usage", message = ("%s was changed outside quarry and cannot be brought "
+            .. "up to date, so no figure of it is served: %s"):format(f.date, f.reason) }), 0)
+        end
+      end
+    end
+    error(core.error({ code = "query", message = "dates of this report keep being changed outside quarry while "
+      .. "it runs; run it again once those writes are done" }), 0)
+  end
   if not plugin.cache or opts.no_cache or opts.direct or not cache then
-    return { result = compute(), cached = false }
+    return { result = compute_mended(), cached = false }
   end
   local computed = false
   local res = cache:get_or_compute(M.cache_key(plugin, p), cache.TTL[plugin.cache.ttl], function()
     computed = true
-    return compute()
+    return compute_mended()
   end, opts.share and SHARE or nil)
   return { result = res, cached = not computed }
 end

@@ -6,9 +6,10 @@
 -- again". Writers (ingest, difficulty recalculation, seed) call refresh in
 -- the transaction that changed the rows and under the same per-date
 -- advisory locks, so the rollup commits with the rows or not at all, and two
--- writers of one date take turns. Writes made outside quarry are caught by
--- `quarry rollup verify` and the integrity report, and mended by
--- `quarry rollup refresh --date D`.
+-- writers of one date take turns. Writes made outside quarry are noted and
+-- mended before a figure of them is served (lua/quarry/outside.lua); those
+-- the triggers cannot see are caught by `quarry rollup verify` and the
+-- integrity report, and mended by `quarry rollup refresh --date D`.
 local dbmod = require "quarry.db"
 local defs = require "quarry.defs.summaries"
 

@@ -359,4 +359,10 @@ UPDATE curtailment_loaded_days l SET source = 'elexon' FROM elexon_fetch_days f
 ALTER TABLE bitcoin_difficulty ADD COLUMN source text CHECK (source IN ('seed', 'csv', 'fetch'));
 ]],
   },
+  {
+    version = 14,
+    name = "writes made outside quarry noted, so their dates are mended before a figure of them is served",
+    -- the DDL is lua/quarry/outside.lua's, which partitioning uses too
+    sql = function() return require("quarry.outside").migration_sql() end,
+  },
 }

@@ -40,10 +40,20 @@ function M.log(db)
   return setmetatable({ db = db }, Log)
 end
 
---- The latest seq committed (0 for an empty log).
+local LATEST = { name = "cache.log.latest", sql = [[
+  SELECT coalesce(max(seq), 0) AS s, EXISTS (SELECT 1 FROM quarry_outside_writes WHERE failed IS NULL) AS outside
+  FROM quarry_cache_invalidations]] }
+
+--- The latest seq committed (0 for an empty log). Dates changed outside
+-- quarry are invalidations not yet logged: they are mended first (in the
+-- same round trip as the log is read, nothing is spent when there are
+-- none), so what this returns covers them too. (Those a mend could not
+-- bring up to date had their cached figures invalidated.)
 function Log:latest()
-  return self.db():query_one(
-    { name = "cache.log.latest", sql = "SELECT coalesce(max(seq), 0) AS s FROM quarry_cache_invalidations" }).s
+  local r = self.db():query_one(LATEST)
+  if not r.outside then return r.s end
+  require("quarry.outside").repair(self.db())
+  return self.db():query_one(LATEST).s
 end
 
 --- Every entry after seq `after` ({seq=, patterns={...}}, in order), and the

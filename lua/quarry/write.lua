@@ -26,6 +26,7 @@
 -- up to the record run in a savepoint and the cache is left to the caller's
 -- own commit (write.after); readers catch up from the log meanwhile.
 local mining = require "quarry.mining"
+local outside = require "quarry.outside"
 local rollup = require "quarry.rollup"
 local rules = require "quarry.rules"
 
@@ -94,14 +95,21 @@ function M.dated(db, cache, opts, fn)
   local result, info
   local ok, err = db:transaction(function(tx)
     if opts.long then tx:expect_long_hold() end
-    -- The planner's row estimates for a batch it has not analysed yet are
-    -- far off, and JIT-compiling the write's few big statements costs more
-    -- than it saves (a quarter of a second per ingest, measured).
-    if not nested then tx:exec("SET LOCAL jit = off") end
+    -- quarry's own write: the triggers noting writes made outside quarry
+    -- leave it be (lua/quarry/outside.lua). And JIT off: the planner's row
+    -- estimates for a batch it has not analysed yet are far off, and
+    -- JIT-compiling the write's few big statements costs more than it
+    -- saves (a quarter of a second per ingest, measured).
+    local was
+    if nested then was = tx:query_one(outside.WRITER_ON).was
+    else tx:exec(outside.WRITER_ON .. ", set_config('jit', 'off', true)") end
     local w = setmetatable({ tx = tx, list = {}, seen = {} }, Write)
     result = fn(tx, w)
     table.sort(w.list)
     info = { dates = w.list, bitcoin_rows = M.finish(tx, tables, w.list, opts) }
+    -- the caller's own statements after this, in its transaction, are its own
+    -- (a write nested in another quarry write leaves it as it was)
+    if nested then tx:exec(outside.WRITER_AS_WAS, was) end
   end)
   if not ok then error(err, 0) end
   if not nested then M.after(cache, tables, info.dates, opts.everything) end

@@ -167,6 +167,18 @@ function M.services(verb)
   assert(ok, "services.sh " .. verb .. " failed")
 end
 
+--- Run SQL statements on db as a write the triggers noting writes made
+-- outside quarry cannot see (lua/quarry/outside.lua: into a partition by
+-- name, or made before those triggers existed): what the integrity report
+-- and `rollup verify` are there to catch.
+function M.unseen_write(db, ...)
+  local stmts = { ... }
+  assert(db:transaction(function(tx)
+    tx:exec("SELECT set_config('quarry.writer', 'on', true)")
+    for _, sql in ipairs(stmts) do tx:exec(sql) end
+  end))
+end
+
 function M.sleep(seconds) os.execute("sleep " .. seconds) end
 
 --- fn()'s value once it equals want, polling for at most `within` seconds;

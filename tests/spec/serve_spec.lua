@@ -150,6 +150,24 @@ describe("quarry serve", function()
     for _ = 1, 3 do assert.are.equal(after, select(2, get(path))) end
   end)
 
+  it("answers a cached report with the new figures after a write made outside quarry (psql)", function()
+    local path = s.url .. "/reports/daily?date=2031-05-02&format=json"
+    local function mwh() return cjson.decode((select(2, get(path)))).totals.curtailed_mwh end
+    local db = h.db()
+    finally(function()
+      db:exec("UPDATE curtailment_records SET volume = -30 WHERE settlement_date = '2031-05-02'")
+      db:close()
+      assert.are.equal(30, mwh())
+    end)
+    assert.are.equal(30, mwh())
+    assert.are.equal(30, mwh()) -- from the cache
+    db:exec("UPDATE curtailment_records SET volume = -35 WHERE settlement_date = '2031-05-02'")
+    assert.are.equal(35, mwh())
+    local status, body = get(s.url .. "/api/summary/daily/2031-05-02")
+    assert.are.equal(200, status)
+    assert.are.equal(35, tonumber(cjson.decode(body).totalCurtailedEnergy))
+  end)
+
   it("answers HEAD with GET's headers and length and no body, so the connection stays usable", function()
     local py = h.write(h.tmpname(".py"), [=[
 import http.client, sys

@@ -83,6 +83,18 @@ local function data_summary(db)
   end
   if #order == 0 then print("data: none loaded yet (quarry fetch or ingest; quarry db seed makes some up)") end
   for _, what in ipairs(order) do print(("%s: %s"):format(what, table.concat(lines[what], ", "))) end
+  local outside = require "quarry.outside"
+  local noted = outside.pending(db)
+  if #noted > 0 then
+    local dates = {}
+    for i, n in ipairs(noted) do dates[i] = n.date end
+    print(("changed outside quarry: %d date(s) (%s; last by %s at %s), mended before any report of them "
+      .. "(or now: quarry rollup refresh)"):format(#noted, outside.dates_text(dates), noted[#noted].role,
+      noted[#noted].at))
+    for _, n in ipairs(noted) do
+      if n.failed then print(("  %s cannot be mended yet: %s"):format(n.date, n.failed)) end
+    end
+  end
 end
 
 function commands.db(args)

@@ -19,8 +19,8 @@ function M.define(p, info, plugin) -- luacheck: ignore 212
   range_opts(rollup:command("rebuild", "Recompute the rollups from the raw rows (all dates, or a range)."))
   range_opts(rollup:command("verify", "Compare the rollups with the raw rows and the direct CTE; exit 1 naming "
     .. "the dates that differ."))
-  range_opts(rollup:command("refresh", "Recompute the rollups of dates changed outside quarry (psql) and "
-    .. "invalidate their cached reports."))
+  range_opts(rollup:command("refresh", "Mend the dates changed outside quarry (psql, a script's db:exec): "
+    .. "their bitcoin, rollups and cached reports. With dates: recompute those dates' rollups."))
 end
 
 function commands.rollup(args)
@@ -35,9 +35,22 @@ function commands.rollup(args)
   local from, to = args.date or args.from, args.date or args.to
   if from and to and from > to then cli.usage_error("--from is after --to") end
   local sub = args.rollup_command
-  if sub == "refresh" and not (from or to) then cli.usage_error("rollup refresh needs --date D or --from D --to D") end
+  if (from or to) and not (from and to) and sub == "refresh" then
+    cli.usage_error("rollup refresh takes --date D, or --from D with --to D, or neither")
+  end
   local db = quarry.db
   require("quarry.migrate").require_current(db)
+  if sub == "refresh" and not from then
+    -- the dates the triggers noted (lua/quarry/outside.lua)
+    local mended, failed = require("quarry.outside").repair(db, cli.cache_if_on(), { quiet = true })
+    if #mended > 0 or #failed == 0 then
+      print(#mended == 0 and "no dates changed outside quarry to mend"
+        or ("mended %d date(s) changed outside quarry: bitcoin, rollups and cache"):format(#mended))
+    end
+    if #failed == 0 then return 0 end
+    error(quarry.error({ code = "query", message = ("%d date(s) changed outside quarry cannot be mended yet, and "
+      .. "no figure of them is served: %s"):format(#failed, failed[1].reason) }), 0)
+  end
   if sub == "verify" then
     local diffs = rollup.verify(db, from, to)
     if #diffs == 0 then

@@ -1,0 +1,208 @@
+-- lua/quarry/outside.lua: a write made outside quarry (psql, a script's
+-- db:exec) is noted by the triggers and mended before any figure of its
+-- dates is served, cached or not; quarry's own writes are not noted.
+local h = require "spec.helper"
+local cjson = require "cjson"
+
+local DBNAME = "quarry_outside_spec"
+local URL, db
+local ENV = { QUARRY_CACHE_PREFIX = "outside-spec:" }
+local FARM = "T_DOREW-1,Dorenell Windfarm Limited"
+
+local function totals(args, env)
+  local out, err, code = h.quarry("report monthly --month 2034-05 --format json " .. (args or ""), env or ENV)
+  assert(code == 0, err)
+  return cjson.decode(out).totals, err
+end
+
+local function noted()
+  local out = {}
+  for _, r in ipairs(db:query("SELECT settlement_date::text AS d FROM quarry_outside_writes ORDER BY 1")) do
+    out[#out + 1] = r.d
+  end
+  return out
+end
+
+-- bitcoin of one farm-period as the formula gives it, from the stored volume
+local function stored_btc(day)
+  return tonumber(db:query_one([[SELECT sum(bitcoin_mined)::text AS b FROM historical_bitcoin_calculations
+    WHERE settlement_date = $1 AND miner_model = 'S19J_PRO']], day).b)
+end
+
+-- another session on the spec's database (as user, else quarry's)
+local function session(user)
+  local url = user and URL:gsub("^postgresql://[^@/]*@", "postgresql://" .. user .. "@") or URL
+  return require("quarry.db").new(require("quarry.core").pool_new({ conninfo = url, max_size = 1 },
+    require("quarry.core").timings_new()))
+end
+
+-- roles are made by the cluster's superuser (the embedded one trusts local users)
+local function as_admin(...)
+  local admin = session("postgres")
+  for _, sql in ipairs({ ... }) do admin:exec(sql) end
+  admin:close()
+end
+
+teardown(function()
+  db:close()
+  h.drop_database(DBNAME)
+end)
+
+setup(function()
+  URL, db = h.scratch_database(DBNAME)
+  ENV.DATABASE_URL = URL
+  require("quarry.migrate").up(db)
+  require("quarry.write").dated(db, nil, { tables = { "historical_bitcoin_calculations" }, bitcoin = true },
+    function(tx, w)
+      tx:exec("INSERT INTO bitcoin_difficulty (effective_date, difficulty) VALUES ('2034-05-01', 100e12), "
+        .. "('2034-05-20', 200e12) ON CONFLICT (effective_date) DO NOTHING")
+      w:dates({})
+    end)
+  h.ingest_rows({
+    "2034-05-03,10," .. FARM .. ",-20,-1600,-80,-80,true,false",
+    "2034-05-10,11," .. FARM .. ",-30,-2400,-80,-80,true,false",
+    "2034-05-25,12," .. FARM .. ",-40,-3200,-80,-80,true,false",
+  }, ENV, "2034-05-01..2034-05-31")
+end)
+
+describe("writes made outside quarry", function()
+  it("are not noted when quarry makes them", function()
+    assert.are.same({}, noted()) -- the ingest above, the difficulty through write.dated
+  end)
+
+  it("are mended before a cached figure of their dates is served", function()
+    assert.are.equal(90, tonumber(totals().curtailed_mwh))
+    assert.are.equal(90, tonumber(totals().curtailed_mwh)) -- cached now
+    local btc = stored_btc("2034-05-03")
+    db:exec("UPDATE curtailment_records SET volume = -60 WHERE settlement_date = '2034-05-03'") -- as psql would
+    assert.are.same({ "2034-05-03" }, noted())
+    local t, err = totals()
+    assert.are.equal(130, tonumber(t.curtailed_mwh))
+    assert.matches("1 date(s) changed outside quarry (2034-05-03)", err, 1, true)
+    assert.are.same({}, noted())
+    assert.near(btc * 3, stored_btc("2034-05-03"), 1e-12) -- the bitcoin follows the volume
+    local _, verr, code = h.quarry("rollup verify --from 2034-05-01 --to 2034-05-31", ENV)
+    assert.are.equal(0, code, verr)
+  end)
+
+  it("are mended for a report computed without the cache, and a rangeless one", function()
+    db:exec("DELETE FROM historical_bitcoin_calculations WHERE settlement_date = '2034-05-10'")
+    local t = totals("--no-cache", { QUARRY_CACHE = "off", DATABASE_URL = URL })
+    assert.are.equal(130, tonumber(t.curtailed_mwh))
+    assert.is_true(stored_btc("2034-05-10") > 0)
+    db:exec("UPDATE curtailment_records SET payment = -2500 WHERE settlement_date = '2034-05-10'")
+    local _, err, code = h.quarry("report integrity --format json", { QUARRY_CACHE = "off", DATABASE_URL = URL })
+    assert.are.equal(0, code, err)
+    assert.are.same({}, noted())
+  end)
+
+  it("of a difficulty point reach the days it is in force for, and only those", function()
+    db:exec("UPDATE bitcoin_difficulty SET difficulty = 50e12 WHERE effective_date = '2034-05-01'")
+    local list = noted()
+    assert.are.equal(19, #list) -- the loaded days to 2034-05-19: 2034-05-20 on has its own point
+    assert.are.equal("2034-05-01", list[1])
+    assert.are.equal("2034-05-19", list[19])
+    local before = stored_btc("2034-05-25")
+    local b3 = stored_btc("2034-05-03")
+    totals()
+    assert.near(b3 * 2, stored_btc("2034-05-03"), 1e-12) -- half the difficulty: twice the bitcoin
+    assert.are.equal(before, stored_btc("2034-05-25"))
+  end)
+
+  it("after a quarry write nested in a script's transaction are the script's own, and noted", function()
+    local ok, err = db:transaction(function(tx)
+      require("quarry.write").dated(tx, nil, { tables = { "curtailment_records" } }, function(t, w)
+        t:exec("UPDATE curtailment_records SET volume = -21 WHERE settlement_date = '2034-05-03'")
+        w:dates({ "2034-05-03" })
+      end)
+      tx:exec("UPDATE curtailment_records SET volume = -31 WHERE settlement_date = '2034-05-10'")
+    end)
+    assert(ok, err)
+    assert.are.same({ "2034-05-10" }, noted())
+    assert.are.equal(92, tonumber(totals().curtailed_mwh)) -- 21 + 31 + 40
+  end)
+
+  it("by a role that may change curtailment but not the list are noted, not refused", function()
+    as_admin("DROP ROLE IF EXISTS quarry_outside_spec", "CREATE ROLE quarry_outside_spec",
+      "GRANT quarry_outside_spec TO quarry", "GRANT SELECT, UPDATE ON curtailment_records TO quarry_outside_spec")
+    local ok, err = db:transaction(function(tx)
+      tx:exec("SET LOCAL ROLE quarry_outside_spec")
+      tx:exec("UPDATE curtailment_records SET volume = -22 WHERE settlement_date = '2034-05-03'")
+    end)
+    as_admin("DROP OWNED BY quarry_outside_spec", "DROP ROLE quarry_outside_spec")
+    assert(ok, err)
+    assert.are.same("quarry_outside_spec",
+      db:query_one("SELECT noticed_role FROM quarry_outside_writes WHERE settlement_date = '2034-05-03'").noticed_role)
+    assert.are.equal(93, tonumber(totals().curtailed_mwh))
+  end)
+
+  it("that cannot be mended fail the report with the reason: no stale figure, the cache not trusted", function()
+    as_admin("DROP ROLE IF EXISTS quarry_outside_ro", "CREATE ROLE quarry_outside_ro LOGIN IN ROLE quarry_reader",
+      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO quarry_outside_ro")
+    local url = URL:gsub("^postgresql://[^@/]*@", "postgresql://quarry_outside_ro@")
+    local ro = { DATABASE_URL = url, QUARRY_CACHE_PREFIX = ENV.QUARRY_CACHE_PREFIX }
+    assert.are.equal(93, tonumber(totals(nil, ro).curtailed_mwh)) -- cached, nothing to mend: it reads
+    db:exec("UPDATE curtailment_records SET volume = -23 WHERE settlement_date = '2034-05-03'")
+    local out, err, code = h.quarry("report monthly --month 2034-05 --format json", ro)
+    assert.are.equal(1, code, out)
+    assert.matches("1 date(s) changed outside quarry (2034-05-03) could not be brought up to date", err, 1, true)
+    assert.matches("permission denied", err)
+    assert.are.equal("", out)
+    as_admin("DROP OWNED BY quarry_outside_ro", "DROP ROLE quarry_outside_ro")
+    assert.are.same({ "2034-05-03" }, noted()) -- still listed: the next writer-able reader mends it
+    assert.are.equal(94, tonumber(totals().curtailed_mwh))
+  end)
+
+  it("are mended on demand by rollup refresh, and db status lists them until then", function()
+    db:exec("UPDATE curtailment_records SET volume = -24 WHERE settlement_date = '2034-05-03'")
+    local out = h.quarry("db status", ENV)
+    assert.matches("changed outside quarry: 1 date(s) (2034-05-03; last by", out, 1, true)
+    local o2, err, code = h.quarry("rollup refresh", ENV)
+    assert.are.equal(0, code, err)
+    assert.matches("mended 1 date(s) changed outside quarry", o2, 1, true)
+    assert.are.same({}, noted())
+    assert.matches("no dates changed outside quarry", (h.quarry("rollup refresh", ENV)))
+    assert.is_nil((h.quarry("db status", ENV)):find("changed outside quarry", 1, true))
+  end)
+
+  it("by two readers at once are mended once, both answering the new figure", function()
+    db:exec("UPDATE curtailment_records SET volume = -25 WHERE settlement_date = '2034-05-03'")
+    local outs = {}
+    for i = 1, 2 do outs[i] = h.tmpname(".json") end
+    local cmds = {}
+    for i = 1, 2 do
+      cmds[i] = ("DATABASE_URL=%s QUARRY_CACHE_PREFIX=%s %s report monthly --month 2034-05 --format json > %s &")
+        :format(h.shell_quote(URL), ENV.QUARRY_CACHE_PREFIX, h.shell_quote(h.bin), outs[i])
+    end
+    os.execute(table.concat(cmds, " ") .. " wait")
+    for i = 1, 2 do
+      local text = h.read(outs[i])
+      os.remove(outs[i])
+      assert.are.equal(96, tonumber(cjson.decode(text).totals.curtailed_mwh), text)
+    end
+    assert.are.same({}, noted())
+  end)
+
+  it("stay listed when the mender is killed with kill -9 mid-way; the next read mends them", function()
+    db:exec("UPDATE curtailment_records SET volume = -26 WHERE settlement_date = '2034-05-03'")
+    local holder = session()
+    local pidfile = h.tmpname(".pid")
+    -- another writer of that date holds its date lock: the mender waits there, and is killed there
+    assert(holder:transaction(function(tx)
+      tx:exec("SELECT pg_advisory_xact_lock(hashtext('quarry.date'), DATE '2034-05-03' - DATE '2000-01-01')")
+      os.execute(("DATABASE_URL=%s QUARRY_CACHE=off %s report monthly --month 2034-05 >/dev/null 2>&1 & "
+        .. "echo $! > %s"):format(h.shell_quote(URL), h.shell_quote(h.bin), pidfile))
+      local waiting = h.eventually(function()
+        return db:query_one([[SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE wait_event = 'advisory' AND datname = current_database()]]).n
+      end, 1, 10)
+      assert.are.equal(1, waiting)
+      os.execute("kill -9 " .. h.read(pidfile):match("%d+"))
+    end))
+    holder:close()
+    os.remove(pidfile)
+    assert.are.same({ "2034-05-03" }, noted())
+    assert.are.equal(97, tonumber(totals().curtailed_mwh))
+    assert.are.same({}, noted())
+  end)
+end)
