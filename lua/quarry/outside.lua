@@ -17,9 +17,9 @@
 -- report computed uncached, which finds the dates of its range in its
 -- coverage (lua/quarry/report.lua). Until then nothing cached is trusted.
 --
--- Not seen: writes naming a partition of a partitioned table directly (a
--- statement trigger fires for the table a statement names), and writes
--- made with quarry.writer set by hand.
+-- Not seen: writes made with quarry.writer set by hand, and rows changed
+-- before these triggers existed (`rollup verify` and the integrity report
+-- are there for those).
 local M = {}
 
 local ident = require("quarry.db").ident
@@ -70,6 +70,7 @@ CREATE FUNCTION quarry_outside_write() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   reach text := TG_ARGV[0];
   col text := TG_ARGV[1];
+  tbl text := TG_ARGV[2]; -- the watched table, also when the write named one of its partitions
   dates date[];
 BEGIN
   IF coalesce(current_setting('quarry.writer', true), '') = 'on' THEN RETURN NULL; END IF;
@@ -90,21 +91,24 @@ BEGIN
                                           WHERE b.effective_date > p.d), 'infinity'));
     END IF;
   END IF;
-  PERFORM quarry_note_outside(dates, TG_TABLE_NAME::text, current_user::text);
+  PERFORM quarry_note_outside(dates, tbl, current_user::text);
   RETURN NULL;
 END $$;
 ]]
 
+local TRIGGER_NAMES = { "ins", "upd", "del", "trunc", "write" }
+
 --- The triggers of one watched table (w, an entry of M.WATCHED), on the
--- relation named rel (the table itself, or its partitioned successor
--- before the swap): DDL statements.
+-- relation named rel (the table itself, its partitioned successor at the
+-- swap, or one of its partitions: a statement naming a partition fires
+-- that partition's statement triggers, not the parent's): DDL statements.
 function M.triggers(w, rel)
   rel = ident(rel or w.table)
   local out = {}
   local function add(name, event, referencing)
     out[#out + 1] = ("CREATE TRIGGER %s AFTER %s ON %s %sFOR EACH STATEMENT EXECUTE FUNCTION "
-      .. "quarry_outside_write('%s', '%s')"):format(ident("quarry_outside_" .. name), event, rel,
-      referencing and ("REFERENCING " .. referencing .. " ") or "", w.reach, w.column or "")
+      .. "quarry_outside_write('%s', '%s', '%s')"):format(ident("quarry_outside_" .. name), event, rel,
+      referencing and ("REFERENCING " .. referencing .. " ") or "", w.reach, w.column or "", w.table)
   end
   if w.reach == "all" then
     add("write", "INSERT OR UPDATE OR DELETE OR TRUNCATE")
@@ -114,6 +118,15 @@ function M.triggers(w, rel)
     add("upd", "UPDATE", "OLD TABLE AS quarry_old NEW TABLE AS quarry_new")
     add("del", "DELETE", "OLD TABLE AS quarry_old")
     add("trunc", "TRUNCATE")
+  end
+  return out
+end
+
+--- DDL dropping those triggers from rel (a partition detached by retention).
+function M.drop_triggers(rel)
+  local out = {}
+  for i, n in ipairs(TRIGGER_NAMES) do
+    out[i] = ("DROP TRIGGER IF EXISTS %s ON %s"):format(ident("quarry_outside_" .. n), ident(rel))
   end
   return out
 end

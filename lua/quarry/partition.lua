@@ -22,6 +22,7 @@
 local core = require "quarry.core"
 local dbmod = require "quarry.db"
 local log = require "quarry.log"
+local outside = require "quarry.outside"
 
 local M = {}
 
@@ -223,12 +224,20 @@ local function build_ddl(tname, p, rngs)
     ("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS) "
       .. "PARTITION BY RANGE (%s)"):format(ident(new), ident(tname), ident(p.key)),
   }
+  -- a write naming a partition is noted as one naming the table (lua/quarry/outside.lua)
+  local watched = outside.watched(tname)
+  local function note_writes(part)
+    for _, sql in ipairs(watched and outside.triggers(watched, part) or {}) do ddl[#ddl + 1] = sql end
+  end
   for _, r in ipairs(rngs) do
+    local part = M.partition_name(tname, r.lo, p.interval)
     ddl[#ddl + 1] = ("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)"):format(
-      ident(M.partition_name(tname, r.lo, p.interval)), ident(new), literal(r.lo), literal(r.hi))
+      ident(part), ident(new), literal(r.lo), literal(r.hi))
+    note_writes(part)
   end
   if p.default then
     ddl[#ddl + 1] = ("CREATE TABLE %s PARTITION OF %s DEFAULT"):format(ident(tname .. "_default"), ident(new))
+    note_writes(tname .. "_default")
   end
   -- The change log: statement triggers see every row a statement wrote.
   local f = ident("quarry_capture_" .. tname)
@@ -552,8 +561,8 @@ local function swap(conn, tname, p, cols, opts)
     end
     for _, sql in ipairs(mirror_ddl(tname, p, cols)) do tx:exec(sql) end
     -- writes made outside quarry are noted on the new table as on the old
-    local watched = require("quarry.outside").watched(tname)
-    for _, sql in ipairs(watched and require("quarry.outside").triggers(watched) or {}) do tx:exec(sql) end
+    local watched = outside.watched(tname)
+    for _, sql in ipairs(watched and outside.triggers(watched) or {}) do tx:exec(sql) end
     tx:exec("UPDATE quarry_partition_state SET phase = 'swapped', updated_at = now() WHERE table_name = $1", tname)
     held_ms = (core.now_ns() - t0) / 1e6
   end)
@@ -761,6 +770,7 @@ local function attach(conn, tname, p, default, lo, hi, opts)
   local moved = 0
   with_lock_retry(conn, "maintain " .. name, opts.lock_tries or 10, function(tx)
     lock_timeout(tx, opts.lock_timeout_ms or 2000)
+    tx:exec(outside.WRITER_ON) -- moving rows out of the default partition changes no figure
     tx:exec(("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)")
       :format(ident(name), ident(tname)))
     if default then
@@ -776,6 +786,8 @@ local function attach(conn, tname, p, default, lo, hi, opts)
     tx:exec(("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)")
       :format(ident(tname), ident(name), literal(lo), literal(hi)))
     tx:exec(("ALTER TABLE %s DROP CONSTRAINT %s"):format(ident(name), chk))
+    local watched = outside.watched(tname)
+    for _, sql in ipairs(watched and outside.triggers(watched, name) or {}) do tx:exec(sql) end
   end)
   return name, moved
 end
@@ -838,6 +850,8 @@ function M.maintain(db, tname, p, opts)
           local d = rollup.dates_in(tx, part.lo, last)
           rollup.lock_dates(tx, d)
           tx:exec(("ALTER TABLE %s DETACH PARTITION %s"):format(ident(tname), ident(part.name)))
+          -- a plain table now, in no figure: writes to it are nobody's to mend
+          for _, sql in ipairs(outside.drop_triggers(part.name)) do tx:exec(sql) end
           if tname == "curtailment_records" then -- its days are no longer loaded: reports show them empty
             local seen = {}
             for _, x in ipairs(d) do seen[x] = true end
