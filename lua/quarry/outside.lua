@@ -42,7 +42,8 @@ M.WATCHED = {
   { table = "miner_models", reach = "all" },
 }
 
---- The functions the triggers call (migration 14).
+--- The list and the functions the triggers call: migration 14 (shipped,
+-- they change only through a new migration).
 M.FUNCTIONS_SQL = [[
 CREATE TABLE quarry_outside_writes (
   settlement_date date PRIMARY KEY,

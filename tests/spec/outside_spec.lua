@@ -205,4 +205,22 @@ describe("writes made outside quarry", function()
     assert.are.equal(97, tonumber(totals().curtailed_mwh))
     assert.are.same({}, noted())
   end)
+
+  it("of a miner model reach every loaded day; a TRUNCATE of the bitcoin rows is mended whole", function()
+    db:exec("INSERT INTO miner_models (name, hashrate_th, power_watts) VALUES ('S21_SPEC', 200, 3500)")
+    assert.are.equal(31, #noted()) -- every loaded day of May 2034
+    local out, err, code = h.quarry("report monthly --month 2034-05 --format json", ENV)
+    assert.are.equal(0, code, err)
+    local r = cjson.decode(out)
+    local has = false
+    for _, f in ipairs(r.fields) do has = has or f.name == "btc_S21_SPEC" end
+    assert.is_true(has, "the new model's column")
+    assert.is_true(tonumber(r.totals.btc_S21_SPEC) > 0)
+    local before = stored_btc("2034-05-25")
+    db:exec("TRUNCATE historical_bitcoin_calculations")
+    assert.are.equal(31, #noted())
+    assert.are.equal(97, tonumber(totals().curtailed_mwh))
+    assert.are.equal(before, stored_btc("2034-05-25"))
+    assert.are.same({}, noted())
+  end)
 end)
