@@ -33,7 +33,7 @@ M.WRITER_AS_WAS = "SELECT set_config('quarry.writer', coalesce($1, ''), true)"
 -- The tables watched, the column holding each row's date, and how a
 -- change there reaches settlement dates: 'rows' (the dates of the rows
 -- changed), 'in_force' (a difficulty point: the loaded days it is in force
--- for), 'all' (a miner model: every loaded day).
+-- for), 'all' (a miner model: every day with data; so does a TRUNCATE).
 M.WATCHED = {
   { table = "curtailment_records", column = "settlement_date", reach = "rows" },
   { table = "historical_bitcoin_calculations", column = "settlement_date", reach = "rows" },
@@ -76,7 +76,11 @@ DECLARE
 BEGIN
   IF coalesce(current_setting('quarry.writer', true), '') = 'on' THEN RETURN NULL; END IF;
   IF TG_OP = 'TRUNCATE' OR reach = 'all' THEN
-    SELECT array_agg(settlement_date) INTO dates FROM curtailment_loaded_days;
+    -- every day with data: loaded, or with rows (one written in psql need not be loaded)
+    SELECT array_agg(d) INTO dates FROM (
+      SELECT settlement_date FROM curtailment_loaded_days
+      UNION SELECT settlement_date FROM curtailment_records
+      UNION SELECT settlement_date FROM historical_bitcoin_calculations) AS s(d);
   ELSE
     EXECUTE format(CASE TG_OP
         WHEN 'INSERT' THEN 'SELECT array_agg(DISTINCT d) FROM (SELECT %1$I FROM quarry_new) s(d)'
