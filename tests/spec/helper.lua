@@ -179,6 +179,25 @@ function M.unseen_write(db, ...)
   end))
 end
 
+--- kill -9 a command mid-write: while holder (a Db) holds what hold(tx)
+-- takes, start cmd (a shell fragment) in the background, wait until one
+-- session of db's database waits (wait: a pg_stat_activity condition), and
+-- kill the command there.
+function M.kill_while_waiting(db, holder, hold, cmd, wait)
+  local pidfile = M.tmpname(".pid")
+  assert(holder:transaction(function(tx)
+    hold(tx)
+    os.execute(("%s >/dev/null 2>&1 & echo $! > %s"):format(cmd, pidfile))
+    local waiting = M.eventually(function()
+      return db:query_one(("SELECT count(*)::int AS n FROM pg_stat_activity WHERE %s "
+        .. "AND datname = current_database()"):format(wait)).n
+    end, 1, 10)
+    assert(waiting == 1, "the command never waited where it was to be killed")
+    os.execute("kill -9 " .. M.read(pidfile):match("%d+"))
+  end))
+  os.remove(pidfile)
+end
+
 function M.sleep(seconds) os.execute("sleep " .. seconds) end
 
 --- fn()'s value once it equals want, polling for at most `within` seconds;

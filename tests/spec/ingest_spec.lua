@@ -279,24 +279,14 @@ describe("ingest curtailment", function()
     end
     local before = day()
     local path = csv({ D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-13,-65,-5,-5,true,false" })
-    local pidfile = h.tmpname(".pid")
     local holder = h.db()
     -- another session holds the farm's bitcoin row: the load rewrites the farm's curtailment rows, then
     -- waits on that row while recomputing the day's bitcoin, and is killed there
-    assert(holder:transaction(function(tx)
+    h.kill_while_waiting(db, holder, function(tx)
       tx:query_one([[SELECT 1 AS x FROM historical_bitcoin_calculations WHERE settlement_date = $1
         AND farm_id = 'T_SGRWO-1' LIMIT 1 FOR UPDATE]], D)
-      os.execute(("%s ingest curtailment --farms-only %s >/dev/null 2>&1 & echo $! > %s"):format(h.shell_quote(h.bin),
-        path, pidfile))
-      local waiting = h.eventually(function()
-        return db:query_one([[SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND datname = current_database()]]).n
-      end, 1, 10)
-      assert.are.equal(1, waiting)
-      os.execute("kill -9 " .. h.read(pidfile):match("%d+"))
-    end))
+    end, ("%s ingest curtailment --farms-only %s"):format(h.shell_quote(h.bin), path), "wait_event_type = 'Lock'")
     holder:close()
-    os.remove(pidfile)
     assert.are.equal(before, day())
     local out, err, code = ingest("curtailment --farms-only", path)
     assert.are.equal(0, code, err)

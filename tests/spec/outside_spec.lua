@@ -186,21 +186,12 @@ describe("writes made outside quarry", function()
   it("stay listed when the mender is killed with kill -9 mid-way; the next read mends them", function()
     db:exec("UPDATE curtailment_records SET volume = -26 WHERE settlement_date = '2034-05-03'")
     local holder = session()
-    local pidfile = h.tmpname(".pid")
     -- another writer of that date holds its date lock: the mender waits there, and is killed there
-    assert(holder:transaction(function(tx)
+    h.kill_while_waiting(db, holder, function(tx)
       tx:exec("SELECT pg_advisory_xact_lock(hashtext('quarry.date'), DATE '2034-05-03' - DATE '2000-01-01')")
-      os.execute(("DATABASE_URL=%s QUARRY_CACHE=off %s report monthly --month 2034-05 >/dev/null 2>&1 & "
-        .. "echo $! > %s"):format(h.shell_quote(URL), h.shell_quote(h.bin), pidfile))
-      local waiting = h.eventually(function()
-        return db:query_one([[SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE wait_event = 'advisory' AND datname = current_database()]]).n
-      end, 1, 10)
-      assert.are.equal(1, waiting)
-      os.execute("kill -9 " .. h.read(pidfile):match("%d+"))
-    end))
+    end, ("DATABASE_URL=%s QUARRY_CACHE=off %s report monthly --month 2034-05"):format(h.shell_quote(URL),
+      h.shell_quote(h.bin)), "wait_event = 'advisory'")
     holder:close()
-    os.remove(pidfile)
     assert.are.same({ "2034-05-03" }, noted())
     assert.are.equal(97, tonumber(totals().curtailed_mwh))
     assert.are.same({}, noted())
