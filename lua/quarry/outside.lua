@@ -40,6 +40,9 @@ M.WATCHED = {
   { table = "bitcoin_difficulty", column = "effective_date", reach = "in_force" },
   { table = "bitcoin_prices", column = "price_date", reach = "rows" },
   { table = "miner_models", reach = "all" },
+  -- what a report's coverage says of a day (loaded, periods missing)
+  { table = "curtailment_loaded_days", column = "settlement_date", reach = "rows" },
+  { table = "elexon_fetch_days", column = "settlement_date", reach = "rows" },
 }
 
 --- The list and the functions the triggers call: migration 14 (shipped,
@@ -174,6 +177,8 @@ local MENDS = {
   bitcoin_difficulty = { tables = { "historical_bitcoin_calculations" }, bitcoin = true },
   miner_models = { tables = { "historical_bitcoin_calculations" }, bitcoin = true, everything = true },
   bitcoin_prices = { tables = { "bitcoin_prices" } },
+  curtailment_loaded_days = { tables = { "curtailment_loaded_days" } },
+  elexon_fetch_days = { tables = { "curtailment_loaded_days" } },
 }
 
 --- Mend every noted date: recompute its bitcoin, refresh its rollups, log

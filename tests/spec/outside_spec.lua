@@ -197,6 +197,18 @@ describe("writes made outside quarry", function()
     assert.are.same({}, noted())
   end)
 
+  it("to the loaded days reach the coverage of a cached report", function()
+    local out = h.quarry("report monthly --month 2034-05 --format json", ENV)
+    assert.are.equal(31, cjson.decode(out).coverage.loaded)
+    db:exec("DELETE FROM curtailment_loaded_days WHERE settlement_date = '2034-05-31'")
+    out = h.quarry("report monthly --month 2034-05 --format json", ENV)
+    assert.are.equal(30, cjson.decode(out).coverage.loaded)
+    db:exec("INSERT INTO curtailment_loaded_days (settlement_date, source) VALUES ('2034-05-31', 'csv')")
+    out = h.quarry("report monthly --month 2034-05 --format json", ENV)
+    assert.are.equal(31, cjson.decode(out).coverage.loaded)
+    assert.are.same({}, noted())
+  end)
+
   it("whose bitcoin cannot be computed stay listed with the reason; other dates are served", function()
     db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
       payment, original_price, final_price, so_flag, cadl_flag)

@@ -23,4 +23,6 @@ return {
   { table = "historical_bitcoin_calculations", stale = mining },
   -- a day's price changes the value figures of that day, its month and year
   { table = "bitcoin_prices", stale = mining },
+  -- whether a day is loaded (and which periods it lacks) is in every result's coverage
+  { table = "curtailment_loaded_days", stale = mining },
 }
