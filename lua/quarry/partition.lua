@@ -846,6 +846,7 @@ function M.maintain(db, tname, p, opts)
         local rollup, write = require "quarry.rollup", require "quarry.write"
         local dates = with_lock_retry(conn, "detach " .. part.name, opts.lock_tries or 10, function(tx)
           lock_timeout(tx, opts.lock_timeout_ms or 2000)
+          tx:exec(outside.WRITER_ON) -- quarry's own write: its days are no longer loaded
           local last = tx:query_one("SELECT ($1::date - 1)::text AS d", part.hi).d
           local d = rollup.dates_in(tx, part.lo, last)
           rollup.lock_dates(tx, d)

@@ -375,7 +375,7 @@ describe("partition", function()
     db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment,
       original_price, final_price) VALUES ('2024-01-03', 3, 'T_X', -1, -1, -1, -1)]])
     local year = tonumber(db:query_one("SELECT extract(year FROM current_date)::int AS y").y)
-    db:exec([[INSERT INTO curtailment_loaded_days (settlement_date) VALUES ('2019-06-01'), ('2019-06-02')
+    h.unseen_write(db, [[INSERT INTO curtailment_loaded_days (settlement_date) VALUES ('2019-06-01'), ('2019-06-02')
       ON CONFLICT DO NOTHING]]) -- a day with rows and a calm one, both loaded
     actions = partition.maintain(db, "curtailment_records", plan)
     local detached = table.concat(actions, "\n")
@@ -384,6 +384,9 @@ describe("partition", function()
     assert.is_nil(db:query_one("SELECT 1 AS x FROM rollup_day WHERE settlement_date = '2019-06-01'"))
     -- and its days are no longer loaded: a report of them says so, not "no curtailment"
     assert.is_nil(db:query_one([[SELECT 1 AS x FROM curtailment_loaded_days
+      WHERE settlement_date BETWEEN '2019-01-01' AND '2019-12-31']]))
+    -- which is quarry's own write, not one made outside it
+    assert.is_nil(db:query_one([[SELECT 1 AS x FROM quarry_outside_writes
       WHERE settlement_date BETWEEN '2019-01-01' AND '2019-12-31']]))
     _, err, code = q("rollup verify --from 2019-01-01 --to 2019-12-31")
     assert.are.equal(0, code, err)
