@@ -50,7 +50,8 @@ farm({ "E_BTUIW-3" }, "SP Renewables (UK) Limited", 52, "onshore")
 M.FARMS = FARMS
 
 -- Public difficulty points (T = 1e12); the seed adds a point every 14 days
--- between them, log-linearly, as the real adjustments come fortnightly.
+-- between them, log-linearly, as the real adjustments come fortnightly,
+-- and holds the last one after it.
 M.DIFFICULTY_POINTS = {
   { "2022-01-01", 24.27 }, { "2022-05-11", 31.25 }, { "2022-09-14", 32.05 }, { "2023-01-01", 35.36 },
   { "2023-12-23", 72.01 }, { "2024-01-06", 73.20 }, { "2024-02-15", 81.73 }, { "2024-04-11", 86.39 },
@@ -160,9 +161,13 @@ function M.write_difficulty(path, from, to)
       n = n + 14
     end
   end
+  -- past the last public point, its value held, a point every 14 days: a
+  -- seed of this year is as synthetic as one of 2024, and must load too
   local lastp = pts[#pts]
-  if day_number(lastp[1]) >= first and day_number(lastp[1]) <= last + 31 then
-    files.write(f, name, ("%s,%.0f\n"):format(lastp[1], lastp[2] * 1e12))
+  local n = day_number(lastp[1])
+  while n <= last do
+    if n >= first then files.write(f, name, ("%s,%.0f\n"):format(date_of(n), lastp[2] * 1e12)) end
+    n = n + 14
   end
   files.flush(f, name)
   if f ~= path then f:close() end

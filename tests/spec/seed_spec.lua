@@ -51,6 +51,22 @@ describe("seed", function()
       FROM, TO).n)                                                  -- payment = |volume| x price
   end)
 
+  it("seeds days past its last public difficulty point, that point's value held every 14 days", function()
+    local seed = require "quarry.seed"
+    local path = h.tmpname(".csv")
+    seed.write_difficulty(path, "2026-11-01", "2026-11-30")
+    local points = {}
+    for d, v in h.read(path):gmatch("(%d+%-%d+%-%d+),(%d+)") do points[#points + 1] = { d, v } end
+    os.remove(path)
+    local last = seed.DIFFICULTY_POINTS[#seed.DIFFICULTY_POINTS]
+    assert.is_true(#points >= 2)
+    assert.is_true(points[1][1] <= "2026-11-01" and points[1][1] >= "2026-10-01", points[1][1])
+    for _, p in ipairs(points) do assert.are.equal(("%.0f"):format(last[2] * 1e12), p[2]) end
+    local out, err, code = h.quarry("db seed --from 2026-11-01 --to 2026-11-03")
+    assert.are.equal(0, code, err) -- it was "no bitcoin difficulty known for 2026-11-01, ..."
+    assert.matches("seeded 2026%-11%-01..2026%-11%-03", out)
+  end)
+
   it("gives monthly, daily and yearly figures equal to SQL over the raw rows", function()
     local r = json_report("report monthly --month 2023-02")
     for _, row in ipairs(r.rows) do
