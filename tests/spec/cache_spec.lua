@@ -48,6 +48,11 @@ local function processes(count, code, env)
   return results
 end
 
+-- Dates other specs changed outside quarry would be mended by this spec's
+-- first cache read, with a warning in the output its tests compare: mend
+-- them first (lua/quarry/outside.lua).
+setup(function() require("quarry.outside").repair(require("quarry").db, nil, { quiet = true }) end)
+
 describe("cache values", function()
   it("round-trip every Lua type exactly through Redis", function()
     local c = new_cache()
