@@ -17,6 +17,8 @@
 -- report computed uncached, which finds the dates of its range in its
 -- coverage (lua/quarry/report.lua). Until then nothing cached is trusted.
 --
+-- The rollup tables carry the same triggers (lua/quarry/rollup.lua).
+--
 -- Not seen: writes made with quarry.writer set by hand, and rows changed
 -- before these triggers existed (`rollup verify` and the integrity report
 -- are there for those).
@@ -179,7 +181,17 @@ local MENDS = {
   bitcoin_prices = { tables = { "bitcoin_prices" } },
   curtailment_loaded_days = { tables = { "curtailment_loaded_days" } },
   elexon_fetch_days = { tables = { "curtailment_loaded_days" } },
+  -- a rollup table changed by hand (rollup.lua puts the triggers on each):
+  -- every rollup of the dates aggregated again
+  rollup = { tables = { "curtailment_records", "historical_bitcoin_calculations" } },
 }
+
+-- The rollups' table names (lua/quarry/defs/summaries.lua), as a set.
+local function rollup_tables()
+  local out = {}
+  for _, r in ipairs(require("quarry.defs.summaries").rollups) do out[r.table] = true end
+  return out
+end
 
 --- Mend every noted date: recompute its bitcoin, refresh its rollups, log
 -- its invalidation, as one dated write, and take it off the list. A date
@@ -213,7 +225,7 @@ function M.repair(db, cache, opts)
     local seen, needs_bitcoin = {}, {}
     for _, r in ipairs(rows) do
       for t in r.t:gmatch("[^,]+") do
-        local m = MENDS[t] or MENDS.curtailment_records
+        local m = MENDS[t] or (rollup_tables()[t] and MENDS.rollup) or MENDS.curtailment_records
         if m.bitcoin then needs_bitcoin[#needs_bitcoin + 1] = r.d end
         how.bitcoin = how.bitcoin or m.bitcoin == true
         how.everything = how.everything or m.everything

@@ -52,6 +52,21 @@ local function table_ddl(r)
   }, "\n")
 end
 
+-- A rollup changed by hand is noted like its source (lua/quarry/outside.lua).
+local function watched(r) return { table = r.table, column = "settlement_date", reach = "rows" } end
+
+-- The rollups whose table lacks the triggers noting writes made outside quarry.
+local function unwatched(conn)
+  local out = {}
+  for _, r in ipairs(defs.rollups) do
+    if not conn:query_one([[SELECT 1 AS x FROM pg_trigger WHERE tgrelid = to_regclass($1)
+        AND tgname = 'quarry_outside_ins']], ident(r.table)) then
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
 --- The names of the rollups whose table is missing or no longer matches
 -- its declaration (columns and types, in order): one catalog query.
 function M.mismatched(conn)
@@ -97,6 +112,10 @@ function M.ensure(conn)
       stale[r.table] = true
       redone[#redone + 1] = r.name
     end
+  end
+  local outside = require "quarry.outside"
+  for _, r in ipairs(unwatched(conn)) do
+    for _, sql in ipairs(outside.triggers(watched(r))) do conn:exec(sql) end
   end
   return redone
 end
