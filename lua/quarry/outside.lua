@@ -141,10 +141,13 @@ function M.drop_triggers(rel)
   return out
 end
 
---- The watched entry of a table name, or nil.
-function M.watched(tbl)
-  for _, w in ipairs(M.WATCHED) do if w.table == tbl then return w end end
-  return nil
+--- The triggers of watched table tbl on rel (default tbl: a partition of
+-- it, or its partitioned successor), or none when tbl is not watched.
+function M.triggers_of(tbl, rel)
+  for _, w in ipairs(M.WATCHED) do
+    if w.table == tbl then return M.triggers(w, rel) end
+  end
+  return {}
 end
 
 --- Migration 14: the list, its functions and every watched table's triggers.
@@ -222,10 +225,10 @@ function M.repair(db, cache, opts)
     local rows = tx:query([[SELECT settlement_date::text AS d, array_to_string(tables, ',') AS t
       FROM quarry_outside_writes WHERE settlement_date = ANY($1::date[]) ORDER BY 1 FOR UPDATE]],
       mining.pg_array(dates))
-    local seen, needs_bitcoin = {}, {}
+    local seen, needs_bitcoin, rollups = {}, {}, rollup_tables()
     for _, r in ipairs(rows) do
       for t in r.t:gmatch("[^,]+") do
-        local m = MENDS[t] or (rollup_tables()[t] and MENDS.rollup) or MENDS.curtailment_records
+        local m = MENDS[t] or (rollups[t] and MENDS.rollup) or MENDS.curtailment_records
         if m.bitcoin then needs_bitcoin[#needs_bitcoin + 1] = r.d end
         how.bitcoin = how.bitcoin or m.bitcoin == true
         how.everything = how.everything or m.everything
@@ -239,10 +242,16 @@ function M.repair(db, cache, opts)
     if #missing > 0 then
       local reason = mining.lacking_message(missing)
       for _, d in ipairs(missing) do lacking[d] = true; failed[#failed + 1] = { date = d, reason = reason } end
-      tx:exec("UPDATE quarry_outside_writes SET failed = $2 WHERE settlement_date = ANY($1::date[])",
-        mining.pg_array(missing), reason)
-      -- what was cached of them is not served again
-      require("quarry.rules").record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, missing)
+      local newly = {}
+      for _, r in ipairs(tx:query([[UPDATE quarry_outside_writes SET failed = $2
+          WHERE settlement_date = ANY($1::date[]) AND failed IS NULL RETURNING settlement_date::text AS d]],
+          mining.pg_array(missing), reason)) do
+        newly[#newly + 1] = r.d
+      end
+      -- what was cached of them is not served again (once: no report of them is cached meanwhile)
+      if #newly > 0 then
+        require("quarry.rules").record(tx, { "curtailment_records", "historical_bitcoin_calculations" }, newly)
+      end
     end
     for _, r in ipairs(rows) do if not lacking[r.d] then mended[#mended + 1] = r.d end end
     tx:exec("DELETE FROM quarry_outside_writes WHERE settlement_date = ANY($1::date[])", mining.pg_array(mended))

@@ -225,9 +225,8 @@ local function build_ddl(tname, p, rngs)
       .. "PARTITION BY RANGE (%s)"):format(ident(new), ident(tname), ident(p.key)),
   }
   -- a write naming a partition is noted as one naming the table (lua/quarry/outside.lua)
-  local watched = outside.watched(tname)
   local function note_writes(part)
-    for _, sql in ipairs(watched and outside.triggers(watched, part) or {}) do ddl[#ddl + 1] = sql end
+    for _, sql in ipairs(outside.triggers_of(tname, part)) do ddl[#ddl + 1] = sql end
   end
   for _, r in ipairs(rngs) do
     local part = M.partition_name(tname, r.lo, p.interval)
@@ -561,8 +560,7 @@ local function swap(conn, tname, p, cols, opts)
     end
     for _, sql in ipairs(mirror_ddl(tname, p, cols)) do tx:exec(sql) end
     -- writes made outside quarry are noted on the new table as on the old
-    local watched = outside.watched(tname)
-    for _, sql in ipairs(watched and outside.triggers(watched) or {}) do tx:exec(sql) end
+    for _, sql in ipairs(outside.triggers_of(tname)) do tx:exec(sql) end
     tx:exec("UPDATE quarry_partition_state SET phase = 'swapped', updated_at = now() WHERE table_name = $1", tname)
     held_ms = (core.now_ns() - t0) / 1e6
   end)
@@ -786,8 +784,7 @@ local function attach(conn, tname, p, default, lo, hi, opts)
     tx:exec(("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)")
       :format(ident(tname), ident(name), literal(lo), literal(hi)))
     tx:exec(("ALTER TABLE %s DROP CONSTRAINT %s"):format(ident(name), chk))
-    local watched = outside.watched(tname)
-    for _, sql in ipairs(watched and outside.triggers(watched, name) or {}) do tx:exec(sql) end
+    for _, sql in ipairs(outside.triggers_of(tname, name)) do tx:exec(sql) end
   end)
   return name, moved
 end
