@@ -352,16 +352,19 @@ local MARK_LOADED = [[INSERT INTO curtailment_loaded_days AS l (settlement_date,
   ON CONFLICT (settlement_date) DO UPDATE SET loaded_at = now(), source = EXCLUDED.source
   RETURNING l.settlement_date::text AS d, (l.xmax = 0) AS new]]
 
--- The dates of $1 that a source other than a seed loaded, as ranges.
+-- The dates of $1 that a source other than a seed loaded, as ranges. A
+-- day loaded before quarry kept the source (NULL) is real data too.
 local REAL_DAYS = [[SELECT min(d)::text AS first, max(d)::text AS last, count(*)::int AS n,
     array_to_string(array_agg(DISTINCT source ORDER BY source), ',') AS sources
-  FROM (SELECT settlement_date AS d, source,
+  FROM (SELECT settlement_date AS d, coalesce(source, 'unrecorded') AS source,
           settlement_date - (row_number() OVER (ORDER BY settlement_date))::int AS g
-        FROM curtailment_loaded_days WHERE settlement_date = ANY($1::date[]) AND source <> 'seed') x
+        FROM curtailment_loaded_days WHERE settlement_date = ANY($1::date[])
+          AND source IS DISTINCT FROM 'seed') x
   GROUP BY g ORDER BY 1]]
 
 M.SOURCE_NAMES = { csv = "quarry ingest curtailment", elexon = "Elexon (quarry fetch or ingest elexon)",
-                   seed = "quarry db seed" }
+                   seed = "quarry db seed", outside = "writes made outside quarry (psql or a script)",
+                   unrecorded = "an earlier quarry (before it kept the source)" }
 
 --- Refuse (bad input) when any of `dates` holds data a source other than a
 -- seed loaded: synthetic figures must never stand in for real ones, nor
@@ -385,10 +388,11 @@ function M.refuse_over_real(tx, dates, why, advice)
 end
 
 -- The dates of $1 a merge cannot go into: not loaded (the other farms are
--- unknown, and the day would read as whole), or made up by a seed.
+-- unknown, and the day would read as whole), made up by a seed, or holding
+-- only rows written by hand (as unknown).
 local NOT_MERGEABLE = [[SELECT d::text AS d, l.source FROM unnest($1::date[]) AS d
   LEFT JOIN curtailment_loaded_days l ON l.settlement_date = d
-  WHERE l.settlement_date IS NULL OR l.source = 'seed' ORDER BY 1]]
+  WHERE l.settlement_date IS NULL OR l.source IN ('seed', 'outside') ORDER BY 1]]
 
 -- Per date of $1 being rewritten, the stored rows of farms the file has no
 -- row of that date for: what replacing the date whole would remove unasked.
@@ -436,7 +440,8 @@ function M.replace_curtailment(tx, w, name, f, cols, size, opts)
     if #bad > 0 then
       bad_input(("%s: --farms-only replaces some farms of a loaded day, and %s %s%s; load %s whole first "
         .. "(quarry fetch curtailment, or ingest curtailment --dates)"):format(name, bad[1].d,
-        bad[1].source and "holds made-up data from quarry db seed" or "is not loaded",
+        bad[1].source == "seed" and "holds made-up data from quarry db seed"
+          or bad[1].source == "outside" and "holds only rows written outside quarry" or "is not loaded",
         #bad > 1 and (" (and %d more date(s))"):format(#bad - 1) or "", #bad > 1 and "them" or "it"))
     end
   end

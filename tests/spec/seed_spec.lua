@@ -193,6 +193,16 @@ describe("a seed beside real data", function()
     unchanged()
   end)
 
+  it("refuses to replace a day loaded before quarry kept the source: real data too", function()
+    h.unseen_write(sdb, "UPDATE curtailment_loaded_days SET source = NULL WHERE settlement_date = '2024-05-10'")
+    local _, err, code = q("db seed --from 2024-05-09 --to 2024-05-11")
+    h.unseen_write(sdb, "UPDATE curtailment_loaded_days SET source = 'csv' WHERE settlement_date = '2024-05-10'")
+    assert.are.equal(2, code, err)
+    assert.matches("would replace 1 day%(s%) loaded by an earlier quarry %(before it kept the source%) "
+      .. "%(2024%-05%-10%)", err)
+    unchanged()
+  end)
+
   it("refuses to change the difficulty in force on a day another source loaded", function()
     -- its point of 2024-04-11 would be in force on 2024-04-20 instead of the loaded one of 2024-04-01
     local _, err, code = q("db seed --from 2024-04-10 --to 2024-04-15")
