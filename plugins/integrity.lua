@@ -84,6 +84,13 @@ return {
                           date = m[1], detail = ("quarry fetch difficulty --from %s --to %s"):format(m[1], m[2]),
                           count = m[3] }
     end
+    -- Days whose only rows were written by hand (psql, a script): no load
+    -- checked them, and the day is only as whole as whoever typed it.
+    for _, m in ipairs(cov.written_outside) do
+      rows[#rows + 1] = { problem = "dates holding only rows written outside quarry",
+                          date = m[1], detail = ("quarry fetch curtailment --from %s --to %s replaces them"):format(
+                            m[1], m[2]), count = m[3] }
+    end
     -- Days whose rollup rows disagree with their raw rows (a write made
     -- outside quarry): 'quarry rollup refresh --date D' mends them.
     for _, m in ipairs(ctx.summaries.rollup_mismatches(from, to)) do

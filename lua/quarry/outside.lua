@@ -196,6 +196,22 @@ local function rollup_tables()
   return out
 end
 
+-- Of the dates $1 being mended: those holding rows though no quarry load
+-- loaded them (written by hand) become loaded days, source 'outside', so
+-- their figures are not summed under a note that the day holds no data;
+-- such a day whose rows are gone again is no longer loaded.
+local LOADED_BY_HAND = [[
+WITH d AS (SELECT unnest($1::date[]) AS d),
+marked AS (
+  INSERT INTO curtailment_loaded_days (settlement_date, source)
+  SELECT d.d, 'outside' FROM d WHERE EXISTS (SELECT 1 FROM curtailment_records c WHERE c.settlement_date = d.d)
+  ON CONFLICT (settlement_date) DO NOTHING RETURNING 1),
+unmarked AS (
+  DELETE FROM curtailment_loaded_days l USING d
+  WHERE l.settlement_date = d.d AND l.source = 'outside'
+    AND NOT EXISTS (SELECT 1 FROM curtailment_records c WHERE c.settlement_date = d.d) RETURNING 1)
+SELECT (SELECT count(*) FROM marked) + (SELECT count(*) FROM unmarked) AS n]]
+
 --- Mend every noted date: recompute its bitcoin, refresh its rollups, log
 -- its invalidation, as one dated write, and take it off the list. A date
 -- whose bitcoin cannot be computed (its difficulty is not known) stays
@@ -255,6 +271,9 @@ function M.repair(db, cache, opts)
     end
     for _, r in ipairs(rows) do if not lacking[r.d] then mended[#mended + 1] = r.d end end
     tx:exec("DELETE FROM quarry_outside_writes WHERE settlement_date = ANY($1::date[])", mining.pg_array(mended))
+    if tonumber(tx:query_one(LOADED_BY_HAND, mining.pg_array(mended)).n) > 0 and not seen.curtailment_loaded_days then
+      how.tables[#how.tables + 1] = "curtailment_loaded_days" -- their coverage changed: what is cached of it too
+    end
     w:dates(mended) -- held already: this only says which dates the write's steps are for
     -- dates quarry does not take (a typo's year 1900) are in no figure: off the list
     tx:exec("DELETE FROM quarry_outside_writes WHERE settlement_date NOT BETWEEN $1::date AND $2::date",

@@ -378,7 +378,8 @@ local FAMILIES = { "daily_mining:", "monthly_mining:", "quarterly_mining:", "yea
 -- (lua/quarry/defs/rules.lua) reach every report of a changed date.
 -- The shape of a result (fields, rows, totals, ...): part of every key, so a
 -- cached result of an older shape is never served after an upgrade.
-M.RESULT_SHAPE = "r4" -- r3: coverage, and days with no data loaded empty, not zero; r4: synthetic days
+M.RESULT_SHAPE = "r5" -- r3: coverage, and days with no data loaded empty, not zero; r4: synthetic days;
+-- r5: days written outside quarry
 
 local function percent(c) return ("%%%02X"):format(c:byte()) end
 local function key_part(v)
@@ -563,7 +564,8 @@ end
 -- (elexon_fetch_days.missing) are loaded but partial: listed too. So are the
 -- days whose figures are synthetic: rows loaded by `quarry db seed`
 -- ('seed'), or real rows whose bitcoin rests on a seed's difficulty point
--- ('seed_difficulty'): a figure made up for a demo must say so.
+-- ('seed_difficulty'): a figure made up for a demo must say so; and the
+-- days whose only rows were written by hand, not loaded ('written_outside').
 M.COVERAGE_SQL = [[
 WITH gaps AS (
   SELECT d::date AS day, d::date - (row_number() OVER (ORDER BY d))::int AS g
@@ -574,7 +576,10 @@ synthetic AS (
   FROM curtailment_loaded_days l
   LEFT JOIN LATERAL (SELECT b.source FROM bitcoin_difficulty b WHERE b.effective_date <= l.settlement_date
                      ORDER BY b.effective_date DESC LIMIT 1) p ON true
-  WHERE l.settlement_date BETWEEN $1::date AND $2::date AND (l.source = 'seed' OR p.source = 'seed')),
+  WHERE l.settlement_date BETWEEN $1::date AND $2::date AND (l.source = 'seed' OR p.source = 'seed')
+  UNION ALL
+  SELECT settlement_date, 'written_outside' FROM curtailment_loaded_days
+  WHERE settlement_date BETWEEN $1::date AND $2::date AND source = 'outside'),
 runs AS (SELECT day, kind, day - (row_number() OVER (PARTITION BY kind ORDER BY day))::int AS g FROM synthetic)
 SELECT 'missing' AS kind, min(day)::text AS first, max(day)::text AS last, count(*)::int AS n, NULL AS periods
 FROM gaps GROUP BY g
@@ -592,7 +597,8 @@ M.COVERAGE_RANGES = 20 -- the most ranges (and partial days) a result lists; the
 local function coverage(tx, from, to)
   local days = dates.day_number(to) - dates.day_number(from) + 1
   local c = { from = from, to = to, days = days, loaded = days, missing = {}, ranges = 0, partial = {},
-              partial_days = 0, synthetic = {}, synthetic_days = 0, seed_difficulty = {}, seed_difficulty_days = 0 }
+              partial_days = 0, synthetic = {}, synthetic_days = 0, seed_difficulty = {}, seed_difficulty_days = 0,
+              written_outside = {}, written_outside_days = 0 }
   for _, r in ipairs(tx:query({ name = "report.coverage", sql = M.COVERAGE_SQL }, from, to)) do
     if r.kind == "partial" then
       c.partial_days = c.partial_days + 1
@@ -608,9 +614,9 @@ local function coverage(tx, from, to)
     elseif r.kind == "missing" then
       c.loaded, c.ranges, c.last_missing = c.loaded - r.n, c.ranges + 1, r.last
       if #c.missing < M.COVERAGE_RANGES then c.missing[#c.missing + 1] = { r.first, r.last, r.n } end
-    else -- seed, seed_difficulty
-      local list = r.kind == "seed" and c.synthetic or c.seed_difficulty
-      local key = r.kind == "seed" and "synthetic_days" or "seed_difficulty_days"
+    else -- seed, seed_difficulty, written_outside
+      local list = r.kind == "seed" and c.synthetic or c[r.kind]
+      local key = r.kind == "seed" and "synthetic_days" or (r.kind .. "_days")
       c[key] = c[key] + r.n
       if #list < M.COVERAGE_RANGES then list[#list + 1] = { r.first, r.last, r.n } end
     end
@@ -642,7 +648,7 @@ local function ranges_text(list, total)
   return table.concat(shown, ", ") .. (total > 3 and (" and %d more range(s)"):format(total - 3) or "")
 end
 
--- The lines saying which days' figures are synthetic, or nil.
+-- The lines saying which days' figures are synthetic or written by hand, or nil.
 local function synthetic_note(c)
   local lines = {}
   if c.synthetic_days > 0 then
@@ -655,6 +661,13 @@ local function synthetic_note(c)
     lines[#lines + 1] = ("the bitcoin of %d day(s) (%s) uses quarry db seed's synthetic difficulty; "
       .. "load the real one: quarry fetch difficulty --from %s --to %s"):format(c.seed_difficulty_days,
       ranges_text(c.seed_difficulty, #c.seed_difficulty), first, last)
+  end
+  if c.written_outside_days > 0 then
+    local first, last = c.written_outside[1][1], c.written_outside[#c.written_outside][2]
+    lines[#lines + 1] = ("%d day(s) (%s) hold only rows written outside quarry (psql or a script), which no "
+      .. "quarry load checked: check them, or load the days: quarry fetch curtailment --from %s --to %s, or "
+      .. "quarry ingest curtailment FILE"):format(c.written_outside_days,
+      ranges_text(c.written_outside, #c.written_outside), first, last)
   end
   return #lines > 0 and table.concat(lines, "\n") or nil
 end

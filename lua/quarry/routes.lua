@@ -109,8 +109,8 @@ M.report = function(q, name)
   end
   -- in every format, csv's too (it has no footer): how many days of the period hold data
   local c = result.coverage
-  local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d; synthetic=%d"):format(c.loaded, c.days,
-    c.synthetic_days) } or nil
+  local extra = c and { ["Quarry-Coverage"] = ("loaded=%d; days=%d; synthetic=%d; written-outside=%d"):format(
+    c.loaded, c.days, c.synthetic_days, c.written_outside_days) } or nil
   return 200, render(result, format, cached), CONTENT[format], extra
 end
 

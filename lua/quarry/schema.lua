@@ -365,4 +365,21 @@ ALTER TABLE bitcoin_difficulty ADD COLUMN source text CHECK (source IN ('seed', 
     -- the DDL is lua/quarry/outside.lua's, which partitioning uses too
     sql = function() return require("quarry.outside").migration_sql() end,
   },
+  {
+    version = 15,
+    name = "days holding only rows written outside quarry are loaded, and say so",
+    sql = [[
+-- 'outside': rows written by hand (psql, a script) on a day no quarry load
+-- loaded. A mend marks such a day, so its figures are counted as loaded
+-- and the report says where they came from, instead of summing them under
+-- a note that the day holds no data.
+ALTER TABLE curtailment_loaded_days DROP CONSTRAINT IF EXISTS curtailment_loaded_days_source_check;
+ALTER TABLE curtailment_loaded_days ADD CONSTRAINT curtailment_loaded_days_source_check
+  CHECK (source IN ('seed', 'csv', 'elexon', 'outside'));
+-- what was written so before migration 14 noted such writes
+INSERT INTO curtailment_loaded_days (settlement_date, source)
+  SELECT DISTINCT settlement_date, 'outside' FROM curtailment_records
+  ON CONFLICT (settlement_date) DO NOTHING;
+]],
+  },
 }

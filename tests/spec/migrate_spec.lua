@@ -116,6 +116,24 @@ describe("migrations", function()
     db:exec("ALTER TABLE rollup_day DROP COLUMN from_the_future")
   end)
 
+  it("marks the days holding rows no load loaded (written by hand before writes were noted) as such", function()
+    h.unseen_write(db, "DELETE FROM schema_migrations WHERE version = 15",
+      [[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment, original_price,
+        final_price, so_flag) VALUES ('2024-04-02', 3, 'T_SGRWO-1', -1, 5, -5, -5, true)]],
+      "INSERT INTO curtailment_loaded_days (settlement_date, source) VALUES ('2024-04-03', 'csv')",
+      [[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, volume, payment, original_price,
+        final_price, so_flag) VALUES ('2024-04-03', 3, 'T_SGRWO-1', -1, 5, -5, -5, true)]])
+    assert.are.same({ 15 }, migrate.up(db))
+    local src = {}
+    for _, r in ipairs(db:query([[SELECT settlement_date::text AS d, source FROM curtailment_loaded_days
+        WHERE settlement_date IN ('2024-04-02', '2024-04-03')]])) do
+      src[r.d] = r.source
+    end
+    assert.are.same({ ["2024-04-02"] = "outside", ["2024-04-03"] = "csv" }, src)
+    h.unseen_write(db, "DELETE FROM curtailment_records WHERE settlement_date IN ('2024-04-02', '2024-04-03')",
+      "DELETE FROM curtailment_loaded_days WHERE settlement_date IN ('2024-04-02', '2024-04-03')")
+  end)
+
   it("lets two processes migrate at once", function()
     admin:exec("DROP DATABASE quarry_migrate_spec WITH (FORCE)")
     admin:exec("CREATE DATABASE quarry_migrate_spec")

@@ -221,6 +221,48 @@ describe("writes made outside quarry", function()
     assert.are.same({}, noted())
   end)
 
+  it("on a day no load loaded make it loaded, saying so in every report of it; gone again, it is unloaded",
+      function()
+    local function june(args)
+      local out, err, code = h.quarry("report monthly --month 2034-06 --format json " .. (args or ""), ENV)
+      assert.are.equal(0, code, err)
+      return cjson.decode(out)
+    end
+    local r = june()
+    assert.are.equal(0, r.coverage.loaded) -- cached: nothing of June loaded
+    db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
+      payment, original_price, final_price, so_flag, cadl_flag)
+      VALUES ('2034-06-15', 5, 'T_DOREW-1', 'Dorenell Windfarm Limited', -10, -800, -80, -80, true, false)]])
+    for _, args in ipairs({ "", "--no-cache" }) do
+      r = june(args)
+      assert.are.equal(10, tonumber(r.totals.curtailed_mwh))
+      -- counted as loaded (not summed under "no data loaded for 2034-06-15"), and said to be written by hand
+      assert.are.equal(1, r.coverage.loaded)
+      assert.are.equal(1, r.coverage.written_outside_days)
+      assert.are.same({ { "2034-06-15", "2034-06-15" } }, r.coverage.written_outside)
+      assert.matches("1 day(s) (2034-06-15) hold only rows written outside quarry", r.footer, 1, true)
+    end
+    local out = h.quarry("report daily --date 2034-06-15", ENV)
+    assert.matches("hold only rows written outside quarry", out, 1, true)
+    assert.not_matches("no data loaded", out, 1, true)
+    out = h.quarry("report integrity --month 2034-06 --format csv", ENV)
+    assert.matches("dates holding only rows written outside quarry,2034-06-15", out, 1, true)
+    -- such a day is as unknown as an unloaded one to a merge, and a seed never replaces it
+    local csv = h.curtailment_csv({ "2034-06-15,6," .. FARM .. ",-5,-400,-80,-80,true,false" })
+    local _, err, code = h.quarry("ingest curtailment --farms-only " .. csv, ENV)
+    os.remove(csv)
+    assert.are.equal(2, code, err)
+    assert.matches("2034-06-15 holds only rows written outside quarry", err, 1, true)
+    _, err, code = h.quarry("db seed --from 2034-06-15 --to 2034-06-15", ENV)
+    assert.are.equal(2, code, err)
+    assert.matches("writes made outside quarry", err, 1, true)
+    db:exec("DELETE FROM curtailment_records WHERE settlement_date = '2034-06-15'")
+    r = june()
+    assert.are.equal(0, r.coverage.loaded)
+    assert.are.equal(0, r.coverage.written_outside_days)
+    assert.are.same({}, noted())
+  end)
+
   it("whose bitcoin cannot be computed stay listed with the reason; other dates are served", function()
     db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
       payment, original_price, final_price, so_flag, cadl_flag)

@@ -268,7 +268,8 @@ describe("a period not all loaded", function()
     assert.are.equal(4, r.rows[5].curtailed_mwh)
     assert.are.same({ from = "2031-08-01", to = "2031-08-31", days = 31, loaded = 1,
       missing = { { "2031-08-01", "2031-08-04" }, { "2031-08-06", "2031-08-31" } }, partial = {}, synthetic = {},
-      synthetic_days = 0, seed_difficulty = {}, seed_difficulty_days = 0 }, r.coverage)
+      synthetic_days = 0, seed_difficulty = {}, seed_difficulty_days = 0, written_outside = {},
+      written_outside_days = 0 }, r.coverage)
     assert.matches("no data loaded for 30 of the 31 days (2031-08-01..2031-08-04, 2031-08-06..2031-08-31)",
       r.footer, 1, true)
     assert.matches("quarry: no data loaded for 30 of the 31 days", err, 1, true) -- json has no footer to read

@@ -300,9 +300,9 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     -- a report in csv, which has no footer, says in a header how many days hold data
     local _, csv, head = get(s.url .. "/reports/monthly?month=2031-05&format=csv")
     assert.matches("^settlement_date,", csv)
-    assert.matches("\r\nQuarry%-Coverage: loaded=31; days=31; synthetic=0\r\n", head)
+    assert.matches("\r\nQuarry%-Coverage: loaded=31; days=31; synthetic=0; written%-outside=0\r\n", head)
     _, _, head = get(s.url .. "/reports/monthly?month=2032-02&format=csv")
-    assert.matches("\r\nQuarry%-Coverage: loaded=0; days=29; synthetic=0\r\n", head)
+    assert.matches("\r\nQuarry%-Coverage: loaded=0; days=29; synthetic=0; written%-outside=0\r\n", head)
     -- a month nobody loaded: its 0 is no data, and says so
     m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2032-02"))))
     assert.are.same({ yearMonth = "2032-02", totalCurtailedEnergy = 0, totalPayment = 0, days = 29,

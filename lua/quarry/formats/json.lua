@@ -40,9 +40,11 @@ return function(r)
       return table.concat(out, ",")
     end
     buf[6] = (',"coverage":{"from":%s,"to":%s,"days":%d,"loaded":%d,"missing":[%s],"partial":[%s],'
-      .. '"synthetic_days":%d,"synthetic":[%s],"seed_difficulty_days":%d,"seed_difficulty":[%s]}'):format(
+      .. '"synthetic_days":%d,"synthetic":[%s],"seed_difficulty_days":%d,"seed_difficulty":[%s],'
+      .. '"written_outside_days":%d,"written_outside":[%s]}'):format(
       json_string(c.from), json_string(c.to), c.days, c.loaded, ranges(c.missing), table.concat(partial, ","),
-      c.synthetic_days, ranges(c.synthetic), c.seed_difficulty_days, ranges(c.seed_difficulty))
+      c.synthetic_days, ranges(c.synthetic), c.seed_difficulty_days, ranges(c.seed_difficulty),
+      c.written_outside_days, ranges(c.written_outside))
   end
   buf[#buf + 1] = "}\n"
   return table.concat(buf)
