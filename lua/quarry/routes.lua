@@ -129,11 +129,15 @@ end
 
 -- The report's totals, and its coverage as fields the old API lacked (its 0
 -- for a day nobody loaded read as a calm day): days, daysLoaded, and
--- daysSynthetic (days of quarry db seed's made-up data).
+-- daysSynthetic (days of quarry db seed's made-up data), daysWrittenOutside
+-- (days whose only rows were written by hand, not loaded).
 local function totals_of(name, raw, out)
   local r = run_report(name, raw, false)
   local c = r.coverage
-  if c then out.days, out.daysLoaded, out.daysSynthetic = c.days, c.loaded, c.synthetic_days end
+  if c then
+    out.days, out.daysLoaded, out.daysSynthetic, out.daysWrittenOutside = c.days, c.loaded, c.synthetic_days,
+      c.written_outside_days
+  end
   return r.totals or {}
 end
 

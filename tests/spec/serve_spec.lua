@@ -168,6 +168,26 @@ describe("quarry serve", function()
     assert.are.equal(35, tonumber(cjson.decode(body).totalCurtailedEnergy))
   end)
 
+  it("says of a day whose only rows were written by hand that they were, on every route", function()
+    local db = h.db()
+    finally(function()
+      db:exec("DELETE FROM curtailment_records WHERE settlement_date = '2031-06-10'")
+      db:exec("DELETE FROM bitcoin_difficulty WHERE effective_date = '2031-06-01'")
+      db:close()
+      assert.are.equal(0, cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2031-06")))).daysLoaded)
+    end)
+    db:exec("INSERT INTO bitcoin_difficulty (effective_date, difficulty) VALUES ('2031-06-01', 100e12)")
+    db:exec([[INSERT INTO curtailment_records (settlement_date, settlement_period, farm_id, lead_party_name, volume,
+      payment, original_price, final_price, so_flag, cadl_flag)
+      VALUES ('2031-06-10', 5, 'T_DOREW-1', 'Dorenell Windfarm Limited', -10, -800, -80, -80, true, false)]])
+    local m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2031-06"))))
+    assert.are.same({ yearMonth = "2031-06", totalCurtailedEnergy = 10, totalPayment = 800, days = 30,
+                      daysLoaded = 1, daysSynthetic = 0, daysWrittenOutside = 1 }, m)
+    local status, _, head = get(s.url .. "/reports/monthly?month=2031-06&format=csv")
+    assert.are.equal(200, status)
+    assert.matches("\r\nQuarry%-Coverage: loaded=1; days=30; synthetic=0; written%-outside=1\r\n", head)
+  end)
+
   it("answers HEAD with GET's headers and length and no body, so the connection stays usable", function()
     local py = h.write(h.tmpname(".py"), [=[
 import http.client, sys
@@ -293,10 +313,11 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     assert.are.equal(200, status)
     local m = cjson.decode(body)
     assert.are.same({ yearMonth = "2031-05", totalCurtailedEnergy = 65, totalPayment = 4075, days = 31,
-                      daysLoaded = 31, daysSynthetic = 0 }, m)
+                      daysLoaded = 31, daysSynthetic = 0, daysWrittenOutside = 0 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/summary/daily/2031-05-01?leadParty=Dorenell%20Windfarm%20Limited"))))
     assert.are.same({ date = "2031-05-01", totalCurtailedEnergy = 20, totalPayment = 1600,
-                      leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1, daysSynthetic = 0 }, m)
+                      leadParty = "Dorenell Windfarm Limited", days = 1, daysLoaded = 1, daysSynthetic = 0,
+                      daysWrittenOutside = 0 }, m)
     -- a report in csv, which has no footer, says in a header how many days hold data
     local _, csv, head = get(s.url .. "/reports/monthly?month=2031-05&format=csv")
     assert.matches("^settlement_date,", csv)
@@ -306,7 +327,7 @@ for method in ("HEAD", "GET", "HEAD", "GET"):
     -- a month nobody loaded: its 0 is no data, and says so
     m = cjson.decode((select(2, get(s.url .. "/api/summary/monthly/2032-02"))))
     assert.are.same({ yearMonth = "2032-02", totalCurtailedEnergy = 0, totalPayment = 0, days = 29,
-                      daysLoaded = 0, daysSynthetic = 0 }, m)
+                      daysLoaded = 0, daysSynthetic = 0, daysWrittenOutside = 0 }, m)
     m = cjson.decode((select(2, get(s.url .. "/api/mining-potential/daily?date=2031-05-02&minerModel=S9"))))
     local report = cjson.decode((h.quarry("report daily --date 2031-05-02 --miner S9 --format json --no-cache", ENV)))
     assert.are.equal(tonumber(report.totals.btc_S9), m.bitcoinMined)
