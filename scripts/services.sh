@@ -64,7 +64,9 @@ redis_running() { [ -S "$redis_sock" ] && redis-cli -s "$redis_sock" ping 2>/dev
 # quarry connects as "quarry", which owns its database but is no superuser,
 # and runs report plugins as "quarry_reader" (SELECT only, granted by
 # `quarry db migrate`). set_config() is kept from PUBLIC in every database
-# made from template1, so a plugin cannot switch itself back to another role.
+# made from template1, so a plugin cannot switch itself back to another role,
+# and so are the advisory-locking functions, so a plugin cannot hold a lock
+# quarry's writers wait for (schema.lua, migration 16).
 ROLES_SQL="SET client_min_messages = warning;
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quarry') THEN
@@ -77,7 +79,14 @@ END \$\$;
 GRANT quarry_reader TO quarry;"
 HARDEN_SQL="
 REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO quarry;"
+GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO quarry;
+DO \$\$ DECLARE f regprocedure; BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
+             AND p.proname ~ '^pg_(try_)?advisory_(xact_)?lock' LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO quarry', f);
+  END LOOP;
+END \$\$;"
 
 start_pg() {
     if [ ! -f "$data/pg/PG_VERSION" ]; then
@@ -114,12 +123,14 @@ start_pg() {
     if [ "$su" = postgres ]; then
         "$pgbin/psql" -h "$run" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 -c "$ROLES_SQL" >/dev/null
     fi
+    if [ "$su" = postgres ]; then # at every start: a cluster made before a hardening gains it
+        "$pgbin/psql" -h "$run" -U postgres -d template1 -qtA -v ON_ERROR_STOP=1 -c "$HARDEN_SQL" >/dev/null
+    fi
     if ! "$pgbin/psql" -h "$run" -U "$su" -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = 'quarry'" | grep -q 1; then
-        if [ "$su" = postgres ]; then
-            "$pgbin/psql" -h "$run" -U postgres -d template1 -qtA -v ON_ERROR_STOP=1 -c "$HARDEN_SQL" >/dev/null
-        fi
         "$pgbin/createdb" -h "$run" -U "$su" -O quarry quarry
+    elif [ "$su" = postgres ]; then
+        "$pgbin/psql" -h "$run" -U postgres -d quarry -qtA -v ON_ERROR_STOP=1 -c "$HARDEN_SQL" >/dev/null
     fi
 }
 

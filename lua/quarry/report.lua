@@ -746,6 +746,30 @@ end
 
 local SHARE = { share = true }
 
+-- A session-level advisory lock is what a reading role can take that
+-- outlives its transaction: a plugin's pg_advisory_lock on a pooled
+-- connection of `quarry serve` stalled every quarry writer waiting for it
+-- until that process ended. Where the locking functions are still PUBLIC's
+-- (a database migrated by a role that is not a superuser: schema.lua,
+-- migration 16), a plugin's connection gives back every session lock before
+-- it returns to the pool; elsewhere that costs nothing (asked once per Db).
+local READER_MAY_LOCK = [[
+  SELECT coalesce(bool_or(has_function_privilege($1, p.oid, 'EXECUTE')), false) AS may
+  FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
+    AND p.proname ~ '^pg_(try_)?advisory_lock']]
+local may_lock = setmetatable({}, { __mode = "k" }) -- Db -> whether its reader can
+local function sandboxed(db, fn, txopts)
+  local conn <close> = db:acquire()
+  local r = table.pack(conn:transaction(fn, txopts))
+  if may_lock[db] == nil then
+    local ok, row = pcall(conn.query_one, conn, READER_MAY_LOCK, M.READER_ROLE)
+    if ok then may_lock[db] = row.may end
+  end
+  -- not given back: the connection is broken, and the pool drops it
+  if may_lock[db] ~= false then pcall(conn.exec, conn, "SELECT pg_advisory_unlock_all()") end
+  return table.unpack(r, 1, r.n)
+end
+
 -- What a run that read dates changed outside quarry answers, and how a run
 -- of no dates finds them.
 local OUTSIDE = setmetatable({}, { __name = "outside" })
@@ -762,7 +786,7 @@ function M.run(db, cache, plugin, p, opts)
   local function compute()
     -- a declaration is never run: the run has a fresh load of its own
     local live = declarations[plugin] and M.load_file(plugin.file) or plugin
-    local ok, res = db:transaction(function(tx, models)
+    local ok, res = sandboxed(db, function(tx, models)
       tx:restrict(true)
       local exported
       local make_ctx
@@ -796,7 +820,7 @@ function M.run(db, cache, plugin, p, opts)
           local f = fns[i]
           wrapped[i] = function()
             running_in[coroutine.running()] = state -- the plugin's limits, in this coroutine too
-            local cok, r = db:transaction(function(ctx_tx)
+            local cok, r = sandboxed(db, function(ctx_tx)
               ctx_tx:restrict(true)
               local v = f(make_ctx(ctx_tx))
               ctx_tx:restrict(false)

@@ -382,4 +382,33 @@ INSERT INTO curtailment_loaded_days (settlement_date, source)
   ON CONFLICT (settlement_date) DO NOTHING;
 ]],
   },
+  {
+    version = 16,
+    name = "report plugins take no advisory locks",
+    sql = [[
+-- Advisory locks are what a reading role can still take, and a session
+-- lock outlives the plugin's transaction: one plugin run by `quarry serve`
+-- holding hashtext('quarry.cache_invalidations') stalled every quarry
+-- writer until that process ended. A superuser migrating takes the locking
+-- functions from PUBLIC and gives them to the role migrating and the
+-- database's owner (quarry's writers lock as one of them); the unlocking
+-- ones stay. Otherwise report.lua gives back, after each plugin's run, the
+-- session locks it took.
+DO $$
+DECLARE
+  f regprocedure;
+  owner text := (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database());
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace
+               AND p.proname ~ '^pg_(try_)?advisory_(xact_)?lock'
+    LOOP
+      EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f, current_user, owner);
+    END LOOP;
+  END IF;
+END $$;
+]],
+  },
 }

@@ -134,6 +134,25 @@ describe("migrations", function()
       "DELETE FROM curtailment_loaded_days WHERE settlement_date IN ('2024-04-02', '2024-04-03')")
   end)
 
+  it("takes the advisory-locking functions from PUBLIC when a superuser migrates, keeping them for quarry", function()
+    local su = dbmod.new(core.pool_new({ conninfo = url:gsub("//quarry@", "//postgres@"), max_size = 1 },
+      core.timings_new()))
+    local FNS = { "pg_advisory_lock(bigint)", "pg_try_advisory_xact_lock(integer, integer)" }
+    local function may(role, fn)
+      return su:query_one("SELECT has_function_privilege($1, $2, 'EXECUTE') AS may", role, fn).may
+    end
+    for _, fn in ipairs(FNS) do su:exec(("GRANT EXECUTE ON FUNCTION pg_catalog.%s TO PUBLIC"):format(fn)) end
+    assert.is_true(may("quarry_reader", FNS[1])) -- as before migration 16
+    su:exec("DELETE FROM schema_migrations WHERE version = 16")
+    assert.are.same({ 16 }, migrate.up(su))
+    for _, fn in ipairs(FNS) do
+      assert.is_false(may("quarry_reader", fn), fn)
+      assert.is_true(may("quarry", fn), fn) -- the database's owner: quarry's own writers lock
+    end
+    assert.is_true(may("quarry_reader", "pg_advisory_unlock_all()"))
+    su:close()
+  end)
+
   it("lets two processes migrate at once", function()
     admin:exec("DROP DATABASE quarry_migrate_spec WITH (FORCE)")
     admin:exec("CREATE DATABASE quarry_migrate_spec")

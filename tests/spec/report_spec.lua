@@ -7,6 +7,7 @@ local cjson = require "cjson"
 local core = require "quarry.core"
 
 local db = quarry.db
+local it_session = h.behind_pooler and pending or it
 local ENV = { QUARRY_CACHE_PREFIX = "report-spec:" }
 
 local report, json_report = h.reporter(ENV)
@@ -402,6 +403,11 @@ return { name = "%s", description = "test", params = {},
     { "SELECT pg_ls_dir('.') AS x", "permission denied" },
     { "SELECT lo_import('/etc/passwd') AS x", "permission denied" },
     { "SELECT nextval('curtailment_records_id_seq') AS x", "permission denied" },
+    -- a lock quarry's writers take, held by the plugin's pooled connection
+    { "SELECT pg_advisory_lock(hashtext('quarry.cache_invalidations')) AS x", "permission denied for function" },
+    { "SELECT pg_advisory_xact_lock(hashtext('quarry.date'), 8800) AS x", "permission denied for function" },
+    { "SELECT query_to_xml('SELECT pg_try_advisory_lock_shared(1)', true, true, '') AS x",
+      "permission denied for function" },
   }
   for i, a in ipairs(ATTACKS) do
     it("refuses " .. a[1], function()
@@ -530,6 +536,34 @@ return { name = "%s", description = "test", params = {},
     _, err, code = h.quarry("report sb_super3 --no-cache", env)
     assert.are.equal(1, code)
     assert.matches("only reading statements", err)
+  end)
+
+  -- Before: a plugin served once by `quarry serve` held the lock every
+  -- quarry writer takes to number the invalidation log, on a connection
+  -- the pool kept, and every ingest after it waited for ever.
+  it_session("gives back a session's advisory locks where the database still lets any role take them", function()
+    local su = h.db({ conninfo = h.database_url():gsub("//quarry@", "//postgres@") })
+    local LOCK = "pg_catalog.pg_advisory_lock(bigint)"
+    su:exec(("GRANT EXECUTE ON FUNCTION %s TO PUBLIC"):format(LOCK)) -- as a non-superuser's migrate leaves it
+    local runner = require "quarry.report"
+    local own = h.db({ max_size = 1 }) -- its connection stays pooled, as a server's do
+    local ok, err = pcall(function()
+      plugin("sb_lock", [[local r = ctx.query("SELECT pg_advisory_lock(hashtext('quarry.cache_invalidations')) AS x")
+        return { fields = {}, rows = {} }]])
+      for _ = 1, 2 do -- the first run also learns that the reader may lock; the second knows
+        runner.run(own, nil, runner.load_file(dir .. "/sb_lock.lua"), {}, { no_cache = true })
+        local held = own:query_one([[SELECT count(*) AS n FROM pg_locks
+          WHERE locktype = 'advisory' AND pid = pg_backend_pid()]]).n
+        assert.are.equal(0, tonumber(held), "the plugin's connection still holds its lock")
+      end
+      -- what a writer does next: takes the lock, at once
+      assert.is_true(db:query_one("SELECT pg_try_advisory_lock(hashtext('quarry.cache_invalidations')) AS ok").ok)
+      db:query_one("SELECT pg_advisory_unlock(hashtext('quarry.cache_invalidations'))")
+    end)
+    own:close()
+    su:exec(("REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC"):format(LOCK))
+    su:close()
+    assert(ok, err)
   end)
 
   it("cannot change the string library the host and other plugins see", function()
