@@ -894,10 +894,15 @@ static int l_conn_depth(lua_State *L)
     return 1;
 }
 
-/* conn:restrict(on): only reading statements, one per call (pg.h). */
+/* conn:restrict(on [, max_result_bytes]): only reading statements, one per
+ * call, each result at most that big (pg.h). */
 static int l_conn_restrict(lua_State *L)
 {
-    qr_conn_restrict(check_conn(L)->c, lua_toboolean(L, 2));
+    qr_conn *c = check_conn(L)->c;
+    lua_Integer cap = luaL_optinteger(L, 3, 0);
+    luaL_argcheck(L, cap >= 0, 3, "a size in bytes");
+    qr_conn_restrict(c, lua_toboolean(L, 2));
+    qr_conn_cap_result(c, lua_toboolean(L, 2) ? (size_t)cap : 0);
     return 0;
 }
 

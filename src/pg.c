@@ -24,6 +24,11 @@ struct qr_pending {
     int kind, attempt, was_idle, active;
     int command; /* qr_conn_send_command: the connection's own BEGIN/COMMIT, past the restriction */
     PGresult *keep; /* the result to return: the last, or the first error */
+    /* under a result cap (qr_conn_cap_result): rows come one at a time and
+     * are gathered here, counted as they come */
+    int single, over;
+    PGresult *rows;
+    size_t bytes;
 };
 
 struct qr_conn {
@@ -34,6 +39,7 @@ struct qr_conn {
     int broken;
     int tx_depth;
     int restricted;  /* see qr_conn_restrict */
+    size_t result_cap; /* see qr_conn_cap_result; 0: none */
     int stale_plans; /* a schema change outdated the prepared statements */
     int want_write;  /* qr_conn_collect waits for the socket to take more */
     int no_prepare;  /* QR_CONN_POOLER: every statement unnamed */
@@ -184,6 +190,7 @@ void qr_conn_close(qr_conn *c)
     if (!c) return;
     if (c->cancel) PQfreeCancel(c->cancel);
     PQclear(c->pending.keep);
+    PQclear(c->pending.rows);
     PQfinish(c->pg);
     free(c->prepared);
     free(c);
@@ -261,6 +268,11 @@ static PGresult *checked(qr_conn *c, PGresult *r, qr_error *err)
 void qr_conn_restrict(qr_conn *c, int on)
 {
     c->restricted = on != 0;
+}
+
+void qr_conn_cap_result(qr_conn *c, size_t bytes)
+{
+    c->result_cap = bytes;
 }
 
 /* Learn st's parameters from the server (once per statement, whichever
@@ -389,14 +401,53 @@ static int send_pending(qr_conn *c, qr_error *err)
 {
     struct qr_pending *q = &c->pending;
     int ok;
-    if (q->kind == SEND_PREPARED) return send_prepared(c, err);
-    if (q->kind == SEND_SCRIPT) ok = PQsendQuery(c->pg, q->sql);
-    else ok = PQsendQueryParams(c->pg, q->sql, q->n, NULL, q->values, q->lengths, NULL, 0);
-    if (!ok) {
-        error_from(err, c, NULL);
-        return -1;
+    if (q->kind == SEND_PREPARED) {
+        ok = send_prepared(c, err) == 0;
+    } else {
+        if (q->kind == SEND_SCRIPT) ok = PQsendQuery(c->pg, q->sql);
+        else ok = PQsendQueryParams(c->pg, q->sql, q->n, NULL, q->values, q->lengths, NULL, 0);
+        if (!ok) error_from(err, c, NULL);
     }
+    if (!ok) return -1;
+    /* A result libpq gathers whole is held in full before anyone can look
+     * at its size: a plugin's SELECT of 3 GB took 3 GB of the process, past
+     * every limit. One row at a time, it is counted as it comes. */
+    PQclear(q->rows);
+    q->rows = NULL;
+    q->bytes = 0;
+    q->over = 0;
+    q->single = c->result_cap > 0 && !q->command && PQsetSingleRowMode(c->pg);
     return 0;
+}
+
+/* One row of a statement under a cap into the rows gathered so far; past
+ * the cap, the statement is cancelled and the rest of it read and dropped.
+ * The connection is not used again: a cancel that reached the server late
+ * would fail its next statement instead. */
+static void gather_row(qr_conn *c, PGresult *row)
+{
+    struct qr_pending *q = &c->pending;
+    if (q->over) return;
+    int nf = PQnfields(row);
+    if (!q->rows) q->rows = PQcopyResult(row, PG_COPYRES_ATTRS);
+    int t = q->rows ? PQntuples(q->rows) : 0;
+    q->bytes += sizeof(void *) * 2;
+    for (int f = 0; f < nf && q->rows; f++) {
+        int null = PQgetisnull(row, 0, f);
+        int len = null ? -1 : PQgetlength(row, 0, f);
+        q->bytes += (size_t)(len > 0 ? len : 0) + 1 + 2 * sizeof(void *);
+        if (!PQsetvalue(q->rows, t, f, null ? NULL : PQgetvalue(row, 0, f), len)) {
+            PQclear(q->rows); /* out of memory: an error as over the cap */
+            q->rows = NULL;
+        }
+    }
+    if (!q->rows || q->bytes > c->result_cap) {
+        PQclear(q->rows);
+        q->rows = NULL;
+        q->over = 1;
+        c->broken = 1;
+        qr_conn_cancel(c);
+    }
 }
 
 /* The connection's pending statement, cleared for the next one. */
@@ -404,6 +455,7 @@ static struct qr_pending *new_pending(qr_conn *c)
 {
     struct qr_pending *q = &c->pending;
     PQclear(q->keep); /* a statement abandoned half-read (a cancelled coroutine) */
+    PQclear(q->rows);
     memset(q, 0, sizeof *q);
     return q;
 }
@@ -479,11 +531,25 @@ static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
         }
     }
     q->active = 0;
+    if (q->over) {
+        PQclear(r);
+        qr_error_set(err, "query", "a query's result grew past %zu MiB, the most a plugin may hold "
+                                   "(QUARRY_PLUGIN_MEMORY): it was cancelled", c->result_cap >> 20);
+        *out = NULL;
+        return 1;
+    }
     if (!r) {
         error_from(err, c, NULL);
         *out = NULL;
         return 1;
     }
+    if (q->rows && PQresultStatus(r) == PGRES_TUPLES_OK) { /* the end of the rows: them, gathered */
+        PQclear(r);
+        r = q->rows;
+        q->rows = NULL;
+    }
+    PQclear(q->rows); /* failed half-way: the error, not the rows before it */
+    q->rows = NULL;
     r = checked(c, r, err);
     if (c->restricted && !q->command) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
@@ -526,6 +592,11 @@ int qr_conn_collect(qr_conn *c, PGresult **out, qr_error *err)
             PQclear(q->keep); /* the server waits on a COPY: nothing more comes */
             q->keep = NULL;
             return finish(c, r, out, err);
+        }
+        if (s == PGRES_SINGLE_TUPLE) {
+            gather_row(c, r);
+            PQclear(r);
+            continue;
         }
         if (!r) { /* the end: the last result, or the first error (as PQexec) */
             PGresult *last = q->keep;

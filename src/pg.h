@@ -91,6 +91,11 @@ long long qr_conn_copy_in(qr_conn *c, const char *sql, qr_copy_source src, void 
  * statement that leaves the transaction it found (COMMIT, ROLLBACK) fails
  * and discards the connection. For code that must not write: report plugins. */
 void qr_conn_restrict(qr_conn *c, int on);
+/* The most bytes one statement's rows may take (0: no limit). Under a cap
+ * the rows come one at a time (single-row mode) and are counted as they
+ * come; past it the statement is cancelled, fails, and the connection is
+ * discarded when released. Not for BEGIN/COMMIT (qr_conn_send_command). */
+void qr_conn_cap_result(qr_conn *c, size_t bytes);
 
 /* One parameterless command (BEGIN, SAVEPOINT, ...) with the simple protocol. */
 int qr_conn_command(qr_conn *c, const char *sql, qr_error *err);

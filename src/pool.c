@@ -291,6 +291,7 @@ void qr_pool_release(qr_pool *p, qr_conn *c)
 {
     if (!c) return;
     qr_conn_restrict(c, 0); /* a restriction lasts while one holder has it */
+    qr_conn_cap_result(c, 0);
     enum { KEEP, BROKEN, BUSY, LIFETIME } fate = KEEP;
     if (qr_conn_broken(c)) {
         fate = BROKEN;

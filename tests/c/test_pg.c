@@ -99,6 +99,52 @@ static void test_a_wrong_parameter_count_is_usage(void **state)
     qr_conn_close(c);
 }
 
+/* Rows under a cap arrive whole, as without it, prepared or not, NULLs and
+ * all; a result past it fails with the connection discarded, and the
+ * session, drained, is ready for the rollback. */
+static void test_a_result_cap_counts_rows_as_they_come(void **state)
+{
+    (void)state;
+    qr_conn *c = connect_now();
+    qr_stmts *s = qr_stmts_new(NULL);
+    qr_error err;
+    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
+    qr_conn_restrict(c, 1);
+    qr_conn_cap_result(c, 1 << 20);
+    const char *small = "SELECT g, NULLIF(g % 2, 0) AS odd FROM generate_series(1, 1000) g";
+    for (int prepared = 0; prepared < 2; prepared++) {
+        PGresult *r = run(c, prepared ? s : NULL, small, 0, NULL, &err);
+        assert_non_null(r);
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        assert_int_equal(PQntuples(r), 1000);
+        assert_int_equal(PQnfields(r), 2);
+        assert_string_equal(PQfname(r, 1), "odd");
+        assert_string_equal(PQgetvalue(r, 999, 0), "1000");
+        assert_true(PQgetisnull(r, 999, 1));
+        assert_string_equal(PQgetvalue(r, 998, 1), "1");
+        PQclear(r);
+    }
+    PGresult *none = run(c, s, "SELECT 1 AS x WHERE false", 0, NULL, &err);
+    assert_non_null(none);
+    assert_int_equal(PQntuples(none), 0);
+    assert_string_equal(PQfname(none, 0), "x");
+    PQclear(none);
+    assert_null(run(c, s, "SELECT 1 / (g - 500) FROM generate_series(1, 1000) g", 0, NULL, &err));
+    assert_string_equal(err.sqlstate, "22012"); /* failed half-way: the error, no rows */
+    assert_int_equal(qr_tx_rollback(c, &err), 0);
+    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
+    assert_false(qr_conn_broken(c));
+    assert_null(run(c, s, "SELECT repeat('x', 100000) FROM generate_series(1, 1000)", 0, NULL, &err));
+    assert_non_null(strstr(err.message, "grew past 1 MiB"));
+    assert_true(qr_conn_broken(c));
+    assert_false(qr_conn_busy(c));
+    qr_conn_restrict(c, 0);
+    qr_conn_cap_result(c, 0);
+    assert_int_equal(qr_tx_rollback(c, &err), 0);
+    qr_stmts_free(s);
+    qr_conn_close(c);
+}
+
 static void test_savepoints_nest(void **state)
 {
     (void)state;
@@ -122,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_prepared_statements_survive_a_schema_change),
         cmocka_unit_test(test_a_wrong_parameter_count_is_usage),
         cmocka_unit_test(test_savepoints_nest),
+        cmocka_unit_test(test_a_result_cap_counts_rows_as_they_come),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

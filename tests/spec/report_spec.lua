@@ -467,6 +467,38 @@ return { name = "%s", description = "test", params = {},
     end
   end)
 
+  -- Before: libpq gathered a result whole before quarry saw its size, so a
+  -- plugin's SELECT of 600 MB held 600 MB (a few at once in quarry serve:
+  -- the worker killed for memory) and only then tripped the limit.
+  it("ends a plugin whose query returns more than it may hold, without ever holding it", function()
+    plugin("sb_big", [[ctx.query("SELECT repeat('x', 1000000) AS x FROM generate_series(1, 600)")
+      return { fields = {}, rows = {} }]])
+    local prefix = ""
+    for k, v in pairs(env_with({ QUARRY_PLUGIN_MEMORY = "64" })) do prefix = prefix .. k .. "=" .. h.shell_quote(v) .. " " end
+    -- the peak resident size of the process, as the kernel counted it
+    local p = io.popen(prefix .. [[python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.stdout.write(r.stderr.decode())' ]] .. h.shell_quote(h.bin) .. " report sb_big --no-cache")
+    local out = p:read("a")
+    p:close()
+    local code, kb, err = out:match("^(%d+) (%d+)\n(.*)$")
+    assert.are.equal("1", code, out)
+    assert.matches("^quarry: a query's result grew past 64 MiB, the most a plugin may hold", err)
+    assert.is_true(tonumber(kb) < 300 * 1024, ("peak %d MiB for a 64 MiB limit"):format(tonumber(kb) // 1024))
+    -- under the limit, rows come as before, every one
+    plugin("sb_many", [[local r = ctx.query("SELECT g, repeat('y', g % 7) AS s, NULLIF(g % 3, 0) AS n " ..
+      "FROM generate_series(1, 5000) g")
+      local nulls = 0
+      for _, x in ipairs(r) do if x.n == nil then nulls = nulls + 1 end end
+      return { fields = { { name = "rows" }, { name = "last" }, { name = "nulls" } },
+               rows = { { rows = #r, last = r[#r].s .. r[#r].g, nulls = nulls } } }]])
+    local o, e, c = h.quarry("report sb_many --no-cache --format json", env_with({ QUARRY_PLUGIN_MEMORY = "64" }))
+    assert.are.equal(0, c, e)
+    local row = cjson.decode(o).rows[1]
+    assert.are.same({ 5000, "yy5000", 1666 }, { math.tointeger(row.rows), row.last, math.tointeger(row.nulls) })
+  end)
+
   it("limits a plugin file while it loads, for plugins and report alike", function()
     local ldir = h.tmpname(".loadloop")
     os.execute("mkdir -p " .. ldir)
