@@ -38,14 +38,21 @@ static PGresult *run(qr_conn *c, qr_stmts *s, const char *sql, int n, const char
     return qr_conn_exec(c, st, sql, n, v, lens, err);
 }
 
+/* A read-only transaction on c, restricted as a plugin's is. */
+static void begin_restricted(qr_conn *c)
+{
+    qr_error err;
+    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
+    qr_conn_restrict(c, 1);
+}
+
 static void test_restricted_reads_only(void **state)
 {
     (void)state;
     qr_conn *c = connect_now();
     qr_stmts *s = qr_stmts_new(NULL);
     qr_error err;
-    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
-    qr_conn_restrict(c, 1);
+    begin_restricted(c);
     PGresult *r = run(c, s, "SELECT 1", 0, NULL, &err);
     assert_non_null(r);
     PQclear(r);
@@ -108,8 +115,7 @@ static void test_a_result_cap_counts_rows_as_they_come(void **state)
     qr_conn *c = connect_now();
     qr_stmts *s = qr_stmts_new(NULL);
     qr_error err;
-    assert_int_equal(qr_tx_begin(c, &(qr_tx_options){.read_only = 1}, &err), 0);
-    qr_conn_restrict(c, 1);
+    begin_restricted(c);
     qr_conn_cap_result(c, 1 << 20);
     const char *small = "SELECT g, NULLIF(g % 2, 0) AS odd FROM generate_series(1, 1000) g";
     for (int prepared = 0; prepared < 2; prepared++) {
