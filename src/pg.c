@@ -654,15 +654,66 @@ int qr_conn_cancel_running(void)
     return cn && PQcancel(cn, buf, sizeof buf); /* PQcancel is safe in a signal handler */
 }
 
+/* A write that waits on a lock another session holds (an analyst's psql
+ * transaction left open on the same rows) used to wait in silence, for as
+ * long as that session stayed open. Every WAIT_NOTE_NS of waiting, who
+ * holds it is asked on a short connection of its own and logged. */
+#define WAIT_NOTE_NS 5000000000ull
+
+static void note_wait(qr_conn *c, uint64_t waited_ns)
+{
+    PQconninfoOption *opts = PQconninfo(c->pg);
+    if (!opts) return;
+    const char *kw[64], *val[64];
+    int k = 0;
+    for (PQconninfoOption *o = opts; o->keyword && k < 62; o++) {
+        if (!o->val || !*o->val || strcmp(o->keyword, "connect_timeout") == 0) continue;
+        kw[k] = o->keyword;
+        val[k++] = o->val;
+    }
+    kw[k] = "connect_timeout";
+    val[k++] = "2";
+    kw[k] = NULL;
+    val[k] = NULL;
+    PGconn *side = PQconnectdbParams(kw, val, 0);
+    PQconninfoFree(opts);
+    if (PQstatus(side) == CONNECTION_OK) {
+        char pid[16];
+        snprintf(pid, sizeof pid, "%d", PQbackendPID(c->pg));
+        const char *params[1] = {pid};
+        PGresult *r = PQexecParams(side,
+            "SELECT string_agg(format('pid %s (%s, %s for %s)', pid, coalesce(nullif(application_name, ''), "
+            "usename::text, '?'), state, extract(epoch FROM now() - coalesce(xact_start, query_start))::bigint || ' s'), "
+            "'; ') AS who FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1::int))",
+            1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+            qr_log(QR_LOG_WARN, "db",
+                   "waited %llu s for a lock held by %s: this waits until that session ends its "
+                   "transaction (Ctrl-C stops it here, changing nothing)",
+                   (unsigned long long)(waited_ns / 1000000000ull), PQgetvalue(r, 0, 0));
+        }
+        PQclear(r);
+    }
+    PQfinish(side);
+}
+
 PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const char *const *values,
                        const int *lengths, qr_error *err)
 {
     PGcancel *outer = atomic_exchange(&running, c->cancel);
     PGresult *r = NULL;
     if (qr_conn_send(c, st, sql, n, values, lengths, err) == 0) {
+        uint64_t start = qr_now_ns(), note_at = start + WAIT_NOTE_NS;
         while (!qr_conn_collect(c, &r, err)) {
             struct pollfd pfd = {PQsocket(c->pg), c->want_write ? POLLOUT : POLLIN, 0};
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) break; /* collect then reports the state */
+            uint64_t now = qr_now_ns();
+            if (now >= note_at) {
+                note_wait(c, now - start);
+                note_at = qr_now_ns() + WAIT_NOTE_NS;
+                now = qr_now_ns();
+            }
+            int ms = (int)((note_at - now) / 1000000ull) + 1;
+            if (poll(&pfd, 1, ms) < 0 && errno != EINTR) break; /* collect then reports the state */
         }
     }
     atomic_store(&running, outer);

@@ -296,6 +296,37 @@ describe("ingest curtailment", function()
     assert.are.equal(r, (h.quarry("report daily --date " .. D .. " --format json --direct")))
   end)
 
+  -- Before: a load behind an analyst's open psql transaction on the same
+  -- rows waited in silence for as long as that transaction stayed open.
+  it("says who holds the lock a load waits for, while it waits, then loads", function()
+    local D = "2031-01-17"
+    local row = D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-%d,-50,-5,-5,true,false"
+    assert.are.equal(0, select(3, ingest("curtailment", csv({ row:format(10) }))))
+    local path, err_file, rc_file = csv({ row:format(11) }), h.tmpname(".err"), h.tmpname(".rc")
+    local holder = h.db({ max_size = 1 })
+    local holder_pid
+    assert(holder:transaction(function(tx)
+      holder_pid = tx:pid()
+      tx:query("SELECT id FROM curtailment_records WHERE settlement_date = $1 FOR UPDATE", D)
+      os.execute(("(%s ingest curtailment %s 2>%s; echo $? >%s) >/dev/null &"):format(h.shell_quote(h.bin), path,
+        err_file, rc_file))
+      local said = h.eventually(function() return (h.read(err_file) or ""):match("waited %d+ s for a lock held by")
+        ~= nil end, true, 15)
+      assert.is_true(said, h.read(err_file))
+      assert.is_nil(h.read(rc_file), "the load went on past the lock")
+    end))
+    holder:close()
+    local rc = h.eventually(function() return h.read(rc_file) ~= nil end, true, 15) and h.read(rc_file)
+    assert.are.equal("0", rc and rc:match("%d+"), h.read(err_file))
+    local err = h.read(err_file)
+    assert.matches("lock held by pid " .. holder_pid .. " %(", err)
+    assert.matches("Ctrl%-C stops it here, changing nothing", err)
+    assert.are.equal("-11", db:query_one("SELECT volume::text AS v FROM curtailment_records WHERE settlement_date = $1",
+      D).v)
+    os.remove(err_file)
+    os.remove(rc_file)
+  end)
+
   it("--dry-run shows per date what a load would change, checks the file the same way, and changes nothing", function()
     for _, t in ipairs({ "curtailment_records", "historical_bitcoin_calculations", "curtailment_loaded_days" }) do
       db:exec(("DELETE FROM %s WHERE settlement_date BETWEEN '2031-01-20' AND '2031-01-23'"):format(t))
