@@ -26,7 +26,7 @@ struct qr_pending {
     PGresult *keep; /* the result to return: the last, or the first error */
     /* under a result cap (qr_conn_cap_result): rows come one at a time and
      * are gathered here, counted as they come */
-    int single, over;
+    int over;
     PGresult *rows;
     size_t bytes;
 };
@@ -416,7 +416,8 @@ static int send_pending(qr_conn *c, qr_error *err)
     q->rows = NULL;
     q->bytes = 0;
     q->over = 0;
-    q->single = c->result_cap > 0 && !q->command && PQsetSingleRowMode(c->pg);
+    /* right after sending, or it is refused */
+    if (c->result_cap > 0 && !q->command) (void)PQsetSingleRowMode(c->pg);
     return 0;
 }
 
@@ -681,10 +682,12 @@ static void note_wait(qr_conn *c, uint64_t waited_ns)
         char pid[16];
         snprintf(pid, sizeof pid, "%d", PQbackendPID(c->pg));
         const char *params[1] = {pid};
-        PGresult *r = PQexecParams(side,
-            "SELECT string_agg(format('pid %s (%s, %s for %s)', pid, coalesce(nullif(application_name, ''), "
-            "usename::text, '?'), state, extract(epoch FROM now() - coalesce(xact_start, query_start))::bigint || ' s'), "
-            "'; ') AS who FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1::int))",
+        PGresult *r = PQexecParams(
+            side,
+            "SELECT string_agg(format('pid %s (%s, %s for %s s)', pid, "
+            "coalesce(nullif(application_name, ''), usename::text, '?'), state, "
+            "extract(epoch FROM now() - coalesce(xact_start, query_start))::bigint), '; ') AS who "
+            "FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1::int))",
             1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
             qr_log(QR_LOG_WARN, "db",
