@@ -26,6 +26,9 @@ M.settings = {
       .. "session settings sent as the pooler allows" },
   { key = "hold_warn_ms", env = "DB_HOLD_WARN", default = 60000, int = true, min = 1,
     doc = "warn once when a connection is held longer than this (ms)" },
+  { key = "lock_wait_ms", env = "DB_LOCK_WAIT", default = 0, int = true, min = 0,
+    doc = "longest a quarry write waits for a lock another session holds, then gives up changing nothing "
+      .. "(ms; 0: as long as it takes, saying every 5 s who holds it)" },
   { key = "redis_url", env = "REDIS_URL", default = nil,
     doc = "redis://[:password@]host:port/db or unix:///path; else the embedded default" },
   { key = "cache", env = "QUARRY_CACHE", default = "on", doc = "'off' bypasses the shared cache" },

@@ -25,6 +25,7 @@
 -- Inside an open transaction (db is a connection already in one) the steps
 -- up to the record run in a savepoint and the cache is left to the caller's
 -- own commit (write.after); readers catch up from the log meanwhile.
+local core = require "quarry.core"
 local mining = require "quarry.mining"
 local outside = require "quarry.outside"
 local rollup = require "quarry.rollup"
@@ -93,6 +94,8 @@ function M.dated(db, cache, opts, fn)
   local tables = opts.tables or error("write.dated needs opts.tables", 2)
   local nested = db.depth ~= nil and db:depth() > 0
   local result, info
+  -- the longest it waits for a lock another session holds (DB_LOCK_WAIT, ms; 0: no limit)
+  local lock_wait = require("quarry").settings().lock_wait_ms
   local ok, err = db:transaction(function(tx)
     if opts.long then tx:expect_long_hold() end
     -- quarry's own write: the triggers noting writes made outside quarry
@@ -102,6 +105,9 @@ function M.dated(db, cache, opts, fn)
     -- saves (a quarter of a second per ingest, measured).
     local was
     if nested then was = tx:query_one(outside.WRITER_ON).was
+    elseif lock_wait > 0 then
+      tx:exec(outside.WRITER_ON .. ", set_config('jit', 'off', true), set_config('lock_timeout', $1, true)",
+        tostring(lock_wait))
     else tx:exec(outside.WRITER_ON .. ", set_config('jit', 'off', true)") end
     local w = setmetatable({ tx = tx, list = {}, seen = {} }, Write)
     result = fn(tx, w)
@@ -111,7 +117,13 @@ function M.dated(db, cache, opts, fn)
     -- (a write nested in another quarry write leaves it as it was)
     if nested then tx:exec(outside.WRITER_AS_WAS, was) end
   end)
-  if not ok then error(err, 0) end
+  if not ok then
+    if type(err) == "table" and err.sqlstate == "55P03" and lock_wait > 0 then -- lock_timeout
+      error(core.error({ code = "query", sqlstate = err.sqlstate, message = ("gave up after %d ms waiting "
+        .. "for a lock another session holds (DB_LOCK_WAIT): nothing was changed"):format(lock_wait) }), 0)
+    end
+    error(err, 0)
+  end
   if not nested then M.after(cache, tables, info.dates, opts.everything) end
   return result, info
 end

@@ -298,7 +298,7 @@ describe("ingest curtailment", function()
 
   -- Before: a load behind an analyst's open psql transaction on the same
   -- rows waited in silence for as long as that transaction stayed open.
-  it("says who holds the lock a load waits for, while it waits, then loads", function()
+  it("says who holds the lock a load waits for, while it waits, then loads; DB_LOCK_WAIT gives up instead", function()
     local D = "2031-01-17"
     local row = D .. ",10,T_SGRWO-1,Seagreen Wind Energy Limited,-%d,-50,-5,-5,true,false"
     assert.are.equal(0, select(3, ingest("curtailment", csv({ row:format(10) }))))
@@ -314,6 +314,11 @@ describe("ingest curtailment", function()
         ~= nil end, true, 15)
       assert.is_true(said, h.read(err_file))
       assert.is_nil(h.read(rc_file), "the load went on past the lock")
+      -- with a limit (cron's choice), the same load gives up and changes nothing
+      local _, lerr, lcode = h.quarry("ingest curtailment " .. path, { DB_LOCK_WAIT = "1000" })
+      assert.are.equal(1, lcode, lerr)
+      assert.matches("gave up after 1000 ms waiting for a lock another session holds %(DB_LOCK_WAIT%): nothing "
+        .. "was changed", lerr)
     end))
     holder:close()
     local rc = h.eventually(function() return h.read(rc_file) ~= nil end, true, 15) and h.read(rc_file)
@@ -325,6 +330,7 @@ describe("ingest curtailment", function()
       D).v)
     os.remove(err_file)
     os.remove(rc_file)
+    os.remove(path)
   end)
 
   it("--dry-run shows per date what a load would change, checks the file the same way, and changes nothing", function()
