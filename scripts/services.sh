@@ -120,10 +120,8 @@ start_pg() {
         echo "services: this cluster ($data/pg) predates quarry's non-superuser role; remove it" \
              "(quarry services down, then delete $data/pg) to get plugins run without superuser rights" >&2
     fi
-    if [ "$su" = postgres ]; then
-        "$pgbin/psql" -h "$run" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 -c "$ROLES_SQL" >/dev/null
-    fi
     if [ "$su" = postgres ]; then # at every start: a cluster made before a hardening gains it
+        "$pgbin/psql" -h "$run" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 -c "$ROLES_SQL" >/dev/null
         "$pgbin/psql" -h "$run" -U postgres -d template1 -qtA -v ON_ERROR_STOP=1 -c "$HARDEN_SQL" >/dev/null
     fi
     if ! "$pgbin/psql" -h "$run" -U "$su" -d postgres -tAc \

@@ -899,10 +899,11 @@ static int l_conn_depth(lua_State *L)
 static int l_conn_restrict(lua_State *L)
 {
     qr_conn *c = check_conn(L)->c;
+    int on = lua_toboolean(L, 2);
     lua_Integer cap = luaL_optinteger(L, 3, 0);
     luaL_argcheck(L, cap >= 0, 3, "a size in bytes");
-    qr_conn_restrict(c, lua_toboolean(L, 2));
-    qr_conn_cap_result(c, lua_toboolean(L, 2) ? (size_t)cap : 0);
+    qr_conn_restrict(c, on);
+    qr_conn_cap_result(c, on ? (size_t)cap : 0);
     return 0;
 }
 

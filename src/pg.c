@@ -532,6 +532,8 @@ static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
         }
     }
     q->active = 0;
+    PGresult *rows = q->rows; /* under a cap: the rows gathered so far */
+    q->rows = NULL;
     if (q->over) {
         PQclear(r);
         qr_error_set(err, "query", "a query's result grew past %zu MiB, the most a plugin may hold "
@@ -540,17 +542,17 @@ static int finish(qr_conn *c, PGresult *r, PGresult **out, qr_error *err)
         return 1;
     }
     if (!r) {
+        PQclear(rows);
         error_from(err, c, NULL);
         *out = NULL;
         return 1;
     }
-    if (q->rows && PQresultStatus(r) == PGRES_TUPLES_OK) { /* the end of the rows: them, gathered */
+    if (rows && PQresultStatus(r) == PGRES_TUPLES_OK) { /* the end of the rows: them, gathered */
         PQclear(r);
-        r = q->rows;
-        q->rows = NULL;
+        r = rows;
+    } else {
+        PQclear(rows); /* failed half-way: the error, not the rows before it */
     }
-    PQclear(q->rows); /* failed half-way: the error, not the rows before it */
-    q->rows = NULL;
     r = checked(c, r, err);
     if (c->restricted && !q->command) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
@@ -655,10 +657,11 @@ int qr_conn_cancel_running(void)
     return cn && PQcancel(cn, buf, sizeof buf); /* PQcancel is safe in a signal handler */
 }
 
-/* A write that waits on a lock another session holds (an analyst's psql
- * transaction left open on the same rows) used to wait in silence, for as
- * long as that session stayed open. Every WAIT_NOTE_NS of waiting, who
- * holds it is asked on a short connection of its own and logged. */
+/* A statement that waits on a lock another session holds (an analyst's
+ * psql transaction left open on the rows a load replaces) used to wait in
+ * silence, for as long as that session stayed open. Every WAIT_NOTE_NS a
+ * statement runs, who blocks it is asked on a short connection of its own
+ * and logged; a statement that is only slow logs nothing. */
 #define WAIT_NOTE_NS 5000000000ull
 
 static void note_wait(qr_conn *c, uint64_t waited_ns)
@@ -712,8 +715,8 @@ PGresult *qr_conn_exec(qr_conn *c, qr_stmt *st, const char *sql, int n, const ch
             uint64_t now = qr_now_ns();
             if (now >= note_at) {
                 note_wait(c, now - start);
-                note_at = qr_now_ns() + WAIT_NOTE_NS;
                 now = qr_now_ns();
+                note_at = now + WAIT_NOTE_NS;
             }
             int ms = (int)((note_at - now) / 1000000ull) + 1;
             if (poll(&pfd, 1, ms) < 0 && errno != EINTR) break; /* collect then reports the state */

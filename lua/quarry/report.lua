@@ -786,8 +786,9 @@ function M.run(db, cache, plugin, p, opts)
   local function compute()
     -- a declaration is never run: the run has a fresh load of its own
     local live = declarations[plugin] and M.load_file(plugin.file) or plugin
+    local most_bytes = M.limits.memory_mb * 1048576 -- no query result bigger than the plugin may hold
     local ok, res = sandboxed(db, function(tx, models)
-      tx:restrict(true, M.limits.memory_mb * 1048576) -- no result bigger than the plugin may hold
+      tx:restrict(true, most_bytes)
       local exported
       local make_ctx
       local memo = { models = models } -- what every breakdown of this run reads alike (the miner models)
@@ -821,7 +822,7 @@ function M.run(db, cache, plugin, p, opts)
           wrapped[i] = function()
             running_in[coroutine.running()] = state -- the plugin's limits, in this coroutine too
             local cok, r = sandboxed(db, function(ctx_tx)
-              ctx_tx:restrict(true, M.limits.memory_mb * 1048576)
+              ctx_tx:restrict(true, most_bytes)
               local v = f(make_ctx(ctx_tx))
               ctx_tx:restrict(false)
               return v
