@@ -49,11 +49,61 @@ local LATEST = { name = "cache.log.latest", sql = [[
 -- same round trip as the log is read, nothing is spent when there are
 -- none), so what this returns covers them too. (Those a mend could not
 -- bring up to date had their cached figures invalidated.)
-function Log:latest()
+local function read_latest(self)
   local r = self.db():query_one(LATEST)
   if not r.outside then return r.s end
   require("quarry.outside").repair(self.db())
   return self.db():query_one(LATEST).s
+end
+
+-- In a task (quarry serve, quarry.parallel), callers share reads: one who
+-- asks while a read is on its way waits for the next one, sent once that
+-- read is back, whose answer every caller that came meanwhile takes. It was
+-- sent after each of them asked, so it sees every commit they could have
+-- seen with a read of their own; under load a worker sends one read per
+-- round trip, not one per request. Out of a task, each call reads.
+local function shared_latest(self, sched, id)
+  local batch = self.batch -- the read on its way, if any
+  if batch then
+    local nxt = batch.next
+    if not nxt then nxt = { waiters = {} } batch.next = nxt end
+    nxt.waiters[#nxt.waiters + 1] = { sched, id }
+    repeat coroutine.yield("join") until nxt.done or nxt.lead == id
+    if nxt.done then
+      if nxt.ok then return nxt.value end
+      error(nxt.value, 0)
+    end
+    batch = nxt -- the read before it is back: this caller sends the next one
+  else
+    batch = { waiters = {} }
+  end
+  self.batch = batch
+  -- handed on however this caller ends (an error, or its task cancelled:
+  -- coroutine.close runs this), so no waiter is left waiting
+  local _ <close> = setmetatable({}, { __close = function()
+    if self.batch == batch then self.batch = nil end
+    batch.done = true
+    local nxt = batch.next
+    while nxt and nxt.waiters[1] do -- the first still waiting (not cancelled) sends it
+      local w = table.remove(nxt.waiters, 1)
+      if w[1]:joining(w[2]) then
+        nxt.lead = w[2]
+        self.batch = nxt
+        w[1]:wake(w[2])
+        break
+      end
+    end
+    for _, w in ipairs(batch.waiters) do w[1]:wake(w[2]) end
+  end })
+  batch.ok, batch.value = pcall(read_latest, self)
+  if batch.ok then return batch.value end
+  error(batch.value, 0)
+end
+
+function Log:latest()
+  local sched, id = require("quarry.tasks").current()
+  if not sched then return read_latest(self) end
+  return shared_latest(self, sched, id)
 end
 
 --- Every entry after seq `after` ({seq=, patterns={...}}, in order), and the

@@ -65,6 +65,9 @@ function Tasks:wake(id)
   end
 end
 
+--- Whether task id waits to be woken (it yielded "join" and was not cancelled).
+function Tasks:joining(id) return self.state[id] == "join" end
+
 -- Each task keeps its own memory budget (a report plugin's, set by its
 -- limits): swapped in while it runs, out while others do, so one task's
 -- allocations never count against another's limit nor escape their own.

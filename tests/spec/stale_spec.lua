@@ -174,6 +174,81 @@ describe("the invalidation log", function()
     assert.are.equal(seq, log:latest())
   end)
 
+  it("is read once for the tasks that ask at the same time, never answering one with a read sent before it asked",
+    function()
+    local stale = require "quarry.stale"
+    local core = require "quarry.core"
+    -- the real database, its answers held back a while after PostgreSQL gave
+    -- them, so callers come while a read is on its way
+    local reads = 0
+    local slow = setmetatable({ query_one = function(_, ...)
+      reads = reads + 1
+      local r = db:query_one(...)
+      core.sleep(0.2)
+      return r
+    end }, { __index = function(_, k) return function(_, ...) return db[k](db, ...) end end })
+    local log = stale.log(function() return slow end)
+    local seen = {}
+    local function write() -- in PostgreSQL, on another connection than the reads
+      local ok, seq = db:transaction(function(tx) return stale.record(tx, { "coalesce:*" }) end)
+      assert.is_true(ok)
+      return seq
+    end
+    local before = db:query_one("SELECT coalesce(max(seq), 0) AS s FROM quarry_cache_invalidations").s
+    local written
+    quarry.parallel(
+      function() seen.first = log:latest() end, -- its read is sent first; the write comes after it
+      function()
+        core.sleep(0.05)
+        written = write()
+        -- asked after the write committed, while the first read is still on
+        -- its way: that read's answer (the seq before) would be stale here
+        local a, b, c = quarry.parallel(function() return log:latest() end, function() return log:latest() end,
+          function() return log:latest() end)
+        seen.after = { a, b, c }
+      end)
+    assert.are.equal(before, seen.first)
+    assert.are.same({ written, written, written }, seen.after)
+    assert.are.equal(2, reads, "the three who came during the first read share the next")
+    -- out of a task, each call reads for itself
+    reads = 0
+    assert.are.equal(written, log:latest())
+    assert.are.equal(written, log:latest())
+    assert.are.equal(2, reads)
+  end)
+
+  it("goes on reading for the others when a caller's task is stopped while it waits or reads", function()
+    local stale = require "quarry.stale"
+    local core = require "quarry.core"
+    local slow = setmetatable({ query_one = function(_, ...)
+      local r = db:query_one(...)
+      core.sleep(0.1)
+      return r
+    end }, { __index = function(_, k) return function(_, ...) return db[k](db, ...) end end })
+    local log = stale.log(function() return slow end)
+    local latest = db:query_one("SELECT coalesce(max(seq), 0) AS s FROM quarry_cache_invalidations").s
+    -- the reader and the first in line both fail (their parallel is stopped by
+    -- the error of a third function); a later caller still gets its answer
+    local ok, err = pcall(quarry.parallel,
+      function() return log:latest() end,
+      function() core.sleep(0.02) return log:latest() end,
+      function() core.sleep(0.05) error("stopped", 0) end)
+    assert.is_false(ok)
+    assert.are.equal("stopped", err)
+    local got = quarry.parallel(function() return log:latest() end)
+    assert.are.equal(latest, got)
+    -- and one whose read fails passes the error to those who shared it
+    local broken = setmetatable({ query_one = function()
+      core.sleep(0.05)
+      error("the log cannot be read", 0)
+    end }, { __index = slow })
+    local log2 = stale.log(function() return broken end)
+    local a, b = pcall(quarry.parallel, function() return log2:latest() end,
+      function() core.sleep(0.01) return log2:latest() end)
+    assert.is_false(a)
+    assert.are.equal("the log cannot be read", b)
+  end)
+
   it("is pruned by writers to what Redis applied over a day ago, keeping the latest entry", function()
     local stale = require "quarry.stale"
     local log = stale.log(function() return db end)
