@@ -11,13 +11,17 @@
 # itself allows for these round trips, from a client that costs nothing.
 # Then the same cached report through the Lua API in one process, one
 # request at a time.
-#   bench/run_serve.sh [SECONDS] [WORKERS]     default 10 and the cores
+# POOL is DB_POOL_MAX for each worker: the connections PostgreSQL runs at
+# once are WORKERS x POOL, and past a few per core its backends only take
+# turns (docs/SERVING.md, Sizing).
+#   bench/run_serve.sh [SECONDS] [WORKERS] [POOL]   default 10, the cores, 32
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 secs=${1:-10}
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
 bench_setup serve-home
 workers=${2:-$(nproc)}
+pool=${3:-32}
 $q --log-level warn db seed --from 2024-03-01 --to 2024-03-31 >/dev/null
 # The day of median curtailment (by rows) among the seeded ones: a typical
 # report with a few dozen farms. (A fixed date once fell on a calm day the
@@ -31,7 +35,7 @@ script=$(mktemp --suffix=.sql); txscript=$(mktemp --suffix=.sql)
 trap 'rm -f "$script" "$txscript"' EXIT
 $q run bench/pgbench_daily.lua "$day" >"$script"
 $q run bench/pgbench_daily.lua "$day" tx >"$txscript"
-DB_POOL_MAX=32 $q --log-level warn serve --listen 127.0.0.1:$port --workers "$workers" --max-inflight 1024 & pid=$!
+DB_POOL_MAX=$pool $q --log-level warn serve --listen 127.0.0.1:$port --workers "$workers" --max-inflight 1024 & pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; rm -f "$script" "$txscript"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 cached="/reports/daily?date=$day"
@@ -66,4 +70,4 @@ done
 kill -TERM "$pid"; wait "$pid" || true
 inproc=$($q run bench/bench_report_cold.lua daily date "$day" 2000 cached | awk '{print $2}')
 echo
-echo "$workers workers; the daily report of $day ($day_rows curtailment rows, $day_farms farms). The same cached report through the Lua API, one process, one at a time: $inproc ms a request."
+echo "$workers workers, DB_POOL_MAX=$pool; the daily report of $day ($day_rows curtailment rows, $day_farms farms). The same cached report through the Lua API, one process, one at a time: $inproc ms a request."
