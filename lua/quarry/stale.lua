@@ -10,6 +10,8 @@
 --
 -- seq follows commit order: writers take a transaction-scoped advisory lock
 -- before numbering, so once seq N is visible every seq below it is too.
+local tasks = require "quarry.tasks"
+
 local M = {}
 
 -- A text[] literal of strings, every element quoted.
@@ -101,7 +103,7 @@ local function shared_latest(self, sched, id)
 end
 
 function Log:latest()
-  local sched, id = require("quarry.tasks").current()
+  local sched, id = tasks.current()
   if not sched then return read_latest(self) end
   return shared_latest(self, sched, id)
 end
