@@ -148,10 +148,21 @@ main = function(argv, info)
     end
   end
   local head, script_args = split_run(argv)
-  local plugin = cli.report_plugin(head)
+  local plugin, plugin_err = cli.report_plugin(head)
   local parser = build_parser(info, plugin)
+  -- A report that cannot be found has no flags: `report dialy --date D`
+  -- would say "unknown option '--date'" (and --help show no params) where
+  -- the name is what is wrong.
+  local function plugin_failed()
+    fail(config.mask(tostring(type(plugin_err) == "table" and plugin_err.message or plugin_err)))
+    return cli.exit_code(plugin_err)
+  end
+  for _, a in ipairs(head) do
+    if plugin_err and (a == "-h" or a == "--help") then return plugin_failed() end
+  end
   local ok, args = parser:pparse(head)
   if not ok then
+    if plugin_err then return plugin_failed() end
     fail(args)
     local path = command_path(parser, head)
     if plugin and plugin.name then path = path .. " " .. plugin.name end

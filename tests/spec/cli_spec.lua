@@ -124,6 +124,35 @@ describe("quarry command line", function()
     local _, err, code = h.quarry("db status", { DB_POOL_MAX = "lots" })
     assert.are.equal(2, code)
     assert.matches("DB_POOL_MAX must be an integer", err)
+    -- a report's flags are known before the settings are checked: the
+    -- setting is what is named, not "unknown option '--month'"
+    _, err, code = h.quarry("report monthly --month 2031-05", { DB_POOL_MAX = "lots", QUARRY_PLUGIN_TIMEOUT = "soon" })
+    assert.are.equal(2, code)
+    assert.matches("DB_POOL_MAX must be an integer", err)
+    assert.is_nil(err:find("unknown option", 1, true))
+    local out
+    out, err, code = h.quarry("--pool-max 3 report monthly --month 2031-05 --format csv", { DB_POOL_MAX = "lots" })
+    assert.are.equal(0, code, err)
+    assert.matches("^settlement_date,", out)
+  end)
+
+  it("names a mistyped report as what is wrong, whatever flags follow it", function()
+    for _, args in ipairs({ "report dialy --date 2031-05-01", "report dialy --help", "help report dialy",
+                            "report dialy" }) do
+      local out, err, code = h.quarry(args)
+      assert.are.equal(2, code, args)
+      assert.are.equal("", out, args)
+      assert.matches("^quarry: unknown report 'dialy' %(reports: [^\n]*daily", err, 1, false, args)
+      assert.is_nil(err:find("unknown option", 1, true), args)
+    end
+    -- and the help of a report, as a user would ask for it
+    local out, _, code = h.quarry("help report daily")
+    assert.are.equal(0, code)
+    assert.matches("%-%-date", out)
+    assert.matches("%-%-lead%-party", out)
+    out, _, code = h.quarry("help db seed")
+    assert.are.equal(0, code)
+    assert.matches("Usage: quarry db seed", out)
   end)
 
   it("takes pool settings as flags, over the environment", function()

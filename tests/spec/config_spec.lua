@@ -45,6 +45,14 @@ describe("config.resolve", function()
     local ok, err = pcall(config.resolve, {}, env({ QUARRY_CACHE = "maybe" }))
     assert.is_false(ok)
     assert.matches("QUARRY_CACHE", err.message)
+    -- 0 is a lock wait's "no limit", not a pool of none; below it, refused
+    for _, bad in ipairs({ "-1", "soon", "1.5" }) do
+      ok, err = pcall(config.resolve, {}, env({ DB_LOCK_WAIT = bad }))
+      assert.is_false(ok)
+      assert.are.equal("usage", err.code)
+      assert.matches("DB_LOCK_WAIT", err.message)
+    end
+    assert.are.equal(0, config.resolve({}, env({ DB_LOCK_WAIT = "0" })).lock_wait_ms)
   end)
 end)
 

@@ -78,7 +78,7 @@ end
 -- with no report named: a choice's choices and an integer's bounds are those
 -- of all of them; defaults and "required" belong to each report, not here.
 local function all_params()
-  local all = M.reports().all(services.root())
+  local all = require("quarry.report").all(services.root())
   local names = {}
   for n in pairs(all) do names[#names + 1] = n end
   table.sort(names)
@@ -118,8 +118,11 @@ function M.report_plugin(head)
     local ok, params = pcall(all_params)
     return ok and { params = params } or nil
   end
-  local ok, plugin = pcall(function() return M.reports().find(services.root(), name) end)
-  return ok and plugin or nil
+  -- the declaration only: the settings (plugin limits) are checked once
+  -- the flags that may override them are parsed
+  local ok, plugin = pcall(function() return require("quarry.report").find(services.root(), name) end)
+  if ok then return plugin end
+  return nil, plugin -- why (an unknown name, a plugin that does not load), said if the flags cannot be parsed
 end
 
 

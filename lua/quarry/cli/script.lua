@@ -9,8 +9,8 @@ local M = { commands = {} }
 local commands = M.commands
 
 function M.define(p, info, plugin) -- luacheck: ignore 212
-  p:command("help", "Show the help of a command (quarry help report = quarry report --help).")
-    :argument("topic", "The command."):args("?")
+  p:command("help", "Show the help of a command (quarry help report daily = quarry report daily --help).")
+    :argument("topic", "The command, and its subcommand or report."):args("*")
   local run = p:command("run", "Run an analyst script with quarry preloaded; it sees its arguments in `arg`.")
   run:argument("script", "The Lua script (- reads it from standard input).")
   run:argument("args", "Arguments for the script."):args("*")
@@ -59,7 +59,9 @@ function commands.shell(args)
 end
 
 function commands.help(args, info)
-  local argv = args.topic and { args.topic, "--help" } or { "--help" }
+  local argv = {}
+  for i, w in ipairs(args.topic or {}) do argv[i] = w end
+  argv[#argv + 1] = "--help"
   return require("quarry.cli").main(argv, info)
 end
 
