@@ -56,6 +56,12 @@ function M.replace(path, text)
     return
   end
   local core = require "quarry.core"
+  local existing = io.open(path, "rb") -- a directory opens, and says so when read
+  if existing then
+    local _, rerr, errno = existing:read(0)
+    existing:close()
+    if errno == 21 then core.usage(("cannot write %s: %s"):format(path, M.reason(path, rerr))) end -- EISDIR
+  end
   local tmp = ("%s.tmp.%d"):format(path, core.getpid()) -- two writers never share one
   local f = open(tmp, path)
   local ok, werr = write_flushed(f, text)
