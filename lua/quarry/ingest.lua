@@ -504,6 +504,21 @@ function M.replace_curtailment(tx, w, name, f, cols, size, opts)
   return rows, dates, changed, removed
 end
 
+-- Rows of the file that repeat another exactly, acceptance id and all
+-- absent (CSV rows carry none): two acceptances with the same figures look
+-- like this, and so does a file that holds rows twice (two overlapping
+-- exports joined), counted twice. n, and the first such.
+local REPEATED_ROWS = [[
+  WITH r AS (
+    SELECT settlement_date AS d, settlement_period AS p, farm_id AS farm, count(*) AS n
+    FROM quarry_stage WHERE coalesce(acceptance_id, '') = ''
+    GROUP BY settlement_date, settlement_period, farm_id, lead_party_name, volume, payment, original_price,
+             final_price, so_flag, cadl_flag, bid_offer, bid_offer_pair_id
+    HAVING count(*) > 1)
+  SELECT (SELECT coalesce(sum(n - 1), 0)::int FROM r) AS n, f.d, f.p, f.farm
+  FROM (SELECT 1) one LEFT JOIN LATERAL (
+    SELECT d, p, farm FROM r ORDER BY d, length(p), p, farm LIMIT 1) f ON true]]
+
 --- Load a curtailment CSV (header: the columns of curtailment_records).
 -- The dates present are replaced whole, through the dated-write path
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
@@ -525,10 +540,17 @@ function M.curtailment(db, path, cache, file, opts)
       local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size,
         { dates = opts.dates, source = opts.source, merge = opts.merge })
       result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
+      if (opts.source or "csv") == "csv" then result.repeated = tx:query_one(REPEATED_ROWS) end
     end)
   f:close()
   if not ok then error(err, 0) end
   result.changed, result.bitcoin_rows = info.dates, info.bitcoin_rows
+  local rep = result.repeated
+  if rep and rep.n > 0 then
+    log.warn(("%s: %d row(s) repeat another row of the file exactly (the first: %s SP%s %s): each is counted, "
+      .. "as two acceptances with the same figures would be; if the file holds rows twice (two exports joined), "
+      .. "remove them and load it again"):format(path, rep.n, rep.d, rep.p, rep.farm), { module = "ingest" })
+  end
   if opts.quiet then return result end
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,
     dates = #result.dates, changed = #result.changed, replaced = result.replaced,

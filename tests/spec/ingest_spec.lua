@@ -44,6 +44,18 @@ describe("ingest curtailment", function()
       WHERE settlement_date = '2031-01-02' AND settlement_period = 40 AND miner_model = 'S9']])
     assert.are.equal("14.75", r.curtailed_energy) -- both acceptances
     assert.are.equal("3.125", r.block_reward)
+    assert.is_nil(err:find("repeat", 1, true)) -- two acceptances of one period are not repeats
+  end)
+
+  it("says when rows repeat another exactly (a file holding rows twice), and counts them as it was told", function()
+    local row = "2031-01-12,7,T_SGRWO-1,Seagreen Wind Energy Limited,-10,-50,-5,-5,true,false"
+    local path = csv({ "2031-01-12,3,T_DOREW-1,Dorenell Windfarm Limited,-2,-160,-80,-80,true,false", row, row, row })
+    local out, err, code = ingest("curtailment", path)
+    assert.are.equal(0, code, err)
+    assert.matches("loaded 4 curtailment row", out)
+    assert.matches("2 row%(s%) repeat another row of the file exactly %(the first: 2031%-01%-12 SP7 T_SGRWO%-1%)", err)
+    assert.are.equal(3, count([[SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-12'
+      AND settlement_period = 7]]))
   end)
 
   it("replaces the dates present, and only those", function()
