@@ -200,6 +200,7 @@ int luaopen_quarry_core(lua_State *L)
     qr_lua_open_http(L);
     qr_lua_open_process(L);
     qr_lua_open_fetch(L);
+    qr_lua_open_repeats(L);
     qr_lua_open_limits(L);
     return 1;
 }

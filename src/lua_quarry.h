@@ -25,6 +25,7 @@ void qr_lua_open_loop(lua_State *L);
 void qr_lua_open_http(lua_State *L);
 void qr_lua_open_process(lua_State *L);
 void qr_lua_open_fetch(lua_State *L);
+void qr_lua_open_repeats(lua_State *L);
 
 /* The event loop of core.loop_new (src/lua_loop.c), for what else runs on it. */
 struct event_base;

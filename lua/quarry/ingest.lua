@@ -72,13 +72,14 @@ local END_MARK = {} -- raised by the COPY source to abort at an end-of-data mark
 
 --- Stream the rest of an open file into tx's COPY; returns rows staged.
 -- Raises END_MARK, before the COPY ends, if a line holds only \. .
-local function copy_file(tx, f, sql, size)
+local function copy_file(tx, f, sql, size, repeats)
   local show = progress(size)
   local read = 0
   local tail = "\n" -- the data starts at a line start, after the header
   local rows = tx:copy_in(sql, function()
     local chunk = f:read(256 * 1024)
     if chunk then
+      if repeats then repeats:feed(chunk) end
       read = read + #chunk
       show(read)
       -- the mark may straddle two chunks: look at the end of the last one too
@@ -223,14 +224,15 @@ end
 -- Stream the open file into a temporary staging table of text columns
 -- (`expected`) and validate it with `check`, a query returning the first
 -- bad row; prepare (SQL) runs on the rows before. Lines are numbered when
--- either is given. Returns the rows staged; raises on bad input.
-local function stage(tx, path, f, cols, size, expected, check, prepare)
+-- either is given. repeats: a core.repeats the file's lines are fed to.
+-- Returns the rows staged; raises on bad input.
+local function stage(tx, path, f, cols, size, expected, check, prepare, repeats)
   local defs = {}
   for i, c in ipairs(expected) do defs[i] = '"' .. c .. '" text' end -- names from a fixed list
   tx:exec("DROP TABLE IF EXISTS pg_temp.quarry_stage") -- a second load in one transaction (seed)
   tx:exec(("CREATE TEMP TABLE quarry_stage (%s) ON COMMIT DROP"):format(table.concat(defs, ", ")))
   local ok, rows = pcall(copy_file, tx, f, ("COPY quarry_stage (%s) FROM STDIN WITH (FORMAT csv)")
-    :format(ident_list(cols)), size)
+    :format(ident_list(cols)), size, repeats)
   if not ok and rows == END_MARK then
     bad_input(("%s:%s: a line holding only \\. would end the load there (PostgreSQL's end-of-data mark); "
       .. "remove it, or quote it if it is a value"):format(path, end_mark_line(f) or "?"))
@@ -408,10 +410,11 @@ local DROPPED_FARMS = [[SELECT c.settlement_date::text AS d, count(DISTINCT c.fa
 -- for one of them is refused), prepare (SQL run on the stage), source
 -- ('csv', 'elexon', 'seed': curtailment_loaded_days.source; a seed refuses
 -- dates another source loaded), merge (replace only the file's farms of each
--- date, which must be loaded, not by a seed).
+-- date, which must be loaded, not by a seed), repeats (a core.repeats the
+-- file's lines are fed to).
 function M.replace_curtailment(tx, w, name, f, cols, size, opts)
   local dates, prepare, source, merge = opts.dates, opts.prepare, opts.source or "csv", opts.merge
-  local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare)
+  local rows = stage(tx, name, f, cols, size, STAGE_COLUMNS, nil, prepare, opts.repeats)
   local function slow(original)
     if not prepare then number_lines(tx) end
     local bad = tx:query_one(CURTAILMENT_CHECK)
@@ -504,21 +507,6 @@ function M.replace_curtailment(tx, w, name, f, cols, size, opts)
   return rows, dates, changed, removed
 end
 
--- Rows of the file that repeat another exactly, acceptance id and all
--- absent (CSV rows carry none): two acceptances with the same figures look
--- like this, and so does a file that holds rows twice (two overlapping
--- exports joined), counted twice. n, and the first such.
-local REPEATED_ROWS = [[
-  WITH r AS (
-    SELECT settlement_date AS d, settlement_period AS p, farm_id AS farm, count(*) AS n
-    FROM quarry_stage WHERE coalesce(acceptance_id, '') = ''
-    GROUP BY settlement_date, settlement_period, farm_id, lead_party_name, volume, payment, original_price,
-             final_price, so_flag, cadl_flag, bid_offer, bid_offer_pair_id
-    HAVING count(*) > 1)
-  SELECT (SELECT coalesce(sum(n - 1), 0)::int FROM r) AS n, f.d, f.p, f.farm
-  FROM (SELECT 1) one LEFT JOIN LATERAL (
-    SELECT d, p, farm FROM r ORDER BY d, length(p), p, farm LIMIT 1) f ON true]]
-
 --- Load a curtailment CSV (header: the columns of curtailment_records).
 -- The dates present are replaced whole, through the dated-write path
 -- (lua/quarry/write.lua). file: an open file to read instead of opening
@@ -535,21 +523,28 @@ function M.curtailment(db, path, cache, file, opts)
   opts = opts or {}
   local f, cols, size = open_csv(path, M.CURTAILMENT_COLUMNS, file)
   local result = {}
+  -- Lines that repeat another exactly: two acceptances with the same
+  -- figures look like this, and so does a file holding rows twice (two
+  -- overlapping exports joined), which would count them twice. Said, not
+  -- refused: a CSV row has no acceptance id to tell the two apart.
+  local repeats = (opts.source or "csv") == "csv" and core.repeats(2) or nil
   local ok, err, info = pcall(write.dated, db, cache, { tables = { "curtailment_records" }, long = true },
     function(tx, w)
       local rows, replaced_dates, _, replaced = M.replace_curtailment(tx, w, path, f, cols, size,
-        { dates = opts.dates, source = opts.source, merge = opts.merge })
+        { dates = opts.dates, source = opts.source, merge = opts.merge, repeats = repeats })
       result.rows, result.dates, result.replaced = rows, replaced_dates, replaced
-      if (opts.source or "csv") == "csv" then result.repeated = tx:query_one(REPEATED_ROWS) end
     end)
   f:close()
   if not ok then error(err, 0) end
   result.changed, result.bitcoin_rows = info.dates, info.bitcoin_rows
-  local rep = result.repeated
-  if rep and rep.n > 0 then
-    log.warn(("%s: %d row(s) repeat another row of the file exactly (the first: %s SP%s %s): each is counted, "
-      .. "as two acceptances with the same figures would be; if the file holds rows twice (two exports joined), "
-      .. "remove them and load it again"):format(path, rep.n, rep.d, rep.p, rep.farm), { module = "ingest" })
+  if repeats then
+    local n, line, of = repeats:finish()
+    if n > 0 then
+      log.warn(("%s:%d repeats line %d exactly%s: each is counted, as two acceptances with the same figures "
+        .. "would be; if the file holds rows twice (two exports joined), remove them and load it again")
+        :format(path, line, of, n > 1 and (" (and %d more line(s) repeat others)"):format(n - 1) or ""),
+        { module = "ingest" })
+    end
   end
   if opts.quiet then return result end
   log.info("ingested curtailment", { module = "ingest", context = { file = path, rows = result.rows,

@@ -53,7 +53,7 @@ describe("ingest curtailment", function()
     local out, err, code = ingest("curtailment", path)
     assert.are.equal(0, code, err)
     assert.matches("loaded 4 curtailment row", out)
-    assert.matches("2 row%(s%) repeat another row of the file exactly %(the first: 2031%-01%-12 SP7 T_SGRWO%-1%)", err)
+    assert.matches(":4 repeats line 3 exactly %(and 1 more line%(s%) repeat others%): each is counted", err)
     assert.are.equal(3, count([[SELECT count(*) AS n FROM curtailment_records WHERE settlement_date = '2031-01-12'
       AND settlement_period = 7]]))
   end)
