@@ -684,14 +684,21 @@ static void note_wait(qr_conn *c, uint64_t waited_ns)
     if (PQstatus(side) == CONNECTION_OK) {
         char pid[16];
         snprintf(pid, sizeof pid, "%d", PQbackendPID(c->pg));
-        const char *params[1] = {pid};
+        const char *app = PQparameterStatus(c->pg, "application_name");
+        const char *params[2] = {pid, app ? app : ""};
+        /* Behind PgBouncer the pid libpq knows is the pooler's, no server's:
+         * then the sessions of this application name waiting on a lock
+         * stand for this one (its server session is one of them). */
         PGresult *r = PQexecParams(
             side,
+            "WITH me AS (SELECT pid FROM pg_stat_activity WHERE pid = $1::int UNION ALL "
+            "SELECT pid FROM pg_stat_activity WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity "
+            "WHERE pid = $1::int) AND application_name = $2 AND wait_event_type = 'Lock') "
             "SELECT string_agg(format('pid %s (%s, %s for %s s)', pid, "
             "coalesce(nullif(application_name, ''), usename::text, '?'), state, "
             "extract(epoch FROM now() - coalesce(xact_start, query_start))::bigint), '; ') AS who "
-            "FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1::int))",
-            1, NULL, params, NULL, NULL, 0);
+            "FROM pg_stat_activity WHERE pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM me)",
+            2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
             qr_log(QR_LOG_WARN, "db",
                    "waited %llu s for a lock held by %s: this waits until that session ends its "

@@ -278,6 +278,35 @@ describe("db:transaction", function()
     assert.are.equal(0, s.in_use)
     assert.is_true(s.total <= 5)
   end)
+
+  -- Behind PgBouncer (this spec runs there too) the pid libpq knows is the
+  -- pooler's: the note once found no holder there and said nothing.
+  it("says who holds the lock a statement waits for, and goes on once it is free", function()
+    db:exec("DROP TABLE IF EXISTS lock_note_t")
+    db:exec("CREATE TABLE lock_note_t (id int)")
+    db:exec("INSERT INTO lock_note_t VALUES (1)")
+    local path, err_file, rc_file = h.tmpname(".lua"), h.tmpname(".err"), h.tmpname(".rc")
+    h.write(path, [[require("quarry").db:exec("UPDATE lock_note_t SET id = 2")]])
+    local holder = h.db({ max_size = 1 })
+    local server_pid
+    assert(holder:transaction(function(tx)
+      server_pid = tx:query_one("SELECT pg_backend_pid() AS p").p -- the server's, through a pooler too
+      tx:query("SELECT id FROM lock_note_t FOR UPDATE")
+      os.execute(("(%s run %s 2>%s; echo $? >%s) >/dev/null &"):format(h.shell_quote(h.bin), h.shell_quote(path),
+        h.shell_quote(err_file), h.shell_quote(rc_file)))
+      local said = h.eventually(function() return (h.read(err_file) or ""):match("waited %d+ s for a lock held by")
+        ~= nil end, true, 15)
+      assert.is_true(said, h.read(err_file))
+      assert.matches("held by pid " .. server_pid .. " %(", h.read(err_file))
+      assert.is_nil(h.read(rc_file), "the statement went on past the lock")
+    end))
+    holder:close()
+    assert.is_true(h.eventually(function() return h.read(rc_file) ~= nil end, true, 15))
+    assert.are.equal("0", (h.read(rc_file):gsub("%s+", "")))
+    assert.are.equal(2, db:query_one("SELECT id FROM lock_note_t").id)
+    db:exec("DROP TABLE lock_note_t")
+    for _, f in ipairs({ path, err_file, rc_file }) do os.remove(f) end
+  end)
 end)
 
 describe("db:acquire", function()
