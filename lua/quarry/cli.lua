@@ -157,8 +157,10 @@ main = function(argv, info)
     fail(config.mask(tostring(type(plugin_err) == "table" and plugin_err.message or plugin_err)))
     return cli.exit_code(plugin_err)
   end
-  for _, a in ipairs(head) do
-    if plugin_err and (a == "-h" or a == "--help") then return plugin_failed() end
+  if plugin_err then
+    for _, a in ipairs(head) do
+      if a == "-h" or a == "--help" then return plugin_failed() end
+    end
   end
   local ok, args = parser:pparse(head)
   if not ok then

@@ -56,23 +56,20 @@ function M.replace(path, text)
     return
   end
   local core = require "quarry.core"
-  local existing = io.open(path, "rb") -- a directory opens, and says so when read
-  if existing then
-    local _, rerr, errno = existing:read(0)
-    existing:close()
-    if errno == 21 then core.usage(("cannot write %s: %s"):format(path, M.reason(path, rerr))) end -- EISDIR
-  end
   local tmp = ("%s.tmp.%d"):format(path, core.getpid()) -- two writers never share one
   local f = open(tmp, path)
   local ok, werr = write_flushed(f, text)
   if ok then ok, werr = core.fsync(f) end -- on the disk before its name says "written"
   local closed, cerr = f:close()
   if ok and not closed then ok, werr = false, cerr end
-  if ok then ok, werr = os.rename(tmp, path) end
+  local errno
+  if ok then ok, werr, errno = os.rename(tmp, path) end
   local dir = path:match("^(.*)/[^/]*$") or "."
   if ok then ok, werr = core.fsync_dir(dir == "" and "/" or dir) end -- and the rename too
   if not ok then
     os.remove(tmp)
+    -- -o DIR is the caller's bad input, as a path that cannot be opened is
+    if errno == 21 then core.usage(("cannot write %s: %s"):format(path, werr)) end -- EISDIR
     check(path, false, werr)
   end
 end
